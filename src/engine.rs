@@ -1,0 +1,185 @@
+//! The `Engine` trait and the domain types every other module speaks.
+//!
+//! This module owns the boundary between imagegc and a container engine: what
+//! an image, a container and a removal outcome look like, and which errors a
+//! caller can branch on. It knows nothing about the wire; `docker.rs`
+//! implements the trait over bollard, and tests implement it in memory.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+/// One image as the engine's image list reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// Full image ID, `sha256:<hex>`; immutable, so it keys every cache.
+    pub id: String,
+    /// Parent image ID for images made by the classic builder or loaded with a
+    /// parent link; `None` otherwise. Drives children-before-parents.
+    pub parent_id: Option<String>,
+    /// `repository:tag` references, with `<none>:<none>` placeholders removed.
+    pub tags: Vec<String>,
+    /// `repository@sha256:…` references, with `<none>@<none>` placeholders removed.
+    pub digests: Vec<String>,
+    /// The image's `created` time from its config.
+    pub created: DateTime<Utc>,
+    /// Image labels, matched by `labels` selectors and `protect_labels`.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One entry of an image's history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Bytes of the layer this step made (the layer store's diff size), 0 for
+    /// metadata-only steps.
+    pub size: u64,
+    /// The command that made the step; used only to tell empty steps from
+    /// zero-byte layers when the two cannot be told apart by count.
+    pub created_by: String,
+}
+
+/// What inspect and history say about one image. Immutable for a given image
+/// ID except `last_tag_time`, which only tag events change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageDetails {
+    /// `RootFS.Layers`: the diff IDs of the image's layers, bottom first.
+    pub diff_ids: Vec<String>,
+    /// The image history, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// When a reference was last put on the image (pull, tag, load), if ever.
+    pub last_tag_time: Option<DateTime<Utc>>,
+}
+
+/// One container, in any state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// Full container ID.
+    pub id: String,
+    /// Container names without the leading slash, for log lines.
+    pub names: Vec<String>,
+    /// ID of the image the container was created from: that image is in use.
+    pub image_id: String,
+    /// Engine state: created, running, paused, restarting, removing, exited, dead.
+    pub state: String,
+    /// When the container was created; a last-used time for its image.
+    pub created: DateTime<Utc>,
+}
+
+/// Facts about the engine itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Engine version string, for logs.
+    pub server_version: String,
+    /// API version negotiated with the engine.
+    pub api_version: String,
+    /// The engine's root directory (`/var/lib/docker`), whose filesystem
+    /// disk-pressure policies watch.
+    pub root_dir: String,
+}
+
+/// Size and use of the filesystem holding the engine's root directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Total bytes of the filesystem.
+    pub total_bytes: u64,
+    /// Bytes in use (total minus free), as `df` counts them.
+    pub used_bytes: u64,
+}
+
+impl DiskUsage {
+    /// Fraction of the filesystem in use, 0.0 to 1.0.
+    pub fn used_ratio(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 0.0;
+        }
+        self.used_bytes as f64 / self.total_bytes as f64
+    }
+}
+
+/// One line of the engine's answer to an image removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteItem {
+    /// A reference was removed from an image.
+    Untagged(String),
+    /// An image ID or a layer chain ID was deleted.
+    Deleted(String),
+}
+
+/// Errors callers branch on. `kind()` is the metric label and the JSON `kind`.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// 409: the image is in use, has children, or needs force. A normal outcome.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// 404: already gone. A normal outcome.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The engine did not answer at its address.
+    #[error("cannot reach the Docker Engine at {address}: {reason}. Is dockerd running, and is DOCKER_HOST or --engine right?")]
+    Unavailable {
+        /// Where we tried to connect.
+        address: String,
+        /// What went wrong, from the transport.
+        reason: String,
+    },
+    /// The socket exists but we may not open it.
+    #[error("permission denied on the Docker Engine socket {address}: run as root or add this user to the `docker` group")]
+    PermissionDenied {
+        /// The socket path or URL.
+        address: String,
+    },
+    /// Any other answer from the engine.
+    #[error("engine error: {0}")]
+    Other(String),
+}
+
+impl EngineError {
+    /// Stable label for metrics and JSON: `conflict`, `not_found` or `engine`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Conflict(_) => "conflict",
+            Self::NotFound(_) => "not_found",
+            Self::Unavailable { .. } | Self::PermissionDenied { .. } | Self::Other(_) => "engine",
+        }
+    }
+
+    /// True when the engine cannot be talked to at all, so a pass should stop.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::PermissionDenied { .. })
+    }
+}
+
+/// A container engine as imagegc needs it. Implementations must be cheap to
+/// share; every method is one engine round trip (or a few), with no caching:
+/// caching lives in `snapshot.rs` so it can be tested with a fake engine.
+pub trait Engine: Send + Sync {
+    /// Engine version, API version and root directory.
+    fn info(&self) -> impl Future<Output = Result<EngineInfo, EngineError>> + Send;
+
+    /// Every image, intermediate parents included.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageSummary>, EngineError>> + Send;
+
+    /// Every container in every state.
+    fn list_containers(&self) -> impl Future<Output = Result<Vec<Container>, EngineError>> + Send;
+
+    /// Inspect and history of one image.
+    fn image_details(
+        &self,
+        image_id: &str,
+    ) -> impl Future<Output = Result<ImageDetails, EngineError>> + Send;
+
+    /// Size and use of the filesystem at `root_dir`, when the engine runs on
+    /// this machine; `Ok(None)` for a remote engine.
+    fn disk_usage(
+        &self,
+        root_dir: &str,
+    ) -> impl Future<Output = Result<Option<DiskUsage>, EngineError>> + Send;
+
+    /// Remove one reference (`repo:tag`, `repo@digest`) or one image by ID.
+    /// Never forced; never prunes untagged parents (the planner decides those).
+    fn remove_image(
+        &self,
+        target: &str,
+    ) -> impl Future<Output = Result<Vec<DeleteItem>, EngineError>> + Send;
+}

@@ -1,0 +1,28 @@
+//! imagegc: a garbage collector for container images on build hosts.
+//!
+//! # Layout
+//! - [`config`]: policy file (raw TOML) → validated [`policy::Policy`], with
+//!   file:line:column errors.
+//! - [`policy`]: the validated policy types the rest of the crate reads.
+//! - [`schedule`]: crontab expression → next fire time (pure).
+//! - [`engine`]: the [`engine::Engine`] trait and domain types.
+//! - [`docker`]: `Engine` over bollard; the only module that knows the wire.
+//! - [`snapshot`]: one consistent view of the engine, with the per-image-ID
+//!   inspect cache.
+//! - [`accounting`]: chain IDs, layer sizes, and the bytes a set of removals frees.
+//! - [`plan`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`.
+//! - [`execute`]: carries out a plan, children before parents, never forced.
+//! - [`state`]: first-seen / last-used store with atomic writes.
+//! - [`output`]: plan and report as a table or JSON.
+
+pub mod accounting;
+pub mod config;
+pub mod docker;
+pub mod engine;
+pub mod execute;
+pub mod output;
+pub mod plan;
+pub mod policy;
+pub mod schedule;
+pub mod snapshot;
+pub mod state;

@@ -1,0 +1,174 @@
+//! Validated policy: the only configuration type the planner and daemon see.
+//!
+//! `config.rs` turns a policy file into these types; everything here has
+//! already been checked (durations parsed, globs compiled, watermarks ordered),
+//! so consumers never re-validate.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::GlobMatcher;
+
+/// A whole validated policy file.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Where the policy came from (a path, or `<built-in>`), for log lines.
+    pub source: String,
+    /// When daemon passes run. Default `@hourly`.
+    pub schedule: crate::schedule::Schedule,
+    /// IANA time zone the schedule is read in. Default UTC.
+    pub timezone: chrono_tz::Tz,
+    /// Engine address from the file; `--engine` and `DOCKER_HOST` take precedence
+    /// in that order over nothing, and this over the local default.
+    pub engine: Option<String>,
+    /// When true, passes plan and report but remove nothing. Default false.
+    pub dry_run: bool,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: MetricsSettings,
+    /// `[state]`: where first-seen and last-used times are kept.
+    pub state: StateSettings,
+    /// `[safety]`: rules that win over every policy.
+    pub safety: Safety,
+    /// The `[[policy]]` tables, in file order (earlier ones name a removal first).
+    pub rules: Vec<Rule>,
+}
+
+/// `[metrics]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` and `/healthz`. Default true.
+    pub enabled: bool,
+    /// Listen address. Default `127.0.0.1:9317`.
+    pub listen: SocketAddr,
+}
+
+/// `[state]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateSettings {
+    /// State file path. Default `/var/lib/imagegc/state.json`.
+    pub path: PathBuf,
+}
+
+/// `[safety]`: protections no policy can override.
+#[derive(Debug, Clone)]
+pub struct Safety {
+    /// Grace period counted from max(created, first seen). Default 1h.
+    pub min_age: Duration,
+    /// Reference globs never removed (matched against `repo:tag` and `repo`).
+    pub protect: Vec<Glob>,
+    /// Image labels (`key` or `key=value`) whose images are never removed.
+    pub protect_labels: Vec<LabelMatch>,
+    /// Upper bound on removals in one pass; unlimited when `None`.
+    pub max_removals_per_run: Option<NonZeroUsize>,
+}
+
+/// A compiled glob with the text the user wrote, so reasons can quote it.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    /// The pattern as written.
+    pub pattern: String,
+    /// Compiled with `literal_separator`, so `*` stays within one `/` segment.
+    pub matcher: GlobMatcher,
+}
+
+impl Glob {
+    /// True when `text` matches.
+    pub fn is_match(&self, text: &str) -> bool {
+        self.matcher.is_match(text)
+    }
+}
+
+/// `key` (label present) or `key=value` (label has that value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelMatch {
+    /// Label key.
+    pub key: String,
+    /// Required value; any value when `None`.
+    pub value: Option<String>,
+}
+
+impl LabelMatch {
+    /// True when the labels satisfy this match.
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match (labels.get(&self.key), &self.value) {
+            (Some(_), None) => true,
+            (Some(have), Some(want)) => have == want,
+            (None, _) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for LabelMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
+}
+
+/// One `[[policy]]` table.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique name; every removal carries it.
+    pub name: String,
+    /// Which references and untagged images the rule looks at.
+    pub selectors: Selectors,
+    /// Which of those it removes. At least one is set.
+    pub conditions: Conditions,
+}
+
+/// Selectors: all given must match. None given selects everything.
+#[derive(Debug, Clone, Default)]
+pub struct Selectors {
+    /// `Some(true)`: untagged images only; `Some(false)`: tagged references only.
+    pub dangling: Option<bool>,
+    /// Globs on the repository part of a reference; any may match. Untagged
+    /// images never match a rule that sets this.
+    pub repositories: Vec<Glob>,
+    /// Image labels; all must match.
+    pub labels: Vec<LabelMatch>,
+}
+
+/// Conditions: all given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Conditions {
+    /// Last used longer ago than this.
+    pub unused_for: Option<Duration>,
+    /// Created longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Per repository, keep this many newest selected references.
+    pub keep_most_recent: Option<usize>,
+    /// Act only under disk pressure, least recently used first.
+    pub disk: Option<DiskPressure>,
+}
+
+/// `disk_high` / `disk_low` watermarks, both of the same kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiskPressure {
+    /// Start removing at or above this.
+    pub high: Threshold,
+    /// Stop once the projected usage is at or below this.
+    pub low: Threshold,
+}
+
+/// A watermark: a share of the filesystem holding the engine's root dir, or an
+/// absolute amount of image data (unique layer bytes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Threshold {
+    /// Fraction 0.0..=1.0 of the filesystem in use.
+    Ratio(f64),
+    /// Bytes of image layer data on the engine.
+    Bytes(u64),
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Ratio(r) => write!(f, "{}%", (r * 1000.0).round() / 10.0),
+            Self::Bytes(b) => write!(f, "{}", bytesize::ByteSize::b(*b).display().iec()),
+        }
+    }
+}
