@@ -12,7 +12,9 @@
 //! - [`accounting`]: chain IDs, layer sizes, and the bytes a set of removals frees.
 //! - [`plan`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`.
 //! - [`execute`]: carries out a plan, children before parents, never forced.
+//! - [`pass`]: one pass, snapshot → plan → execute → state.
 //! - [`state`]: first-seen / last-used store with atomic writes.
+//! - [`fake`]: an in-memory engine for tests and benchmarks.
 //! - [`output`]: plan and report as a table or JSON.
 
 pub mod accounting;
@@ -20,7 +22,9 @@ pub mod config;
 pub mod docker;
 pub mod engine;
 pub mod execute;
+pub mod fake;
 pub mod output;
+pub mod pass;
 pub mod plan;
 pub mod policy;
 pub mod schedule;

@@ -1,1 +1,299 @@
-fn main() {}
+//! The `imagegc` command: argument parsing, logging setup and exit codes.
+//! Everything else lives in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use imagegc::config;
+use imagegc::docker::Docker;
+use imagegc::engine::Engine;
+use imagegc::output::{self, Format};
+use imagegc::pass::{self, Mode};
+use imagegc::policy::Policy;
+use imagegc::snapshot::DetailsCache;
+use imagegc::state::State;
+
+/// Exit codes, as the README lists them.
+mod exit {
+    pub const OK: u8 = 0;
+    pub const BAD_POLICY: u8 = 1;
+    // 2 is clap's for a bad command line.
+    pub const ENGINE: u8 = 3;
+}
+
+/// Garbage collector for container images on build hosts.
+///
+/// imagegc finds dangling and stale images on the local Docker Engine and
+/// removes them safely: never an image a container uses (in any state),
+/// never with force, children before parents, nothing younger than the
+/// grace period. Every removal names the policy and the reason, and the
+/// bytes reported are exact (counted from layers, shared layers once).
+///
+/// Exit codes: 0 success (also when there was nothing to do); 1 invalid
+/// policy file; 2 bad command line; 3 engine unreachable, permission denied
+/// on its socket, or the engine's images could not be listed.
+#[derive(Debug, Parser)]
+#[command(name = "imagegc", version, about, long_about, max_term_width = 100)]
+struct Cli {
+    /// Policy file. When not given and /etc/imagegc/imagegc.toml does not
+    /// exist, the built-in default policy is used (remove dangling images
+    /// older than 1h).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Docker Engine address (unix:///var/run/docker.sock, tcp://host:2375).
+    /// Default: DOCKER_HOST, else the policy file's `engine`, else the local socket.
+    #[arg(long, global = true, value_name = "URL")]
+    engine: Option<String>,
+
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+
+    /// Less log detail: warnings and errors only.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines (no timestamps or colours under systemd).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a policy file; print every error with file:line:column.
+    CheckConfig {
+        /// The file to check (default: --config, else /etc/imagegc/imagegc.toml).
+        file: Option<PathBuf>,
+    },
+    /// Show what a pass would remove now, and why. Changes nothing.
+    Plan(OutputArgs),
+    /// Run one pass now and print what was removed and the bytes freed.
+    Once {
+        /// Plan and report, but remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct OutputArgs {
+    /// Output format on stdout.
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("IMAGEGC_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("imagegc={level},warn")));
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text if under_systemd => builder.without_time().with_ansi(false).init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+}
+
+/// Load the policy from `--config`, the default path, or the built-in text.
+fn load_policy(explicit: Option<&Path>) -> Result<Policy, config::ConfigErrors> {
+    if let Some(path) = explicit {
+        return config::load(path);
+    }
+    let default = Path::new(config::DEFAULT_CONFIG_PATH);
+    if default.exists() {
+        return config::load(default);
+    }
+    info!(
+        path = config::DEFAULT_CONFIG_PATH,
+        "no policy file; using the built-in default policy (see config/imagegc.toml)"
+    );
+    Ok(config::builtin())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    match real_main(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("imagegc: {e:#}");
+            ExitCode::from(exit::ENGINE)
+        }
+    }
+}
+
+fn real_main(cli: &Cli) -> anyhow::Result<u8> {
+    if let Command::CheckConfig { file } = &cli.command {
+        let path = file
+            .clone()
+            .or_else(|| cli.config.clone())
+            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
+        return Ok(match config::load(&path) {
+            Ok(policy) => {
+                println!("{}: ok ({} policies)", path.display(), policy.rules.len());
+                exit::OK
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                exit::BAD_POLICY
+            }
+        });
+    }
+    let policy = match load_policy(cli.config.as_deref()) {
+        Ok(p) => p,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(exit::BAD_POLICY);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async_main(cli, &policy))
+}
+
+async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
+    let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
+    let address = cli.engine.clone().or(env_host).or_else(|| policy.engine.clone());
+    let engine = match Docker::connect(address.as_deref()).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("imagegc: {e}");
+            return Ok(exit::ENGINE);
+        }
+    };
+    let engine_info = match engine.info().await {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("imagegc: {e}");
+            return Ok(exit::ENGINE);
+        }
+    };
+    info!(
+        engine = engine.address(),
+        version = %engine_info.server_version,
+        api = %engine_info.api_version,
+        policy = %policy.source,
+        "connected"
+    );
+    let (mode, format) = match &cli.command {
+        Command::Plan(o) => (Mode::Plan, o.output),
+        Command::Once { dry_run, output } => {
+            let mode = if *dry_run || policy.dry_run { Mode::DryRun } else { Mode::Execute };
+            (mode, output.output)
+        }
+        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+    };
+    let now = chrono::Utc::now();
+    let state_path = &policy.state.path;
+    let mut state = match State::load_or_fresh(state_path, now) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(error = %e, "cannot read the state file; first-seen times start afresh");
+            State::fresh(now)
+        }
+    };
+    let cancel = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
+    let mut cache = DetailsCache::new();
+    let result = pass::run(
+        &engine,
+        policy,
+        Some(&engine_info.root_dir),
+        &mut cache,
+        &mut state,
+        mode,
+        now,
+        &cancel,
+    )
+    .await;
+    signals.abort();
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("imagegc: pass failed: {e}");
+            return Ok(exit::ENGINE);
+        }
+    };
+    if mode != Mode::Plan {
+        if let Err(e) = state.save(state_path) {
+            warn!(error = %e, "cannot write the state file; first-seen times will not persist");
+        }
+    }
+    let text = match (format, &outcome.report) {
+        (Format::Json, _) if mode == Mode::Plan => {
+            serde_json::to_string_pretty(&output::plan_json(&outcome.plan, &outcome.snapshot))?
+        }
+        (Format::Json, report) => serde_json::to_string_pretty(&output::pass_json(
+            &outcome.plan,
+            &outcome.snapshot,
+            report.as_ref(),
+            mode == Mode::DryRun,
+        ))?,
+        (Format::Table, Some(report)) => output::report_table(&outcome.plan, report),
+        (Format::Table, None) => output::plan_table(&outcome.plan),
+    };
+    println!("{}", text.trim_end());
+    if let Some(report) = &outcome.report {
+        info!(
+            removed = report.removed.len(),
+            deleted_images = report.deleted_images(),
+            failed = report.failed.len(),
+            reclaimed_bytes = report.reclaimed_bytes,
+            predicted_bytes = outcome.plan.reclaim_bytes,
+            "pass finished"
+        );
+        if report.engine_lost {
+            return Ok(exit::ENGINE);
+        }
+    }
+    Ok(exit::OK)
+}
+
+async fn cancel_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("signal received: finishing the removal in flight, starting no new one");
+    cancel.cancel();
+}
+

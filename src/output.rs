@@ -1,1 +1,232 @@
-//! TODO
+//! Plans and reports for people (a table) and for programs (JSON).
+//!
+//! The JSON field names are a stable interface: `removals[]`, `kept[]`,
+//! `reclaim_bytes`, and after a pass `removed[]`, `failed[]`,
+//! `reclaimed_bytes`. Sizes are bytes in JSON and IEC units in the table.
+
+use std::fmt::Write;
+
+use serde_json::{json, Value};
+
+use crate::execute::Report;
+use crate::plan::Plan;
+use crate::snapshot::Snapshot;
+
+/// `table` or `json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// A readable table with a summary line.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// Human size, IEC units.
+pub fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+fn shown_ref(reference: Option<&str>, image_id: &str) -> String {
+    match reference {
+        Some(r) => r.to_string(),
+        None => format!("<untagged> {}", short(image_id)),
+    }
+}
+
+/// The plan as JSON.
+pub fn plan_json(plan: &Plan, snapshot: &Snapshot) -> Value {
+    json!({
+        "removals": plan.removals.iter().map(|r| json!({
+            "image_id": r.image_id,
+            "reference": r.reference,
+            "policy": r.policy,
+            "reason": r.reason,
+            "reclaim_bytes": r.reclaim_bytes,
+            "deletes_image": r.deletes_image,
+            "sizes_exact": snapshot.images[r.image].sizes_exact,
+        })).collect::<Vec<_>>(),
+        "kept": plan.kept.iter().map(|k| json!({
+            "image_id": k.image_id,
+            "reference": k.reference,
+            "policy": k.policy,
+            "reason": k.reason,
+        })).collect::<Vec<_>>(),
+        "reclaim_bytes": plan.reclaim_bytes,
+        "notes": plan.notes,
+        "images": snapshot.images.len(),
+        "image_bytes": snapshot.image_bytes(),
+    })
+}
+
+/// The plan and what execution did, as JSON (the `once` output).
+pub fn pass_json(plan: &Plan, snapshot: &Snapshot, report: Option<&Report>, dry_run: bool) -> Value {
+    let mut v = plan_json(plan, snapshot);
+    let empty = Report::default();
+    let report = report.unwrap_or(&empty);
+    v["dry_run"] = json!(dry_run);
+    v["removed"] = json!(report.removed.iter().map(|r| json!({
+        "image_id": r.image_id,
+        "reference": r.reference,
+        "policy": r.policy,
+        "reclaimed_bytes": r.reclaimed_bytes,
+        "deleted_images": r.deleted_images,
+        "untagged": r.untagged,
+    })).collect::<Vec<_>>());
+    v["failed"] = json!(report.failed.iter().map(|f| json!({
+        "image_id": f.image_id,
+        "reference": f.reference,
+        "policy": f.policy,
+        "kind": f.kind,
+        "message": f.message,
+    })).collect::<Vec<_>>());
+    v["reclaimed_bytes"] = json!(report.reclaimed_bytes);
+    v["deleted_images"] = json!(report.deleted_images());
+    v["skipped"] = json!(report.skipped);
+    v["cancelled"] = json!(report.cancelled);
+    v
+}
+
+fn table(rows: &[[String; 4]], header: [&str; 4]) -> String {
+    let mut widths = header.map(str::len);
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: [&str; 4]| {
+        let _ = writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:>w2$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+        );
+    };
+    line(&mut out, header);
+    for row in rows {
+        line(&mut out, [&row[0], &row[1], &row[2], &row[3]]);
+    }
+    out
+}
+
+/// The plan as a table with a summary line.
+pub fn plan_table(plan: &Plan) -> String {
+    let mut out = String::new();
+    if plan.removals.is_empty() {
+        out.push_str("Nothing to remove.\n");
+    } else {
+        let rows: Vec<[String; 4]> = plan
+            .removals
+            .iter()
+            .map(|r| {
+                [
+                    shown_ref(r.reference.as_deref(), &r.image_id),
+                    r.policy.clone(),
+                    size(r.reclaim_bytes),
+                    r.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "FREES", "REASON"]));
+    }
+    if !plan.kept.is_empty() {
+        out.push_str("\nKept by safety rules:\n");
+        let rows: Vec<[String; 4]> = plan
+            .kept
+            .iter()
+            .map(|k| {
+                [
+                    shown_ref(k.reference.as_deref(), &k.image_id),
+                    k.policy.clone(),
+                    String::new(),
+                    k.reason.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "", "KEPT BECAUSE"]));
+    }
+    for note in &plan.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let deletes = plan.removals.iter().filter(|r| r.deletes_image).count();
+    let _ = writeln!(
+        out,
+        "\nPlan: {} removals ({} images deleted), frees {}; {} kept by safety rules.",
+        plan.removals.len(),
+        deletes,
+        size(plan.reclaim_bytes),
+        plan.kept.len()
+    );
+    out
+}
+
+/// What a pass did, as a table with a summary line.
+pub fn report_table(plan: &Plan, report: &Report) -> String {
+    let mut out = String::new();
+    if !report.removed.is_empty() {
+        let rows: Vec<[String; 4]> = report
+            .removed
+            .iter()
+            .map(|r| {
+                [
+                    shown_ref(r.reference.as_deref(), &r.image_id),
+                    r.policy.clone(),
+                    size(r.reclaimed_bytes),
+                    if r.deleted_images.is_empty() {
+                        "untagged".into()
+                    } else {
+                        "deleted".into()
+                    },
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "FREED", "RESULT"]));
+    }
+    if !report.failed.is_empty() {
+        out.push_str("\nNot removed:\n");
+        let rows: Vec<[String; 4]> = report
+            .failed
+            .iter()
+            .map(|f| {
+                [
+                    shown_ref(f.reference.as_deref(), &f.image_id),
+                    f.policy.clone(),
+                    f.kind.to_string(),
+                    f.message.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KIND", "MESSAGE"]));
+    }
+    if !plan.kept.is_empty() {
+        let _ = writeln!(out, "\n{} kept by safety rules (see `imagegc plan`).", plan.kept.len());
+    }
+    let _ = writeln!(
+        out,
+        "\nRemoved {} references, deleted {} images, freed {} (predicted {}); {} not removed{}.",
+        report.removed.len(),
+        report.deleted_images(),
+        size(report.reclaimed_bytes),
+        size(plan.reclaim_bytes),
+        report.failed.len(),
+        if report.cancelled {
+            format!(", {} skipped: cancelled", report.skipped)
+        } else if report.skipped > 0 {
+            format!(", {} skipped: engine lost", report.skipped)
+        } else {
+            String::new()
+        }
+    );
+    out
+}

@@ -1,1 +1,317 @@
-//! TODO
+//! One consistent view of the engine for one pass, and the inspect cache.
+//!
+//! A [`Snapshot`] holds the images, their sized layers (interned, so shared
+//! layers are one entry), the containers, and the disk; it also carries the
+//! indices the planner and the ledger need (parent, children, in use). It is
+//! plain data: the planner reads it without I/O, and tests and benchmarks
+//! build it directly with [`Snapshot::build`].
+//!
+//! [`DetailsCache`] keeps inspect and history results by image ID. Image IDs
+//! are content hashes, so an entry never goes stale; a steady-state pass
+//! makes inspect calls only for images it has not seen before.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::accounting::{self, Layer};
+use crate::engine::{Container, DiskUsage, Engine, EngineError, ImageSummary};
+
+/// What is known about an image beyond the image list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// Sized layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// False when sizes could not be matched to layers one to one.
+    pub sizes_exact: bool,
+    /// From inspect; a last-used time.
+    pub last_tag_time: Option<DateTime<Utc>>,
+}
+
+/// Per-image times kept by imagegc itself (the state file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tracked {
+    /// When imagegc first saw the image ID; `None` for images that were there
+    /// before tracking began.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// Newest event seen for the image (container start, tag, …).
+    pub last_event: Option<DateTime<Utc>>,
+}
+
+/// One image in a snapshot.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// `sha256:<hex>`.
+    pub id: String,
+    /// Tag references (`repo:tag`).
+    pub tags: Vec<String>,
+    /// Digest references (`repo@sha256:…`).
+    pub digests: Vec<String>,
+    /// Created time from the image config.
+    pub created: DateTime<Utc>,
+    /// Image labels.
+    pub labels: BTreeMap<String, String>,
+    /// Layer indices into [`Snapshot::layers`], bottom first.
+    pub layers: Vec<u32>,
+    /// False when layer sizes are a best guess.
+    pub sizes_exact: bool,
+    /// When a reference was last put on the image.
+    pub last_tag_time: Option<DateTime<Utc>>,
+    /// Times from the state file.
+    pub tracked: Tracked,
+}
+
+/// A container in a snapshot, with its image resolved.
+#[derive(Debug, Clone)]
+pub struct SnapContainer {
+    /// The engine's view.
+    pub container: Container,
+    /// Index of its image, when the image is in the snapshot.
+    pub image: Option<usize>,
+}
+
+/// Everything one pass looks at.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Images in the order the engine listed them.
+    pub images: Vec<Image>,
+    /// Interned layers; shared layers appear once.
+    pub layers: Vec<Layer>,
+    /// Parent index per image (only parents present in the snapshot).
+    pub parent: Vec<Option<usize>>,
+    /// Child indices per image.
+    pub children: Vec<Vec<usize>>,
+    /// Containers using each image (indices into `containers`).
+    pub users: Vec<Vec<usize>>,
+    /// True when any container, in any state, uses the image.
+    pub in_use: Vec<bool>,
+    /// Every container.
+    pub containers: Vec<SnapContainer>,
+    /// Filesystem holding the engine's root dir, when known.
+    pub disk: Option<DiskUsage>,
+    /// Image ID → index.
+    pub by_id: HashMap<String, usize>,
+}
+
+/// Input for one image when building a snapshot.
+#[derive(Debug, Clone)]
+pub struct ImageInput {
+    /// From the image list.
+    pub summary: ImageSummary,
+    /// From inspect and history.
+    pub facts: Arc<ImageFacts>,
+    /// From the state file.
+    pub tracked: Tracked,
+}
+
+impl Snapshot {
+    /// Index images, layers and containers.
+    pub fn build(images: Vec<ImageInput>, containers: Vec<Container>, disk: Option<DiskUsage>) -> Self {
+        let mut layer_index: HashMap<String, u32> = HashMap::new();
+        let mut layers: Vec<Layer> = Vec::new();
+        let mut out_images = Vec::with_capacity(images.len());
+        let mut parent_ids = Vec::with_capacity(images.len());
+        for input in images {
+            let mut idx = Vec::with_capacity(input.facts.layers.len());
+            for layer in &input.facts.layers {
+                let next = layers.len() as u32;
+                let i = *layer_index.entry(layer.chain_id.clone()).or_insert_with(|| {
+                    layers.push(layer.clone());
+                    next
+                });
+                idx.push(i);
+            }
+            parent_ids.push(input.summary.parent_id);
+            out_images.push(Image {
+                id: input.summary.id,
+                tags: input.summary.tags,
+                digests: input.summary.digests,
+                created: input.summary.created,
+                labels: input.summary.labels,
+                layers: idx,
+                sizes_exact: input.facts.sizes_exact,
+                last_tag_time: input.facts.last_tag_time,
+                tracked: input.tracked,
+            });
+        }
+        let by_id: HashMap<String, usize> =
+            out_images.iter().enumerate().map(|(i, img)| (img.id.clone(), i)).collect();
+        let parent: Vec<Option<usize>> = parent_ids
+            .iter()
+            .map(|p| p.as_ref().and_then(|p| by_id.get(p).copied()))
+            .collect();
+        let mut children = vec![Vec::new(); out_images.len()];
+        for (child, p) in parent.iter().enumerate() {
+            if let Some(p) = p {
+                children[*p].push(child);
+            }
+        }
+        let mut users = vec![Vec::new(); out_images.len()];
+        let containers: Vec<SnapContainer> = containers
+            .into_iter()
+            .enumerate()
+            .map(|(ci, container)| {
+                let image = by_id.get(&container.image_id).copied();
+                if let Some(i) = image {
+                    users[i].push(ci);
+                }
+                SnapContainer { container, image }
+            })
+            .collect();
+        let in_use = users.iter().map(|u| !u.is_empty()).collect();
+        Self {
+            images: out_images,
+            layers,
+            parent,
+            children,
+            users,
+            in_use,
+            containers,
+            disk,
+            by_id,
+        }
+    }
+
+    /// Unique layer bytes of every image on the engine.
+    pub fn image_bytes(&self) -> u64 {
+        self.layers.iter().map(|l| l.size).sum()
+    }
+
+    /// Number of ancestors of an image present in the snapshot.
+    pub fn depth(&self, image: usize) -> usize {
+        let mut d = 0;
+        let mut cur = self.parent[image];
+        while let Some(p) = cur {
+            d += 1;
+            cur = self.parent[p];
+            if d > self.images.len() {
+                break; // a parent cycle cannot happen on a real engine; stop anyway
+            }
+        }
+        d
+    }
+
+    /// Last used: the newest of created, last tag time, the creation of any
+    /// container using it, and the newest tracked event.
+    pub fn last_used(&self, image: usize) -> (DateTime<Utc>, LastUsedSource) {
+        let img = &self.images[image];
+        let mut best = (img.created, LastUsedSource::Created);
+        if let Some(t) = img.last_tag_time {
+            if t > best.0 {
+                best = (t, LastUsedSource::Tagged);
+            }
+        }
+        for &c in &self.users[image] {
+            let t = self.containers[c].container.created;
+            if t > best.0 {
+                best = (t, LastUsedSource::Container);
+            }
+        }
+        if let Some(t) = img.tracked.last_event {
+            if t > best.0 {
+                best = (t, LastUsedSource::Event);
+            }
+        }
+        best
+    }
+}
+
+/// Where a last-used time came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastUsedSource {
+    /// The image's created time.
+    Created,
+    /// The image's last tag time.
+    Tagged,
+    /// A container created from the image.
+    Container,
+    /// An engine event imagegc recorded.
+    Event,
+}
+
+impl LastUsedSource {
+    /// Short name for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Tagged => "tagged",
+            Self::Container => "container",
+            Self::Event => "event",
+        }
+    }
+}
+
+/// Inspect and history results by image ID, with call counting for tests.
+#[derive(Debug, Default)]
+pub struct DetailsCache {
+    entries: HashMap<String, Arc<ImageFacts>>,
+}
+
+impl DetailsCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of cached image IDs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drop entries for images no longer listed.
+    fn retain(&mut self, live: &HashSet<&str>) {
+        self.entries.retain(|id, _| live.contains(id.as_str()));
+    }
+}
+
+/// Images, containers and disk of the engine, with facts from the cache and
+/// times from `tracked`.
+pub async fn collect<E: Engine>(
+    engine: &E,
+    root_dir: Option<&str>,
+    cache: &mut DetailsCache,
+    tracked: &dyn Fn(&str) -> Tracked,
+) -> Result<Snapshot, EngineError> {
+    let summaries = engine.list_images().await?;
+    let containers = engine.list_containers().await?;
+    let mut inputs = Vec::with_capacity(summaries.len());
+    for summary in summaries {
+        let facts = if let Some(f) = cache.entries.get(&summary.id) {
+            Arc::clone(f)
+        } else {
+            match engine.image_details(&summary.id).await {
+                Ok(details) => {
+                    let layers = accounting::image_layers(&details);
+                    let facts = Arc::new(ImageFacts {
+                        layers: layers.layers,
+                        sizes_exact: layers.exact,
+                        last_tag_time: details.last_tag_time,
+                    });
+                    cache.entries.insert(summary.id.clone(), Arc::clone(&facts));
+                    facts
+                }
+                // Removed between list and inspect: skip it, it is gone.
+                Err(EngineError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        let tracked = tracked(&summary.id);
+        inputs.push(ImageInput { summary, facts, tracked });
+    }
+    let live: HashSet<&str> = inputs.iter().map(|i| i.summary.id.as_str()).collect();
+    cache.retain(&live);
+    let disk = match root_dir {
+        Some(dir) => engine.disk_usage(dir).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read disk usage of the engine's root dir");
+            None
+        }),
+        None => None,
+    };
+    Ok(Snapshot::build(inputs, containers, disk))
+}

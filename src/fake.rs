@@ -1,0 +1,260 @@
+//! An in-memory [`Engine`] for tests and benchmarks.
+//!
+//! It behaves like the Docker Engine where imagegc depends on it: removing a
+//! tag untags, removing the last tag deletes the image unless a container or
+//! a child holds it, deleting an image releases the layers no other image
+//! uses and reports their chain IDs as `Deleted`. Failures can be scripted
+//! per target, and every method counts its calls so tests can assert, for
+//! example, that a second pass makes no inspect calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+
+use crate::accounting::chain_ids;
+use crate::engine::{
+    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, HistoryEntry,
+    ImageDetails, ImageSummary,
+};
+
+/// One image in the fake engine.
+#[derive(Debug, Clone)]
+pub struct FakeImage {
+    /// As listed.
+    pub summary: ImageSummary,
+    /// Diff IDs with their sizes, bottom first.
+    pub layers: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    images: Vec<FakeImage>,
+    containers: Vec<Container>,
+    disk: Option<DiskUsage>,
+    fail_remove: HashMap<String, EngineError>,
+    fail_all: Option<EngineError>,
+    removals: Vec<String>,
+}
+
+/// Call counters.
+#[derive(Debug, Default)]
+pub struct Calls {
+    /// `list_images` calls.
+    pub list_images: AtomicUsize,
+    /// `list_containers` calls.
+    pub list_containers: AtomicUsize,
+    /// `image_details` calls (inspect + history).
+    pub image_details: AtomicUsize,
+    /// `remove_image` calls.
+    pub remove_image: AtomicUsize,
+}
+
+/// The fake engine.
+#[derive(Debug, Default)]
+pub struct FakeEngine {
+    inner: Mutex<Inner>,
+    /// Call counters, readable at any time.
+    pub calls: Calls,
+}
+
+impl FakeEngine {
+    /// An empty engine.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock only happens in a failing test.
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Add an image; returns its ID.
+    pub fn add_image(&self, image: FakeImage) -> String {
+        let id = image.summary.id.clone();
+        self.lock().images.push(image);
+        id
+    }
+
+    /// Add a container.
+    pub fn add_container(&self, container: Container) {
+        self.lock().containers.push(container);
+    }
+
+    /// Set the disk usage `disk_usage` reports.
+    pub fn set_disk(&self, disk: Option<DiskUsage>) {
+        self.lock().disk = disk;
+    }
+
+    /// Make removals of `target` fail with `error`.
+    pub fn fail_removal_of(&self, target: &str, error: EngineError) {
+        self.lock().fail_remove.insert(target.to_string(), error);
+    }
+
+    /// Make every call fail with `error` (or succeed again with `None`).
+    pub fn fail_everything(&self, error: Option<EngineError>) {
+        self.lock().fail_all = error;
+    }
+
+    /// Targets passed to `remove_image`, in order.
+    pub fn removals(&self) -> Vec<String> {
+        self.lock().removals.clone()
+    }
+
+    /// IDs of the images present.
+    pub fn image_ids(&self) -> Vec<String> {
+        self.lock().images.iter().map(|i| i.summary.id.clone()).collect()
+    }
+
+    /// Tags present on all images.
+    pub fn tags(&self) -> Vec<String> {
+        self.lock()
+            .images
+            .iter()
+            .flat_map(|i| i.summary.tags.clone())
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), EngineError> {
+        match &self.lock().fail_all {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A simple image for tests: `id` is any unique string; layers are
+/// `(diff_id, size)` pairs.
+pub fn image(
+    id: &str,
+    tags: &[&str],
+    created: DateTime<Utc>,
+    layers: &[(&str, u64)],
+) -> FakeImage {
+    FakeImage {
+        summary: ImageSummary {
+            id: id.to_string(),
+            parent_id: None,
+            tags: tags.iter().map(ToString::to_string).collect(),
+            digests: Vec::new(),
+            created,
+            labels: std::collections::BTreeMap::new(),
+        },
+        layers: layers.iter().map(|(d, s)| ((*d).to_string(), *s)).collect(),
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        self.check()?;
+        Ok(EngineInfo {
+            server_version: "fake".into(),
+            api_version: "1.41".into(),
+            root_dir: "/var/lib/docker".into(),
+        })
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        self.calls.list_images.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        Ok(self.lock().images.iter().map(|i| i.summary.clone()).collect())
+    }
+
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        self.calls.list_containers.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        Ok(self.lock().containers.clone())
+    }
+
+    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
+        self.calls.image_details.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        let inner = self.lock();
+        let img = inner
+            .images
+            .iter()
+            .find(|i| i.summary.id == image_id)
+            .ok_or_else(|| EngineError::NotFound(format!("no such image: {image_id}")))?;
+        Ok(ImageDetails {
+            diff_ids: img.layers.iter().map(|(d, _)| d.clone()).collect(),
+            history: img
+                .layers
+                .iter()
+                .map(|(_, s)| HistoryEntry {
+                    size: *s,
+                    created_by: "fake layer".into(),
+                })
+                .collect(),
+            last_tag_time: None,
+        })
+    }
+
+    async fn disk_usage(&self, _root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
+        self.check()?;
+        Ok(self.lock().disk)
+    }
+
+    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
+        self.calls.remove_image.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        let mut inner = self.lock();
+        inner.removals.push(target.to_string());
+        if let Some(e) = inner.fail_remove.get(target) {
+            return Err(e.clone());
+        }
+        let by_tag = inner.images.iter().position(|i| i.summary.tags.iter().any(|t| t == target));
+        let by_id = inner.images.iter().position(|i| i.summary.id == target);
+        let (idx, untag) = match (by_tag, by_id) {
+            (Some(i), _) => (i, true),
+            (None, Some(i)) => (i, false),
+            (None, None) => return Err(EngineError::NotFound(format!("No such image: {target}"))),
+        };
+        let id = inner.images[idx].summary.id.clone();
+        let used = inner.containers.iter().any(|c| c.image_id == id);
+        let has_child = inner
+            .images
+            .iter()
+            .any(|i| i.summary.parent_id.as_deref() == Some(id.as_str()));
+        let mut items = Vec::new();
+        if untag {
+            if used && inner.images[idx].summary.tags.len() == 1 {
+                return Err(EngineError::Conflict(format!(
+                    "unable to remove repository reference {target} (must force) - container is using its referenced image"
+                )));
+            }
+            inner.images[idx].summary.tags.retain(|t| t != target);
+            items.push(DeleteItem::Untagged(target.to_string()));
+            if !inner.images[idx].summary.tags.is_empty() {
+                return Ok(items);
+            }
+            if has_child {
+                return Err(EngineError::Conflict(format!(
+                    "conflict: unable to delete {id} (cannot be forced) - image has dependent child images"
+                )));
+            }
+        } else if used || has_child || inner.images[idx].summary.tags.len() > 1 {
+            return Err(EngineError::Conflict(format!("conflict: unable to delete {id}")));
+        }
+        if used {
+            return Ok(items);
+        }
+        for t in std::mem::take(&mut inner.images[idx].summary.tags) {
+            items.push(DeleteItem::Untagged(t));
+        }
+        let removed = inner.images.remove(idx);
+        items.push(DeleteItem::Deleted(id));
+        let diffs: Vec<String> = removed.layers.iter().map(|(d, _)| d.clone()).collect();
+        let still_used: std::collections::HashSet<String> = inner
+            .images
+            .iter()
+            .flat_map(|i| chain_ids(&i.layers.iter().map(|(d, _)| d.clone()).collect::<Vec<_>>()))
+            .collect();
+        for chain in chain_ids(&diffs).into_iter().rev() {
+            if !still_used.contains(&chain) {
+                items.push(DeleteItem::Deleted(chain));
+            }
+        }
+        Ok(items)
+    }
+}
