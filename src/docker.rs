@@ -1,1 +1,774 @@
-//! TODO
+//! [`Engine`] over the Docker Engine API, through bollard.
+//!
+//! This is the only module that knows the wire: it imports bollard, turns the
+//! engine's answers into the domain types of [`crate::engine`], and maps
+//! transport and HTTP failures onto [`EngineError`]. It also owns the two
+//! things bollard cannot do for us: `statvfs` of the engine's root directory
+//! (a local fact, not an API call) and `GET /system/df`, whose bollard model
+//! has the API 1.52 shape and reads an older engine's answer as all `None`.
+//!
+//! Nothing here caches; every call is a round trip.
+
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::query_parameters::{
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
+use chrono::{DateTime, Utc};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::engine::{
+    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, HistoryEntry, ImageDetails,
+    ImageSummary,
+};
+
+/// Where dockerd listens when neither `--engine` nor `DOCKER_HOST` says otherwise.
+const DEFAULT_ADDRESS: &str = "unix:///var/run/docker.sock";
+
+/// Per-request timeout, in seconds (bollard's own default). Inspect and
+/// removal answer in milliseconds; `/system/df` can take a while on a big host.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// The most bytes read from a raw `/system/df` answer: it lists every image,
+/// container and volume, a few MiB on the largest hosts.
+const MAX_RAW_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// The tag and digest placeholders API < 1.43 puts on untagged images.
+const NONE_TAG: &str = "<none>:<none>";
+const NONE_DIGEST: &str = "<none>@<none>";
+
+/// A connection to one Docker Engine. Cheap to clone: clones share the
+/// underlying HTTP client.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    /// The bollard client, with the API version already negotiated.
+    client: bollard::Docker,
+    /// The engine's address as a URL (`unix:///var/run/docker.sock`,
+    /// `tcp://host:2375`), named in every connection error.
+    address: String,
+    /// How to reach the engine without bollard (for `/system/df`), and whether
+    /// it runs on this machine (only then is its root directory ours to stat).
+    endpoint: Endpoint,
+}
+
+/// The transport behind an engine address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    /// A unix socket on this machine.
+    Unix(PathBuf),
+    /// `host:port` of a plain-HTTP engine, possibly remote.
+    Tcp(String),
+}
+
+impl Docker {
+    /// Connects to the engine at `address` (the `--engine` value), or when
+    /// `None` at `DOCKER_HOST`, or else at the local socket
+    /// `/var/run/docker.sock`. Accepts `unix:///path`, a bare socket path,
+    /// `tcp://host:port` and `http://host:port`.
+    ///
+    /// Negotiates the API version with the engine, so an unreachable engine or
+    /// a socket we may not open is reported here, not on the first pass.
+    pub async fn connect(address: Option<&str>) -> Result<Docker, EngineError> {
+        let raw = match address {
+            Some(a) => a.to_owned(),
+            None => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned()),
+        };
+        let (endpoint, address) =
+            parse_address(&raw).map_err(|reason| EngineError::Unavailable {
+                address: raw.clone(),
+                reason,
+            })?;
+
+        let client = match &endpoint {
+            Endpoint::Unix(path) => {
+                check_socket(path, &address)?;
+                bollard::Docker::connect_with_unix(
+                    &path.to_string_lossy(),
+                    REQUEST_TIMEOUT_SECS,
+                    bollard::API_DEFAULT_VERSION,
+                )
+            }
+            Endpoint::Tcp(authority) => bollard::Docker::connect_with_http(
+                authority,
+                REQUEST_TIMEOUT_SECS,
+                bollard::API_DEFAULT_VERSION,
+            ),
+        }
+        .map_err(|e| map_error(&address, &e))?;
+
+        // GET /version: the one cheap call that proves the engine answers, and
+        // lowers the client's version to the engine's if the engine is older.
+        let client = client
+            .negotiate_version()
+            .await
+            .map_err(|e| map_error(&address, &e))?;
+        tracing::debug!(
+            address = %address,
+            api_version = %client.client_version(),
+            "connected to the Docker Engine"
+        );
+        Ok(Docker {
+            client,
+            address,
+            endpoint,
+        })
+    }
+
+    /// The engine's address as a URL, for log lines and messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The engine's own figure for the bytes of all image layers
+    /// (`LayersSize` of `GET /system/df`), to check exact accounting against.
+    pub async fn layers_size(&self) -> Result<u64, EngineError> {
+        let body = self.raw_get("/system/df").await?;
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            EngineError::Other(format!("cannot parse the answer to GET /system/df: {e}"))
+        })?;
+        layers_size_of(&value).ok_or_else(|| {
+            EngineError::Other(
+                "the answer to GET /system/df has neither LayersSize nor ImageUsage.TotalSize"
+                    .to_owned(),
+            )
+        })
+    }
+
+    /// Maps a bollard error for this engine.
+    fn err(&self, e: &BollardError) -> EngineError {
+        map_error(&self.address, e)
+    }
+
+    /// `GET path` over a fresh connection, HTTP/1.0 so the answer is neither
+    /// chunked nor kept alive; returns the body of a 2xx answer.
+    async fn raw_get(&self, path: &str) -> Result<Vec<u8>, EngineError> {
+        let unavailable = |reason: String| EngineError::Unavailable {
+            address: self.address.clone(),
+            reason,
+        };
+        let exchange = async {
+            match &self.endpoint {
+                Endpoint::Unix(socket) => {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    http_get(stream, "localhost", path).await
+                }
+                Endpoint::Tcp(authority) => {
+                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
+                    http_get(stream, authority, path).await
+                }
+            }
+        };
+        let raw = tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), exchange)
+            .await
+            .map_err(|_| unavailable(format!("GET {path} timed out")))?
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    EngineError::PermissionDenied {
+                        address: self.address.clone(),
+                    }
+                } else {
+                    unavailable(format!("GET {path}: {e}"))
+                }
+            })?;
+        let (status, body) = split_http_response(&raw)
+            .map_err(|reason| unavailable(format!("GET {path}: {reason}")))?;
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(status_error(status, server_message(&body)))
+        }
+    }
+}
+
+impl Engine for Docker {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        let (version, info) =
+            futures_util::future::try_join(self.client.version(), self.client.info())
+                .await
+                .map_err(|e| self.err(&e))?;
+        let root_dir = info
+            .docker_root_dir
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| {
+                EngineError::Other("the engine did not report its root directory".to_owned())
+            })?;
+        Ok(EngineInfo {
+            server_version: version.version.unwrap_or_default(),
+            api_version: self.client.client_version().to_string(),
+            root_dir,
+        })
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        let options = ListImagesOptionsBuilder::new().all(true).build();
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.err(&e))?;
+        images
+            .into_iter()
+            .map(|image| {
+                let created = from_unix_seconds(image.created).ok_or_else(|| {
+                    EngineError::Other(format!(
+                        "image {} has an invalid Created time {}",
+                        image.id, image.created
+                    ))
+                })?;
+                Ok(ImageSummary {
+                    parent_id: Some(image.parent_id).filter(|p| !p.is_empty()),
+                    tags: without_placeholder(image.repo_tags, NONE_TAG),
+                    digests: without_placeholder(image.repo_digests, NONE_DIGEST),
+                    created,
+                    labels: image.labels.into_iter().collect::<BTreeMap<_, _>>(),
+                    id: image.id,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        let options = ListContainersOptionsBuilder::new().all(true).build();
+        let containers = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.err(&e))?;
+        Ok(containers
+            .into_iter()
+            .map(|c| Container {
+                id: c.id.unwrap_or_default(),
+                names: c
+                    .names
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| n.strip_prefix('/').map(str::to_owned).unwrap_or(n))
+                    .collect(),
+                // ImageID is the ID even when the container was made from a
+                // reference since moved to another image; `Image` is only a
+                // fallback for engines that leave ImageID out.
+                image_id: c
+                    .image_id
+                    .filter(|i| !i.is_empty())
+                    .or(c.image.filter(|i| i.starts_with("sha256:")))
+                    .unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                // A missing time only feeds last-used, where the newest wins; the
+                // container itself keeps its image in use regardless.
+                created: c
+                    .created
+                    .and_then(from_unix_seconds)
+                    .unwrap_or(DateTime::UNIX_EPOCH),
+            })
+            .collect())
+    }
+
+    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
+        let (inspect, history) = futures_util::future::try_join(
+            self.client.inspect_image(image_id),
+            self.client.image_history(image_id),
+        )
+        .await
+        .map_err(|e| self.err(&e))?;
+        let last_tag_time = inspect
+            .metadata
+            .and_then(|m| m.last_tag_time)
+            .and_then(|t| parse_engine_time(&t));
+        Ok(ImageDetails {
+            diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+            // The engine lists history newest first.
+            history: history
+                .into_iter()
+                .rev()
+                .map(|h| HistoryEntry {
+                    size: u64::try_from(h.size).unwrap_or(0),
+                    created_by: h.created_by,
+                })
+                .collect(),
+            last_tag_time,
+        })
+    }
+
+    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
+        if !matches!(self.endpoint, Endpoint::Unix(_)) {
+            return Ok(None);
+        }
+        let path = root_dir.to_owned();
+        let stat = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(path.as_str()))
+            .await
+            .map_err(|e| EngineError::Other(format!("statvfs task failed: {e}")))?;
+        match stat {
+            // The counts are narrower than u64 on 32-bit targets.
+            #[allow(clippy::useless_conversion)]
+            Ok(s) => Ok(Some(df_usage(
+                s.blocks().into(),
+                s.blocks_free().into(),
+                s.fragment_size().into(),
+            ))),
+            Err(errno) => {
+                tracing::debug!(root_dir, error = %errno, "cannot statvfs the engine root directory");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
+        // Never force (a forced removal drops the record but can leave layers
+        // behind); never prune parents (the planner decides about those).
+        let options = RemoveImageOptionsBuilder::new()
+            .force(false)
+            .noprune(true)
+            .build();
+        let items = self
+            .client
+            .remove_image(target, Some(options), None)
+            .await
+            .map_err(|e| self.err(&e))?;
+        Ok(items
+            .into_iter()
+            .flat_map(|item| {
+                item.untagged
+                    .map(DeleteItem::Untagged)
+                    .into_iter()
+                    .chain(item.deleted.map(DeleteItem::Deleted))
+            })
+            .collect())
+    }
+}
+
+/// Splits an engine address into its transport and the URL named in messages.
+fn parse_address(raw: &str) -> Result<(Endpoint, String), String> {
+    let raw = raw.trim();
+    if let Some(path) = raw.strip_prefix("unix://") {
+        if path.is_empty() {
+            return Err("the unix:// address has no socket path".to_owned());
+        }
+        return Ok((Endpoint::Unix(PathBuf::from(path)), raw.to_owned()));
+    }
+    for scheme in ["tcp://", "http://"] {
+        if let Some(rest) = raw.strip_prefix(scheme) {
+            let authority = rest.trim_end_matches('/');
+            if authority.is_empty() || authority.contains('/') {
+                return Err(format!("expected {scheme}HOST:PORT"));
+            }
+            return Ok((Endpoint::Tcp(authority.to_owned()), raw.to_owned()));
+        }
+    }
+    if raw.contains("://") {
+        return Err(
+            "unsupported address scheme: use unix:///path/to/docker.sock, a socket path, \
+             or tcp://HOST:PORT (TLS and ssh are not supported)"
+                .to_owned(),
+        );
+    }
+    if raw.is_empty() {
+        return Err("the address is empty".to_owned());
+    }
+    Ok((Endpoint::Unix(PathBuf::from(raw)), format!("unix://{raw}")))
+}
+
+/// Tells a missing socket and an unreadable one apart before connecting:
+/// bollard folds both into "socket not found".
+fn check_socket(path: &Path, address: &str) -> Result<(), EngineError> {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(EngineError::PermissionDenied {
+                address: address.to_owned(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(EngineError::Unavailable {
+            address: address.to_owned(),
+            reason: format!("the socket {} does not exist", path.display()),
+        }),
+        Err(e) => Err(EngineError::Unavailable {
+            address: address.to_owned(),
+            reason: format!("cannot stat the socket {}: {e}", path.display()),
+        }),
+    }
+}
+
+/// Maps a bollard error onto what callers branch on: 409 and 404 are normal
+/// outcomes of a removal, transport failures mean the engine is unreachable.
+fn map_error(address: &str, err: &BollardError) -> EngineError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => status_error(*status_code, message.clone()),
+        BollardError::SocketNotFoundError(path) => EngineError::Unavailable {
+            address: address.to_owned(),
+            reason: format!("the socket {path} does not exist"),
+        },
+        BollardError::IOError { err } if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            EngineError::PermissionDenied {
+                address: address.to_owned(),
+            }
+        }
+        _ if has_io_error(err, std::io::ErrorKind::PermissionDenied) => {
+            EngineError::PermissionDenied {
+                address: address.to_owned(),
+            }
+        }
+        BollardError::HyperLegacyError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::IOError { .. }
+        | BollardError::RequestTimeoutError => EngineError::Unavailable {
+            address: address.to_owned(),
+            reason: error_chain(err),
+        },
+        _ => EngineError::Other(error_chain(err)),
+    }
+}
+
+/// The error for a non-2xx HTTP answer.
+fn status_error(status: u16, message: String) -> EngineError {
+    match status {
+        409 => EngineError::Conflict(message),
+        404 => EngineError::NotFound(message),
+        _ => EngineError::Other(format!("HTTP {status}: {message}")),
+    }
+}
+
+/// Whether an I/O error of `kind` is anywhere in the error's source chain
+/// (hyper wraps the connector's `io::Error` a few levels down).
+fn has_io_error(err: &(dyn StdError + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == kind)
+        {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+/// An error and its sources on one line, skipping sources whose text the
+/// outer message already repeats.
+fn error_chain(err: &(dyn StdError + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        current = e.source();
+    }
+    text
+}
+
+/// Drops the placeholders older APIs put in `RepoTags` / `RepoDigests`.
+fn without_placeholder(references: Vec<String>, placeholder: &str) -> Vec<String> {
+    references
+        .into_iter()
+        .filter(|r| r != placeholder)
+        .collect()
+}
+
+/// Unix seconds to a time, `None` when out of range.
+fn from_unix_seconds(seconds: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(seconds, 0)
+}
+
+/// An RFC 3339 time from the engine; `None` for Go's zero time
+/// (`0001-01-01T00:00:00Z`, "never") and anything unparsable.
+fn parse_engine_time(text: &str) -> Option<DateTime<Utc>> {
+    let time = DateTime::parse_from_rfc3339(text)
+        .map_err(|e| tracing::debug!(time = text, error = %e, "unparsable time from the engine"))
+        .ok()?
+        .with_timezone(&Utc);
+    (time > DateTime::UNIX_EPOCH).then_some(time)
+}
+
+/// Filesystem size and use the way `df` counts them.
+fn df_usage(blocks: u64, blocks_free: u64, fragment_size: u64) -> DiskUsage {
+    DiskUsage {
+        total_bytes: blocks.saturating_mul(fragment_size),
+        used_bytes: blocks
+            .saturating_sub(blocks_free)
+            .saturating_mul(fragment_size),
+    }
+}
+
+/// `LayersSize` from a `/system/df` answer; API 1.52+ engines report the same
+/// figure as `ImageUsage.TotalSize` instead.
+fn layers_size_of(df: &serde_json::Value) -> Option<u64> {
+    df.get("LayersSize")
+        .or_else(|| df.pointer("/ImageUsage/TotalSize"))
+        .and_then(serde_json::Value::as_u64)
+}
+
+/// The `message` of an engine error body, or the body itself.
+fn server_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
+}
+
+/// Sends an HTTP/1.0 GET and reads the whole answer, up to
+/// [`MAX_RAW_RESPONSE_BYTES`].
+async fn http_get<S>(mut stream: S, host: &str, path: &str) -> std::io::Result<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut raw = Vec::new();
+    (&mut stream)
+        .take(MAX_RAW_RESPONSE_BYTES)
+        .read_to_end(&mut raw)
+        .await?;
+    Ok(raw)
+}
+
+/// Splits a raw HTTP/1.x answer into its status code and body, undoing a
+/// chunked transfer encoding should the server use one.
+fn split_http_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+    let header_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the answer has no end of headers")?;
+    let head = std::str::from_utf8(&raw[..header_end])
+        .map_err(|_| "the answer's headers are not UTF-8")?;
+    let body = &raw[header_end + 4..];
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/"))
+        .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
+    let chunked = lines.any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok((status, body))
+}
+
+/// Decodes a chunked HTTP body.
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunked body")?;
+        let size_text = std::str::from_utf8(&rest[..line_end])
+            .map_err(|_| "bad chunk size")?
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = rest.get(..size).ok_or("truncated chunk")?;
+        body.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).ok_or("truncated chunk")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn placeholder_tags_and_digests_of_old_apis_are_dropped() {
+        assert_eq!(
+            without_placeholder(strings(&["<none>:<none>"]), NONE_TAG),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            without_placeholder(strings(&["<none>@<none>"]), NONE_DIGEST),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            without_placeholder(strings(&["app:1", "<none>:<none>", "app:2"]), NONE_TAG),
+            strings(&["app:1", "app:2"])
+        );
+    }
+
+    #[test]
+    fn empty_reference_lists_of_new_apis_stay_empty() {
+        assert!(without_placeholder(Vec::new(), NONE_TAG).is_empty());
+    }
+
+    #[test]
+    fn go_zero_time_means_never_tagged() {
+        assert_eq!(parse_engine_time("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_engine_time(""), None);
+        assert_eq!(parse_engine_time("yesterday"), None);
+    }
+
+    #[test]
+    fn real_tag_times_keep_their_nanoseconds_and_zone() {
+        let parsed = parse_engine_time("2024-03-01T12:30:00.123456789+02:00");
+        assert_eq!(
+            parsed.map(|t| t.to_rfc3339()),
+            Some("2024-03-01T10:30:00.123456789+00:00".to_owned())
+        );
+    }
+
+    #[test]
+    fn conflict_and_not_found_answers_become_normal_outcomes() {
+        let conflict = BollardError::DockerResponseServerError {
+            status_code: 409,
+            message: "image is being used by stopped container abc".to_owned(),
+        };
+        assert_eq!(
+            map_error("unix:///s", &conflict),
+            EngineError::Conflict("image is being used by stopped container abc".to_owned())
+        );
+        let gone = BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: "No such image: x".to_owned(),
+        };
+        assert_eq!(
+            map_error("unix:///s", &gone),
+            EngineError::NotFound("No such image: x".to_owned())
+        );
+        let broken = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "boom".to_owned(),
+        };
+        assert_eq!(
+            map_error("unix:///s", &broken),
+            EngineError::Other("HTTP 500: boom".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_refused_socket_permission_names_the_address() {
+        let err = BollardError::IOError {
+            err: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        };
+        let mapped = map_error("unix:///var/run/docker.sock", &err);
+        assert_eq!(
+            mapped,
+            EngineError::PermissionDenied {
+                address: "unix:///var/run/docker.sock".to_owned()
+            }
+        );
+        assert!(mapped.to_string().contains("unix:///var/run/docker.sock"));
+    }
+
+    #[test]
+    fn transport_failures_make_the_engine_unavailable() {
+        let err = BollardError::IOError {
+            err: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"),
+        };
+        let mapped = map_error("tcp://h:2375", &err);
+        assert!(mapped.is_unreachable(), "{mapped:?}");
+        assert!(mapped.to_string().contains("tcp://h:2375"));
+        assert!(mapped.to_string().contains("refused"));
+
+        let missing = map_error(
+            "unix:///x",
+            &BollardError::SocketNotFoundError("/x".to_owned()),
+        );
+        assert!(
+            matches!(&missing, EngineError::Unavailable { reason, .. } if reason.contains("does not exist")),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn addresses_of_every_supported_form_are_understood() {
+        assert_eq!(
+            parse_address("unix:///run/docker.sock"),
+            Ok((
+                Endpoint::Unix(PathBuf::from("/run/docker.sock")),
+                "unix:///run/docker.sock".to_owned()
+            ))
+        );
+        assert_eq!(
+            parse_address("/run/docker.sock"),
+            Ok((
+                Endpoint::Unix(PathBuf::from("/run/docker.sock")),
+                "unix:///run/docker.sock".to_owned()
+            ))
+        );
+        assert_eq!(
+            parse_address("tcp://10.0.0.1:2375"),
+            Ok((
+                Endpoint::Tcp("10.0.0.1:2375".to_owned()),
+                "tcp://10.0.0.1:2375".to_owned()
+            ))
+        );
+        assert_eq!(
+            parse_address("http://localhost:2375/"),
+            Ok((
+                Endpoint::Tcp("localhost:2375".to_owned()),
+                "http://localhost:2375/".to_owned()
+            ))
+        );
+        assert!(parse_address("ssh://user@host").is_err());
+        assert!(parse_address("unix://").is_err());
+        assert!(parse_address("").is_err());
+    }
+
+    #[test]
+    fn disk_usage_counts_like_df() {
+        let usage = df_usage(1000, 250, 4096);
+        assert_eq!(usage.total_bytes, 4_096_000);
+        assert_eq!(usage.used_bytes, 3_072_000);
+    }
+
+    #[test]
+    fn layers_size_is_read_from_old_and_new_df_shapes() {
+        let old = serde_json::json!({"LayersSize": 1234, "Images": []});
+        assert_eq!(layers_size_of(&old), Some(1234));
+        let new = serde_json::json!({"ImageUsage": {"TotalSize": 99}});
+        assert_eq!(layers_size_of(&new), Some(99));
+        assert_eq!(layers_size_of(&serde_json::json!({})), None);
+    }
+
+    #[test]
+    fn raw_answers_are_split_into_status_and_body() {
+        let plain = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"LayersSize\":0}";
+        assert_eq!(
+            split_http_response(plain),
+            Ok((200, b"{\"LayersSize\":0}".to_vec()))
+        );
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
+        assert_eq!(
+            split_http_response(chunked),
+            Ok((200, b"{\"a\":1}".to_vec()))
+        );
+        let error = b"HTTP/1.0 404 Not Found\r\n\r\n{\"message\":\"page not found\"}";
+        let (status, body) = split_http_response(error).unwrap_or_default();
+        assert_eq!(status, 404);
+        assert_eq!(server_message(&body), "page not found");
+        assert!(split_http_response(b"garbage").is_err());
+    }
+}
