@@ -118,6 +118,10 @@ fn short_id(id: &str) -> &str {
     hex.get(..12).unwrap_or(hex)
 }
 
+/// Disk-pressure candidates, least recently used first (then oldest, then
+/// first found).
+type DiskHeap = BinaryHeap<Reverse<(DateTime<Utc>, DateTime<Utc>, usize, Target)>>;
+
 /// Per-rule precomputed data.
 struct RuleView<'p> {
     rule: &'p Rule,
@@ -220,7 +224,9 @@ impl Planner<'_> {
         let mut out = Vec::new();
         for (i, img) in self.snap.images.iter().enumerate() {
             if img.tags.is_empty() {
-                if self.snap.children[i].is_empty() {
+                // Dangling after the removals planned so far: an earlier
+                // policy may have removed its last child.
+                if self.ledger.is_dangling(i) {
                     out.push(Target::Untagged(i));
                 }
             } else {
@@ -230,50 +236,66 @@ impl Planner<'_> {
         out
     }
 
-    /// Conditions other than disk pressure; `Some(reason)` when all hold.
-    fn conditions_hold(&self, view: &RuleView<'_>, target: Target) -> Option<String> {
+    /// True when every condition but disk pressure holds. Allocation-free:
+    /// it runs for every candidate and rule.
+    fn conditions_met(&self, view: &RuleView<'_>, target: Target) -> bool {
+        let cond = &view.rule.conditions;
+        let i = target.image();
+        if let Some(d) = cond.unused_for {
+            if self.now - self.snap.last_used(i).0 <= std_to_delta(d) {
+                return false;
+            }
+        }
+        if let Some(d) = cond.older_than {
+            if self.now - self.snap.images[i].created <= std_to_delta(d) {
+                return false;
+            }
+        }
+        if cond.keep_most_recent.is_some() {
+            // Untagged images have no repository to rank in: never removed by
+            // a rule that keeps the most recent.
+            let Target::Tag(_, t) = target else {
+                return false;
+            };
+            if view.kept_recent.contains(&(i, t)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The conditions that held, in words.
+    fn describe_conditions(&self, view: &RuleView<'_>, target: Target) -> String {
         let cond = &view.rule.conditions;
         let i = target.image();
         let img = &self.snap.images[i];
         let mut parts = Vec::new();
         if let Some(d) = cond.unused_for {
-            let (last, _) = self.snap.last_used(i);
-            let idle = self.now - last;
-            if idle <= std_to_delta(d) {
-                return None;
-            }
+            let (last, source) = self.snap.last_used(i);
             parts.push(format!(
-                "unused for {} (unused_for {})",
-                human_duration(idle),
-                human_duration(std_to_delta(d))
+                "unused for {} (unused_for {}; last use: {})",
+                human_duration(self.now - last),
+                human_duration(std_to_delta(d)),
+                source.as_str()
             ));
         }
         if let Some(d) = cond.older_than {
-            let age = self.now - img.created;
-            if age <= std_to_delta(d) {
-                return None;
-            }
             parts.push(format!(
                 "created {} ago (older_than {})",
-                human_duration(age),
+                human_duration(self.now - img.created),
                 human_duration(std_to_delta(d))
             ));
         }
-        if let Some(n) = cond.keep_most_recent {
-            let Target::Tag(_, t) = target else {
-                // Untagged images have no repository to rank in: never removed
-                // by a rule that keeps the most recent.
-                return None;
-            };
-            if view.kept_recent.contains(&(i, t)) {
-                return None;
-            }
+        if let (Some(n), Target::Tag(_, t)) = (cond.keep_most_recent, target) {
             parts.push(format!(
                 "not among the {n} newest of {} (keep_most_recent {n})",
                 repository_of(&img.tags[t])
             ));
         }
-        Some(parts.join(", "))
+        if img.tags.is_empty() && parts.is_empty() {
+            parts.push("dangling".to_string());
+        }
+        parts.join(", ")
     }
 
     /// The safety rule that protects a target, if any.
@@ -371,10 +393,10 @@ impl Planner<'_> {
             }
             let hit = (0..self.rules.len()).find_map(|r| {
                 let view = &self.rules[r];
-                if view.rule.conditions.disk.is_some() || !selects(view.rule, self.snap, target) {
-                    return None;
-                }
-                self.conditions_hold(view, target).map(|reason| (r, reason))
+                (view.rule.conditions.disk.is_none()
+                    && selects(view.rule, self.snap, target)
+                    && self.conditions_met(view, target))
+                .then(|| (r, self.describe_conditions(view, target)))
             });
             if let Some((r, reason)) = hit {
                 if let Some(dangling) = self.try_remove(target, r, reason) {
@@ -444,7 +466,7 @@ impl Planner<'_> {
                 self.push_disk_candidate(&mut heap, &mut seq, r, target);
             }
             let mut removed = 0usize;
-            while let Some(Reverse((_, _, _, target, reason))) = heap.pop() {
+            while let Some(Reverse((_, _, _, target))) = heap.pop() {
                 let Some(now) = self.projected(disk.low) else { break };
                 if Self::at_or_below(now, disk.low) {
                     break;
@@ -457,7 +479,7 @@ impl Planner<'_> {
                         continue;
                     }
                 }
-                let reason = format!("usage {shown} at or above disk_high {}, {reason}", disk.high);
+                let reason = self.disk_reason(r, target, &shown, disk.high);
                 if let Some(dangling) = self.try_remove(target, r, reason) {
                     removed += 1;
                     for d in dangling {
@@ -480,36 +502,33 @@ impl Planner<'_> {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn push_disk_candidate(
-        &self,
-        heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, DateTime<Utc>, usize, Target, String)>>,
-        seq: &mut usize,
-        r: usize,
-        target: Target,
-    ) {
+    fn push_disk_candidate(&self, heap: &mut DiskHeap, seq: &mut usize, r: usize, target: Target) {
         if self.planned.contains(&target) {
             return;
         }
         let view = &self.rules[r];
-        if !selects(view.rule, self.snap, target) {
+        if !selects(view.rule, self.snap, target) || !self.conditions_met(view, target) {
             return;
         }
-        let Some(cond) = self.conditions_hold(view, target) else {
-            return;
-        };
         let i = target.image();
-        let (last, source) = self.snap.last_used(i);
-        let mut reason = format!(
-            "least recently used (last used {} ago, {})",
+        *seq += 1;
+        heap.push(Reverse((self.snap.last_used(i).0, self.snap.images[i].created, *seq, target)));
+    }
+
+    fn disk_reason(&self, r: usize, target: Target, shown: &str, high: Threshold) -> String {
+        let (last, source) = self.snap.last_used(target.image());
+        let cond = self.describe_conditions(&self.rules[r], target);
+        let lru = format!(
+            "least recently used (last use {} ago: {})",
             human_duration(self.now - last),
             source.as_str()
         );
-        if !cond.is_empty() {
-            reason = format!("{cond}, {reason}");
+        let usage = format!("usage {shown} at or above disk_high {high}");
+        if cond.is_empty() || cond == "dangling" {
+            format!("{usage}, {lru}")
+        } else {
+            format!("{usage}, {cond}, {lru}")
         }
-        *seq += 1;
-        heap.push(Reverse((last, self.snap.images[i].created, *seq, target, reason)));
     }
 
     /// Order children before parents and price each removal in that order.
