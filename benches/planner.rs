@@ -67,12 +67,16 @@ fn synthetic(n: usize, now: DateTime<Utc>) -> Snapshot {
             size: 1_000_000 + rng.below(20_000_000),
         };
         total += own.size;
-        let parent = (i > 0 && rng.below(10) == 0).then(|| format!("sha256:img{:061}", rng.below(i as u64)));
+        let parent =
+            (i > 0 && rng.below(10) == 0).then(|| format!("sha256:img{:061}", rng.below(i as u64)));
         let tags = match rng.below(4) {
             0 => vec![],
             1 => vec![format!("ci/app{}:{}", rng.below(200), i)],
             2 => vec![format!("base/os{}:{}", rng.below(5), i)],
-            _ => vec![format!("team/svc{}:{}", rng.below(500), i), format!("team/svc:{i}")],
+            _ => vec![
+                format!("team/svc{}:{}", rng.below(500), i),
+                format!("team/svc:{i}"),
+            ],
         };
         let mut labels = BTreeMap::new();
         if rng.below(50) == 0 {
@@ -94,7 +98,8 @@ fn synthetic(n: usize, now: DateTime<Utc>) -> Snapshot {
             }),
             tracked: Tracked {
                 first_seen: None,
-                last_event: (rng.below(3) == 0).then(|| now - TimeDelta::hours(rng.below(24 * 30) as i64)),
+                last_event: (rng.below(3) == 0)
+                    .then(|| now - TimeDelta::hours(rng.below(24 * 30) as i64)),
             },
         });
     }

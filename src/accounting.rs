@@ -107,15 +107,26 @@ fn best_effort_sizes(history: &[HistoryEntry], layers: usize) -> Vec<u64> {
 }
 
 fn looks_like_metadata(created_by: &str) -> bool {
+    const META: [&str; 13] = [
+        "ENV",
+        "LABEL",
+        "CMD",
+        "ENTRYPOINT",
+        "EXPOSE",
+        "WORKDIR",
+        "USER",
+        "ARG",
+        "VOLUME",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
+        "MAINTAINER",
+    ];
     let text = created_by.trim();
     if text.contains("#(nop)") {
         let rest = text.split("#(nop)").nth(1).unwrap_or("").trim_start();
         return !(rest.starts_with("ADD") || rest.starts_with("COPY"));
     }
-    const META: [&str; 13] = [
-        "ENV", "LABEL", "CMD", "ENTRYPOINT", "EXPOSE", "WORKDIR", "USER", "ARG", "VOLUME",
-        "STOPSIGNAL", "HEALTHCHECK", "SHELL", "MAINTAINER",
-    ];
     let first = text.split_whitespace().next().unwrap_or("");
     META.contains(&first) || text.is_empty()
 }
@@ -169,7 +180,11 @@ impl<'a> Ledger<'a> {
         Self {
             snapshot,
             layer_users,
-            refs_left: snapshot.images.iter().map(|i| i.tags.len() as u32).collect(),
+            refs_left: snapshot
+                .images
+                .iter()
+                .map(|i| i.tags.len() as u32)
+                .collect(),
             live_children: snapshot.children.iter().map(|c| c.len() as u32).collect(),
             requested: vec![false; n],
             deleted: vec![false; n],
@@ -249,13 +264,13 @@ mod tests {
 
     #[test]
     fn chain_id_of_one_layer_is_its_diff_id_and_later_ones_hash_the_pair() {
-        let d = vec![
-            "sha256:aaaa".to_string(),
-            "sha256:bbbb".to_string(),
-        ];
+        let d = vec!["sha256:aaaa".to_string(), "sha256:bbbb".to_string()];
         let c = chain_ids(&d);
         assert_eq!(c[0], "sha256:aaaa");
-        let expected = format!("sha256:{}", hex(&Sha256::digest(b"sha256:aaaa sha256:bbbb")));
+        let expected = format!(
+            "sha256:{}",
+            hex(&Sha256::digest(b"sha256:aaaa sha256:bbbb"))
+        );
         assert_eq!(c[1], expected);
     }
 
@@ -267,15 +282,16 @@ mod tests {
             "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef".to_string(),
         ];
         let c = chain_ids(&d);
-        let manual = Sha256::digest(
-            format!("{} {}", d[0], d[1]).as_bytes(),
-        );
+        let manual = Sha256::digest(format!("{} {}", d[0], d[1]).as_bytes());
         assert_eq!(c[1], format!("sha256:{}", hex(&manual)));
         assert_eq!(c[1].len(), 71);
     }
 
     fn entry(size: u64, created_by: &str) -> HistoryEntry {
-        HistoryEntry { size, created_by: created_by.to_string() }
+        HistoryEntry {
+            size,
+            created_by: created_by.to_string(),
+        }
     }
 
     #[test]

@@ -146,7 +146,10 @@ impl EngineError {
 
     /// True when the engine cannot be talked to at all, so a pass should stop.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. } | Self::PermissionDenied { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. } | Self::PermissionDenied { .. }
+        )
     }
 }
 

@@ -145,7 +145,9 @@ pub async fn execute<E: Engine>(
                         error = %err,
                         "not removed; going on"
                     ),
-                    _ => warn!(policy = %removal.policy, target = %target, error = %err, "removal failed"),
+                    _ => {
+                        warn!(policy = %removal.policy, target = %target, error = %err, "removal failed")
+                    }
                 }
                 report.failed.push(failed);
                 if err.is_unreachable() {

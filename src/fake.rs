@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 
 use crate::accounting::chain_ids;
 use crate::engine::{
-    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, HistoryEntry,
-    ImageDetails, ImageSummary,
+    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, HistoryEntry, ImageDetails,
+    ImageSummary,
 };
 
 /// One image in the fake engine.
@@ -67,7 +67,9 @@ impl FakeEngine {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock only happens in a failing test.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Add an image; returns its ID.
@@ -104,7 +106,11 @@ impl FakeEngine {
 
     /// IDs of the images present.
     pub fn image_ids(&self) -> Vec<String> {
-        self.lock().images.iter().map(|i| i.summary.id.clone()).collect()
+        self.lock()
+            .images
+            .iter()
+            .map(|i| i.summary.id.clone())
+            .collect()
     }
 
     /// Tags present on all images.
@@ -126,12 +132,7 @@ impl FakeEngine {
 
 /// A simple image for tests: `id` is any unique string; layers are
 /// `(diff_id, size)` pairs.
-pub fn image(
-    id: &str,
-    tags: &[&str],
-    created: DateTime<Utc>,
-    layers: &[(&str, u64)],
-) -> FakeImage {
+pub fn image(id: &str, tags: &[&str], created: DateTime<Utc>, layers: &[(&str, u64)]) -> FakeImage {
     FakeImage {
         summary: ImageSummary {
             id: id.to_string(),
@@ -158,7 +159,12 @@ impl Engine for FakeEngine {
     async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
         self.calls.list_images.fetch_add(1, Ordering::Relaxed);
         self.check()?;
-        Ok(self.lock().images.iter().map(|i| i.summary.clone()).collect())
+        Ok(self
+            .lock()
+            .images
+            .iter()
+            .map(|i| i.summary.clone())
+            .collect())
     }
 
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
@@ -203,7 +209,10 @@ impl Engine for FakeEngine {
         if let Some(e) = inner.fail_remove.get(target) {
             return Err(e.clone());
         }
-        let by_tag = inner.images.iter().position(|i| i.summary.tags.iter().any(|t| t == target));
+        let by_tag = inner
+            .images
+            .iter()
+            .position(|i| i.summary.tags.iter().any(|t| t == target));
         let by_id = inner.images.iter().position(|i| i.summary.id == target);
         let (idx, untag) = match (by_tag, by_id) {
             (Some(i), _) => (i, true),
@@ -233,7 +242,9 @@ impl Engine for FakeEngine {
                 return Ok(items);
             }
         } else if used || has_child || inner.images[idx].summary.tags.len() > 1 {
-            return Err(EngineError::Conflict(format!("conflict: unable to delete {id}")));
+            return Err(EngineError::Conflict(format!(
+                "conflict: unable to delete {id}"
+            )));
         }
         if used {
             return Ok(items);

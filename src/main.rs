@@ -1,5 +1,7 @@
 //! The `imagegc` command: argument parsing, logging setup and exit codes.
 //! Everything else lives in the library.
+// Doc comments here are `--help` text for people, not rustdoc.
+#![allow(clippy::doc_markdown)]
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,9 +15,8 @@ use imagegc::config;
 use imagegc::docker::Docker;
 use imagegc::engine::Engine;
 use imagegc::output::{self, Format};
-use imagegc::pass::{self, Mode};
+use imagegc::pass::{self, Memory, Mode};
 use imagegc::policy::Policy;
-use imagegc::snapshot::DetailsCache;
 use imagegc::state::State;
 
 /// Exit codes, as the README lists them.
@@ -122,7 +123,9 @@ fn init_logging(cli: &Cli) {
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text if under_systemd => builder.without_time().with_ansi(false).init(),
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }
 
@@ -188,7 +191,11 @@ fn real_main(cli: &Cli) -> anyhow::Result<u8> {
 
 async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
-    let address = cli.engine.clone().or(env_host).or_else(|| policy.engine.clone());
+    let address = cli
+        .engine
+        .clone()
+        .or(env_host)
+        .or_else(|| policy.engine.clone());
     let engine = match Docker::connect(address.as_deref()).await {
         Ok(e) => e,
         Err(e) => {
@@ -213,14 +220,18 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let (mode, format) = match &cli.command {
         Command::Plan(o) => (Mode::Plan, o.output),
         Command::Once { dry_run, output } => {
-            let mode = if *dry_run || policy.dry_run { Mode::DryRun } else { Mode::Execute };
+            let mode = if *dry_run || policy.dry_run {
+                Mode::DryRun
+            } else {
+                Mode::Execute
+            };
             (mode, output.output)
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     };
     let now = chrono::Utc::now();
     let state_path = &policy.state.path;
-    let mut state = match State::load_or_fresh(state_path, now) {
+    let state = match State::load_or_fresh(state_path, now) {
         Ok(s) => s,
         Err(e) => {
             warn!(error = %e, "cannot read the state file; first-seen times start afresh");
@@ -229,13 +240,12 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     };
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
-    let mut cache = DetailsCache::new();
+    let mut memory = Memory::new(state);
     let result = pass::run(
         &engine,
         policy,
         Some(&engine_info.root_dir),
-        &mut cache,
-        &mut state,
+        &mut memory,
         mode,
         now,
         &cancel,
@@ -250,7 +260,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         }
     };
     if mode != Mode::Plan {
-        if let Err(e) = state.save(state_path) {
+        if let Err(e) = memory.state.save(state_path) {
             warn!(error = %e, "cannot write the state file; first-seen times will not persist");
         }
     }
@@ -286,7 +296,10 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
 
 async fn cancel_on_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {
@@ -296,4 +309,3 @@ async fn cancel_on_signal(cancel: CancellationToken) {
     warn!("signal received: finishing the removal in flight, starting no new one");
     cancel.cancel();
 }
-

@@ -65,26 +65,39 @@ pub fn plan_json(plan: &Plan, snapshot: &Snapshot) -> Value {
 }
 
 /// The plan and what execution did, as JSON (the `once` output).
-pub fn pass_json(plan: &Plan, snapshot: &Snapshot, report: Option<&Report>, dry_run: bool) -> Value {
+pub fn pass_json(
+    plan: &Plan,
+    snapshot: &Snapshot,
+    report: Option<&Report>,
+    dry_run: bool,
+) -> Value {
     let mut v = plan_json(plan, snapshot);
     let empty = Report::default();
     let report = report.unwrap_or(&empty);
     v["dry_run"] = json!(dry_run);
-    v["removed"] = json!(report.removed.iter().map(|r| json!({
-        "image_id": r.image_id,
-        "reference": r.reference,
-        "policy": r.policy,
-        "reclaimed_bytes": r.reclaimed_bytes,
-        "deleted_images": r.deleted_images,
-        "untagged": r.untagged,
-    })).collect::<Vec<_>>());
-    v["failed"] = json!(report.failed.iter().map(|f| json!({
-        "image_id": f.image_id,
-        "reference": f.reference,
-        "policy": f.policy,
-        "kind": f.kind,
-        "message": f.message,
-    })).collect::<Vec<_>>());
+    v["removed"] = json!(report
+        .removed
+        .iter()
+        .map(|r| json!({
+            "image_id": r.image_id,
+            "reference": r.reference,
+            "policy": r.policy,
+            "reclaimed_bytes": r.reclaimed_bytes,
+            "deleted_images": r.deleted_images,
+            "untagged": r.untagged,
+        }))
+        .collect::<Vec<_>>());
+    v["failed"] = json!(report
+        .failed
+        .iter()
+        .map(|f| json!({
+            "image_id": f.image_id,
+            "reference": f.reference,
+            "policy": f.policy,
+            "kind": f.kind,
+            "message": f.message,
+        }))
+        .collect::<Vec<_>>());
     v["reclaimed_bytes"] = json!(report.reclaimed_bytes);
     v["deleted_images"] = json!(report.deleted_images());
     v["skipped"] = json!(report.skipped);
@@ -210,7 +223,11 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
         out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KIND", "MESSAGE"]));
     }
     if !plan.kept.is_empty() {
-        let _ = writeln!(out, "\n{} kept by safety rules (see `imagegc plan`).", plan.kept.len());
+        let _ = writeln!(
+            out,
+            "\n{} kept by safety rules (see `imagegc plan`).",
+            plan.kept.len()
+        );
     }
     let _ = writeln!(
         out,

@@ -37,19 +37,37 @@ pub struct Outcome {
     pub report: Option<Report>,
 }
 
-/// Run one pass. `root_dir` is the engine's root dir (for disk usage);
-/// `state` is updated in memory in every mode but [`Mode::Plan`]; saving it
-/// is the caller's job.
+/// What passes remember between them.
+#[derive(Debug)]
+pub struct Memory {
+    /// Inspect results by image ID.
+    pub cache: DetailsCache,
+    /// First-seen and last-used times; saving it is the caller's job.
+    pub state: State,
+}
+
+impl Memory {
+    /// Start with an empty cache and the given state.
+    pub fn new(state: State) -> Self {
+        Self {
+            cache: DetailsCache::new(),
+            state,
+        }
+    }
+}
+
+/// Run one pass. `root_dir` is the engine's root dir (for disk usage). The
+/// state is updated in memory in every mode but [`Mode::Plan`].
 pub async fn run<E: Engine>(
     engine: &E,
     policy: &Policy,
     root_dir: Option<&str>,
-    cache: &mut DetailsCache,
-    state: &mut State,
+    memory: &mut Memory,
     mode: Mode,
     now: DateTime<Utc>,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
+    let Memory { cache, state } = memory;
     let snapshot = {
         let st = &*state;
         collect(engine, root_dir, cache, &|id| st.tracked(id, now)).await?

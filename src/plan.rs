@@ -305,9 +305,17 @@ impl Planner<'_> {
         let safety = &self.policy.safety;
         if let Some(&c) = self.snap.users[i].first() {
             let c = &self.snap.containers[c].container;
-            return Some(format!("in use by container {} ({})", short_id(&c.id), c.state));
+            return Some(format!(
+                "in use by container {} ({})",
+                short_id(&c.id),
+                c.state
+            ));
         }
-        if let Some(l) = safety.protect_labels.iter().find(|l| l.matches(&img.labels)) {
+        if let Some(l) = safety
+            .protect_labels
+            .iter()
+            .find(|l| l.matches(&img.labels))
+        {
             return Some(format!("protected by label {l}"));
         }
         if let Target::Tag(_, t) = target {
@@ -367,7 +375,9 @@ impl Planner<'_> {
         if let Some(max) = self.policy.safety.max_removals_per_run {
             if self.selected.len() >= max.get() {
                 if !self.limit_hit {
-                    self.notes.push(format!("max_removals_per_run {max} reached; the rest waits for the next pass"));
+                    self.notes.push(format!(
+                        "max_removals_per_run {max} reached; the rest waits for the next pass"
+                    ));
                     self.limit_hit = true;
                 }
                 self.keep(target, rule, format!("max_removals_per_run {max} reached"));
@@ -456,7 +466,10 @@ impl Planner<'_> {
             };
             let shown = Self::show(actual, disk.high);
             if !high_reached {
-                self.notes.push(format!("policy {name}: usage {shown} is below disk_high {}", disk.high));
+                self.notes.push(format!(
+                    "policy {name}: usage {shown} is below disk_high {}",
+                    disk.high
+                ));
                 continue;
             }
             let mut heap = BinaryHeap::new();
@@ -467,7 +480,9 @@ impl Planner<'_> {
             }
             let mut removed = 0usize;
             while let Some(Reverse((_, _, _, target))) = heap.pop() {
-                let Some(now) = self.projected(disk.low) else { break };
+                let Some(now) = self.projected(disk.low) else {
+                    break;
+                };
                 if Self::at_or_below(now, disk.low) {
                     break;
                 }
@@ -487,7 +502,9 @@ impl Planner<'_> {
                     }
                 }
             }
-            let after = self.projected(disk.low).map_or_else(String::new, |v| Self::show(v, disk.low));
+            let after = self
+                .projected(disk.low)
+                .map_or_else(String::new, |v| Self::show(v, disk.low));
             self.notes.push(format!(
                 "policy {name}: usage {shown} at or above disk_high {}; {removed} removals bring it to {after} (disk_low {})",
                 disk.high, disk.low
@@ -498,7 +515,10 @@ impl Planner<'_> {
     fn show(value: f64, like: Threshold) -> String {
         match like {
             Threshold::Ratio(_) => format!("{:.1}%", value * 100.0),
-            Threshold::Bytes(_) => bytesize::ByteSize::b(value as u64).display().iec().to_string(),
+            Threshold::Bytes(_) => bytesize::ByteSize::b(value as u64)
+                .display()
+                .iec()
+                .to_string(),
         }
     }
 
@@ -512,7 +532,12 @@ impl Planner<'_> {
         }
         let i = target.image();
         *seq += 1;
-        heap.push(Reverse((self.snap.last_used(i).0, self.snap.images[i].created, *seq, target)));
+        heap.push(Reverse((
+            self.snap.last_used(i).0,
+            self.snap.images[i].created,
+            *seq,
+            target,
+        )));
     }
 
     fn disk_reason(&self, r: usize, target: Target, shown: &str, high: Threshold) -> String {

@@ -107,7 +107,11 @@ pub struct ImageInput {
 
 impl Snapshot {
     /// Index images, layers and containers.
-    pub fn build(images: Vec<ImageInput>, containers: Vec<Container>, disk: Option<DiskUsage>) -> Self {
+    pub fn build(
+        images: Vec<ImageInput>,
+        containers: Vec<Container>,
+        disk: Option<DiskUsage>,
+    ) -> Self {
         let mut layer_index: HashMap<String, u32> = HashMap::new();
         let mut layers: Vec<Layer> = Vec::new();
         let mut out_images = Vec::with_capacity(images.len());
@@ -116,10 +120,12 @@ impl Snapshot {
             let mut idx = Vec::with_capacity(input.facts.layers.len());
             for layer in &input.facts.layers {
                 let next = layers.len() as u32;
-                let i = *layer_index.entry(layer.chain_id.clone()).or_insert_with(|| {
-                    layers.push(layer.clone());
-                    next
-                });
+                let i = *layer_index
+                    .entry(layer.chain_id.clone())
+                    .or_insert_with(|| {
+                        layers.push(layer.clone());
+                        next
+                    });
                 idx.push(i);
             }
             parent_ids.push(input.summary.parent_id);
@@ -135,8 +141,11 @@ impl Snapshot {
                 tracked: input.tracked,
             });
         }
-        let by_id: HashMap<String, usize> =
-            out_images.iter().enumerate().map(|(i, img)| (img.id.clone(), i)).collect();
+        let by_id: HashMap<String, usize> = out_images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| (img.id.clone(), i))
+            .collect();
         let parent: Vec<Option<usize>> = parent_ids
             .iter()
             .map(|p| p.as_ref().and_then(|p| by_id.get(p).copied()))
@@ -302,7 +311,11 @@ pub async fn collect<E: Engine>(
             }
         };
         let tracked = tracked(&summary.id);
-        inputs.push(ImageInput { summary, facts, tracked });
+        inputs.push(ImageInput {
+            summary,
+            facts,
+            tracked,
+        });
     }
     let live: HashSet<&str> = inputs.iter().map(|i| i.summary.id.as_str()).collect();
     cache.retain(&live);

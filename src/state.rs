@@ -93,10 +93,12 @@ impl State {
         self.images.retain(|id, _| live.contains(id.as_str()));
         let first_seen = (!self.baseline_pending).then_some(now);
         for id in live {
-            self.images.entry(id.to_string()).or_insert_with(|| ImageRecord {
-                first_seen,
-                ..ImageRecord::default()
-            });
+            self.images
+                .entry(id.to_string())
+                .or_insert_with(|| ImageRecord {
+                    first_seen,
+                    ..ImageRecord::default()
+                });
         }
         self.baseline_pending = false;
     }
@@ -118,10 +120,13 @@ impl State {
 
     /// Note a use of an image (an event); keeps the newest.
     pub fn touch(&mut self, id: &str, at: DateTime<Utc>, by: &str) {
-        let rec = self.images.entry(id.to_string()).or_insert_with(|| ImageRecord {
-            first_seen: Some(at),
-            ..ImageRecord::default()
-        });
+        let rec = self
+            .images
+            .entry(id.to_string())
+            .or_insert_with(|| ImageRecord {
+                first_seen: Some(at),
+                ..ImageRecord::default()
+            });
         if rec.last_used.is_none_or(|t| t < at) {
             rec.last_used = Some(at);
             rec.last_used_by = Some(by.to_string());
@@ -191,7 +196,9 @@ impl State {
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let name = path.file_name().map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+        let name = path
+            .file_name()
+            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
         let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
@@ -222,9 +229,15 @@ mod tests {
         let mut s = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
         s.observe(["sha256:a", "sha256:b"], t("2026-01-02T00:00:00Z"));
         assert_eq!(s.images["sha256:a"].first_seen, None);
-        assert_eq!(s.images["sha256:b"].first_seen, Some(t("2026-01-02T00:00:00Z")));
+        assert_eq!(
+            s.images["sha256:b"].first_seen,
+            Some(t("2026-01-02T00:00:00Z"))
+        );
         s.observe(["sha256:b"], t("2026-01-03T00:00:00Z"));
-        assert!(!s.images.contains_key("sha256:a"), "vanished images are dropped");
+        assert!(
+            !s.images.contains_key("sha256:a"),
+            "vanished images are dropped"
+        );
     }
 
     #[test]
@@ -241,7 +254,11 @@ mod tests {
             .filter_map(Result::ok)
             .map(|e| e.file_name())
             .collect();
-        assert_eq!(leftovers.len(), 1, "no temp file left behind: {leftovers:?}");
+        assert_eq!(
+            leftovers.len(),
+            1,
+            "no temp file left behind: {leftovers:?}"
+        );
     }
 
     #[test]
@@ -252,7 +269,10 @@ mod tests {
         let got = State::load(&path, t("2026-02-03T04:05:06Z")).expect("load");
         assert_eq!(got, None);
         assert!(!path.exists());
-        assert!(dir.path().join("state.json.corrupt-20260203T040506Z").exists());
+        assert!(dir
+            .path()
+            .join("state.json.corrupt-20260203T040506Z")
+            .exists());
     }
 
     #[test]
@@ -260,7 +280,10 @@ mod tests {
         let mut s = State::baseline([], t("2026-01-01T00:00:00Z"));
         s.touch("sha256:x", t("2026-01-05T00:00:00Z"), "tag");
         s.touch("sha256:x", t("2026-01-04T00:00:00Z"), "container create");
-        assert_eq!(s.images["sha256:x"].last_used, Some(t("2026-01-05T00:00:00Z")));
+        assert_eq!(
+            s.images["sha256:x"].last_used,
+            Some(t("2026-01-05T00:00:00Z"))
+        );
         assert_eq!(s.images["sha256:x"].last_used_by.as_deref(), Some("tag"));
     }
 }

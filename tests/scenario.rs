@@ -18,13 +18,13 @@ fn json_of(out: &std::process::Output) -> Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
-    })
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn as_u64(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not a byte count: {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not a byte count: {v}"))
 }
 
 /// (image ID, reference) pairs of a JSON list.
@@ -157,7 +157,11 @@ older_than = "7d"
     ]
     .into_iter()
     .collect();
-    assert_eq!(targets(&plan["removals"]), expected_removals, "plan: {plan:#}");
+    assert_eq!(
+        targets(&plan["removals"]),
+        expected_removals,
+        "plan: {plan:#}"
+    );
 
     // Children before parents.
     let order: Vec<&str> = plan["removals"]
@@ -191,9 +195,13 @@ older_than = "7d"
             .to_string()
     };
     assert!(kept_reason(&young.id).contains("younger than min_age"));
-    assert!(kept_reason(&used_exited.id).contains(&format!("in use by container {}", &exited[..12])));
+    assert!(
+        kept_reason(&used_exited.id).contains(&format!("in use by container {}", &exited[..12]))
+    );
     assert!(kept_reason(&used_exited.id).contains("exited"));
-    assert!(kept_reason(&used_running.id).contains(&format!("in use by container {}", &running[..12])));
+    assert!(
+        kept_reason(&used_running.id).contains(&format!("in use by container {}", &running[..12]))
+    );
     assert!(kept_reason(&used_running.id).contains("running"));
     assert!(kept_reason(&base.id).contains("protected by glob"));
     assert!(kept_reason(&labelled.id).contains("protected by label"));
@@ -206,27 +214,61 @@ older_than = "7d"
     let report = json_of(&imagegc(&["--config", policy, "once", "--output", "json"]));
     let after = layers_size();
 
-    assert_eq!(targets(&report["removed"]), expected_removals, "report: {report:#}");
-    assert_eq!(report["failed"].as_array().map(Vec::len), Some(0), "{report:#}");
+    assert_eq!(
+        targets(&report["removed"]),
+        expected_removals,
+        "report: {report:#}"
+    );
+    assert_eq!(
+        report["failed"].as_array().map(Vec::len),
+        Some(0),
+        "{report:#}"
+    );
     let reclaimed = as_u64(&report["reclaimed_bytes"]);
-    assert_eq!(reclaimed, before - after, "reported bytes = drop in the engine's LayersSize");
+    assert_eq!(
+        reclaimed,
+        before - after,
+        "reported bytes = drop in the engine's LayersSize"
+    );
     assert_eq!(reclaimed, predicted, "result = prediction");
-    assert_eq!(as_u64(&report["reclaim_bytes"]), predicted, "once plans what plan planned");
+    assert_eq!(
+        as_u64(&report["reclaim_bytes"]),
+        predicted,
+        "once plans what plan planned"
+    );
 
     // What remains on the engine.
-    for gone in [&d40, &d10, &d2, &app[0], &app[1], &app[2], &app[3], child, parent] {
+    for gone in [
+        &d40, &d10, &d2, &app[0], &app[1], &app[2], &app[3], child, parent,
+    ] {
         assert!(!image_exists(&gone.id), "{} should be gone", gone.id);
     }
-    for stays in [&young, &app[4], &app[5], &used_exited, &used_running, &multi, &base, &labelled] {
+    for stays in [
+        &young,
+        &app[4],
+        &app[5],
+        &used_exited,
+        &used_running,
+        &multi,
+        &base,
+        &labelled,
+    ] {
         assert!(image_exists(&stays.id), "{} should remain", stays.id);
     }
-    assert_eq!(references_of(&multi.id), vec![lab.reference("keepme", "v1")]);
+    assert_eq!(
+        references_of(&multi.id),
+        vec![lab.reference("keepme", "v1")]
+    );
     assert_eq!(references_of(&app[4].id), vec![lab.reference("app", "v5")]);
     assert_eq!(references_of(&app[5].id), vec![lab.reference("app", "v6")]);
     assert_eq!(references_of(&base.id), vec![lab.reference("base", "1")]);
 
     // A second pass finds nothing more to do.
     let again = json_of(&imagegc(&["--config", policy, "once", "--output", "json"]));
-    assert_eq!(again["removed"].as_array().map(Vec::len), Some(0), "{again:#}");
+    assert_eq!(
+        again["removed"].as_array().map(Vec::len),
+        Some(0),
+        "{again:#}"
+    );
     assert_eq!(again["reclaimed_bytes"], 0);
 }
