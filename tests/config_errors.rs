@@ -1,0 +1,921 @@
+//! The policy file as an operator meets it: the built-in default, a full
+//! file with every key, and every mistake we expect people to make, each
+//! reported with the file, line, column, key path and what would be valid.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+use imagegc::config::{self, ConfigError, ConfigErrors};
+use imagegc::policy::{LabelMatch, Threshold};
+use proptest::prelude::*;
+
+const FILE: &str = "/etc/imagegc/test-policy.toml";
+
+/// A valid policy to append where a case is about something else.
+const POLICY: &str = "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\n";
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    match config::parse(text, FILE) {
+        Ok(_) => panic!("expected errors, but this parsed:\n{text}"),
+        Err(ConfigErrors { errors }) => errors,
+    }
+}
+
+/// All errors rendered as the operator sees them, for assertion messages.
+fn show(errors: &[ConfigError]) -> String {
+    ConfigErrors {
+        errors: errors.to_vec(),
+    }
+    .to_string()
+}
+
+fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+fn days(n: u64) -> Duration {
+    hours(24 * n)
+}
+
+#[test]
+fn the_builtin_policy_removes_dangling_images_older_than_an_hour_every_hour() {
+    let policy = config::builtin();
+    assert_eq!(policy.source, "<built-in>");
+    assert_eq!(policy.schedule.to_string(), "@hourly");
+    assert_eq!(policy.timezone, chrono_tz::Tz::UTC);
+    assert_eq!(policy.engine, None);
+    assert!(!policy.dry_run);
+    assert!(policy.metrics.enabled);
+    assert_eq!(
+        policy.metrics.listen,
+        "127.0.0.1:9317".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(policy.state.path, Path::new("/var/lib/imagegc/state.json"));
+    assert_eq!(policy.safety.min_age, hours(1));
+    assert!(policy.safety.protect.is_empty());
+    assert!(policy.safety.protect_labels.is_empty());
+    assert_eq!(policy.safety.max_removals_per_run, None);
+
+    assert_eq!(policy.rules.len(), 1);
+    let rule = &policy.rules[0];
+    assert_eq!(rule.name, "dangling");
+    assert_eq!(rule.selectors.dangling, Some(true));
+    assert!(rule.selectors.repositories.is_empty());
+    assert!(rule.selectors.labels.is_empty());
+    assert_eq!(rule.conditions.older_than, Some(hours(1)));
+    assert_eq!(rule.conditions.unused_for, None);
+    assert_eq!(rule.conditions.keep_most_recent, None);
+    assert_eq!(rule.conditions.disk, None);
+}
+
+#[test]
+fn the_builtin_policy_text_is_the_shipped_config_file() {
+    let shipped = include_str!("../config/imagegc.toml");
+    assert_eq!(config::DEFAULT_POLICY_TEXT, shipped);
+    assert_eq!(config::DEFAULT_CONFIG_PATH, "/etc/imagegc/imagegc.toml");
+}
+
+#[test]
+fn the_commented_examples_in_the_builtin_policy_are_valid_when_uncommented() {
+    // Operators uncomment lines from the default file; each must parse.
+    let uncommented: String = config::DEFAULT_POLICY_TEXT
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if is_toml_line(rest) => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let policy = config::parse(&uncommented, "uncommented").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.safety.protect.len(), 2);
+    assert_eq!(policy.safety.max_removals_per_run, NonZeroUsize::new(500));
+    let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["dangling", "stale-ci", "ci-disk-pressure"]);
+}
+
+/// A commented-out key or table header, as opposed to prose.
+fn is_toml_line(text: &str) -> bool {
+    text.starts_with('[')
+        || text
+            .split_once(" = ")
+            .is_some_and(|(key, _)| !key.contains(' '))
+}
+
+/// One broken file and the single error it must produce.
+struct Case {
+    what: &'static str,
+    text: String,
+    line: usize,
+    column: usize,
+    key: &'static str,
+    fragment: &'static str,
+}
+
+fn case(
+    what: &'static str,
+    text: impl Into<String>,
+    (line, column): (usize, usize),
+    key: &'static str,
+    fragment: &'static str,
+) -> Case {
+    Case {
+        what,
+        text: text.into(),
+        line,
+        column,
+        key,
+        fragment,
+    }
+}
+
+fn with_policy(text: &str) -> String {
+    format!("{text}{POLICY}")
+}
+
+#[allow(clippy::too_many_lines)]
+fn broken_files() -> Vec<Case> {
+    vec![
+        case(
+            "unknown top-level key",
+            with_policy("shedule = \"@daily\"\n"),
+            (1, 1),
+            "shedule",
+            "unknown key `shedule`, expected one of `schedule`",
+        ),
+        case(
+            "typo in [safety] suggests the right key",
+            with_policy("[safety]\nmin_agee = \"1h\"\n"),
+            (2, 1),
+            "safety.min_agee",
+            "did you mean `min_age`?",
+        ),
+        case(
+            "unknown key in a policy",
+            "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\ncolour = \"red\"\n",
+            (4, 1),
+            "policy \"p\".colour",
+            "unknown key `colour`, expected one of `name`, `dangling`",
+        ),
+        case(
+            "truncated key in a policy suggests the full key",
+            "[[policy]]\nname = \"p\"\nunused = \"1d\"\n",
+            (3, 1),
+            "policy \"p\".unused",
+            "did you mean `unused_for`?",
+        ),
+        case(
+            "a safety key at the top level",
+            with_policy("min_age = \"1h\"\n"),
+            (1, 1),
+            "min_age",
+            "`min_age` belongs in [safety]",
+        ),
+        case(
+            "a top-level key written below a [[policy]] header",
+            format!("{POLICY}schedule = \"@daily\"\n"),
+            (4, 1),
+            "policy \"p\".schedule",
+            "`schedule` is a top-level key: move it above the first [table] header",
+        ),
+        case(
+            "bad duration",
+            "[[policy]]\nname = \"p\"\nolder_than = \"7 dayz\"\n",
+            (3, 14),
+            "policy \"p\".older_than",
+            "invalid duration \"7 dayz\"",
+        ),
+        case(
+            "negative duration",
+            with_policy("[safety]\nmin_age = \"-1h\"\n"),
+            (2, 11),
+            "safety.min_age",
+            "expected a number and a unit, like \"90m\", \"12h\" or \"7d\"",
+        ),
+        case(
+            "garbage duration",
+            "[[policy]]\nname = \"p\"\nunused_for = \"a week\"\n",
+            (3, 14),
+            "policy \"p\".unused_for",
+            "invalid duration \"a week\"",
+        ),
+        case(
+            "zero duration for a condition",
+            "[[policy]]\nname = \"p\"\nolder_than = \"0s\"\n",
+            (3, 14),
+            "policy \"p\".older_than",
+            "must be longer than zero",
+        ),
+        case(
+            "bad size",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"200GiX\"\ndisk_low = \"100GiB\"\n",
+            (3, 13),
+            "policy \"p\".disk_high",
+            "invalid size \"200GiX\"",
+        ),
+        case(
+            "percentage above 100",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"185%\"\ndisk_low = \"70%\"\n",
+            (3, 13),
+            "policy \"p\".disk_high",
+            "must be more than 0% and at most 100%",
+        ),
+        case(
+            "threshold without a unit",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"85\"\ndisk_low = \"70%\"\n",
+            (3, 13),
+            "policy \"p\".disk_high",
+            "has no unit",
+        ),
+        case(
+            "bad glob",
+            "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\nrepositories = [\"ci/*\", \"ci/[abc\"]\n",
+            (4, 25),
+            "policy \"p\".repositories[1]",
+            "invalid glob \"ci/[abc\"",
+        ),
+        case(
+            "empty repositories list",
+            "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\nrepositories = []\n",
+            (4, 16),
+            "policy \"p\".repositories",
+            "would select every repository",
+        ),
+        case(
+            "label with an empty key",
+            with_policy("[safety]\nprotect_labels = [\"=x\"]\n"),
+            (2, 19),
+            "safety.protect_labels[0]",
+            "the key is empty",
+        ),
+        case(
+            "label with spaces around the equals sign",
+            "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\nlabels = [\"tier = dev\"]\n",
+            (4, 11),
+            "policy \"p\".labels[0]",
+            "without spaces",
+        ),
+        case(
+            "disk_low not below disk_high",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"70%\"\ndisk_low = \"85%\"\n",
+            (4, 12),
+            "policy \"p\".disk_low",
+            "disk_low (85%) must be below disk_high (70%)",
+        ),
+        case(
+            "equal sizes for disk_low and disk_high",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"100GiB\"\ndisk_low = \"100 GiB\"\n",
+            (4, 12),
+            "policy \"p\".disk_low",
+            "must be below disk_high",
+        ),
+        case(
+            "disk_high without disk_low",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"85%\"\n",
+            (3, 13),
+            "policy \"p\".disk_high",
+            "disk_high is set without disk_low",
+        ),
+        case(
+            "disk_low without disk_high",
+            "[[policy]]\nname = \"p\"\ndisk_low = \"85%\"\n",
+            (3, 12),
+            "policy \"p\".disk_low",
+            "disk_low is set without disk_high",
+        ),
+        case(
+            "percentage and size mixed",
+            "[[policy]]\nname = \"p\"\ndisk_high = \"85%\"\ndisk_low = \"100GiB\"\n",
+            (4, 12),
+            "policy \"p\".disk_low",
+            "disk_low is a size but disk_high is a percentage: use the same kind for both",
+        ),
+        case(
+            "duplicate policy names",
+            format!("{POLICY}\n[[policy]]\nname = \"p\"\nunused_for = \"1d\"\n"),
+            (6, 8),
+            "policy[1].name",
+            "duplicate policy name \"p\": the [[policy]] at line 1 already uses it",
+        ),
+        case(
+            "empty policy name",
+            "[[policy]]\nname = \"\"\nolder_than = \"1d\"\n",
+            (2, 8),
+            "policy[0].name",
+            "the policy name must not be empty",
+        ),
+        case(
+            "missing policy name",
+            format!("{POLICY}[[policy]]\nolder_than = \"1d\"\n"),
+            (4, 1),
+            "policy[1]",
+            "missing `name`",
+        ),
+        case(
+            "policy without a condition",
+            "[[policy]]\nname = \"ci\"\nrepositories = [\"ci/*\"]\n",
+            (1, 1),
+            "policy \"ci\"",
+            "policy \"ci\" has no condition: set at least one of unused_for, older_than, \
+             keep_most_recent, disk_high/disk_low",
+        ),
+        case(
+            "no policies at all",
+            "schedule = \"@daily\"\n[safety]\nmin_age = \"2h\"\n",
+            (1, 1),
+            "policy",
+            "no [[policy]] tables: nothing to do",
+        ),
+        case(
+            "an empty policy array",
+            "policy = []\n",
+            (1, 10),
+            "policy",
+            "no [[policy]] tables: nothing to do",
+        ),
+        case(
+            "policy written as a table instead of an array of tables",
+            "[policy]\nname = \"p\"\nolder_than = \"1d\"\n",
+            (1, 1),
+            "policy",
+            "`policy` must be an array of tables: write [[policy]], with two brackets",
+        ),
+        case(
+            "a policy that is not a table",
+            "policy = [\"dangling\"]\n",
+            (1, 11),
+            "policy[0]",
+            "each policy must be a table",
+        ),
+        case(
+            "a section that is not a table",
+            with_policy("safety = \"strict\"\n"),
+            (1, 10),
+            "safety",
+            "`safety` must be a table: write a [safety] section",
+        ),
+        case(
+            "string where an integer is expected",
+            with_policy("[safety]\nmax_removals_per_run = \"lots\"\n"),
+            (2, 24),
+            "safety.max_removals_per_run",
+            "expected a positive integer, like 500, found the string \"lots\"",
+        ),
+        case(
+            "integer where a string is expected",
+            "[[policy]]\nname = \"p\"\nolder_than = 7\n",
+            (3, 14),
+            "policy \"p\".older_than",
+            "expected a duration string, like \"90m\", \"12h\" or \"7d\", found the integer 7",
+        ),
+        case(
+            "array where a string is expected",
+            with_policy("schedule = [\"@hourly\"]\n"),
+            (1, 12),
+            "schedule",
+            "expected a crontab expression string, like \"0 * * * *\" or \"@hourly\", found an array",
+        ),
+        case(
+            "string where a boolean is expected",
+            with_policy("dry_run = \"yes\"\n"),
+            (1, 11),
+            "dry_run",
+            "expected true or false, found the string \"yes\"",
+        ),
+        case(
+            "float where an integer is expected",
+            "[[policy]]\nname = \"p\"\nkeep_most_recent = 2.5\n",
+            (3, 20),
+            "policy \"p\".keep_most_recent",
+            "expected an integer of at least 1, like 3, found the number 2.5",
+        ),
+        case(
+            "integer inside a list of globs",
+            with_policy("[safety]\nprotect = [\"base/*\", 7]\n"),
+            (2, 22),
+            "safety.protect[1]",
+            "expected a reference glob string, like \"base/*\", found the integer 7",
+        ),
+        case(
+            "name that is not a string",
+            "[[policy]]\nname = 5\nolder_than = \"1d\"\n",
+            (2, 8),
+            "policy[0].name",
+            "expected a non-empty string",
+        ),
+        case(
+            "unclosed string",
+            with_policy("schedule = \"@hourly\n"),
+            (1, 20),
+            "schedule",
+            "invalid TOML: invalid basic string",
+        ),
+        case(
+            "duplicate key",
+            with_policy("dry_run = true\ndry_run = false\n"),
+            (2, 1),
+            "",
+            "duplicate key `dry_run`",
+        ),
+        case(
+            "a [policy] table after [[policy]] tables",
+            format!("{POLICY}[policy]\nname = \"q\"\n"),
+            (4, 2),
+            "policy",
+            "policies are written [[policy]], with two brackets each",
+        ),
+        case(
+            "keep_most_recent of zero",
+            "[[policy]]\nname = \"p\"\nkeep_most_recent = 0\n",
+            (3, 20),
+            "policy \"p\".keep_most_recent",
+            "must be at least 1, not 0",
+        ),
+        case(
+            "negative keep_most_recent",
+            "[[policy]]\nname = \"p\"\nkeep_most_recent = -3\n",
+            (3, 20),
+            "policy \"p\".keep_most_recent",
+            "must be at least 1, not -3",
+        ),
+        case(
+            "max_removals_per_run of zero",
+            with_policy("[safety]\nmax_removals_per_run = 0\n"),
+            (2, 24),
+            "safety.max_removals_per_run",
+            "must be a positive integer, like 500, not 0; remove the key for no limit",
+        ),
+        case(
+            "listen address with a host name",
+            with_policy("[metrics]\nlisten = \"localhost:9317\"\n"),
+            (2, 10),
+            "metrics.listen",
+            "expected an IP address and a port, like \"127.0.0.1:9317\"",
+        ),
+        case(
+            "listen address without a port",
+            with_policy("[metrics]\nlisten = \"127.0.0.1\"\n"),
+            (2, 10),
+            "metrics.listen",
+            "invalid listen address \"127.0.0.1\"",
+        ),
+        case(
+            "unknown time zone",
+            with_policy("timezone = \"Mars/Olympus\"\n"),
+            (1, 12),
+            "timezone",
+            "unknown time zone \"Mars/Olympus\": expected an IANA name",
+        ),
+        case(
+            "time zone in the wrong case suggests the right one",
+            with_policy("timezone = \"europe/berlin\"\n"),
+            (1, 12),
+            "timezone",
+            "did you mean \"Europe/Berlin\"?",
+        ),
+        case(
+            "empty engine address",
+            with_policy("engine = \"\"\n"),
+            (1, 10),
+            "engine",
+            "must not be empty",
+        ),
+        case(
+            "empty state path",
+            with_policy("[state]\npath = \"\"\n"),
+            (2, 8),
+            "state.path",
+            "must not be empty",
+        ),
+        case(
+            "dangling together with repositories",
+            "[[policy]]\nname = \"p\"\ndangling = true\nrepositories = [\"ci/*\"]\nolder_than = \"1d\"\n",
+            (4, 16),
+            "policy \"p\".repositories",
+            "cannot be combined with `dangling = true`: untagged images have no repository",
+        ),
+    ]
+}
+
+#[test]
+fn each_broken_file_gets_one_error_at_the_right_place_saying_what_is_valid() {
+    let cases = broken_files();
+    assert!(cases.len() >= 28, "only {} cases", cases.len());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let errors = errors_of(&case.text);
+        let [found] = errors.as_slice() else {
+            failures.push(format!(
+                "{}: expected one error, got {}:\n{}",
+                case.what,
+                errors.len(),
+                show(&errors)
+            ));
+            continue;
+        };
+        let right = found.file == FILE
+            && (found.line, found.column) == (case.line, case.column)
+            && found.key == case.key
+            && found.message.contains(case.fragment);
+        if !right {
+            failures.push(format!(
+                "{}: expected {}:{} `{}` containing {:?}\n  got {found}",
+                case.what, case.line, case.column, case.key, case.fragment
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn an_unparseable_schedule_is_reported_at_its_line() {
+    let errors = errors_of(&with_policy("schedule = \"every tuesday\"\n"));
+    assert_eq!(errors.len(), 1, "{}", ConfigErrors { errors });
+    assert_eq!((errors[0].line, errors[0].key.as_str()), (1, "schedule"));
+    assert!(errors[0].message.contains("\"every tuesday\""));
+}
+
+#[test]
+fn every_error_line_names_the_file_and_the_summary_counts_them() {
+    for case in broken_files() {
+        let err = config::parse(&case.text, FILE).expect_err(case.what);
+        let rendered = err.to_string();
+        let mut lines: Vec<&str> = rendered.lines().collect();
+        let summary = lines.pop().unwrap_or_default();
+        assert_eq!(lines.len(), err.errors.len());
+        for line in lines {
+            assert!(line.starts_with(&format!("{FILE}:")), "{line}");
+        }
+        let plural = if err.errors.len() == 1 {
+            "error"
+        } else {
+            "errors"
+        };
+        assert_eq!(summary, format!("{} {plural}", err.errors.len()));
+    }
+}
+
+#[test]
+fn an_error_renders_as_file_line_column_key_and_message() {
+    let err = config::parse(&with_policy("[safety]\nmin_age = \"soon\"\n"), FILE).unwrap_err();
+    let first = err
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with(&format!(
+            "{FILE}:2:11: safety.min_age: invalid duration \"soon\""
+        )),
+        "{first}"
+    );
+}
+
+#[test]
+fn errors_in_three_sections_are_all_reported_in_file_order() {
+    let text = "\
+schedule = 5
+
+[safety]
+min_age = \"one hour\"
+
+[[policy]]
+name = \"a\"
+older_than = \"1d\"
+
+[[policy]]
+name = \"b\"
+older_than = \"1d\"
+
+[[policy]]
+name = \"c\"
+repositories = [\"ci/[abc\"]
+older_than = \"1d\"
+";
+    let errors = errors_of(text);
+    let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (1, "schedule"),
+            (4, "safety.min_age"),
+            (16, "policy \"c\".repositories[0]"),
+        ],
+        "{}",
+        show(&errors)
+    );
+}
+
+#[test]
+fn two_bad_keys_in_one_table_are_both_reported() {
+    let text = "\
+[safety]
+min_age = 3
+protect = \"base/*\"
+max_removals_per_run = 0
+colour = \"red\"
+";
+    let errors = errors_of(&with_policy(text));
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "safety.min_age",
+            "safety.protect",
+            "safety.max_removals_per_run",
+            "safety.colour"
+        ],
+        "{}",
+        show(&errors)
+    );
+}
+
+#[test]
+fn a_refused_condition_is_not_also_reported_as_a_missing_condition() {
+    let text = "[[policy]]\nname = \"p\"\nolder_than = 30\n[[policy]]\nname = \"q\"\ndisk_high = \"85%\"\ndisk_low = 70\n";
+    let errors = errors_of(text);
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["policy \"p\".older_than", "policy \"q\".disk_low"],
+        "{}",
+        show(&errors)
+    );
+}
+
+#[test]
+fn a_table_full_of_unknown_keys_is_reported_up_to_a_bound_without_follow_on_errors() {
+    let keys = (0..100).fold(String::new(), |mut text, i| {
+        let _ = writeln!(text, "junk{i} = 1");
+        text
+    });
+    let errors = errors_of(&format!("[[policy]]\nname = \"p\"\n{keys}"));
+    assert_eq!(errors.len(), 33, "{}", show(&errors));
+    let last = &errors[0];
+    assert_eq!((last.line, last.key.as_str()), (1, "policy \"p\""));
+    assert!(last.message.contains("stopped checking"), "{last}");
+    assert!(errors[1..]
+        .iter()
+        .all(|e| e.message.starts_with("unknown key `junk")));
+}
+
+#[test]
+fn all_syntax_errors_are_reported_and_nothing_else() {
+    let text = "schedule = \"@hourly\nbogus = 1\n[safety\nmin_age = \"1h\"\n";
+    let errors = errors_of(text);
+    assert!(errors.len() >= 2, "{}", ConfigErrors { errors });
+    assert!(errors.iter().all(|e| e.message.starts_with("invalid TOML")));
+    assert_eq!(errors[0].line, 1);
+    assert!(errors.iter().any(|e| e.line == 3));
+}
+
+#[test]
+fn columns_count_characters_not_bytes() {
+    let errors = errors_of(&with_policy(
+        "engine = \"\" # é\n[safety]\n  min_age = \"ß\"\n",
+    ));
+    let found: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+    assert_eq!(found, [(1, 10), (3, 13)], "{}", ConfigErrors { errors });
+}
+
+#[test]
+fn loading_a_missing_file_names_the_path_and_the_reason() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("absent.toml");
+    let err = config::load(&path).unwrap_err();
+    assert_eq!(err.errors.len(), 1);
+    let error = &err.errors[0];
+    assert_eq!(error.file, path.display().to_string());
+    assert_eq!((error.line, error.column), (0, 0));
+    let rendered = err.to_string();
+    assert!(
+        rendered.starts_with(&format!(
+            "{}: cannot read the policy file: No such file or directory",
+            path.display()
+        )),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn loading_a_file_reports_errors_against_its_path() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("imagegc.toml");
+    std::fs::write(&path, "[[policy]]\nname = \"p\"\n").expect("write policy");
+    let err = config::load(&path).unwrap_err();
+    assert_eq!(err.errors[0].file, path.display().to_string());
+    std::fs::write(&path, POLICY).expect("write policy");
+    let policy = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.source, path.display().to_string());
+}
+
+#[test]
+fn loading_a_file_that_is_not_utf8_says_so() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("binary.toml");
+    std::fs::write(&path, b"name = \"\xff\"\n").expect("write policy");
+    let err = config::load(&path).unwrap_err();
+    assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+}
+
+const FULL: &str = r#"
+schedule = "0 */6 * * *"
+timezone = "Europe/Berlin"
+engine = "tcp://127.0.0.1:2375"
+dry_run = true
+
+[metrics]
+enabled = false
+listen = "0.0.0.0:9400"
+
+[state]
+path = "/srv/imagegc/state.json"
+
+[safety]
+min_age = "0s"
+protect = ["base/*", "**/release-*"]
+protect_labels = ["keep", "tier=prod"]
+max_removals_per_run = 50
+
+[[policy]]
+name = "dangling"
+dangling = true
+older_than = "90m"
+
+[[policy]]
+name = "stale-ci"
+dangling = false
+repositories = ["ci/*", "**/build-*"]
+labels = ["ci", "team=web"]
+unused_for = "7d"
+older_than = "30d"
+keep_most_recent = 3
+
+[[policy]]
+name = "pressure"
+disk_high = "85%"
+disk_low = "70.5%"
+
+[[policy]]
+name = "budget"
+disk_high = "200GiB"
+disk_low = "150 GB"
+"#;
+
+#[test]
+fn a_file_with_every_key_parses_to_the_values_written() {
+    let policy = config::parse(FULL, FILE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.source, FILE);
+    assert_eq!(policy.schedule.to_string(), "0 */6 * * *");
+    assert_eq!(policy.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(policy.engine.as_deref(), Some("tcp://127.0.0.1:2375"));
+    assert!(policy.dry_run);
+    assert!(!policy.metrics.enabled);
+    assert_eq!(policy.metrics.listen.to_string(), "0.0.0.0:9400");
+    assert_eq!(policy.state.path, Path::new("/srv/imagegc/state.json"));
+
+    let safety = &policy.safety;
+    assert_eq!(safety.min_age, Duration::ZERO);
+    assert_eq!(safety.max_removals_per_run, NonZeroUsize::new(50));
+    let protect: Vec<&str> = safety.protect.iter().map(|g| g.pattern.as_str()).collect();
+    assert_eq!(protect, ["base/*", "**/release-*"]);
+    assert!(safety.protect[0].is_match("base/debian"));
+    assert!(!safety.protect[0].is_match("base/debian/slim"));
+    assert!(safety.protect[1].is_match("registry.local/app/release-1.2"));
+    assert_eq!(
+        safety.protect_labels,
+        [
+            LabelMatch {
+                key: "keep".into(),
+                value: None
+            },
+            LabelMatch {
+                key: "tier".into(),
+                value: Some("prod".into())
+            },
+        ]
+    );
+
+    let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["dangling", "stale-ci", "pressure", "budget"]);
+
+    let dangling = &policy.rules[0];
+    assert_eq!(dangling.selectors.dangling, Some(true));
+    assert_eq!(
+        dangling.conditions.older_than,
+        Some(Duration::from_secs(90 * 60))
+    );
+
+    let ci = &policy.rules[1];
+    assert_eq!(ci.selectors.dangling, Some(false));
+    let repos = &ci.selectors.repositories;
+    assert!(repos[0].is_match("ci/app"));
+    assert!(!repos[0].is_match("ci/x/app"));
+    assert!(repos[1].is_match("a/b/build-1"));
+    assert!(repos[1].is_match("build-1"));
+    assert!(!repos[1].is_match("a/b/rebuild-1"));
+    assert_eq!(ci.selectors.labels.len(), 2);
+    assert_eq!(ci.conditions.unused_for, Some(days(7)));
+    assert_eq!(ci.conditions.older_than, Some(days(30)));
+    assert_eq!(ci.conditions.keep_most_recent, Some(3));
+    assert_eq!(ci.conditions.disk, None);
+
+    let pressure = policy.rules[2].conditions.disk.expect("disk watermarks");
+    assert_eq!(pressure.high, Threshold::Ratio(0.85));
+    assert_eq!(pressure.low, Threshold::Ratio(0.705));
+
+    let budget = policy.rules[3].conditions.disk.expect("disk watermarks");
+    assert_eq!(budget.high, Threshold::Bytes(200 * 1024 * 1024 * 1024));
+    assert_eq!(budget.low, Threshold::Bytes(150_000_000_000));
+}
+
+#[test]
+fn inline_tables_are_policies_too() {
+    let text =
+        "policy = [{ name = \"a\", older_than = \"1d\" }, { name = \"b\", unused_for = \"2d\" }]\n";
+    let policy = config::parse(text, FILE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.rules.len(), 2);
+}
+
+/// Edits applied to a valid file by the fuzz test below.
+#[derive(Debug, Clone)]
+enum Edit {
+    Insert(usize, char),
+    Delete(usize),
+    Replace(usize, char),
+    Duplicate(usize, usize),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let interesting = prop::sample::select(vec![
+        '"', '\'', '[', ']', '=', '\n', '#', ',', '{', '}', '.', '%', '*', '-', '0', 'a', 'é', '\\',
+    ]);
+    prop_oneof![
+        (any::<usize>(), interesting.clone()).prop_map(|(at, c)| Edit::Insert(at, c)),
+        any::<usize>().prop_map(Edit::Delete),
+        (any::<usize>(), interesting).prop_map(|(at, c)| Edit::Replace(at, c)),
+        (any::<usize>(), 1..40usize).prop_map(|(at, len)| Edit::Duplicate(at, len)),
+    ]
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    for edit in edits {
+        let n = chars.len().max(1);
+        match *edit {
+            Edit::Insert(at, c) => chars.insert(at % (chars.len() + 1), c),
+            Edit::Delete(at) if !chars.is_empty() => {
+                chars.remove(at % n);
+            }
+            Edit::Replace(at, c) if !chars.is_empty() => chars[at % n] = c,
+            Edit::Duplicate(at, len) if !chars.is_empty() => {
+                let start = at % n;
+                let end = (start + len).min(chars.len());
+                let copy: Vec<char> = chars[start..end].to_vec();
+                chars.splice(end..end, copy);
+            }
+            _ => {}
+        }
+    }
+    chars.into_iter().collect()
+}
+
+fn assert_well_formed(result: &Result<imagegc::policy::Policy, ConfigErrors>, text: &str) {
+    if let Err(err) = result {
+        assert!(!err.errors.is_empty());
+        let lines = text.split('\n').count();
+        for error in &err.errors {
+            assert_eq!(error.file, FILE);
+            assert!(error.line >= 1 && error.line <= lines, "{error}");
+            assert!(error.column >= 1, "{error}");
+            assert!(!error.message.is_empty());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn random_text_never_panics(text in ".{0,300}") {
+        let result = config::parse(&text, FILE);
+        assert_well_formed(&result, &text);
+    }
+
+    #[test]
+    fn random_edits_of_a_valid_file_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
+        let text = apply(FULL, &edits);
+        let result = config::parse(&text, FILE);
+        assert_well_formed(&result, &text);
+    }
+
+    #[test]
+    fn random_edits_of_the_builtin_policy_never_panic(edits in prop::collection::vec(edit(), 1..6)) {
+        let text = apply(config::DEFAULT_POLICY_TEXT, &edits);
+        let result = config::parse(&text, FILE);
+        assert_well_formed(&result, &text);
+    }
+}
