@@ -260,6 +260,7 @@ struct RawFile {
     timezone: Option<Spanned<String>>,
     engine: Option<Spanned<String>>,
     dry_run: Option<Spanned<bool>>,
+    run_on_start: Option<Spanned<bool>>,
     metrics: RawMetrics,
     state: RawState,
     safety: RawSafety,
@@ -291,7 +292,15 @@ impl Section {
     fn keys(self) -> &'static [&'static str] {
         match self {
             Self::Top => &[
-                "schedule", "timezone", "engine", "dry_run", "metrics", "state", "safety", "policy",
+                "schedule",
+                "timezone",
+                "run_on_start",
+                "engine",
+                "dry_run",
+                "metrics",
+                "state",
+                "safety",
+                "policy",
             ],
             Self::Metrics => &["enabled", "listen"],
             Self::State => &["path"],
@@ -375,6 +384,7 @@ impl Checker<'_> {
                 "timezone" => raw.timezone = self.scalar(name, value),
                 "engine" => raw.engine = self.scalar(name, value),
                 "dry_run" => raw.dry_run = self.scalar(name, value),
+                "run_on_start" => raw.run_on_start = self.scalar(name, value),
                 "metrics" => {
                     if let Some((section, _)) = self.table(name, value, Section::Metrics) {
                         raw.metrics = section;
@@ -574,6 +584,7 @@ impl Checker<'_> {
             timezone,
             engine,
             dry_run: raw.dry_run.is_some_and(Spanned::into_inner),
+            run_on_start: raw.run_on_start.is_none_or(Spanned::into_inner),
             metrics,
             state,
             safety,
@@ -1127,7 +1138,7 @@ fn expected(field: &str, element: bool) -> Option<&'static str> {
         ("schedule", _) => "a crontab expression string, like \"0 * * * *\" or \"@hourly\"",
         ("timezone", _) => "an IANA time zone name string, like \"UTC\" or \"Europe/Berlin\"",
         ("engine", _) => "an engine address string, like \"unix:///var/run/docker.sock\"",
-        ("dry_run" | "enabled" | "dangling", _) => "true or false",
+        ("dry_run" | "run_on_start" | "enabled" | "dangling", _) => "true or false",
         ("listen", _) => "an address string, like \"127.0.0.1:9317\"",
         ("path", _) => "a file path string, like \"/var/lib/imagegc/state.json\"",
         ("min_age" | "unused_for" | "older_than", _) => {

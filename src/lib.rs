@@ -14,15 +14,22 @@
 //! - [`execute`]: carries out a plan, children before parents, never forced.
 //! - [`pass`]: one pass, snapshot → plan → execute → state.
 //! - [`state`]: first-seen / last-used store with atomic writes.
+//! - [`events`]: the engine's event stream → last-use updates, with reconnects.
+//! - [`metrics`]: Prometheus metrics in a registry of their own, and the
+//!   `/metrics` and `/healthz` endpoint; the only module that knows the crate.
+//! - [`daemon`]: the schedule loop, state upkeep, reload and shutdown.
 //! - [`fake`]: an in-memory engine for tests and benchmarks.
 //! - [`output`]: plan and report as a table or JSON.
 
 pub mod accounting;
 pub mod config;
+pub mod daemon;
 pub mod docker;
 pub mod engine;
+pub mod events;
 pub mod execute;
 pub mod fake;
+pub mod metrics;
 pub mod output;
 pub mod pass;
 pub mod plan;

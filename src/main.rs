@@ -11,7 +11,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use std::time::Duration;
+
 use imagegc::config;
+use imagegc::daemon::{Control, Daemon, Notifier, SystemdNotifier};
+use imagegc::metrics::{self, Metrics};
 use imagegc::docker::Docker;
 use imagegc::engine::Engine;
 use imagegc::output::{self, Format};
@@ -85,6 +89,11 @@ enum Command {
     },
     /// Show what a pass would remove now, and why. Changes nothing.
     Plan(OutputArgs),
+    /// Run as a service: passes on the policy's schedule, last-use tracking
+    /// from engine events, Prometheus metrics on [metrics] listen. SIGHUP
+    /// reloads the policy file; SIGTERM/SIGINT stop after the removal in
+    /// flight and write the state.
+    Run,
     /// Run one pass now and print what was removed and the bytes freed.
     Once {
         /// Plan and report, but remove nothing.
@@ -189,13 +198,20 @@ fn real_main(cli: &Cli) -> anyhow::Result<u8> {
     runtime.block_on(async_main(cli, &policy))
 }
 
-async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
+/// The engine address: --engine, else DOCKER_HOST, else the policy's.
+fn engine_address(cli: &Cli, policy: &Policy) -> Option<String> {
     let env_host = std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty());
-    let address = cli
-        .engine
+    cli.engine
         .clone()
         .or(env_host)
-        .or_else(|| policy.engine.clone());
+        .or_else(|| policy.engine.clone())
+}
+
+async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
+    if matches!(cli.command, Command::Run) {
+        return run_daemon(cli, policy.clone()).await;
+    }
+    let address = engine_address(cli, policy);
     let engine = match Docker::connect(address.as_deref()).await {
         Ok(e) => e,
         Err(e) => {
@@ -227,7 +243,9 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
             };
             (mode, output.output)
         }
-        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+        Command::CheckConfig { .. } | Command::Run => {
+            unreachable!("handled before a pass starts")
+        }
     };
     let now = chrono::Utc::now();
     let state_path = &policy.state.path;
@@ -289,6 +307,90 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         );
         if report.engine_lost {
             return Ok(exit::ENGINE);
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `imagegc run`: ready once the policy is loaded and the metrics endpoint
+/// listens; the engine may come later (connection is retried with backoff).
+async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
+    use std::sync::Arc;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let (controls, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = hup.recv() => {
+                        info!("SIGHUP: reloading the policy file");
+                        let _ = controls.send(Control::Reload);
+                    }
+                }
+            }
+            info!("stop signal: finishing the removal in flight, starting no new one");
+            shutdown.cancel();
+        });
+    }
+    let server = if policy.metrics.enabled {
+        let listener = match tokio::net::TcpListener::bind(policy.metrics.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "imagegc: cannot listen on {} for metrics: {e} (set [metrics] listen, or enabled = false)",
+                    policy.metrics.listen
+                );
+                return Ok(exit::BAD_POLICY);
+            }
+        };
+        info!(listen = %policy.metrics.listen, "metrics on /metrics, health on /healthz");
+        Some(tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), shutdown.clone())))
+    } else {
+        None
+    };
+    let notifier = SystemdNotifier;
+    notifier.ready();
+    info!(policy = %policy.source, schedule = %policy.schedule, timezone = %policy.timezone, policies = policy.rules.len(), "imagegc started");
+
+    let address = engine_address(cli, &policy);
+    let mut backoff = Duration::from_millis(500);
+    let engine = loop {
+        match Docker::connect(address.as_deref()).await {
+            Ok(engine) => break Some(engine),
+            Err(e) => {
+                metrics.set_engine_up(false);
+                warn!(error = %e, retry_in = ?backoff, "engine unreachable; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break None,
+                    () = tokio::time::sleep(backoff) => notifier.watchdog(),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    if let Some(engine) = engine {
+        let config_path = cli.config.clone().or_else(|| {
+            let default = PathBuf::from(config::DEFAULT_CONFIG_PATH);
+            default.exists().then_some(default)
+        });
+        let daemon = Daemon::new(Arc::new(engine), config_path, policy, Arc::clone(&metrics));
+        daemon.run(control_rx, shutdown.clone()).await;
+    }
+    shutdown.cancel();
+    if let Some(server) = server {
+        match server.await {
+            Ok(Err(e)) => warn!(error = %e, "metrics endpoint stopped with an error"),
+            Err(e) => warn!(error = %e, "metrics endpoint task failed"),
+            Ok(Ok(())) => {}
         }
     }
     Ok(exit::OK)

@@ -25,6 +25,9 @@ pub struct Policy {
     pub engine: Option<String>,
     /// When true, passes plan and report but remove nothing. Default false.
     pub dry_run: bool,
+    /// Run a pass right after the daemon starts, before the first scheduled
+    /// one. Default true.
+    pub run_on_start: bool,
     /// `[metrics]`: the Prometheus endpoint.
     pub metrics: MetricsSettings,
     /// `[state]`: where first-seen and last-used times are kept.

@@ -285,7 +285,7 @@ pub async fn collect<E: Engine>(
     engine: &E,
     root_dir: Option<&str>,
     cache: &mut DetailsCache,
-    tracked: &dyn Fn(&str) -> Tracked,
+    tracked: &(dyn Fn(&str) -> Tracked + Sync),
 ) -> Result<Snapshot, EngineError> {
     let summaries = engine.list_images().await?;
     let containers = engine.list_containers().await?;

@@ -1,0 +1,598 @@
+//! The long-running service: schedule loop, state upkeep, reload, shutdown.
+//!
+//! One task owns the policy, the inspect cache and the state. It sleeps until
+//! the next fire time, runs a pass (passes never overlap: they run inline),
+//! applies last-use updates that the event follower sends, writes the state
+//! at most every few seconds while updates arrive, reloads the policy on
+//! request, and pings the systemd watchdog from this same loop, so a hung
+//! loop is a missed ping. Sleeps are cut into short slices and the wall clock
+//! is read again on every wake, so a suspend or a clock jump delays nothing
+//! by more than one slice.
+//!
+//! Everything it touches is passed in (engine, clock, metrics, notifier,
+//! shutdown token), so tests drive it with a fake engine and paused time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config;
+use crate::engine::Engine;
+use crate::events::{self, Update};
+use crate::metrics::{Metrics, PassOutcome};
+use crate::pass::{self, Memory, Mode, Outcome};
+use crate::policy::Policy;
+use crate::state::State;
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync {
+    /// The current wall-clock time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A wall clock that moves with tokio's clock, so tests with paused time see
+/// time pass exactly as the daemon's timers do.
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    wall: DateTime<Utc>,
+    start: Instant,
+}
+
+impl TokioClock {
+    /// A clock that reads `wall` now.
+    pub fn starting_at(wall: DateTime<Utc>) -> Self {
+        Self {
+            wall,
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = chrono::TimeDelta::from_std(self.start.elapsed()).unwrap_or(chrono::TimeDelta::MAX);
+        self.wall + elapsed
+    }
+}
+
+/// Messages to systemd (or to a test).
+pub trait Notifier: Send + Sync {
+    /// Start-up is complete.
+    fn ready(&self);
+    /// One-line status for `systemctl status`.
+    fn status(&self, text: &str);
+    /// Watchdog keep-alive.
+    fn watchdog(&self);
+    /// Shutdown has begun.
+    fn stopping(&self);
+    /// The watchdog interval systemd expects, if any.
+    fn watchdog_interval(&self) -> Option<Duration>;
+}
+
+/// `sd_notify` over `$NOTIFY_SOCKET`; silent when not run by systemd.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemdNotifier;
+
+impl Notifier for SystemdNotifier {
+    fn ready(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
+    fn status(&self, text: &str) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)]);
+    }
+    fn watchdog(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+    }
+    fn stopping(&self) {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    }
+    fn watchdog_interval(&self) -> Option<Duration> {
+        let mut usec = 0u64;
+        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
+    }
+}
+
+/// Requests from outside the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Re-read the policy file (SIGHUP).
+    Reload,
+}
+
+/// A finished pass, for observers (tests, logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassRecord {
+    /// When the pass started, by the daemon's clock.
+    pub started: DateTime<Utc>,
+    /// When it finished.
+    pub finished: DateTime<Utc>,
+    /// How it ended.
+    pub outcome: &'static str,
+    /// Removals carried out.
+    pub removed: usize,
+    /// The policy source and rule names in force.
+    pub policies: Vec<String>,
+}
+
+/// How the daemon is wired.
+pub struct Daemon<E: Engine + 'static> {
+    /// The engine to clean.
+    pub engine: Arc<E>,
+    /// The policy file to re-read on reload; `None` means the built-in one.
+    pub config_path: Option<PathBuf>,
+    /// The policy in force.
+    pub policy: Policy,
+    /// Metric handles.
+    pub metrics: Arc<Metrics>,
+    /// Wall clock.
+    pub clock: Arc<dyn Clock>,
+    /// systemd notifications.
+    pub notifier: Arc<dyn Notifier>,
+    /// Longest sleep between wall-clock checks (and watchdog pings when
+    /// systemd asks for none). Default 30 s.
+    pub max_sleep: Duration,
+    /// Least time between two state writes while events arrive. Default 5 s.
+    pub save_every: Duration,
+    /// Follow engine events for last-use times. Default true.
+    pub follow_events: bool,
+    /// Told about every finished pass.
+    pub on_pass: Option<mpsc::UnboundedSender<PassRecord>>,
+}
+
+impl<E: Engine + 'static> Daemon<E> {
+    /// A daemon with production defaults for everything but the engine,
+    /// policy and metrics.
+    pub fn new(engine: Arc<E>, config_path: Option<PathBuf>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+        Self {
+            engine,
+            config_path,
+            policy,
+            metrics,
+            clock: Arc::new(SystemClock),
+            notifier: Arc::new(SystemdNotifier),
+            max_sleep: Duration::from_secs(30),
+            save_every: Duration::from_secs(5),
+            follow_events: true,
+            on_pass: None,
+        }
+    }
+
+    /// Run until `shutdown` is cancelled. `controls` carries reload requests.
+    /// Returns after the state has been written.
+    pub async fn run(self, mut controls: mpsc::UnboundedReceiver<Control>, shutdown: CancellationToken) {
+        let mut lp = Loop::start(self, &shutdown).await;
+        let (tx, mut updates) = mpsc::unbounded_channel::<Update>();
+        let tracker = tokio_util::task::TaskTracker::new();
+        if lp.d.follow_events {
+            let engine = Arc::clone(&lp.d.engine);
+            let metrics = Arc::clone(&lp.d.metrics);
+            tracker.spawn(events::follow(engine, tx, shutdown.child_token(), move |up| {
+                metrics.set_engine_up(up);
+            }));
+        } else {
+            drop(tx);
+        }
+        tracker.close();
+        let mut next = lp.first_fire();
+        let mut save_at: Option<Instant> = None;
+        let mut controls_open = true;
+        let mut updates_open = true;
+        loop {
+            let now = lp.d.clock.now();
+            if let Some(at) = next {
+                if now >= at {
+                    lp.pass(&shutdown).await;
+                    if shutdown.is_cancelled() {
+                        break;
+                    }
+                    next = lp.next_fire(lp.d.clock.now());
+                    continue;
+                }
+            }
+            let until_fire = next.map_or(lp.d.max_sleep, |at| (at - now).to_std().unwrap_or(Duration::ZERO));
+            let slice = until_fire.min(lp.tick());
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(slice) => lp.d.notifier.watchdog(),
+                ctrl = controls.recv(), if controls_open => match ctrl {
+                    Some(Control::Reload) => {
+                        if lp.reload() {
+                            next = lp.next_fire(lp.d.clock.now());
+                        }
+                    }
+                    None => controls_open = false,
+                },
+                update = updates.recv(), if updates_open => match update {
+                    Some(u) => {
+                        lp.apply(&u);
+                        save_at.get_or_insert_with(|| Instant::now() + lp.d.save_every);
+                    }
+                    None => updates_open = false,
+                },
+                () = sleep_until_opt(save_at) => {
+                    lp.save();
+                    save_at = None;
+                }
+            }
+        }
+        lp.d.notifier.stopping();
+        info!("shutting down: stopping the event follower and writing the state");
+        tracker.wait().await;
+        while let Ok(u) = updates.try_recv() {
+            lp.apply(&u);
+        }
+        lp.save();
+        info!("stopped");
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The loop's own state.
+struct Loop<E: Engine + 'static> {
+    d: Daemon<E>,
+    memory: Memory,
+    root_dir: Option<String>,
+    last_status: String,
+}
+
+impl<E: Engine + 'static> Loop<E> {
+    async fn start(d: Daemon<E>, shutdown: &CancellationToken) -> Self {
+        let now = d.clock.now();
+        let path = d.policy.state.path.clone();
+        let state = State::load_or_fresh(&path, now).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read the state file; first-seen times start afresh");
+            State::fresh(now)
+        });
+        d.metrics.set_policy(&d.policy);
+        let mut lp = Self {
+            d,
+            memory: Memory::new(state),
+            root_dir: None,
+            last_status: String::from("no pass yet"),
+        };
+        if !shutdown.is_cancelled() {
+            lp.connect().await;
+            lp.reconcile().await;
+        }
+        lp.d.notifier.status(&format!("waiting; {}", lp.last_status));
+        lp
+    }
+
+    /// Learn the engine's root dir; engine_up follows.
+    async fn connect(&mut self) -> bool {
+        if self.root_dir.is_some() {
+            return true;
+        }
+        match self.d.engine.info().await {
+            Ok(info) => {
+                info!(version = %info.server_version, api = %info.api_version, root_dir = %info.root_dir, "engine answers");
+                self.root_dir = Some(info.root_dir);
+                self.d.metrics.set_engine_up(true);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "engine does not answer; will retry at the next pass");
+                self.d.metrics.set_engine_up(false);
+                false
+            }
+        }
+    }
+
+    /// Seed last-use times from the containers present, and take the
+    /// baseline of a fresh state so a new install can clean up at once.
+    async fn reconcile(&mut self) {
+        let now = self.d.clock.now();
+        if self.memory.state.baseline_pending {
+            if let Ok(images) = self.d.engine.list_images().await {
+                self.memory.state.observe(images.iter().map(|i| i.id.as_str()), now);
+                info!(images = images.len(), "state: baseline taken; these images count as old");
+            }
+        }
+        match events::reconcile(&*self.d.engine).await {
+            Ok(updates) => {
+                for u in &updates {
+                    self.apply(u);
+                }
+                debug!(updates = updates.len(), "last-use times reconciled from containers");
+            }
+            Err(e) => warn!(error = %e, "cannot reconcile last-use times from containers"),
+        }
+        self.save();
+    }
+
+    fn tick(&self) -> Duration {
+        let mut tick = self.d.max_sleep;
+        if let Some(w) = self.d.notifier.watchdog_interval() {
+            tick = tick.min(w / 2);
+        }
+        tick.max(Duration::from_millis(10))
+    }
+
+    fn first_fire(&self) -> Option<DateTime<Utc>> {
+        let now = self.d.clock.now();
+        if self.d.policy.run_on_start {
+            Some(now)
+        } else {
+            self.next_fire(now)
+        }
+    }
+
+    fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let next = self.d.policy.schedule.next_after(after, self.d.policy.timezone);
+        match next {
+            Some(at) => debug!(next = %at, "next pass"),
+            None => warn!(schedule = %self.d.policy.schedule, "schedule never fires again; no further passes"),
+        }
+        next
+    }
+
+    fn apply(&mut self, u: &Update) {
+        self.memory.state.touch(&u.image_id, u.at, u.by);
+    }
+
+    fn save(&self) {
+        let path = &self.d.policy.state.path;
+        if let Err(e) = self.memory.state.save(path) {
+            warn!(error = %e, "cannot write the state file");
+        }
+    }
+
+    /// One pass, its metrics, its log line and its status.
+    async fn pass(&mut self, shutdown: &CancellationToken) {
+        let started = self.d.clock.now();
+        let clock_start = Instant::now();
+        let mode = if self.d.policy.dry_run { Mode::DryRun } else { Mode::Execute };
+        let tick = self.tick();
+        let result = if self.connect().await {
+            let run = pass::run(
+                &*self.d.engine,
+                &self.d.policy,
+                self.root_dir.as_deref(),
+                &mut self.memory,
+                mode,
+                started,
+                shutdown,
+            );
+            // Shutdown lets a removal in flight finish; a pass stuck on a
+            // silent engine is abandoned after a grace time.
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            };
+            // A long pass keeps the watchdog fed; a hung engine call cannot
+            // hang the pass forever, since every engine call has a timeout.
+            let notifier = Arc::clone(&self.d.notifier);
+            let keepalive = async move {
+                loop {
+                    tokio::time::sleep(tick).await;
+                    notifier.watchdog();
+                }
+            };
+            tokio::select! {
+                r = run => Some(r),
+                () = grace => None,
+                () = keepalive => None,
+            }
+        } else {
+            None
+        };
+        let duration = clock_start.elapsed();
+        let finished = self.d.clock.now();
+        let (outcome, removed) = match &result {
+            Some(Ok(o)) => self.finish_ok(o, duration, finished),
+            Some(Err(e)) => {
+                error!(error = %e, "pass failed");
+                if e.is_unreachable() {
+                    self.d.metrics.set_engine_up(false);
+                    self.root_dir = None;
+                }
+                self.d.metrics.record_pass(PassOutcome::Failed, None, duration, finished);
+                ("failed", 0)
+            }
+            None => {
+                error!("pass failed: engine unreachable or shutdown grace time exceeded");
+                self.d.metrics.record_pass(PassOutcome::Failed, None, duration, finished);
+                ("failed", 0)
+            }
+        };
+        if outcome == "failed" {
+            self.last_status = format!("last pass {} failed", finished.format("%H:%M"));
+        }
+        self.d.notifier.status(&self.last_status);
+        if mode == Mode::Execute || mode == Mode::DryRun {
+            self.save();
+        }
+        if outcome != "cancelled" && !shutdown.is_cancelled() {
+            self.refresh_inventory().await;
+        }
+        if let Some(tx) = &self.d.on_pass {
+            let _ = tx.send(PassRecord {
+                started,
+                finished,
+                outcome,
+                removed,
+                policies: self.d.policy.rules.iter().map(|r| r.name.clone()).collect(),
+            });
+        }
+    }
+
+    fn finish_ok(&mut self, o: &Outcome, duration: Duration, finished: DateTime<Utc>) -> (&'static str, usize) {
+        let Some(report) = &o.report else {
+            // Dry run: the plan is the whole story.
+            info!(
+                outcome = "success",
+                dry_run = true,
+                would_remove = o.plan.removals.len(),
+                would_free_bytes = o.plan.reclaim_bytes,
+                duration_ms = duration.as_millis() as u64,
+                "pass finished"
+            );
+            self.d.metrics.record_pass(PassOutcome::Success, None, duration, finished);
+            self.last_status = format!(
+                "last pass {} (dry run): would remove {} references, free {}",
+                finished.format("%H:%M"),
+                o.plan.removals.len(),
+                crate::output::size(o.plan.reclaim_bytes)
+            );
+            return ("success", 0);
+        };
+        let outcome = if report.cancelled {
+            PassOutcome::Cancelled
+        } else if report.engine_lost {
+            PassOutcome::Failed
+        } else {
+            PassOutcome::Success
+        };
+        let label = match outcome {
+            PassOutcome::Success => "success",
+            PassOutcome::Failed => "failed",
+            PassOutcome::Cancelled => "cancelled",
+        };
+        if report.engine_lost {
+            self.d.metrics.set_engine_up(false);
+            self.root_dir = None;
+        }
+        info!(
+            outcome = label,
+            removed = report.removed.len(),
+            deleted_images = report.deleted_images(),
+            failed = report.failed.len(),
+            skipped = report.skipped,
+            reclaimed_bytes = report.reclaimed_bytes,
+            predicted_bytes = o.plan.reclaim_bytes,
+            kept = o.plan.kept.len(),
+            duration_ms = duration.as_millis() as u64,
+            "pass finished"
+        );
+        self.d.metrics.record_pass(outcome, Some(report), duration, finished);
+        self.last_status = format!(
+            "last pass {}: removed {} references, freed {}{}",
+            finished.format("%H:%M"),
+            report.removed.len(),
+            crate::output::size(report.reclaimed_bytes),
+            match label {
+                "success" => String::new(),
+                other => format!(" ({other})"),
+            }
+        );
+        (label, report.removed.len())
+    }
+
+    /// Image gauges and what the next pass would free, after this pass.
+    async fn refresh_inventory(&mut self) {
+        let now = self.d.clock.now();
+        let never = CancellationToken::new();
+        match pass::run(
+            &*self.d.engine,
+            &self.d.policy,
+            self.root_dir.as_deref(),
+            &mut self.memory,
+            Mode::Plan,
+            now,
+            &never,
+        )
+        .await
+        {
+            Ok(o) => self.d.metrics.record_inventory(&o.snapshot, &o.plan),
+            Err(e) => debug!(error = %e, "cannot refresh the image gauges"),
+        }
+    }
+
+    /// Re-read the policy. Returns true when a new policy took effect.
+    fn reload(&mut self) -> bool {
+        let loaded = match &self.d.config_path {
+            Some(path) => config::load(path),
+            None => Ok(config::builtin()),
+        };
+        match loaded {
+            Ok(new) => {
+                let changes = describe_changes(&self.d.policy, &new);
+                if changes.is_empty() {
+                    info!(policy = %new.source, "policy reloaded; nothing changed");
+                } else {
+                    info!(policy = %new.source, changes = %changes.join("; "), "policy reloaded; applies from the next pass");
+                }
+                if new.metrics != self.d.policy.metrics {
+                    warn!("[metrics] changed; restart imagegc to apply it");
+                }
+                if new.state.path != self.d.policy.state.path {
+                    self.save_to(&new.state.path);
+                }
+                self.d.metrics.set_policy(&new);
+                self.d.metrics.record_reload(true);
+                self.d.policy = new;
+                true
+            }
+            Err(errors) => {
+                error!(errors = %errors, "policy reload rejected; the current policy stays in force");
+                self.d.metrics.record_reload(false);
+                false
+            }
+        }
+    }
+
+    fn save_to(&self, path: &std::path::Path) {
+        if let Err(e) = self.memory.state.save(path) {
+            warn!(error = %e, "cannot write the state file at its new path");
+        }
+    }
+}
+
+/// What differs between two policies, in words.
+pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.schedule != new.schedule {
+        out.push(format!("schedule {} -> {}", old.schedule, new.schedule));
+    }
+    if old.timezone != new.timezone {
+        out.push(format!("timezone {} -> {}", old.timezone, new.timezone));
+    }
+    if old.dry_run != new.dry_run {
+        out.push(format!("dry_run {} -> {}", old.dry_run, new.dry_run));
+    }
+    if format!("{:?}", old.safety) != format!("{:?}", new.safety) {
+        out.push("[safety] changed".to_string());
+    }
+    let names = |p: &Policy| p.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
+    let (old_names, new_names) = (names(old), names(new));
+    for n in &new_names {
+        if !old_names.contains(n) {
+            out.push(format!("policy {n} added"));
+        }
+    }
+    for n in &old_names {
+        if !new_names.contains(n) {
+            out.push(format!("policy {n} removed"));
+        }
+    }
+    for r in &new.rules {
+        if let Some(o) = old.rules.iter().find(|o| o.name == r.name) {
+            if format!("{o:?}") != format!("{r:?}") {
+                out.push(format!("policy {} changed", r.name));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,429 @@
+//! The daemon loop with a fake engine and paused tokio time: when passes
+//! fire, that they never overlap, that failures do not stop the schedule,
+//! reload, and shutdown in the middle of a pass.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use imagegc::config;
+use imagegc::daemon::{Control, Daemon, Notifier, PassRecord, TokioClock};
+use imagegc::engine::{
+    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, ImageDetails, ImageSummary,
+};
+use imagegc::fake::{self, FakeEngine};
+use imagegc::metrics::Metrics;
+use imagegc::state::State;
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().expect("test timestamp")
+}
+
+/// Records what the daemon tells systemd.
+#[derive(Default)]
+struct Recorder {
+    statuses: Mutex<Vec<String>>,
+    watchdogs: AtomicUsize,
+}
+
+impl Notifier for Recorder {
+    fn ready(&self) {}
+    fn status(&self, text: &str) {
+        self.statuses.lock().expect("lock").push(text.to_string());
+    }
+    fn watchdog(&self) {
+        self.watchdogs.fetch_add(1, Ordering::Relaxed);
+    }
+    fn stopping(&self) {}
+    fn watchdog_interval(&self) -> Option<Duration> {
+        None
+    }
+}
+
+/// A fake engine whose calls take time, with a hook on each removal.
+struct Slow {
+    inner: FakeEngine,
+    list_delay: Duration,
+    remove_delay: Duration,
+    on_remove: Mutex<Option<Box<dyn Fn(usize) + Send>>>,
+    removes: AtomicUsize,
+}
+
+impl Slow {
+    fn new(inner: FakeEngine) -> Self {
+        Self {
+            inner,
+            list_delay: Duration::ZERO,
+            remove_delay: Duration::ZERO,
+            on_remove: Mutex::new(None),
+            removes: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Engine for Slow {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        self.inner.info().await
+    }
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        tokio::time::sleep(self.list_delay).await;
+        self.inner.list_images().await
+    }
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        self.inner.list_containers().await
+    }
+    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
+        self.inner.image_details(image_id).await
+    }
+    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
+        self.inner.disk_usage(root_dir).await
+    }
+    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
+        let n = self.removes.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(hook) = self.on_remove.lock().expect("lock").as_ref() {
+            hook(n);
+        }
+        tokio::time::sleep(self.remove_delay).await;
+        self.inner.remove_image(target).await
+    }
+}
+
+fn policy_text(dir: &Path, schedule: &str, timezone: &str, policy_name: &str) -> String {
+    format!(
+        r#"
+schedule = "{schedule}"
+timezone = "{timezone}"
+run_on_start = false
+[state]
+path = "{state}"
+[safety]
+min_age = "1h"
+[[policy]]
+name = "{policy_name}"
+dangling = true
+older_than = "1h"
+"#,
+        state = dir.join("state.json").display()
+    )
+}
+
+struct Rig<E: Engine + 'static> {
+    daemon: Daemon<E>,
+    passes: mpsc::UnboundedReceiver<PassRecord>,
+    notifier: Arc<Recorder>,
+    metrics: Arc<Metrics>,
+}
+
+fn rig<E: Engine + 'static>(
+    engine: Arc<E>,
+    text: &str,
+    config_path: Option<PathBuf>,
+    wall: DateTime<Utc>,
+) -> Rig<E> {
+    let policy = config::parse(text, "test.toml").expect("valid test policy");
+    let metrics = Arc::new(Metrics::new());
+    let notifier = Arc::new(Recorder::default());
+    let (tx, passes) = mpsc::unbounded_channel();
+    let mut daemon = Daemon::new(engine, config_path, policy, Arc::clone(&metrics));
+    daemon.clock = Arc::new(TokioClock::starting_at(wall));
+    daemon.notifier = Arc::clone(&notifier) as Arc<dyn Notifier>;
+    daemon.max_sleep = Duration::from_secs(3600);
+    daemon.follow_events = false;
+    daemon.on_pass = Some(tx);
+    Rig {
+        daemon,
+        passes,
+        notifier,
+        metrics,
+    }
+}
+
+/// Start instants of the first `n` passes of `schedule` from `wall`.
+async fn fire_times(schedule: &str, timezone: &str, wall: &str, n: usize) -> Vec<DateTime<Utc>> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = policy_text(dir.path(), schedule, timezone, "dangling");
+    let mut r = rig(Arc::new(FakeEngine::new()), &text, None, t(wall));
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    let mut out = Vec::new();
+    while out.len() < n {
+        let rec = r.passes.recv().await.expect("a pass");
+        assert_eq!(rec.outcome, "success");
+        out.push(rec.started);
+    }
+    shutdown.cancel();
+    task.await.expect("daemon task");
+    out
+}
+
+fn assert_times(got: &[DateTime<Utc>], want: &[&str]) {
+    let want: Vec<DateTime<Utc>> = want.iter().map(|w| t(w)).collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        let off = (*g - *w).num_milliseconds().abs();
+        assert!(off <= 1000, "pass at {g}, expected {w}; all: {got:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_fifteen_minutes_fires_on_the_quarter_hours() {
+    let got = fire_times("*/15 * * * *", "UTC", "2026-11-28T10:07:00Z", 4).await;
+    assert_times(
+        &got,
+        &[
+            "2026-11-28T10:15:00Z",
+            "2026-11-28T10:30:00Z",
+            "2026-11-28T10:45:00Z",
+            "2026-11-28T11:00:00Z",
+        ],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn weekday_schedule_fires_monday_to_friday_only() {
+    // 2026-11-28 is a Saturday.
+    let got = fire_times("0 3 * * 1-5", "UTC", "2026-11-28T00:00:00Z", 6).await;
+    assert_times(
+        &got,
+        &[
+            "2026-11-30T03:00:00Z",
+            "2026-12-01T03:00:00Z",
+            "2026-12-02T03:00:00Z",
+            "2026-12-03T03:00:00Z",
+            "2026-12-04T03:00:00Z",
+            "2026-12-07T03:00:00Z",
+        ],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_of_month_or_monday_fires_on_either() {
+    let got = fire_times("0 0 1 * 1", "UTC", "2026-11-28T00:00:00Z", 4).await;
+    assert_times(
+        &got,
+        &[
+            "2026-11-30T00:00:00Z", // Monday
+            "2026-12-01T00:00:00Z", // the 1st (a Tuesday)
+            "2026-12-07T00:00:00Z", // Monday
+            "2026-12-14T00:00:00Z", // Monday
+        ],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn six_field_expression_fires_on_seconds() {
+    let got = fire_times("*/20 * * * * *", "UTC", "2026-11-28T10:00:05Z", 3).await;
+    assert_times(
+        &got,
+        &["2026-11-28T10:00:20Z", "2026-11-28T10:00:40Z", "2026-11-28T10:01:00Z"],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_pass_in_a_dst_gap_fires_once_and_keeps_its_hour_after() {
+    // Europe/Berlin springs forward at 02:00 on 2026-03-29: 02:30 does not exist.
+    let got = fire_times("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z", 3).await;
+    assert_times(
+        &got,
+        &[
+            "2026-03-29T01:00:00Z", // 03:00 CEST, the end of the gap, once
+            "2026-03-30T00:30:00Z", // 02:30 CEST
+            "2026-03-31T00:30:00Z",
+        ],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn daily_pass_in_a_repeated_hour_fires_once() {
+    // Europe/Berlin falls back at 03:00 CEST on 2026-10-25: 02:30 happens twice.
+    let got = fire_times("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z", 2).await;
+    assert_times(
+        &got,
+        &[
+            "2026-10-25T00:30:00Z", // the first 02:30 (CEST) only
+            "2026-10-26T01:30:00Z", // 02:30 CET
+        ],
+    );
+}
+
+fn old_dangling(engine: &FakeEngine, n: usize) {
+    for i in 0..n {
+        engine.add_image(fake::image(
+            &format!("sha256:{i:064}"),
+            &[],
+            t("2026-01-01T00:00:00Z"),
+            &[(&format!("sha256:layer{i:059}"), 1000)],
+        ));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn passes_never_overlap_even_when_a_pass_outlasts_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut slow = Slow::new(FakeEngine::new());
+    slow.list_delay = Duration::from_millis(2500);
+    let text = policy_text(dir.path(), "* * * * * *", "UTC", "dangling");
+    let mut r = rig(Arc::new(slow), &text, None, t("2026-11-28T10:00:00Z"));
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    let mut records = Vec::new();
+    while records.len() < 5 {
+        records.push(r.passes.recv().await.expect("a pass"));
+    }
+    shutdown.cancel();
+    task.await.expect("daemon task");
+    for pair in records.windows(2) {
+        assert!(
+            pair[1].started >= pair[0].finished,
+            "pass started at {} before the previous one finished at {}",
+            pair[1].started,
+            pair[0].finished
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_pass_does_not_stop_the_next_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(FakeEngine::new());
+    old_dangling(&engine, 1);
+    engine.fail_everything(Some(EngineError::Unavailable {
+        address: "unix:///fake.sock".into(),
+        reason: "down for the test".into(),
+    }));
+    let text = policy_text(dir.path(), "*/5 * * * *", "UTC", "dangling");
+    let mut r = rig(Arc::clone(&engine), &text, None, t("2026-11-28T10:01:00Z"));
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+
+    let first = r.passes.recv().await.expect("first pass");
+    assert_eq!(first.outcome, "failed");
+    assert!(r.metrics.render().contains("imagegc_engine_up 0"));
+    engine.fail_everything(None);
+    let second = r.passes.recv().await.expect("second pass");
+    assert_eq!(second.outcome, "success");
+    assert_eq!(second.removed, 1, "the image the failed pass missed goes now");
+    assert_eq!((second.started - first.started).num_minutes(), 5);
+    shutdown.cancel();
+    task.await.expect("daemon task");
+    let text = r.metrics.render();
+    assert!(text.contains(r#"imagegc_passes_total{outcome="failed"} 1"#), "{text}");
+    assert!(text.contains(r#"imagegc_passes_total{outcome="success"} 1"#), "{text}");
+    assert!(text.contains("imagegc_engine_up 1"), "{text}");
+    let statuses = r.notifier.statuses.lock().expect("lock").clone();
+    assert!(
+        statuses.iter().any(|s| s.contains("removed 1 references")),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_with_a_broken_file_keeps_the_old_policy_and_a_good_file_changes_the_next_pass() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("imagegc.toml");
+    let text = policy_text(dir.path(), "*/10 * * * *", "UTC", "first");
+    std::fs::write(&path, &text).expect("write policy");
+    let mut r = rig(
+        Arc::new(FakeEngine::new()),
+        &text,
+        Some(path.clone()),
+        t("2026-11-28T10:01:00Z"),
+    );
+    let shutdown = CancellationToken::new();
+    let (controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+
+    let p1 = r.passes.recv().await.expect("pass 1");
+    assert_eq!(p1.policies, vec!["first"]);
+
+    std::fs::write(&path, "schedule = \"*/10 * * * *\"\n[[policy]]\nname = \"x\"\nolder_than = \"soon\"\n")
+        .expect("write broken policy");
+    controls.send(Control::Reload).expect("send reload");
+    let p2 = r.passes.recv().await.expect("pass 2");
+    assert_eq!(p2.policies, vec!["first"], "a broken file changes nothing");
+    let m = r.metrics.render();
+    assert!(m.contains(r#"imagegc_config_reloads_total{outcome="failure"} 1"#), "{m}");
+    assert!(m.contains("imagegc_config_last_reload_successful 0"), "{m}");
+
+    std::fs::write(&path, policy_text(dir.path(), "*/10 * * * *", "UTC", "second"))
+        .expect("write good policy");
+    controls.send(Control::Reload).expect("send reload");
+    let p3 = r.passes.recv().await.expect("pass 3");
+    assert_eq!(p3.policies, vec!["second"], "a good file applies from the next pass");
+    let m = r.metrics.render();
+    assert!(m.contains(r#"imagegc_config_reloads_total{outcome="success"} 1"#), "{m}");
+    assert!(m.contains("imagegc_config_last_reload_successful 1"), "{m}");
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = FakeEngine::new();
+    old_dangling(&inner, 6);
+    let mut slow = Slow::new(inner);
+    slow.remove_delay = Duration::from_secs(1);
+    let shutdown = CancellationToken::new();
+    {
+        let token = shutdown.clone();
+        *slow.on_remove.lock().expect("lock") = Some(Box::new(move |n| {
+            if n == 2 {
+                token.cancel(); // SIGTERM arrives while the second removal is in flight
+            }
+        }));
+    }
+    let slow = Arc::new(slow);
+    let mut text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling");
+    text = text.replace("run_on_start = false", "run_on_start = true");
+    let mut r = rig(Arc::clone(&slow), &text, None, t("2026-11-28T10:00:00Z"));
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    let rec = r.passes.recv().await.expect("the pass");
+    task.await.expect("daemon task");
+
+    assert_eq!(rec.outcome, "cancelled");
+    assert_eq!(rec.removed, 2, "the removal in flight finished, no new one started");
+    assert_eq!(slow.inner.removals().len(), 2);
+    assert_eq!(slow.inner.image_ids().len(), 4);
+    let state = State::load(&dir.path().join("state.json"), Utc::now())
+        .expect("state readable")
+        .expect("state file exists");
+    assert_eq!(state.images.len(), 4, "deleted images are dropped from the state");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_pass_over_an_unchanged_engine_makes_no_inspect_calls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(FakeEngine::new());
+    // Young images: planned for nothing, so they stay and are seen every pass.
+    for i in 0..3 {
+        engine.add_image(fake::image(
+            &format!("sha256:{i:064}"),
+            &["app:1"],
+            t("2026-11-28T09:59:00Z") - TimeDelta::seconds(i),
+            &[(&format!("sha256:layer{i:059}"), 1000)],
+        ));
+    }
+    let text = policy_text(dir.path(), "*/5 * * * *", "UTC", "dangling");
+    let mut r = rig(Arc::clone(&engine), &text, None, t("2026-11-28T10:00:00Z"));
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    r.passes.recv().await.expect("pass 1");
+    let after_first = engine.calls.image_details.load(Ordering::Relaxed);
+    assert_eq!(after_first, 3);
+    r.passes.recv().await.expect("pass 2");
+    r.passes.recv().await.expect("pass 3");
+    assert_eq!(engine.calls.image_details.load(Ordering::Relaxed), after_first);
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}
