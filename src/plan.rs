@@ -86,8 +86,11 @@ impl Target {
     }
 }
 
-/// The repository part of a `repo:tag` reference.
+/// The repository part of a `repo:tag` or `repo@digest` reference.
 pub fn repository_of(reference: &str) -> &str {
+    if let Some((repo, _digest)) = reference.split_once('@') {
+        return repo;
+    }
     match reference.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => repo,
         _ => reference,
@@ -318,13 +321,18 @@ impl Planner<'_> {
         {
             return Some(format!("protected by label {l}"));
         }
-        if let Target::Tag(_, t) = target {
-            let tag = &img.tags[t];
-            let repo = repository_of(tag);
+        // The references this removal takes away: the tag, or, for an
+        // untagged image removed by ID, its digest references.
+        let references = match target {
+            Target::Tag(_, t) => std::slice::from_ref(&img.tags[t]),
+            Target::Untagged(_) => img.digests.as_slice(),
+        };
+        for reference in references {
+            let repo = repository_of(reference);
             if let Some(g) = safety
                 .protect
                 .iter()
-                .find(|g| g.is_match(tag) || g.is_match(repo))
+                .find(|g| g.is_match(reference) || g.is_match(repo))
             {
                 return Some(format!("protected by glob {}", g.pattern));
             }

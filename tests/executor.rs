@@ -1,0 +1,464 @@
+//! The executor and the pass, pinned against the in-memory engine: what is
+//! removed (exactly the plan, in order), how refusals and a lost engine are
+//! reported, where cancellation stops, and what a pass costs and records.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use imagegc::engine::{
+    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, ImageDetails, ImageSummary,
+};
+use imagegc::execute::{execute, Report};
+use imagegc::fake::{self, FakeEngine, FakeImage};
+use imagegc::pass::{self, Memory, Mode, Outcome};
+use imagegc::plan::{plan, Plan, Removal};
+use imagegc::policy::Policy;
+use imagegc::snapshot::{collect, DetailsCache, Snapshot, Tracked};
+use imagegc::state::State;
+use support::{ago, glob, now, policy, rule, secs, DAY, HOUR};
+use tokio_util::sync::CancellationToken;
+
+fn image(id: &str, tags: &[&str], layers: &[(&str, u64)]) -> FakeImage {
+    fake::image(id, tags, ago(30 * DAY), layers)
+}
+
+fn container_of(image_id: &str, state: &str) -> Container {
+    Container {
+        id: "c0ffee00c0ffee00c0ffee00".to_string(),
+        names: vec!["web".to_string()],
+        image_id: image_id.to_string(),
+        state: state.to_string(),
+        created: ago(30 * DAY),
+    }
+}
+
+/// Removes everything older than a week that `[safety]` allows.
+fn stale_policy() -> Policy {
+    let mut p = policy(vec![rule("stale").older_than(secs(7 * DAY)).build()]);
+    p.safety.protect = vec![glob("keep/**")];
+    p
+}
+
+/// A parent and its child, a dangling image, an image with one protected tag
+/// out of two, a protected image sharing the parent's base layer, and an
+/// image an exited container uses.
+fn stocked_engine() -> FakeEngine {
+    let engine = FakeEngine::new();
+    engine.add_image(image(
+        "sha256:parent",
+        &["base/os:1"],
+        &[("sha256:d-base", 1000)],
+    ));
+    let mut child = image(
+        "sha256:child",
+        &["app:1"],
+        &[("sha256:d-base", 1000), ("sha256:d-app", 200)],
+    );
+    child.summary.parent_id = Some("sha256:parent".to_string());
+    engine.add_image(child);
+    engine.add_image(image("sha256:dangling", &[], &[("sha256:d-dangling", 50)]));
+    engine.add_image(image(
+        "sha256:tool",
+        &["tool:1", "keep/tool:1"],
+        &[("sha256:d-tool", 70)],
+    ));
+    engine.add_image(image(
+        "sha256:pinned",
+        &["keep/os:2"],
+        &[("sha256:d-base", 1000), ("sha256:d-pinned", 300)],
+    ));
+    engine.add_image(image("sha256:used", &["web:1"], &[("sha256:d-web", 400)]));
+    engine.add_container(container_of("sha256:used", "exited"));
+    engine
+}
+
+/// Three old unrelated images `a:1`, `b:1`, `c:1` of 100, 200 and 300 bytes.
+fn three_images() -> FakeEngine {
+    let engine = FakeEngine::new();
+    engine.add_image(image("sha256:a", &["a:1"], &[("sha256:d-a", 100)]));
+    engine.add_image(image("sha256:b", &["b:1"], &[("sha256:d-b", 200)]));
+    engine.add_image(image("sha256:c", &["c:1"], &[("sha256:d-c", 300)]));
+    engine
+}
+
+async fn snapshot_of<E: Engine>(engine: &E) -> Snapshot {
+    collect(engine, None, &mut DetailsCache::new(), &|_| {
+        Tracked::default()
+    })
+    .await
+    .expect("the fake engine answers")
+}
+
+async fn plan_for<E: Engine>(engine: &E, p: &Policy) -> (Snapshot, Plan) {
+    let snap = snapshot_of(engine).await;
+    let planned = plan(p, &snap, now());
+    (snap, planned)
+}
+
+fn targets(plan: &Plan) -> Vec<String> {
+    plan.removals
+        .iter()
+        .map(|r| r.target().to_string())
+        .collect()
+}
+
+fn done_targets(report: &Report) -> Vec<String> {
+    report
+        .removed
+        .iter()
+        .map(|r| r.reference.clone().unwrap_or_else(|| r.image_id.clone()))
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+// ---------------------------------------------------------------------------
+// Execution.
+
+#[tokio::test]
+async fn a_plan_runs_exactly_as_planned_in_order_and_reclaims_the_predicted_bytes() {
+    let engine = stocked_engine();
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    assert_eq!(
+        targets(&planned),
+        vec!["app:1", "base/os:1", "sha256:dangling", "tool:1"],
+        "child before parent; protected and in-use images are not planned"
+    );
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(engine.removals(), targets(&planned));
+    assert_eq!(done_targets(&report), targets(&planned));
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(
+        (report.skipped, report.cancelled, report.engine_lost),
+        (0, false, false)
+    );
+    // The child's own layer and the dangling image's; the base layer stays
+    // with the protected image that shares it.
+    assert_eq!(planned.reclaim_bytes, 250);
+    assert_eq!(report.reclaimed_bytes, planned.reclaim_bytes);
+    let per_removal: Vec<u64> = report.removed.iter().map(|r| r.reclaimed_bytes).collect();
+    let predicted: Vec<u64> = planned.removals.iter().map(|r| r.reclaim_bytes).collect();
+    assert_eq!(per_removal, predicted);
+    assert_eq!(report.deleted_images(), 3);
+    assert_eq!(
+        sorted(engine.image_ids()),
+        vec!["sha256:pinned", "sha256:tool", "sha256:used"]
+    );
+    assert_eq!(
+        sorted(engine.tags()),
+        vec!["keep/os:2", "keep/tool:1", "web:1"]
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_is_reported_as_conflict_and_the_pass_goes_on_with_the_next() {
+    let engine = three_images();
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    engine.fail_removal_of(
+        "b:1",
+        EngineError::Conflict("image is being used by running container 0123".into()),
+    );
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(engine.removals(), vec!["a:1", "b:1", "c:1"]);
+    assert_eq!(done_targets(&report), vec!["a:1", "c:1"]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].reference.as_deref(), Some("b:1"));
+    assert_eq!(report.failed[0].kind, "conflict");
+    assert_eq!(report.failed[0].policy, "stale");
+    assert_eq!((report.skipped, report.engine_lost), (0, false));
+    assert_eq!(report.reclaimed_bytes, 400);
+    assert_eq!(engine.image_ids(), vec!["sha256:b"]);
+}
+
+#[tokio::test]
+async fn an_image_already_gone_is_reported_as_not_found_and_the_pass_goes_on() {
+    let engine = three_images();
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    // Someone removes b:1 between the snapshot and the removal.
+    engine.remove_image("b:1").await.expect("removed by hand");
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(done_targets(&report), vec!["a:1", "c:1"]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].reference.as_deref(), Some("b:1"));
+    assert_eq!(report.failed[0].kind, "not_found");
+    assert_eq!((report.skipped, report.engine_lost), (0, false));
+    assert_eq!(report.reclaimed_bytes, 400);
+    assert!(engine.image_ids().is_empty());
+}
+
+#[tokio::test]
+async fn a_lost_engine_stops_the_pass_and_counts_the_rest_as_skipped() {
+    let engine = three_images();
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    engine.fail_removal_of(
+        "b:1",
+        EngineError::Unavailable {
+            address: "unix:///var/run/docker.sock".into(),
+            reason: "connection refused".into(),
+        },
+    );
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(engine.removals(), vec!["a:1", "b:1"], "c:1 is never tried");
+    assert_eq!(done_targets(&report), vec!["a:1"]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].kind, "engine");
+    assert!(report.engine_lost);
+    assert_eq!(report.skipped, 1);
+    assert_eq!(report.reclaimed_bytes, 100);
+}
+
+#[tokio::test]
+async fn a_pass_cancelled_before_the_first_removal_removes_nothing() {
+    let engine = three_images();
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+
+    let report = execute(&engine, &snap, &planned, &cancel).await;
+
+    assert!(report.cancelled);
+    assert_eq!(report.skipped, 3);
+    assert!(report.removed.is_empty() && report.failed.is_empty());
+    assert_eq!(report.reclaimed_bytes, 0);
+    assert_eq!(engine.calls.remove_image.load(Ordering::Relaxed), 0);
+    assert_eq!(engine.image_ids().len(), 3);
+}
+
+/// The fake engine, cancelling `token` as its `nth` removal starts: a SIGTERM
+/// that arrives while a removal is in flight.
+struct CancelDuringNthRemoval {
+    inner: FakeEngine,
+    token: CancellationToken,
+    nth: usize,
+    started: AtomicUsize,
+}
+
+impl Engine for CancelDuringNthRemoval {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        self.inner.info().await
+    }
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        self.inner.list_images().await
+    }
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        self.inner.list_containers().await
+    }
+    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
+        self.inner.image_details(image_id).await
+    }
+    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
+        self.inner.disk_usage(root_dir).await
+    }
+    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
+        if self.started.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
+            self.token.cancel();
+        }
+        self.inner.remove_image(target).await
+    }
+}
+
+#[tokio::test]
+async fn a_pass_cancelled_during_a_removal_finishes_it_and_stops_before_the_next() {
+    let cancel = CancellationToken::new();
+    let engine = CancelDuringNthRemoval {
+        inner: three_images(),
+        token: cancel.clone(),
+        nth: 2,
+        started: AtomicUsize::new(0),
+    };
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+
+    let report = execute(&engine, &snap, &planned, &cancel).await;
+
+    assert!(report.cancelled);
+    assert_eq!(engine.inner.removals(), vec!["a:1", "b:1"]);
+    // The removal in flight when the signal came completed and is accounted.
+    assert_eq!(done_targets(&report), vec!["a:1", "b:1"]);
+    assert_eq!(report.removed[1].deleted_images, vec!["sha256:b"]);
+    assert_eq!(report.removed[1].reclaimed_bytes, 200);
+    assert_eq!(report.skipped, 1);
+    assert_eq!(report.reclaimed_bytes, 300);
+    assert_eq!(engine.inner.image_ids(), vec!["sha256:c"]);
+}
+
+/// `Engine::remove_image` takes only a target: there is no force parameter
+/// to pass, so the executor cannot force a removal (and `docker.rs` sends
+/// `force=false`). What can go wrong is asking for something not planned,
+/// such as retrying by image ID after a conflict or pruning a parent.
+#[tokio::test]
+async fn remove_image_is_only_ever_called_with_planned_targets_even_when_removals_fail() {
+    let engine = stocked_engine();
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    engine.fail_removal_of("app:1", EngineError::Conflict("in use now".into()));
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(engine.removals(), targets(&planned));
+    let planned_targets: HashSet<&str> = planned.removals.iter().map(Removal::target).collect();
+    for target in engine.removals() {
+        assert!(planned_targets.contains(target.as_str()), "{target}");
+    }
+    let failed: Vec<(Option<&str>, &str)> = report
+        .failed
+        .iter()
+        .map(|f| (f.reference.as_deref(), f.kind))
+        .collect();
+    assert_eq!(failed, vec![(Some("app:1"), "conflict")]);
+    // The child stayed, so removing its parent's tag only untags it; nothing
+    // else (the parent's ID, say) is tried in its place.
+    let parent = report
+        .removed
+        .iter()
+        .find(|r| r.reference.as_deref() == Some("base/os:1"))
+        .expect("the parent's tag was removed");
+    assert!(parent.deleted_images.is_empty());
+    assert_eq!(parent.reclaimed_bytes, 0);
+    for kept in [
+        "sha256:child",
+        "sha256:parent",
+        "sha256:used",
+        "sha256:pinned",
+    ] {
+        assert!(engine.image_ids().contains(&kept.to_string()), "{kept}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Whole passes.
+
+async fn run_pass<E: Engine>(engine: &E, p: &Policy, memory: &mut Memory, mode: Mode) -> Outcome {
+    pass::run(
+        engine,
+        p,
+        None,
+        memory,
+        mode,
+        now(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("the fake engine answers")
+}
+
+fn dangling_policy() -> Policy {
+    policy(vec![rule("dangling")
+        .dangling(true)
+        .older_than(secs(HOUR))
+        .build()])
+}
+
+#[tokio::test]
+async fn a_second_pass_over_an_unchanged_engine_makes_no_inspect_calls() {
+    let engine = stocked_engine();
+    // One memory (inspect cache and state) across passes, as the daemon keeps it.
+    let mut memory = Memory::new(State::fresh(ago(DAY)));
+    let p = dangling_policy();
+
+    run_pass(&engine, &p, &mut memory, Mode::Plan).await;
+    assert_eq!(engine.calls.image_details.load(Ordering::Relaxed), 6);
+
+    let again = run_pass(&engine, &p, &mut memory, Mode::Plan).await;
+    assert_eq!(engine.calls.image_details.load(Ordering::Relaxed), 6);
+    assert_eq!(again.snapshot.images.len(), 6);
+    assert_eq!(memory.cache.len(), 6);
+    assert_eq!(
+        again.snapshot.image_bytes(),
+        2020,
+        "cached facts still size the layers"
+    );
+}
+
+#[tokio::test]
+async fn a_new_image_between_passes_costs_exactly_one_inspect_call() {
+    let engine = stocked_engine();
+    let mut memory = Memory::new(State::fresh(ago(DAY)));
+    let p = dangling_policy();
+    run_pass(&engine, &p, &mut memory, Mode::Plan).await;
+    let before = engine.calls.image_details.load(Ordering::Relaxed);
+
+    engine.add_image(image("sha256:new", &["new:1"], &[("sha256:d-new", 5)]));
+    run_pass(&engine, &p, &mut memory, Mode::Plan).await;
+
+    assert_eq!(
+        engine.calls.image_details.load(Ordering::Relaxed),
+        before + 1
+    );
+}
+
+/// An engine with a dangling image and a tagged one, both there when
+/// tracking began a week ago, plus an old dangling image pulled since.
+fn tracked_engine() -> (FakeEngine, State) {
+    let engine = FakeEngine::new();
+    engine.add_image(image("sha256:old", &[], &[("sha256:d-old", 10)]));
+    engine.add_image(image(
+        "sha256:keeper",
+        &["app:1"],
+        &[("sha256:d-keeper", 20)],
+    ));
+    let state = State::baseline(["sha256:old", "sha256:keeper"], ago(7 * DAY));
+    engine.add_image(image("sha256:new", &[], &[("sha256:d-new", 30)]));
+    (engine, state)
+}
+
+#[tokio::test]
+async fn a_plan_pass_does_not_change_the_state() {
+    let (engine, state) = tracked_engine();
+    let before = state.clone();
+    let mut memory = Memory::new(state);
+
+    let outcome = run_pass(&engine, &dangling_policy(), &mut memory, Mode::Plan).await;
+
+    assert_eq!(memory.state, before);
+    assert_eq!(targets(&outcome.plan), vec!["sha256:old"]);
+    assert!(outcome.report.is_none());
+    assert_eq!(engine.calls.remove_image.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn an_execute_pass_records_first_seen_for_new_images_and_drops_deleted_ones() {
+    let (engine, state) = tracked_engine();
+    let mut memory = Memory::new(state);
+
+    let outcome = run_pass(&engine, &dangling_policy(), &mut memory, Mode::Execute).await;
+
+    // The new image is 30 days old but was first seen now: the grace period keeps it.
+    assert_eq!(engine.removals(), vec!["sha256:old"]);
+    assert!(outcome
+        .plan
+        .kept
+        .iter()
+        .any(|k| k.image_id == "sha256:new" && k.reason.starts_with("younger than min_age")));
+    let state = &memory.state;
+    let ids: Vec<&str> = state.images.keys().map(String::as_str).collect();
+    assert_eq!(ids, vec!["sha256:keeper", "sha256:new"]);
+    assert_eq!(state.images["sha256:new"].first_seen, Some(now()));
+    assert_eq!(state.images["sha256:keeper"].first_seen, None);
+    assert_eq!(outcome.report.expect("executed").reclaimed_bytes, 10);
+}
+
+#[tokio::test]
+async fn a_dry_run_pass_records_first_seen_but_removes_nothing() {
+    let (engine, state) = tracked_engine();
+    let mut memory = Memory::new(state);
+
+    let outcome = run_pass(&engine, &dangling_policy(), &mut memory, Mode::DryRun).await;
+
+    assert_eq!(targets(&outcome.plan), vec!["sha256:old"]);
+    assert!(outcome.report.is_none());
+    assert_eq!(engine.calls.remove_image.load(Ordering::Relaxed), 0);
+    assert_eq!(memory.state.images["sha256:new"].first_seen, Some(now()));
+    assert_eq!(memory.state.images.len(), 3);
+}

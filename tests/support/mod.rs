@@ -1,0 +1,245 @@
+//! Builders shared by the planner and executor tests: a fixed `now`, policies
+//! built from the validated types, and snapshots built with `Snapshot::build`.
+//!
+//! Everything here is in memory; no test using it talks to an engine.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use imagegc::accounting::Layer;
+use imagegc::engine::{Container, DiskUsage, ImageSummary};
+use imagegc::policy::{
+    Conditions, DiskPressure, Glob, LabelMatch, Policy, Rule, Selectors, Threshold,
+};
+use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
+
+pub const MINUTE: u64 = 60;
+pub const HOUR: u64 = 60 * MINUTE;
+pub const DAY: u64 = 24 * HOUR;
+
+/// The instant every test plans at.
+pub fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("a valid fixed date")
+}
+
+/// `secs` seconds before [`now`].
+pub fn ago(secs: u64) -> DateTime<Utc> {
+    now() - TimeDelta::seconds(i64::try_from(secs).expect("test durations fit i64"))
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A glob compiled the way `config.rs` compiles them (`*` stays in a segment).
+pub fn glob(pattern: &str) -> Glob {
+    let matcher = globset::GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .expect("test globs are valid")
+        .compile_matcher();
+    Glob {
+        pattern: pattern.to_string(),
+        matcher,
+    }
+}
+
+/// `key` or `key=value`.
+pub fn label(text: &str) -> LabelMatch {
+    match text.split_once('=') {
+        Some((k, v)) => LabelMatch {
+            key: k.to_string(),
+            value: Some(v.to_string()),
+        },
+        None => LabelMatch {
+            key: text.to_string(),
+            value: None,
+        },
+    }
+}
+
+/// A policy with the given rules and the default safety (`min_age = 1h`,
+/// nothing protected, no limit). It starts from the built-in policy so that
+/// settings the planner does not read keep their defaults.
+pub fn policy(rules: Vec<Rule>) -> Policy {
+    let mut p = imagegc::config::builtin();
+    p.source = "test.toml".to_string();
+    p.dry_run = false;
+    p.metrics.enabled = false;
+    p.safety.min_age = secs(HOUR);
+    p.safety.protect = Vec::new();
+    p.safety.protect_labels = Vec::new();
+    p.safety.max_removals_per_run = None;
+    p.rules = rules;
+    p
+}
+
+/// Builds a [`Rule`]; start with [`rule`].
+#[derive(Debug, Clone)]
+pub struct RuleBuilder(Rule);
+
+/// A rule with no selector and no condition yet (add at least one condition).
+pub fn rule(name: &str) -> RuleBuilder {
+    RuleBuilder(Rule {
+        name: name.to_string(),
+        selectors: Selectors::default(),
+        conditions: Conditions::default(),
+    })
+}
+
+impl RuleBuilder {
+    pub fn dangling(mut self, dangling: bool) -> Self {
+        self.0.selectors.dangling = Some(dangling);
+        self
+    }
+    pub fn repositories(mut self, patterns: &[&str]) -> Self {
+        self.0.selectors.repositories = patterns.iter().map(|p| glob(p)).collect();
+        self
+    }
+    pub fn labels(mut self, labels: &[&str]) -> Self {
+        self.0.selectors.labels = labels.iter().map(|l| label(l)).collect();
+        self
+    }
+    pub fn unused_for(mut self, d: Duration) -> Self {
+        self.0.conditions.unused_for = Some(d);
+        self
+    }
+    pub fn older_than(mut self, d: Duration) -> Self {
+        self.0.conditions.older_than = Some(d);
+        self
+    }
+    pub fn keep_most_recent(mut self, n: usize) -> Self {
+        self.0.conditions.keep_most_recent = Some(n);
+        self
+    }
+    pub fn disk(mut self, high: Threshold, low: Threshold) -> Self {
+        self.0.conditions.disk = Some(DiskPressure { high, low });
+        self
+    }
+    pub fn build(self) -> Rule {
+        self.0
+    }
+}
+
+/// One image of a test snapshot; start with [`img`].
+#[derive(Debug, Clone)]
+pub struct Img {
+    pub id: String,
+    pub tags: Vec<String>,
+    /// `repo@sha256:…` references.
+    pub digests: Vec<String>,
+    pub parent: Option<String>,
+    pub created: DateTime<Utc>,
+    pub labels: BTreeMap<String, String>,
+    /// `(chain_id, size)`, bottom first; equal chain IDs are one shared layer.
+    pub layers: Vec<(String, u64)>,
+    pub tracked: Tracked,
+    pub last_tag_time: Option<DateTime<Utc>>,
+}
+
+/// An image with ID `sha256:<name>`, created `created_ago` seconds before [`now`].
+pub fn img(name: &str, created_ago: u64) -> Img {
+    Img {
+        id: id(name),
+        tags: Vec::new(),
+        digests: Vec::new(),
+        parent: None,
+        created: ago(created_ago),
+        labels: BTreeMap::new(),
+        layers: Vec::new(),
+        tracked: Tracked::default(),
+        last_tag_time: None,
+    }
+}
+
+/// The image ID test images named `name` get.
+pub fn id(name: &str) -> String {
+    format!("sha256:{name}")
+}
+
+impl Img {
+    pub fn tags(mut self, tags: &[&str]) -> Self {
+        self.tags = tags.iter().map(ToString::to_string).collect();
+        self
+    }
+    pub fn digests(mut self, digests: &[&str]) -> Self {
+        self.digests = digests.iter().map(ToString::to_string).collect();
+        self
+    }
+    pub fn parent(mut self, name: &str) -> Self {
+        self.parent = Some(id(name));
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_string(), value.to_string());
+        self
+    }
+    /// Adds a layer on top; `chain` names it, so equal names are one shared layer.
+    pub fn layer(mut self, chain: &str, size: u64) -> Self {
+        self.layers.push((format!("sha256:{chain}"), size));
+        self
+    }
+    pub fn first_seen(mut self, at: DateTime<Utc>) -> Self {
+        self.tracked.first_seen = Some(at);
+        self
+    }
+    pub fn last_event(mut self, at: DateTime<Utc>) -> Self {
+        self.tracked.last_event = Some(at);
+        self
+    }
+    pub fn input(&self) -> ImageInput {
+        ImageInput {
+            summary: ImageSummary {
+                id: self.id.clone(),
+                parent_id: self.parent.clone(),
+                tags: self.tags.clone(),
+                digests: self.digests.clone(),
+                created: self.created,
+                labels: self.labels.clone(),
+            },
+            facts: Arc::new(ImageFacts {
+                layers: self
+                    .layers
+                    .iter()
+                    .map(|(chain_id, size)| Layer {
+                        chain_id: chain_id.clone(),
+                        size: *size,
+                    })
+                    .collect(),
+                sizes_exact: true,
+                last_tag_time: self.last_tag_time,
+            }),
+            tracked: self.tracked,
+        }
+    }
+}
+
+/// A container `name` of image `image_name` in `state`, created a day ago.
+pub fn container(name: &str, image_name: &str, state: &str) -> Container {
+    Container {
+        id: format!("{name}0123456789abcdef"),
+        names: vec![name.to_string()],
+        image_id: id(image_name),
+        state: state.to_string(),
+        created: ago(DAY),
+    }
+}
+
+/// A snapshot of `images` and `containers` with unknown disk usage.
+pub fn snapshot(images: &[Img], containers: Vec<Container>) -> Snapshot {
+    Snapshot::build(images.iter().map(Img::input).collect(), containers, None)
+}
+
+/// A snapshot with a known disk.
+pub fn snapshot_on_disk(images: &[Img], containers: Vec<Container>, disk: DiskUsage) -> Snapshot {
+    Snapshot::build(
+        images.iter().map(Img::input).collect(),
+        containers,
+        Some(disk),
+    )
+}
