@@ -1,0 +1,595 @@
+//! Metric handles and the HTTP endpoint that serves them.
+//!
+//! This is the only module that knows the `prometheus` crate. [`Metrics`]
+//! owns its own registry (never the process-global one, so tests can make as
+//! many as they like) and is shared in an `Arc`. Callers speak in domain
+//! terms: a finished pass with its [`Report`], a snapshot with its [`Plan`],
+//! a new [`Policy`]; this module turns them into series. Label values are
+//! policy names and fixed words only, never image IDs or tags, so the number
+//! of series stays bounded by the policy file.
+//!
+//! [`serve`] answers `GET /metrics` (text exposition format) and
+//! `GET /healthz` (JSON) until its shutdown token is cancelled.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::execute::Report;
+use crate::plan::Plan;
+use crate::policy::{DiskPressure, Policy, Threshold};
+use crate::snapshot::Snapshot;
+
+/// `removal_failures_total{kind}` values: [`crate::engine::EngineError::kind`].
+const FAILURE_KINDS: [&str; 3] = ["conflict", "not_found", "engine"];
+
+/// `images{state}` values.
+const IMAGE_STATES: [&str; 3] = ["dangling", "in_use", "other"];
+
+/// Pass durations range from a few milliseconds (nothing to do) to minutes
+/// (thousands of removals on a slow disk).
+const PASS_DURATION_BUCKETS: [f64; 15] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// How long [`serve`] lets open requests finish after shutdown is asked for;
+/// the daemon as a whole must stop within 10 s.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassOutcome {
+    /// The pass ran to the end (removal conflicts and 404s are normal).
+    Success,
+    /// The pass could not run or lost the engine.
+    Failed,
+    /// Shutdown stopped the pass between removals.
+    Cancelled,
+}
+
+impl PassOutcome {
+    /// The `passes_total{outcome}` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What `/healthz` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// True while the engine answers and the last pass that ran to an end did
+    /// not fail.
+    pub ok: bool,
+    /// Why it is not ok, in a few words; empty when ok.
+    pub reason: String,
+}
+
+/// Every metric imagegc exports, in a registry of its own.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Owns every series below; `render` gathers from it.
+    registry: Registry,
+    /// Bytes of layers deleted, per policy: the figure users care about most.
+    reclaimed_bytes: IntCounterVec,
+    /// References (tags, or untagged images by ID) removed, per policy.
+    removed_references: IntCounterVec,
+    /// Images the engine deleted, per policy (a reference removal may delete none).
+    deleted_images: IntCounterVec,
+    /// Removals that did not happen, per error kind.
+    removal_failures: IntCounterVec,
+    /// Passes, per outcome: alerts on `failed` growing.
+    passes: IntCounterVec,
+    /// How long passes take.
+    pass_duration: Histogram,
+    /// When the last pass ended, whatever its outcome: alerts on a stuck schedule.
+    last_pass: Gauge,
+    /// When the last successful pass ended.
+    last_success: Gauge,
+    /// Images on the engine by state, from the last snapshot.
+    images: IntGaugeVec,
+    /// Unique layer bytes on the engine, from the last snapshot.
+    image_bytes: IntGauge,
+    /// What the next pass would free now, per policy.
+    reclaimable_bytes: IntGaugeVec,
+    /// Disk use of the engine's root dir; no label, but a vector so the series
+    /// can be absent while the disk is unknown (a remote engine) instead of a
+    /// misleading 0.
+    disk_used_ratio: GaugeVec,
+    /// Watermarks of policies with percentage `disk_high`/`disk_low`, so a
+    /// dashboard can draw `disk_used_ratio` against them.
+    policy_disk_high: GaugeVec,
+    /// See `policy_disk_high`.
+    policy_disk_low: GaugeVec,
+    /// 1 while the engine answers.
+    engine_up: IntGauge,
+    /// 1 when the last reload (SIGHUP) applied a valid policy.
+    config_last_reload_successful: IntGauge,
+    /// Reloads, per outcome.
+    config_reloads: IntCounterVec,
+    /// Set when the last pass that was not cancelled failed, to when it
+    /// ended; `/healthz` reports it.
+    last_failure: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric. `build_info` is 1, `engine_up` 0 until the
+    /// daemon reaches the engine, `config_last_reload_successful` 1 (the
+    /// policy in force was loaded successfully at start).
+    // One registration per metric, with its help text: long, but the whole
+    // list in one place.
+    #[allow(clippy::too_many_lines)]
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let policy_counter =
+            |name: &str, help: &str| register(r, counter_vec(name, help, "policy"));
+        let metrics = Self {
+            reclaimed_bytes: policy_counter(
+                "imagegc_reclaimed_bytes_total",
+                "Bytes of image layers deleted from the engine, by the policy that removed them.",
+            ),
+            removed_references: policy_counter(
+                "imagegc_removed_references_total",
+                "Image references (tags, or untagged images by ID) removed, by policy.",
+            ),
+            deleted_images: policy_counter(
+                "imagegc_deleted_images_total",
+                "Images the engine deleted as a result of removals, by policy.",
+            ),
+            removal_failures: register(
+                r,
+                counter_vec(
+                    "imagegc_removal_failures_total",
+                    "Removals that did not happen, by kind: conflict (in use or has children), \
+                     not_found (already gone), engine (any other engine error).",
+                    "kind",
+                ),
+            ),
+            passes: register(
+                r,
+                counter_vec(
+                    "imagegc_passes_total",
+                    "Garbage-collection passes, by outcome: success, failed or cancelled.",
+                    "outcome",
+                ),
+            ),
+            pass_duration: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "imagegc_pass_duration_seconds",
+                        "Wall-clock time of a pass, from snapshot to last removal, in seconds.",
+                    )
+                    .buckets(PASS_DURATION_BUCKETS.to_vec()),
+                )
+                .expect("the histogram name, help and buckets are valid constants"),
+            ),
+            last_pass: register(
+                r,
+                gauge(
+                    "imagegc_last_pass_timestamp_seconds",
+                    "Unix time at which the last pass ended, whatever its outcome; 0 before the first.",
+                ),
+            ),
+            last_success: register(
+                r,
+                gauge(
+                    "imagegc_last_success_timestamp_seconds",
+                    "Unix time at which the last successful pass ended; 0 before the first.",
+                ),
+            ),
+            images: register(
+                r,
+                int_gauge_vec(
+                    "imagegc_images",
+                    "Images on the engine at the last snapshot, by state: in_use (by a container \
+                     in any state), dangling (untagged, no children, unused), other.",
+                    &["state"],
+                ),
+            ),
+            image_bytes: register(
+                r,
+                int_gauge(
+                    "imagegc_image_bytes",
+                    "Unique image layer bytes on the engine at the last snapshot (shared layers counted once).",
+                ),
+            ),
+            reclaimable_bytes: register(
+                r,
+                int_gauge_vec(
+                    "imagegc_reclaimable_bytes",
+                    "Bytes the next pass would free if it ran now, by policy, from the last plan.",
+                    &["policy"],
+                ),
+            ),
+            disk_used_ratio: register(
+                r,
+                gauge_vec(
+                    "imagegc_disk_used_ratio",
+                    "Fraction (0 to 1) of the filesystem holding the engine's root directory in \
+                     use at the last snapshot; absent when unknown (remote engine).",
+                    &[],
+                ),
+            ),
+            policy_disk_high: register(
+                r,
+                gauge_vec(
+                    "imagegc_policy_disk_high_ratio",
+                    "disk_high watermark (fraction 0 to 1) of each policy with percentage \
+                     watermarks: the policy acts at or above it.",
+                    &["policy"],
+                ),
+            ),
+            policy_disk_low: register(
+                r,
+                gauge_vec(
+                    "imagegc_policy_disk_low_ratio",
+                    "disk_low watermark (fraction 0 to 1) of each policy with percentage \
+                     watermarks: the policy removes until usage is at or below it.",
+                    &["policy"],
+                ),
+            ),
+            engine_up: register(
+                r,
+                int_gauge(
+                    "imagegc_engine_up",
+                    "1 when the container engine answered the last request, 0 otherwise.",
+                ),
+            ),
+            config_last_reload_successful: register(
+                r,
+                int_gauge(
+                    "imagegc_config_last_reload_successful",
+                    "1 when the last policy reload succeeded (or none was asked for), 0 when \
+                     it failed and the previous policy stays in force.",
+                ),
+            ),
+            config_reloads: register(
+                r,
+                counter_vec(
+                    "imagegc_config_reloads_total",
+                    "Policy reloads asked for (SIGHUP), by outcome: success or failure.",
+                    "outcome",
+                ),
+            ),
+            last_failure: Mutex::new(None),
+            registry,
+        };
+        let build_info = register(
+            &metrics.registry,
+            int_gauge_vec(
+                "imagegc_build_info",
+                "Always 1; the version label says which imagegc is running.",
+                &["version"],
+            ),
+        );
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for kind in FAILURE_KINDS {
+            metrics.removal_failures.with_label_values(&[kind]);
+        }
+        for outcome in [
+            PassOutcome::Success,
+            PassOutcome::Failed,
+            PassOutcome::Cancelled,
+        ] {
+            metrics.passes.with_label_values(&[outcome.as_str()]);
+        }
+        for state in IMAGE_STATES {
+            metrics.images.with_label_values(&[state]);
+        }
+        for outcome in ["success", "failure"] {
+            metrics.config_reloads.with_label_values(&[outcome]);
+        }
+        metrics.config_last_reload_successful.set(1);
+        metrics
+    }
+
+    /// Makes the per-policy series match `policy`: counters of new policy
+    /// names appear at 0 (counters of policies that are gone stay, as totals
+    /// of what they did); gauges of policies that are gone disappear; the
+    /// watermark gauges follow the new percentages.
+    pub fn set_policy(&self, policy: &Policy) {
+        let names: HashSet<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+        for &name in &names {
+            self.reclaimed_bytes.with_label_values(&[name]);
+            self.removed_references.with_label_values(&[name]);
+            self.deleted_images.with_label_values(&[name]);
+            self.reclaimable_bytes.with_label_values(&[name]);
+        }
+        retain_series(&self.reclaimable_bytes, |name| names.contains(name));
+
+        let mut high = BTreeMap::new();
+        let mut low = BTreeMap::new();
+        for rule in &policy.rules {
+            if let Some(DiskPressure { high: h, low: l }) = rule.conditions.disk {
+                if let Threshold::Ratio(h) = h {
+                    high.insert(rule.name.as_str(), h);
+                }
+                if let Threshold::Ratio(l) = l {
+                    low.insert(rule.name.as_str(), l);
+                }
+            }
+        }
+        for (vec, wanted) in [
+            (&self.policy_disk_high, &high),
+            (&self.policy_disk_low, &low),
+        ] {
+            retain_series(vec, |name| wanted.contains_key(name));
+            for (&name, &ratio) in wanted {
+                vec.with_label_values(&[name]).set(ratio);
+            }
+        }
+    }
+
+    /// Counts a finished pass and, when it got as far as removing, what it
+    /// removed and what failed.
+    pub fn record_pass(
+        &self,
+        outcome: PassOutcome,
+        report: Option<&Report>,
+        duration: Duration,
+        finished_at: DateTime<Utc>,
+    ) {
+        self.passes.with_label_values(&[outcome.as_str()]).inc();
+        self.pass_duration.observe(duration.as_secs_f64());
+        let at = finished_at.timestamp_millis() as f64 / 1000.0;
+        self.last_pass.set(at);
+        match outcome {
+            PassOutcome::Success => {
+                self.last_success.set(at);
+                *self.last_failure_lock() = None;
+            }
+            PassOutcome::Failed => *self.last_failure_lock() = Some(finished_at),
+            // A pass stopped by shutdown says nothing about the engine or the
+            // policy: health stays as the last finished pass left it.
+            PassOutcome::Cancelled => {}
+        }
+        let Some(report) = report else {
+            return;
+        };
+        for removed in &report.removed {
+            let policy = [removed.policy.as_str()];
+            self.reclaimed_bytes
+                .with_label_values(&policy)
+                .inc_by(removed.reclaimed_bytes);
+            self.removed_references.with_label_values(&policy).inc();
+            self.deleted_images
+                .with_label_values(&policy)
+                .inc_by(removed.deleted_images.len() as u64);
+        }
+        for failed in &report.failed {
+            self.removal_failures
+                .with_label_values(&[failed.kind])
+                .inc();
+        }
+    }
+
+    /// The engine's state as one snapshot and the plan made from it show it:
+    /// image counts, image bytes, disk use and what each policy would free.
+    pub fn record_inventory(&self, snapshot: &Snapshot, plan: &Plan) {
+        let mut counts = [0i64; IMAGE_STATES.len()];
+        for (i, image) in snapshot.images.iter().enumerate() {
+            let in_use = snapshot.in_use.get(i).copied().unwrap_or(false);
+            let childless = snapshot.children.get(i).is_none_or(Vec::is_empty);
+            let state = if in_use {
+                1
+            } else if image.tags.is_empty() && childless {
+                0
+            } else {
+                2
+            };
+            counts[state] += 1;
+        }
+        for (state, count) in IMAGE_STATES.iter().zip(counts) {
+            self.images.with_label_values(&[state]).set(count);
+        }
+        self.image_bytes.set(saturating_i64(snapshot.image_bytes()));
+
+        // Every policy already shown drops to 0 unless the plan names it, and
+        // each value is set once, so a scrape never sees a series vanish.
+        let mut reclaimable: BTreeMap<String, u64> = series_labels(&self.reclaimable_bytes)
+            .into_iter()
+            .map(|name| (name, 0))
+            .collect();
+        for removal in &plan.removals {
+            *reclaimable.entry(removal.policy.clone()).or_default() += removal.reclaim_bytes;
+        }
+        for (name, bytes) in &reclaimable {
+            self.reclaimable_bytes
+                .with_label_values(&[name])
+                .set(saturating_i64(*bytes));
+        }
+
+        match snapshot.disk {
+            Some(disk) => self
+                .disk_used_ratio
+                .with_label_values::<&str>(&[])
+                .set(disk.used_ratio()),
+            None => self.disk_used_ratio.reset(),
+        }
+    }
+
+    /// Whether the engine answered the last request.
+    pub fn set_engine_up(&self, up: bool) {
+        self.engine_up.set(i64::from(up));
+    }
+
+    /// Counts a policy reload (SIGHUP) and whether it succeeded.
+    pub fn record_reload(&self, ok: bool) {
+        let outcome = if ok { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[outcome]).inc();
+        self.config_last_reload_successful.set(i64::from(ok));
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Fails only for a family without series, which `gather` leaves out.
+        if let Err(error) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::warn!(%error, "cannot encode the metrics");
+        }
+        out
+    }
+
+    /// Healthy while the engine answers and the last pass that ran to an end
+    /// (cancelled passes do not count) did not fail; no pass yet is healthy.
+    pub fn health(&self) -> Health {
+        let mut reasons = Vec::new();
+        if self.engine_up.get() != 1 {
+            reasons.push("the container engine is not reachable".to_string());
+        }
+        if let Some(at) = *self.last_failure_lock() {
+            reasons.push(format!(
+                "the last pass failed (at {})",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        Health {
+            ok: reasons.is_empty(),
+            reason: reasons.join("; "),
+        }
+    }
+
+    fn last_failure_lock(&self) -> std::sync::MutexGuard<'_, Option<DateTime<Utc>>> {
+        // The guarded value is a plain timestamp: a panic elsewhere cannot
+        // leave it half-written, so a poisoned lock is still good.
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Serves `GET /metrics` and `GET /healthz` on `listener` until `shutdown` is
+/// cancelled; then lets open requests finish for a few seconds and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/healthz", get(health_page))
+        .with_state(metrics);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .into_future();
+    // A client that never finishes its request must not hold up the exit.
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("metrics endpoint: open connections did not finish in time; closing");
+            Ok(())
+        }
+    }
+}
+
+async fn metrics_page(State(metrics): State<Arc<Metrics>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        metrics.render(),
+    )
+        .into_response()
+}
+
+async fn health_page(State(metrics): State<Arc<Metrics>>) -> Response {
+    let health = metrics.health();
+    let (status, body) = if health.ok {
+        (StatusCode::OK, serde_json::json!({ "status": "ok" }))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "unhealthy", "reason": health.reason }),
+        )
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Adds `collector` to `registry` and hands it back.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("each metric name is registered once");
+    collector
+}
+
+fn counter_vec(name: &str, help: &str, label: &str) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), &[label])
+        .expect("metric names, help and labels are valid constants")
+}
+
+fn int_gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric names, help and labels are valid constants")
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), labels)
+        .expect("metric names, help and labels are valid constants")
+}
+
+fn int_gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::with_opts(Opts::new(name, help)).expect("metric names and help are valid constants")
+}
+
+fn gauge(name: &str, help: &str) -> Gauge {
+    Gauge::with_opts(Opts::new(name, help)).expect("metric names and help are valid constants")
+}
+
+/// The first label's value of every series of a one-label vector.
+fn series_labels<T: MetricVecBuilder>(vec: &MetricVec<T>) -> Vec<String> {
+    vec.collect()
+        .iter()
+        .flat_map(MetricFamily::get_metric)
+        .filter_map(|m| m.get_label().first().map(|l| l.value().to_string()))
+        .collect()
+}
+
+/// Removes the series of a one-label vector whose label `keep` refuses.
+fn retain_series<T: MetricVecBuilder>(vec: &MetricVec<T>, keep: impl Fn(&str) -> bool) {
+    for name in series_labels(vec) {
+        if !keep(&name) {
+            // Err only when the series is already gone.
+            let _ = vec.remove_label_values(&[name.as_str()]);
+        }
+    }
+}
+
+fn saturating_i64(bytes: u64) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}

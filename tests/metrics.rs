@@ -1,0 +1,706 @@
+//! What `/metrics` and `/healthz` say: series and values after a snapshot, a
+//! plan and a pass; per-policy series following the policy file; health
+//! transitions; and the HTTP endpoint itself, served on `127.0.0.1:0`.
+//!
+//! Everything is in memory; no test here talks to an engine.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use imagegc::accounting::Layer;
+use imagegc::engine::{Container, DiskUsage, ImageSummary};
+use imagegc::execute::{Failed, Removed, Report};
+use imagegc::metrics::{serve, Metrics, PassOutcome};
+use imagegc::plan::{plan, Plan};
+use imagegc::policy::Policy;
+use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Three policies: one by age, one by use, one under disk pressure with
+/// percentage watermarks.
+const POLICY: &str = r#"
+[safety]
+min_age = "1h"
+
+[[policy]]
+name = "dangling"
+dangling = true
+older_than = "1h"
+
+[[policy]]
+name = "stale-ci"
+repositories = ["ci/**"]
+unused_for = "7d"
+
+[[policy]]
+name = "ci-disk-pressure"
+repositories = ["ci/**"]
+disk_high = "85%"
+disk_low = "70%"
+"#;
+
+/// The same file after an edit: only the dangling policy is left.
+const POLICY_AFTER_EDIT: &str = r#"
+[[policy]]
+name = "dangling"
+dangling = true
+older_than = "1h"
+"#;
+
+fn parse(text: &str) -> Policy {
+    imagegc::config::parse(text, "t.toml").unwrap_or_else(|e| panic!("test policy parses: {e}"))
+}
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0)
+        .single()
+        .expect("a valid fixed date")
+}
+
+fn ago(hours: i64) -> DateTime<Utc> {
+    now() - TimeDelta::hours(hours)
+}
+
+fn id(name: &str) -> String {
+    format!("sha256:{name:0>64}")
+}
+
+fn image(
+    name: &str,
+    tags: &[&str],
+    parent: Option<&str>,
+    created: DateTime<Utc>,
+    layers: &[(&str, u64)],
+) -> ImageInput {
+    ImageInput {
+        summary: ImageSummary {
+            id: id(name),
+            parent_id: parent.map(id),
+            tags: tags.iter().map(ToString::to_string).collect(),
+            digests: Vec::new(),
+            created,
+            labels: BTreeMap::new(),
+        },
+        facts: Arc::new(ImageFacts {
+            layers: layers
+                .iter()
+                .map(|&(chain, size)| Layer {
+                    chain_id: id(chain),
+                    size,
+                })
+                .collect(),
+            sizes_exact: true,
+            last_tag_time: None,
+        }),
+        tracked: Tracked::default(),
+    }
+}
+
+/// Five images, 3950 unique layer bytes, on a disk half full:
+/// - `a`: untagged, childless, two days old: dangling; the `dangling` policy
+///   frees its 1000-byte layer.
+/// - `b`: `ci/app:1`, a month old and unused: `stale-ci` frees 2000 bytes (its
+///   500-byte base layer is shared with `c`).
+/// - `c`: `web:1`, used by a running container.
+/// - `d` (untagged) and its child `e` (`web:2`): ten minutes old, kept by
+///   `min_age`; `d` has a child, so it is not dangling.
+fn snapshot() -> Snapshot {
+    let images = vec![
+        image("a", &[], None, ago(48), &[("a1", 1000)]),
+        image(
+            "b",
+            &["ci/app:1"],
+            None,
+            ago(30 * 24),
+            &[("base", 500), ("b1", 2000)],
+        ),
+        image(
+            "c",
+            &["web:1"],
+            None,
+            ago(30 * 24),
+            &[("base", 500), ("c1", 300)],
+        ),
+        image(
+            "d",
+            &[],
+            None,
+            now() - TimeDelta::minutes(10),
+            &[("d1", 100)],
+        ),
+        image(
+            "e",
+            &["web:2"],
+            Some("d"),
+            now() - TimeDelta::minutes(10),
+            &[("d1", 100), ("e1", 50)],
+        ),
+    ];
+    let containers = vec![Container {
+        id: id("c0"),
+        names: vec!["web".to_string()],
+        image_id: id("c"),
+        state: "running".to_string(),
+        created: ago(1),
+    }];
+    let disk = DiskUsage {
+        total_bytes: 1000,
+        used_bytes: 500,
+    };
+    Snapshot::build(images, containers, Some(disk))
+}
+
+/// The value of the series written exactly as `series` (name and labels).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(
+            rest.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{line:?}: {e}")),
+        )
+    })
+}
+
+#[track_caller]
+fn assert_value(text: &str, series: &str, expected: f64) {
+    match value(text, series) {
+        Some(v) => assert!(
+            (v - expected).abs() < 1e-9,
+            "{series} is {v}, expected {expected}\n{text}"
+        ),
+        None => panic!("{series} is missing\n{text}"),
+    }
+}
+
+fn removed(policy: &str, bytes: u64, deleted_images: usize) -> Removed {
+    Removed {
+        image_id: id("x"),
+        reference: Some("ci/app:1".to_string()),
+        policy: policy.to_string(),
+        reclaimed_bytes: bytes,
+        deleted_images: vec![id("x"); deleted_images],
+        untagged: vec!["ci/app:1".to_string()],
+    }
+}
+
+fn failed(kind: &'static str) -> Failed {
+    Failed {
+        image_id: id("y"),
+        reference: None,
+        policy: "dangling".to_string(),
+        kind,
+        message: "test".to_string(),
+    }
+}
+
+#[test]
+fn inventory_shows_image_counts_bytes_disk_and_what_each_policy_would_free() {
+    let policy = parse(POLICY);
+    let snap = snapshot();
+    let plan = plan(&policy, &snap, now());
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    metrics.record_inventory(&snap, &plan);
+    let text = metrics.render();
+
+    assert_value(&text, r#"imagegc_images{state="dangling"}"#, 1.0);
+    assert_value(&text, r#"imagegc_images{state="in_use"}"#, 1.0);
+    assert_value(&text, r#"imagegc_images{state="other"}"#, 3.0);
+    assert_value(&text, "imagegc_image_bytes", 3950.0);
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{policy="dangling"}"#,
+        1000.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{policy="stale-ci"}"#,
+        2000.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{policy="ci-disk-pressure"}"#,
+        0.0,
+    );
+    assert_value(&text, "imagegc_disk_used_ratio", 0.5);
+    assert_value(
+        &text,
+        r#"imagegc_policy_disk_high_ratio{policy="ci-disk-pressure"}"#,
+        0.85,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_policy_disk_low_ratio{policy="ci-disk-pressure"}"#,
+        0.70,
+    );
+    assert!(
+        !text.contains(r#"imagegc_policy_disk_high_ratio{policy="stale-ci"}"#),
+        "only policies with percentage watermarks have watermark gauges\n{text}"
+    );
+    assert!(
+        !text.contains("sha256:"),
+        "no image IDs in label values\n{text}"
+    );
+    assert!(
+        !text.contains("ci/app"),
+        "no references in label values\n{text}"
+    );
+}
+
+#[test]
+fn reclaimable_bytes_drop_to_zero_when_the_next_plan_frees_nothing() {
+    let policy = parse(POLICY);
+    let snap = snapshot();
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    metrics.record_inventory(&snap, &Plan::default());
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{policy="dangling"}"#,
+        0.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{policy="stale-ci"}"#,
+        0.0,
+    );
+}
+
+#[test]
+fn disk_used_ratio_is_absent_while_the_disk_is_unknown() {
+    let policy = parse(POLICY);
+    let metrics = Metrics::new();
+    assert!(value(&metrics.render(), "imagegc_disk_used_ratio").is_none());
+    let snap = snapshot();
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    assert_value(&metrics.render(), "imagegc_disk_used_ratio", 0.5);
+    let remote = Snapshot::build(Vec::new(), Vec::new(), None);
+    metrics.record_inventory(&remote, &Plan::default());
+    assert!(value(&metrics.render(), "imagegc_disk_used_ratio").is_none());
+}
+
+#[test]
+fn a_fresh_registry_shows_every_labelled_series_at_zero_and_the_build() {
+    let metrics = Metrics::new();
+    let text = metrics.render();
+    for kind in ["conflict", "not_found", "engine"] {
+        assert_value(
+            &text,
+            &format!(r#"imagegc_removal_failures_total{{kind="{kind}"}}"#),
+            0.0,
+        );
+    }
+    for outcome in ["success", "failed", "cancelled"] {
+        assert_value(
+            &text,
+            &format!(r#"imagegc_passes_total{{outcome="{outcome}"}}"#),
+            0.0,
+        );
+    }
+    for outcome in ["success", "failure"] {
+        assert_value(
+            &text,
+            &format!(r#"imagegc_config_reloads_total{{outcome="{outcome}"}}"#),
+            0.0,
+        );
+    }
+    assert_value(
+        &text,
+        &format!(
+            r#"imagegc_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        ),
+        1.0,
+    );
+    assert_value(&text, "imagegc_engine_up", 0.0);
+    assert_value(&text, "imagegc_config_last_reload_successful", 1.0);
+    for line in text.lines().filter(|l| l.starts_with("# HELP ")) {
+        let help = line.splitn(4, ' ').nth(3).unwrap_or_default();
+        assert!(help.len() > 20, "HELP says what the metric is: {line}");
+    }
+}
+
+#[test]
+fn per_policy_counters_start_at_zero_once_the_policy_is_set() {
+    let metrics = Metrics::new();
+    metrics.set_policy(&parse(POLICY));
+    let text = metrics.render();
+    for policy in ["dangling", "stale-ci", "ci-disk-pressure"] {
+        for name in [
+            "imagegc_reclaimed_bytes_total",
+            "imagegc_removed_references_total",
+            "imagegc_deleted_images_total",
+        ] {
+            assert_value(&text, &format!(r#"{name}{{policy="{policy}"}}"#), 0.0);
+        }
+    }
+}
+
+#[test]
+fn a_removed_policy_loses_its_gauges_but_keeps_its_totals() {
+    let policy = parse(POLICY);
+    let snap = snapshot();
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    metrics.set_policy(&parse(POLICY_AFTER_EDIT));
+    let text = metrics.render();
+
+    assert!(
+        !text.contains(r#"imagegc_reclaimable_bytes{policy="stale-ci"}"#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"policy="ci-disk-pressure"} 0.85"#),
+        "watermarks of a removed policy disappear\n{text}"
+    );
+    assert!(
+        !text.contains("imagegc_policy_disk_high_ratio"),
+        "no policy has watermarks any more\n{text}"
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{policy="dangling"}"#,
+        1000.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{policy="stale-ci"}"#,
+        0.0,
+    );
+}
+
+#[test]
+fn a_pass_adds_what_it_removed_per_policy_and_what_failed_per_kind() {
+    let metrics = Metrics::new();
+    metrics.set_policy(&parse(POLICY));
+    let report = Report {
+        removed: vec![
+            removed("stale-ci", 2000, 1),
+            removed("stale-ci", 0, 0),
+            removed("dangling", 1000, 1),
+        ],
+        failed: vec![failed("conflict"), failed("conflict"), failed("not_found")],
+        ..Report::default()
+    };
+    let finished = now();
+    metrics.record_pass(
+        PassOutcome::Success,
+        Some(&report),
+        Duration::from_millis(1500),
+        finished,
+    );
+    let text = metrics.render();
+
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{policy="stale-ci"}"#,
+        2000.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{policy="dangling"}"#,
+        1000.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removed_references_total{policy="stale-ci"}"#,
+        2.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_deleted_images_total{policy="stale-ci"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{policy="ci-disk-pressure"}"#,
+        0.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removal_failures_total{kind="conflict"}"#,
+        2.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removal_failures_total{kind="not_found"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removal_failures_total{kind="engine"}"#,
+        0.0,
+    );
+    assert_value(&text, r#"imagegc_passes_total{outcome="success"}"#, 1.0);
+    assert_value(&text, "imagegc_pass_duration_seconds_count", 1.0);
+    assert_value(&text, "imagegc_pass_duration_seconds_sum", 1.5);
+    assert_value(
+        &text,
+        r#"imagegc_pass_duration_seconds_bucket{le="1"}"#,
+        0.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_pass_duration_seconds_bucket{le="2.5"}"#,
+        1.0,
+    );
+    let at = finished.timestamp() as f64;
+    assert_value(&text, "imagegc_last_pass_timestamp_seconds", at);
+    assert_value(&text, "imagegc_last_success_timestamp_seconds", at);
+
+    metrics.record_pass(
+        PassOutcome::Failed,
+        None,
+        Duration::from_secs(1),
+        finished + TimeDelta::hours(1),
+    );
+    let text = metrics.render();
+    assert_value(&text, r#"imagegc_passes_total{outcome="failed"}"#, 1.0);
+    assert_value(&text, "imagegc_last_pass_timestamp_seconds", at + 3600.0);
+    assert_value(&text, "imagegc_last_success_timestamp_seconds", at);
+}
+
+#[test]
+fn reloads_are_counted_and_the_last_one_decides_the_gauge() {
+    let metrics = Metrics::new();
+    metrics.record_reload(false);
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_config_reloads_total{outcome="failure"}"#,
+        1.0,
+    );
+    assert_value(&text, "imagegc_config_last_reload_successful", 0.0);
+    metrics.record_reload(true);
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_config_reloads_total{outcome="success"}"#,
+        1.0,
+    );
+    assert_value(&text, "imagegc_config_last_reload_successful", 1.0);
+}
+
+#[test]
+fn health_follows_the_engine_and_the_last_pass_that_ran_to_an_end() {
+    let metrics = Metrics::new();
+    let health = metrics.health();
+    assert!(!health.ok, "the engine has not been reached yet");
+    assert!(health.reason.contains("engine"), "{}", health.reason);
+
+    metrics.set_engine_up(true);
+    assert!(metrics.health().ok, "engine up and no pass yet is healthy");
+
+    metrics.record_pass(PassOutcome::Failed, None, Duration::from_secs(1), now());
+    let health = metrics.health();
+    assert!(!health.ok);
+    assert!(
+        health.reason.contains("last pass failed"),
+        "{}",
+        health.reason
+    );
+
+    metrics.record_pass(PassOutcome::Cancelled, None, Duration::from_secs(1), now());
+    assert!(
+        !metrics.health().ok,
+        "a cancelled pass does not clear a failure"
+    );
+
+    metrics.record_pass(PassOutcome::Success, None, Duration::from_secs(1), now());
+    assert!(metrics.health().ok);
+
+    metrics.record_pass(PassOutcome::Cancelled, None, Duration::from_secs(1), now());
+    assert!(
+        metrics.health().ok,
+        "a cancelled pass does not make it unhealthy"
+    );
+
+    metrics.set_engine_up(false);
+    let health = metrics.health();
+    assert!(!health.ok);
+    assert!(health.reason.contains("engine"), "{}", health.reason);
+}
+
+/// One HTTP/1.0 request; returns the status code, the headers (lowercase
+/// names) and the body.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("send the request");
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .await
+        .expect("read the response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {head}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+#[tokio::test]
+async fn the_endpoint_serves_metrics_and_health_until_shutdown() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("a local address");
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_policy(&parse(POLICY));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, Arc::clone(&metrics), shutdown.clone()));
+
+    let (status, headers, body) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&headers, "content-type"),
+        "text/plain; version=0.0.4"
+    );
+    assert_value(
+        &body,
+        r#"imagegc_reclaimed_bytes_total{policy="stale-ci"}"#,
+        0.0,
+    );
+
+    let (status, headers, body) = get(addr, "/healthz").await;
+    assert_eq!(status, 503);
+    assert_eq!(header(&headers, "content-type"), "application/json");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["status"], "unhealthy");
+    assert!(
+        json["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("engine")),
+        "{body}"
+    );
+
+    metrics.set_engine_up(true);
+    let (status, _, body) = get(addr, "/healthz").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("JSON"),
+        serde_json::json!({ "status": "ok" })
+    );
+
+    let (status, _, _) = get(addr, "/").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = get(addr, "/metrics/extra").await;
+    assert_eq!(status, 404);
+
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the server stops soon after shutdown")
+        .expect("the server task does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "the port is closed after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_does_not_hold_up_shutdown() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("a local address");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), shutdown.clone()));
+
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("send half a request");
+    // Let the server take the connection before shutdown is asked for.
+    let (status, _, _) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+
+    let asked = std::time::Instant::now();
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(8), server)
+        .await
+        .expect("the server stops within the daemon's 10 s stop budget")
+        .expect("the server task does not panic");
+    assert!(result.is_ok(), "{result:?}");
+    assert!(asked.elapsed() < Duration::from_secs(8));
+    drop(stalled);
+}
+
+#[test]
+fn promtool_finds_no_problem_in_the_rendered_metrics() {
+    let policy = parse(POLICY);
+    let snap = snapshot();
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    metrics.set_engine_up(true);
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    let report = Report {
+        removed: vec![removed("stale-ci", 2000, 1)],
+        failed: vec![failed("conflict")],
+        ..Report::default()
+    };
+    metrics.record_pass(
+        PassOutcome::Success,
+        Some(&report),
+        Duration::from_secs(2),
+        now(),
+    );
+    metrics.record_reload(true);
+    let text = metrics.render();
+
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("note: promtool is not installed; skipping `promtool check metrics`");
+            return;
+        }
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(text.as_bytes()).expect("write to promtool");
+    }
+    let out = child.wait_with_output().expect("promtool finishes");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}\n{text}"
+    );
+}
