@@ -280,7 +280,7 @@ impl<E: Engine + 'static> Loop<E> {
         lp
     }
 
-    /// Learn the engine's root dir; engine_up follows.
+    /// Learn the engine's root dir; `engine_up` follows.
     async fn connect(&mut self) -> bool {
         if self.root_dir.is_some() {
             return true;
@@ -341,9 +341,10 @@ impl<E: Engine + 'static> Loop<E> {
 
     fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let next = self.d.policy.schedule.next_after(after, self.d.policy.timezone);
-        match next {
-            Some(at) => debug!(next = %at, "next pass"),
-            None => warn!(schedule = %self.d.policy.schedule, "schedule never fires again; no further passes"),
+        if let Some(at) = next {
+            debug!(next = %at, "next pass");
+        } else {
+            warn!(schedule = %self.d.policy.schedule, "schedule never fires again; no further passes");
         }
         next
     }

@@ -146,7 +146,7 @@ pub async fn execute<E: Engine>(
                         "not removed; going on"
                     ),
                     _ => {
-                        warn!(policy = %removal.policy, target = %target, error = %err, "removal failed")
+                        warn!(policy = %removal.policy, target = %target, error = %err, "removal failed");
                     }
                 }
                 report.failed.push(failed);

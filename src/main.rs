@@ -282,19 +282,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
             warn!(error = %e, "cannot write the state file; first-seen times will not persist");
         }
     }
-    let text = match (format, &outcome.report) {
-        (Format::Json, _) if mode == Mode::Plan => {
-            serde_json::to_string_pretty(&output::plan_json(&outcome.plan, &outcome.snapshot))?
-        }
-        (Format::Json, report) => serde_json::to_string_pretty(&output::pass_json(
-            &outcome.plan,
-            &outcome.snapshot,
-            report.as_ref(),
-            mode == Mode::DryRun,
-        ))?,
-        (Format::Table, Some(report)) => output::report_table(&outcome.plan, report),
-        (Format::Table, None) => output::plan_table(&outcome.plan),
-    };
+    let text = render(format, mode, &outcome)?;
     println!("{}", text.trim_end());
     if let Some(report) = &outcome.report {
         info!(
@@ -310,6 +298,23 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The result of `plan` or `once` in the chosen format.
+fn render(format: Format, mode: Mode, outcome: &pass::Outcome) -> anyhow::Result<String> {
+    Ok(match (format, &outcome.report) {
+        (Format::Json, _) if mode == Mode::Plan => {
+            serde_json::to_string_pretty(&output::plan_json(&outcome.plan, &outcome.snapshot))?
+        }
+        (Format::Json, report) => serde_json::to_string_pretty(&output::pass_json(
+            &outcome.plan,
+            &outcome.snapshot,
+            report.as_ref(),
+            mode == Mode::DryRun,
+        ))?,
+        (Format::Table, Some(report)) => output::report_table(&outcome.plan, report),
+        (Format::Table, None) => output::plan_table(&outcome.plan),
+    })
 }
 
 /// `imagegc run`: ready once the policy is loaded and the metrics endpoint

@@ -45,12 +45,15 @@ impl Notifier for Recorder {
     }
 }
 
+/// Called with the 1-based number of each removal as it starts.
+type RemoveHook = Box<dyn Fn(usize) + Send>;
+
 /// A fake engine whose calls take time, with a hook on each removal.
 struct Slow {
     inner: FakeEngine,
     list_delay: Duration,
     remove_delay: Duration,
-    on_remove: Mutex<Option<Box<dyn Fn(usize) + Send>>>,
+    on_remove: Mutex<Option<RemoveHook>>,
     removes: AtomicUsize,
 }
 

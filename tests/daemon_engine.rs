@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -80,7 +81,8 @@ older_than = "1h"
         sel = lab.selector(),
     );
     if with_stale {
-        text.push_str(&format!(
+        let _ = write!(
+            text,
             r#"
 [[policy]]
 name = "stale"
@@ -90,7 +92,7 @@ unused_for = "7d"
 "#,
             sel = lab.selector(),
             repo = lab.repo("stale"),
-        ));
+        );
     }
     text
 }
