@@ -15,15 +15,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
+use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{
-    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::engine::{
-    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, HistoryEntry, ImageDetails,
-    ImageSummary,
+    Container, ContainerTimes, DeleteItem, DiskUsage, Engine, EngineError, EngineEvent, EngineInfo,
+    EventScope, EventStream, HistoryEntry, ImageDetails, ImageSummary,
 };
 
 /// Where dockerd listens when neither `--engine` nor `DOCKER_HOST` says otherwise.
@@ -40,6 +43,12 @@ const MAX_RAW_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 /// The tag and digest placeholders API < 1.43 puts on untagged images.
 const NONE_TAG: &str = "<none>:<none>";
 const NONE_DIGEST: &str = "<none>@<none>";
+
+/// The container events that are uses of the container's image.
+const CONTAINER_ACTIONS: [&str; 4] = ["create", "start", "die", "destroy"];
+
+/// The image events that put a reference on an image or take one away.
+const IMAGE_ACTIONS: [&str; 6] = ["pull", "tag", "untag", "delete", "load", "import"];
 
 /// A connection to one Docker Engine. Cheap to clone: clones share the
 /// underlying HTTP client.
@@ -340,6 +349,100 @@ impl Engine for Docker {
                     .chain(item.deleted.map(DeleteItem::Deleted))
             })
             .collect())
+    }
+
+    fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
+        let filters = std::collections::HashMap::from([
+            ("type", vec!["container", "image"]),
+            (
+                "event",
+                CONTAINER_ACTIONS
+                    .iter()
+                    .chain(IMAGE_ACTIONS.iter())
+                    .copied()
+                    .collect(),
+            ),
+        ]);
+        let mut options = EventsOptionsBuilder::new().filters(&filters);
+        if let Some(since) = since {
+            options = options.since(&since_param(since));
+        }
+        // bollard's stream holds its own handle on the transport, so it
+        // outlives `self` (the compiler checks the `'static`).
+        let address = self.address.clone();
+        self.client
+            .events(Some(options.build()))
+            .map(move |item| item.map(engine_event).map_err(|e| map_error(&address, &e)))
+            .boxed()
+    }
+
+    async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
+        let inspect = self
+            .client
+            .inspect_container(container_id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| self.err(&e))?;
+        let image_id = inspect.image.filter(|i| !i.is_empty()).ok_or_else(|| {
+            EngineError::Other(format!(
+                "container {container_id} has no image ID in its inspect answer"
+            ))
+        })?;
+        let state = inspect.state.unwrap_or_default();
+        Ok(ContainerTimes {
+            image_id,
+            // As in `list_containers`: a missing time only feeds last-used.
+            created: inspect
+                .created
+                .as_deref()
+                .and_then(parse_engine_time)
+                .unwrap_or(DateTime::UNIX_EPOCH),
+            started_at: state.started_at.as_deref().and_then(parse_engine_time),
+            finished_at: state.finished_at.as_deref().and_then(parse_engine_time),
+        })
+    }
+
+    async fn resolve_image(&self, reference: &str) -> Result<String, EngineError> {
+        let inspect = self
+            .client
+            .inspect_image(reference)
+            .await
+            .map_err(|e| self.err(&e))?;
+        inspect.id.filter(|i| !i.is_empty()).ok_or_else(|| {
+            EngineError::Other(format!(
+                "the inspect answer for {reference} has no image ID"
+            ))
+        })
+    }
+}
+
+/// The `since` query value for `GET /events`: Unix seconds with nanoseconds,
+/// the engine's own `timeNano` precision.
+fn since_param(time: DateTime<Utc>) -> String {
+    format!("{}.{:09}", time.timestamp(), time.timestamp_subsec_nanos())
+}
+
+/// An engine event in the domain shape. The time comes from `timeNano`
+/// (`time`, whole seconds, on engines that leave it out).
+fn engine_event(message: EventMessage) -> EngineEvent {
+    let time = message
+        .time_nano
+        .map(DateTime::from_timestamp_nanos)
+        .or_else(|| message.time.and_then(from_unix_seconds))
+        // Every engine since API 1.22 sends both; a missing time must not
+        // move `since` backwards, so "now" is the safe stand-in.
+        .unwrap_or_else(Utc::now);
+    let scope = match message.typ {
+        Some(EventMessageTypeEnum::CONTAINER) => EventScope::Container,
+        Some(EventMessageTypeEnum::IMAGE) => EventScope::Image,
+        _ => EventScope::Other,
+    };
+    let actor = message.actor.unwrap_or_default();
+    EngineEvent {
+        time,
+        scope,
+        action: message.action.unwrap_or_default(),
+        actor_id: actor.id.unwrap_or_default(),
+        attributes: actor.attributes.unwrap_or_default().into_iter().collect(),
     }
 }
 
@@ -734,6 +837,64 @@ mod tests {
         assert!(parse_address("ssh://user@host").is_err());
         assert!(parse_address("unix://").is_err());
         assert!(parse_address("").is_err());
+    }
+
+    #[test]
+    fn since_is_sent_in_unix_seconds_with_nanoseconds() {
+        let time = DateTime::from_timestamp_nanos(1_795_827_421_005_985_018);
+        assert_eq!(since_param(time), "1795827421.005985018");
+        let whole = DateTime::from_timestamp_nanos(1_795_827_421_000_000_000);
+        assert_eq!(since_param(whole), "1795827421.000000000");
+    }
+
+    #[test]
+    fn container_events_of_engine_20_10_carry_the_image_as_typed() {
+        // As `docker events` printed it on 20.10.24 (legacy fields included).
+        let line = r#"{"status":"create","id":"f7c1","from":"app:1","Type":"container",
+            "Action":"create","Actor":{"ID":"f7c1","Attributes":{"image":"app:1",
+            "name":"bold_ritchie"}},"scope":"local","time":1795827421,
+            "timeNano":1795827421123328827}"#;
+        let message: EventMessage = serde_json::from_str(line).unwrap_or_default();
+        let event = engine_event(message);
+        assert_eq!(event.scope, EventScope::Container);
+        assert_eq!(event.action, "create");
+        assert_eq!(event.actor_id, "f7c1");
+        assert_eq!(
+            event.attributes.get("image").map(String::as_str),
+            Some("app:1")
+        );
+        assert_eq!(
+            event.time.timestamp_nanos_opt(),
+            Some(1_795_827_421_123_328_827)
+        );
+    }
+
+    #[test]
+    fn untag_events_of_engine_20_10_carry_the_image_id_as_actor_and_name() {
+        let line = r#"{"status":"untag","id":"sha256:0d24","Type":"image","Action":"untag",
+            "Actor":{"ID":"sha256:0d24","Attributes":{"name":"sha256:0d24"}},
+            "scope":"local","time":1795827421,"timeNano":1795827421087881993}"#;
+        let message: EventMessage = serde_json::from_str(line).unwrap_or_default();
+        let event = engine_event(message);
+        assert_eq!(event.scope, EventScope::Image);
+        assert_eq!(event.action, "untag");
+        assert_eq!(event.actor_id, "sha256:0d24");
+        assert_eq!(
+            event.attributes.get("name").map(String::as_str),
+            Some("sha256:0d24")
+        );
+    }
+
+    #[test]
+    fn events_without_nanoseconds_fall_back_to_whole_seconds() {
+        let message = EventMessage {
+            typ: Some(EventMessageTypeEnum::NETWORK),
+            time: Some(1_795_827_421),
+            ..EventMessage::default()
+        };
+        let event = engine_event(message);
+        assert_eq!(event.scope, EventScope::Other);
+        assert_eq!(event.time.timestamp(), 1_795_827_421);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::BoxStream;
 
 /// One image as the engine's image list reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +107,70 @@ pub enum DeleteItem {
     Deleted(String),
 }
 
+/// What kind of object an [`EngineEvent`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventScope {
+    /// A container: `Actor.ID` is the container ID.
+    Container,
+    /// An image: `Actor.ID` is the image ID, or the reference for `pull`.
+    Image,
+    /// Anything else (networks, volumes, …); imagegc ignores these.
+    Other,
+}
+
+/// One engine event, reduced to what imagegc needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineEvent {
+    /// When the engine logged the event (`timeNano`); also the `since` to
+    /// resume from after the stream breaks.
+    pub time: DateTime<Utc>,
+    /// The kind of object the event is about.
+    pub scope: EventScope,
+    /// The event name: `create`, `start`, `die`, `destroy`, `pull`, `tag`, …
+    pub action: String,
+    /// `Actor.ID`: a container ID, an image ID, or for `pull` the reference
+    /// pulled (`busybox:latest`).
+    pub actor_id: String,
+    /// `Actor.Attributes`: for containers `image` (the image as typed at
+    /// create time, not necessarily an ID) and `name`; for images `name`;
+    /// plus the object's labels.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// The boxed stream [`Engine::events`] returns. It ends (`None`) when the
+/// engine closes it, for example when dockerd restarts.
+pub type EventStream = BoxStream<'static, Result<EngineEvent, EngineError>>;
+
+/// The times of one container that count as uses of its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerTimes {
+    /// ID of the image the container was created from.
+    pub image_id: String,
+    /// When the container was created.
+    pub created: DateTime<Utc>,
+    /// When it last started; `None` if never (the engine's zero time).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it last stopped; `None` if it never has (the engine's zero time).
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl ContainerTimes {
+    /// The newest of the three times, with the event that stands for it
+    /// (`container create`, `container start`, `container die`).
+    pub fn last_use(&self) -> (DateTime<Utc>, &'static str) {
+        let mut newest = (self.created, "container create");
+        for (time, by) in [
+            (self.started_at, "container start"),
+            (self.finished_at, "container die"),
+        ] {
+            if let Some(time) = time.filter(|t| *t > newest.0) {
+                newest = (time, by);
+            }
+        }
+        newest
+    }
+}
+
 /// Errors callers branch on. `kind()` is the metric label and the JSON `kind`.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -185,4 +250,46 @@ pub trait Engine: Send + Sync {
         &self,
         target: &str,
     ) -> impl Future<Output = Result<Vec<DeleteItem>, EngineError>> + Send;
+
+    /// Container and image events (container `create`, `start`, `die`,
+    /// `destroy`; image `pull`, `tag`, `untag`, `delete`, `load`, `import`),
+    /// replaying the engine's buffered events with a time at or after
+    /// `since`, then following live ones. The stream ends when the engine
+    /// closes it (an engine restart); a failure is an `Err` item, after which
+    /// the stream is over.
+    ///
+    /// The default implementation is for engines without events (test
+    /// doubles): one `Err` item, then the end.
+    fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
+        let _ = since;
+        Box::pin(futures_util::stream::iter([Err(EngineError::Other(
+            "this engine does not report events".to_owned(),
+        ))]))
+    }
+
+    /// Created, started and finished times of one container, and its image
+    /// ID (container inspect). `NotFound` when the container is gone.
+    ///
+    /// The default implementation (engines without inspect) fails.
+    fn container_times(
+        &self,
+        container_id: &str,
+    ) -> impl Future<Output = Result<ContainerTimes, EngineError>> + Send {
+        let error = EngineError::Other(format!(
+            "this engine cannot inspect container {container_id}"
+        ));
+        async move { Err(error) }
+    }
+
+    /// The ID of the image a reference (`repo:tag`, `repo@digest`, a short or
+    /// full ID) names now (image inspect). `NotFound` when there is none.
+    ///
+    /// The default implementation (engines without inspect) fails.
+    fn resolve_image(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<String, EngineError>> + Send {
+        let error = EngineError::Other(format!("this engine cannot resolve {reference}"));
+        async move { Err(error) }
+    }
 }

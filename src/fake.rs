@@ -7,16 +7,17 @@
 //! per target, and every method counts its calls so tests can assert, for
 //! example, that a second pass makes no inspect calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 
 use crate::accounting::chain_ids;
 use crate::engine::{
-    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, HistoryEntry, ImageDetails,
-    ImageSummary,
+    Container, ContainerTimes, DeleteItem, DiskUsage, Engine, EngineError, EngineEvent, EngineInfo,
+    EventStream, HistoryEntry, ImageDetails, ImageSummary,
 };
 
 /// One image in the fake engine.
@@ -36,6 +37,23 @@ struct Inner {
     fail_remove: HashMap<String, EngineError>,
     fail_all: Option<EngineError>,
     removals: Vec<String>,
+    container_times: HashMap<String, ContainerTimes>,
+    /// Every event pushed, for replays to later `events(since)` calls.
+    event_log: Vec<EngineEvent>,
+    /// The open event streams.
+    event_streams: Vec<mpsc::UnboundedSender<Result<EngineEvent, EngineError>>>,
+    /// Errors the next `events` calls fail with, first first.
+    event_failures: VecDeque<EngineError>,
+    event_requests: Vec<EventRequest>,
+}
+
+/// One call of `events` on the fake engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRequest {
+    /// The `since` asked for.
+    pub since: Option<DateTime<Utc>>,
+    /// When (tokio time, so paused-time tests can check reconnect delays).
+    pub at: tokio::time::Instant,
 }
 
 /// Call counters.
@@ -49,6 +67,12 @@ pub struct Calls {
     pub image_details: AtomicUsize,
     /// `remove_image` calls.
     pub remove_image: AtomicUsize,
+    /// `events` calls (stream openings).
+    pub events: AtomicUsize,
+    /// `container_times` calls (container inspect).
+    pub container_times: AtomicUsize,
+    /// `resolve_image` calls (image inspect by name).
+    pub resolve_image: AtomicUsize,
 }
 
 /// The fake engine.
@@ -120,6 +144,56 @@ impl FakeEngine {
             .iter()
             .flat_map(|i| i.summary.tags.clone())
             .collect()
+    }
+
+    /// Remove a container (as `docker rm` would); its times go too.
+    pub fn remove_container(&self, id: &str) {
+        let mut inner = self.lock();
+        inner.containers.retain(|c| c.id != id);
+        inner.container_times.remove(id);
+    }
+
+    /// Set the times `container_times` reports for a container. Without
+    /// this, a container added with [`FakeEngine::add_container`] reports its
+    /// `created` time and was never started. Works for IDs not listed, too.
+    pub fn add_container_times(&self, container_id: &str, times: ContainerTimes) {
+        self.lock()
+            .container_times
+            .insert(container_id.to_string(), times);
+    }
+
+    /// Send an event to every open event stream, and keep it for replays
+    /// to later `events(since)` calls.
+    pub fn push_event(&self, event: EngineEvent) {
+        let mut inner = self.lock();
+        inner
+            .event_streams
+            .retain(|tx| tx.send(Ok(event.clone())).is_ok());
+        inner.event_log.push(event);
+    }
+
+    /// End every open event stream, as an engine restart does. Events already
+    /// sent on a stream are still delivered before its end.
+    pub fn close_event_stream(&self) {
+        self.lock().event_streams.clear();
+    }
+
+    /// Make the next `events` call return a stream that yields `error` and
+    /// ends; call it N times for N failures.
+    pub fn fail_next_events(&self, error: EngineError) {
+        self.lock().event_failures.push_back(error);
+    }
+
+    /// The `events` calls so far, in order.
+    pub fn event_requests(&self) -> Vec<EventRequest> {
+        self.lock().event_requests.clone()
+    }
+
+    /// How many event streams are open (and still read by someone).
+    pub fn open_event_streams(&self) -> usize {
+        let mut inner = self.lock();
+        inner.event_streams.retain(|tx| !tx.is_closed());
+        inner.event_streams.len()
     }
 
     fn check(&self) -> Result<(), EngineError> {
@@ -266,5 +340,76 @@ impl Engine for FakeEngine {
             }
         }
         Ok(items)
+    }
+
+    /// Like the engine: replays the events pushed with a time at or after
+    /// `since` (none without `since`), then follows live ones until
+    /// [`FakeEngine::close_event_stream`].
+    fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
+        self.calls.events.fetch_add(1, Ordering::Relaxed);
+        let mut inner = self.lock();
+        inner.event_requests.push(EventRequest {
+            since,
+            at: tokio::time::Instant::now(),
+        });
+        let failure = inner
+            .event_failures
+            .pop_front()
+            .or_else(|| inner.fail_all.clone());
+        if let Some(error) = failure {
+            return Box::pin(futures_util::stream::iter([Err(error)]));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Some(since) = since {
+            for event in inner.event_log.iter().filter(|e| e.time >= since) {
+                // The receiver is in hand: sending cannot fail.
+                let _ = tx.send(Ok(event.clone()));
+            }
+        }
+        inner.event_streams.push(tx);
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }))
+    }
+
+    async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
+        self.calls.container_times.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        let inner = self.lock();
+        if let Some(times) = inner.container_times.get(container_id) {
+            return Ok(times.clone());
+        }
+        inner
+            .containers
+            .iter()
+            .find(|c| c.id == container_id)
+            .map(|c| ContainerTimes {
+                image_id: c.image_id.clone(),
+                created: c.created,
+                started_at: None,
+                finished_at: None,
+            })
+            .ok_or_else(|| EngineError::NotFound(format!("No such container: {container_id}")))
+    }
+
+    /// By image ID, or by reference (`name` alone means `name:latest`).
+    async fn resolve_image(&self, reference: &str) -> Result<String, EngineError> {
+        self.calls.resolve_image.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        let tagged = if reference.contains(':') || reference.contains('@') {
+            reference.to_string()
+        } else {
+            format!("{reference}:latest")
+        };
+        self.lock()
+            .images
+            .iter()
+            .find(|i| {
+                i.summary.id == reference
+                    || i.summary.tags.contains(&tagged)
+                    || i.summary.digests.contains(&tagged)
+            })
+            .map(|i| i.summary.id.clone())
+            .ok_or_else(|| EngineError::NotFound(format!("No such image: {reference}")))
     }
 }

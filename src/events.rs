@@ -1,0 +1,379 @@
+//! Last-use tracking from the engine: container times on start, events after.
+//!
+//! This module owns turning what the engine says about containers and images
+//! into [`Update`]s, "image X was used at T by Y", for the state file.
+//! [`reconcile`] reads the containers present once; [`follow`] then follows
+//! the event stream, resolves every event to an image ID, and reconnects with
+//! backoff when the stream ends (an engine restart) or fails, resuming from
+//! the last event seen so nothing in between is lost.
+//!
+//! What the engine (20.10, API 1.41) sends, and how each becomes an image ID:
+//! - container `create`, `start`, `die`, `destroy`: `Actor.ID` is the
+//!   container ID; `Actor.Attributes.image` is the image *as typed* at create
+//!   time (`app:1`, a short ID), which may name another image by now. The
+//!   image ID comes from container inspect, remembered per container so that
+//!   `destroy` (the container is gone by then) still resolves.
+//! - image `tag`, `untag`, `load`, `import`, `delete`: `Actor.ID` is the image
+//!   ID (`untag` and `load` also put it in `name`; `tag` puts the new
+//!   reference there).
+//! - image `pull`: `Actor.ID` is the reference pulled (`busybox:latest`),
+//!   resolved with image inspect.
+//!
+//! `delete` makes no update: the image is gone, and passes drop vanished IDs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Engine, EngineError, EngineEvent, EventScope};
+
+/// The first reconnect delay.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+
+/// The longest reconnect delay: an engine that is down for hours costs one
+/// attempt every 30 s. A stream that stayed open this long also resets the
+/// delay, so an engine restart a day later is retried quickly again.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long a new stream must stay open without failing (or deliver an
+/// event) to count as open: the engine answers a refused `GET /events` at
+/// once, so a stream still quiet after this is following.
+const OPEN_GRACE: Duration = Duration::from_secs(1);
+
+/// A use or sighting of an image, for the state file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    /// The image ID (`sha256:…`) the use counts for.
+    pub image_id: String,
+    /// When the use happened, by the engine's clock.
+    pub at: DateTime<Utc>,
+    /// What the use was, kept in the state file as `last_used_by`:
+    /// `container create`, `container start`, `container die`,
+    /// `container destroy`, `pull`, `tag`, `untag`, `load` or `import`.
+    pub by: &'static str,
+}
+
+/// Last uses from the containers present now: for every container, its
+/// image was used at the newest of its created, started and finished times.
+/// One update per image (the newest), sorted by image ID. Containers that
+/// vanish between the list and their inspect are skipped.
+pub async fn reconcile<E: Engine>(engine: &E) -> Result<Vec<Update>, EngineError> {
+    let mut newest: BTreeMap<String, Update> = BTreeMap::new();
+    for container in engine.list_containers().await? {
+        let times = match engine.container_times(&container.id).await {
+            Ok(times) => times,
+            Err(EngineError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let (at, by) = times.last_use();
+        let image_id = if times.image_id.is_empty() {
+            container.image_id
+        } else {
+            times.image_id
+        };
+        if image_id.is_empty() {
+            continue;
+        }
+        let update = Update {
+            image_id: image_id.clone(),
+            at,
+            by,
+        };
+        newest
+            .entry(image_id)
+            .and_modify(|u| {
+                if update.at > u.at {
+                    *u = update.clone();
+                }
+            })
+            .or_insert(update);
+    }
+    Ok(newest.into_values().collect())
+}
+
+/// Follows the engine's events until `shutdown` is cancelled (or the
+/// receiver of `updates` is gone), sending one [`Update`] per event that is a
+/// use of an image.
+///
+/// When the stream ends or fails, reports `health(false)` and reconnects
+/// after 250 ms, doubling up to 30 s while attempts keep failing, asking for
+/// the events since the last one seen (or since `follow` started, when none
+/// was): nothing is missed, and the one or two events the engine sends again
+/// are dropped. Reports `health(true)` once a stream is open again (it
+/// delivered an event, or stayed open for a second without failing).
+/// `health` is called on changes only.
+pub async fn follow<E: Engine + 'static>(
+    engine: Arc<E>,
+    updates: UnboundedSender<Update>,
+    shutdown: CancellationToken,
+    health: impl Fn(bool) + Send + 'static,
+) {
+    let mut follower = Follower {
+        engine,
+        updates,
+        health: Box::new(health),
+        healthy: None,
+        containers: HashMap::new(),
+        resume: Resume::new(Utc::now()),
+    };
+    // Cancellation may drop the follower at any await, even mid-inspect:
+    // updates are sent whole or not at all, and nothing else is left behind.
+    shutdown.run_until_cancelled(follower.run()).await;
+}
+
+/// Where to resume the stream, and what was seen there already.
+struct Resume {
+    /// The time of the last event seen, or when `follow` started.
+    since: DateTime<Utc>,
+    /// Events seen with exactly the time `since`: the engine sends them again
+    /// (its `since` is inclusive), and they are skipped then.
+    seen_at_since: HashSet<(EventScope, String, String)>,
+}
+
+impl Resume {
+    fn new(start: DateTime<Utc>) -> Self {
+        Self {
+            since: start,
+            seen_at_since: HashSet::new(),
+        }
+    }
+
+    /// Records `event`; false when it was seen already.
+    fn is_new(&mut self, event: &EngineEvent) -> bool {
+        let key = (event.scope, event.action.clone(), event.actor_id.clone());
+        if event.time == self.since {
+            return self.seen_at_since.insert(key);
+        }
+        // The last event received, even if the engine's clock stepped back.
+        self.since = event.time;
+        self.seen_at_since.clear();
+        self.seen_at_since.insert(key);
+        true
+    }
+}
+
+/// The follower's state between events.
+struct Follower<E> {
+    /// Where events come from, and inspects to name their images.
+    engine: Arc<E>,
+    /// Where updates go (the daemon applies them to the state).
+    updates: UnboundedSender<Update>,
+    /// Told whether a stream is open (the daemon's `engine_up`).
+    health: Box<dyn Fn(bool) + Send>,
+    /// What `health` was last told.
+    healthy: Option<bool>,
+    /// Container ID → image ID, for the containers present at the last
+    /// (re)connect and those created since; `destroy` events resolve here.
+    containers: HashMap<String, String>,
+    /// Where the next stream starts.
+    resume: Resume,
+}
+
+/// Why one stream stopped.
+enum Stopped {
+    /// The engine could not be reached or the stream failed.
+    Failed(EngineError),
+    /// The engine closed the stream (an engine restart).
+    Ended,
+    /// Nobody receives updates any more.
+    NoReceiver,
+}
+
+impl<E: Engine + 'static> Follower<E> {
+    async fn run(&mut self) {
+        let mut delay = INITIAL_BACKOFF;
+        loop {
+            let opened = Instant::now();
+            let (stopped, delivered) = self.follow_one_stream().await;
+            let reason = match stopped {
+                Stopped::NoReceiver => {
+                    tracing::debug!("nobody receives last-use updates; event follower stops");
+                    return;
+                }
+                Stopped::Ended => None,
+                Stopped::Failed(e) => Some(e),
+            };
+            self.report(false);
+            // A stream that delivered or stayed up a while was a success: the
+            // next outage starts over at the shortest delay.
+            if delivered || opened.elapsed() >= MAX_BACKOFF {
+                delay = INITIAL_BACKOFF;
+            }
+            let retry_in = humantime::format_duration(delay);
+            match reason {
+                None => tracing::info!(
+                    %retry_in,
+                    "engine event stream ended; reconnecting in {retry_in}"
+                ),
+                Some(error) => tracing::info!(
+                    %retry_in,
+                    %error,
+                    "engine event stream failed; reconnecting in {retry_in}"
+                ),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Opens one stream and follows it until it stops. The flag says whether
+    /// it delivered at least one new event.
+    async fn follow_one_stream(&mut self) -> (Stopped, bool) {
+        // Who uses what now; the stream then tells what changes. Refreshed
+        // on every connect, so containers made while disconnected are known.
+        match self.engine.list_containers().await {
+            Ok(containers) => {
+                self.containers = containers
+                    .into_iter()
+                    .filter(|c| !c.image_id.is_empty())
+                    .map(|c| (c.id, c.image_id))
+                    .collect();
+            }
+            Err(e) => return (Stopped::Failed(e), false),
+        }
+        let mut stream = self.engine.events(Some(self.resume.since));
+        let mut open = false;
+        let mut delivered = false;
+        loop {
+            let next = if open {
+                stream.next().await
+            } else if let Ok(next) = tokio::time::timeout(OPEN_GRACE, stream.next()).await {
+                next
+            } else {
+                open = true;
+                self.report(true);
+                continue;
+            };
+            let event = match next {
+                None => return (Stopped::Ended, delivered),
+                Some(Err(e)) => return (Stopped::Failed(e), delivered),
+                Some(Ok(event)) => event,
+            };
+            if !open {
+                open = true;
+                self.report(true);
+            }
+            if !self.resume.is_new(&event) {
+                continue;
+            }
+            delivered = true;
+            let Some(update) = self.update_for(&event).await else {
+                continue;
+            };
+            tracing::debug!(
+                image = %update.image_id,
+                by = update.by,
+                at = %update.at,
+                "image used"
+            );
+            if self.updates.send(update).is_err() {
+                return (Stopped::NoReceiver, delivered);
+            }
+        }
+    }
+
+    fn report(&mut self, healthy: bool) {
+        if self.healthy != Some(healthy) {
+            self.healthy = Some(healthy);
+            (self.health)(healthy);
+        }
+    }
+
+    /// The use `event` stands for, if it is one and its image can be named.
+    async fn update_for(&mut self, event: &EngineEvent) -> Option<Update> {
+        let (image_id, by) = match event.scope {
+            EventScope::Container => self.container_event(event).await?,
+            EventScope::Image => self.image_event(event).await?,
+            EventScope::Other => return None,
+        };
+        Some(Update {
+            image_id,
+            at: event.time,
+            by,
+        })
+    }
+
+    async fn container_event(&mut self, event: &EngineEvent) -> Option<(String, &'static str)> {
+        let by = match event.action.as_str() {
+            "create" => "container create",
+            "start" => "container start",
+            "die" => "container die",
+            "destroy" => "container destroy",
+            _ => return None,
+        };
+        let container = &event.actor_id;
+        let known = if by == "container destroy" {
+            self.containers.remove(container)
+        } else {
+            self.containers.get(container).cloned()
+        };
+        if let Some(image_id) = known {
+            return Some((image_id, by));
+        }
+        if by != "container destroy" {
+            match self.engine.container_times(container).await {
+                Ok(times) => {
+                    self.containers
+                        .insert(container.clone(), times.image_id.clone());
+                    return Some((times.image_id, by));
+                }
+                Err(EngineError::NotFound(_)) => {}
+                Err(error) => {
+                    tracing::debug!(%container, %error, "cannot inspect the container of an event");
+                    return None;
+                }
+            }
+        }
+        // Gone already (an event replayed after a reconnect, a short-lived
+        // `docker run --rm`): fall back to the image as typed at create.
+        let typed = event.attributes.get("image")?;
+        let image_id = image_id_of(&*self.engine, typed).await?;
+        Some((image_id, by))
+    }
+
+    async fn image_event(&mut self, event: &EngineEvent) -> Option<(String, &'static str)> {
+        let by = match event.action.as_str() {
+            "pull" => "pull",
+            "tag" => "tag",
+            "untag" => "untag",
+            "load" => "load",
+            "import" => "import",
+            // "delete" and the rest (save, push, prune) are no use.
+            _ => return None,
+        };
+        let image_id = if by == "pull" {
+            // The actor is the reference pulled, never an ID.
+            resolve(&*self.engine, &event.actor_id).await?
+        } else {
+            image_id_of(&*self.engine, &event.actor_id).await?
+        };
+        Some((image_id, by))
+    }
+}
+
+/// `name` itself when it is an image ID, else the image it names now.
+async fn image_id_of<E: Engine>(engine: &E, name: &str) -> Option<String> {
+    if name.starts_with("sha256:") {
+        Some(name.to_owned())
+    } else {
+        resolve(engine, name).await
+    }
+}
+
+/// The image `reference` names now; `None` (logged) when it names none.
+async fn resolve<E: Engine>(engine: &E, reference: &str) -> Option<String> {
+    match engine.resolve_image(reference).await {
+        Ok(id) => Some(id),
+        Err(error) => {
+            // NotFound is normal: pulled and removed again since.
+            tracing::debug!(%reference, %error, "cannot resolve the image of an event");
+            None
+        }
+    }
+}
