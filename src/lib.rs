@@ -12,6 +12,7 @@
 //! - [`accounting`]: chain IDs, layer sizes, and the bytes a set of removals frees.
 //! - [`plan`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`.
 //! - [`execute`]: carries out a plan, children before parents, never forced.
+//! - [`explain`]: everything imagegc knows and decides about one image.
 //! - [`pass`]: one pass, snapshot → plan → execute → state.
 //! - [`state`]: first-seen / last-used store with atomic writes.
 //! - [`events`]: the engine's event stream → last-use updates, with reconnects.
@@ -28,6 +29,7 @@ pub mod docker;
 pub mod engine;
 pub mod events;
 pub mod execute;
+pub mod explain;
 pub mod fake;
 pub mod metrics;
 pub mod output;

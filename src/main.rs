@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use imagegc::config;
 use imagegc::daemon::{Control, Daemon, Notifier, SystemdNotifier};
-use imagegc::metrics::{self, Metrics};
 use imagegc::docker::Docker;
 use imagegc::engine::Engine;
+use imagegc::explain;
+use imagegc::metrics::{self, Metrics};
 use imagegc::output::{self, Format};
 use imagegc::pass::{self, Memory, Mode};
 use imagegc::policy::Policy;
@@ -27,7 +28,8 @@ use imagegc::state::State;
 mod exit {
     pub const OK: u8 = 0;
     pub const BAD_POLICY: u8 = 1;
-    // 2 is clap's for a bad command line.
+    /// Also clap's code for a bad command line.
+    pub const BAD_ARGUMENT: u8 = 2;
     pub const ENGINE: u8 = 3;
 }
 
@@ -94,6 +96,17 @@ enum Command {
     /// reloads the policy file; SIGTERM/SIGINT stop after the removal in
     /// flight and write the state.
     Run,
+    /// Everything imagegc knows and decides about one image: references,
+    /// size and unique bytes, created / first seen / last used (and where
+    /// that came from), how every policy sees it, every safety rule that
+    /// protects it, and what the next pass would do. Changes nothing.
+    Explain {
+        /// A reference (repo:tag, repo@digest, repo meaning repo:latest) or an
+        /// image ID or unique ID prefix.
+        target: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Run one pass now and print what was removed and the bytes freed.
     Once {
         /// Plan and report, but remove nothing.
@@ -234,7 +247,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         "connected"
     );
     let (mode, format) = match &cli.command {
-        Command::Plan(o) => (Mode::Plan, o.output),
+        Command::Plan(o) | Command::Explain { output: o, .. } => (Mode::Plan, o.output),
         Command::Once { dry_run, output } => {
             let mode = if *dry_run || policy.dry_run {
                 Mode::DryRun
@@ -281,6 +294,22 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         if let Err(e) = memory.state.save(state_path) {
             warn!(error = %e, "cannot write the state file; first-seen times will not persist");
         }
+    }
+    if let Command::Explain { target, .. } = &cli.command {
+        let image = match explain::find(&outcome.snapshot, target) {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("imagegc: {e}");
+                return Ok(exit::BAD_ARGUMENT);
+            }
+        };
+        let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
+        let text = match format {
+            Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+            Format::Table => e.to_text(),
+        };
+        println!("{}", text.trim_end());
+        return Ok(exit::OK);
     }
     let text = render(format, mode, &outcome)?;
     println!("{}", text.trim_end());
@@ -358,7 +387,11 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
             }
         };
         info!(listen = %policy.metrics.listen, "metrics on /metrics, health on /healthz");
-        Some(tokio::spawn(metrics::serve(listener, Arc::clone(&metrics), shutdown.clone())))
+        Some(tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        )))
     } else {
         None
     };

@@ -149,30 +149,86 @@ struct Planner<'a> {
 
 /// Plan one pass.
 pub fn plan(policy: &Policy, snap: &Snapshot, now: DateTime<Utc>) -> Plan {
-    let rules = policy
-        .rules
-        .iter()
-        .map(|rule| RuleView {
-            rule,
-            kept_recent: keep_most_recent(rule, snap),
-        })
-        .collect();
-    let mut p = Planner {
-        policy,
-        snap,
-        now,
-        rules,
-        ledger: Ledger::new(snap),
-        planned: HashSet::new(),
-        selected: Vec::new(),
-        kept: Vec::new(),
-        kept_seen: HashSet::new(),
-        notes: Vec::new(),
-        limit_hit: false,
-    };
+    let mut p = Planner::new(policy, snap, now);
     p.age_and_usage_phase();
     p.disk_phase();
     p.finish()
+}
+
+/// One condition of one policy, checked against one reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionCheck {
+    /// The condition's key: `unused_for`, `older_than`, `keep_most_recent`, `disk_high`.
+    pub condition: &'static str,
+    /// Whether it holds now.
+    pub holds: bool,
+    /// The figures behind the answer.
+    pub detail: String,
+}
+
+/// How one policy sees one reference (or an untagged image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// The policy's name.
+    pub policy: String,
+    /// The tag, or `None` for the untagged image itself.
+    pub reference: Option<String>,
+    /// Whether the policy's selectors pick it.
+    pub selected: bool,
+    /// Each condition the policy sets (empty when not selected).
+    pub conditions: Vec<ConditionCheck>,
+}
+
+/// A safety rule that protects a reference (or the untagged image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// The tag, or `None` for the untagged image itself.
+    pub reference: Option<String>,
+    /// The rule, in words.
+    pub rule: String,
+}
+
+/// Every policy's verdict and every safety rule, for one image: what
+/// `imagegc explain` shows. The plan itself says what the next pass does.
+pub fn judge(
+    policy: &Policy,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+    image: usize,
+) -> (Vec<Verdict>, Vec<Protection>) {
+    let p = Planner::new(policy, snap, now);
+    let img = &snap.images[image];
+    let targets: Vec<Target> = if img.tags.is_empty() {
+        vec![Target::Untagged(image)]
+    } else {
+        (0..img.tags.len()).map(|t| Target::Tag(image, t)).collect()
+    };
+    let mut verdicts = Vec::new();
+    let mut protections = Vec::new();
+    for &target in &targets {
+        let reference = p.reference(target);
+        for view in &p.rules {
+            let selected = selects(view.rule, snap, target);
+            let conditions = if selected {
+                p.check_conditions(view, target)
+            } else {
+                Vec::new()
+            };
+            verdicts.push(Verdict {
+                policy: view.rule.name.clone(),
+                reference: reference.clone(),
+                selected,
+                conditions,
+            });
+        }
+        for rule in p.safety_reasons(target, false) {
+            protections.push(Protection {
+                reference: reference.clone(),
+                rule,
+            });
+        }
+    }
+    (verdicts, protections)
 }
 
 /// The newest `keep_most_recent` selected tags per repository, by created time,
@@ -222,7 +278,116 @@ fn selects(rule: &Rule, snap: &Snapshot, target: Target) -> bool {
     sel.labels.iter().all(|l| l.matches(&img.labels))
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
+    fn new(policy: &'a Policy, snap: &'a Snapshot, now: DateTime<Utc>) -> Self {
+        let rules = policy
+            .rules
+            .iter()
+            .map(|rule| RuleView {
+                rule,
+                kept_recent: keep_most_recent(rule, snap),
+            })
+            .collect();
+        Planner {
+            policy,
+            snap,
+            now,
+            rules,
+            ledger: Ledger::new(snap),
+            planned: HashSet::new(),
+            selected: Vec::new(),
+            kept: Vec::new(),
+            kept_seen: HashSet::new(),
+            notes: Vec::new(),
+            limit_hit: false,
+        }
+    }
+
+    /// Each condition of a rule, checked and explained, for `explain`.
+    fn check_conditions(&self, view: &RuleView<'_>, target: Target) -> Vec<ConditionCheck> {
+        let cond = &view.rule.conditions;
+        let i = target.image();
+        let img = &self.snap.images[i];
+        let mut out = Vec::new();
+        if let Some(d) = cond.unused_for {
+            let (last, source) = self.snap.last_used(i);
+            let idle = self.now - last;
+            out.push(ConditionCheck {
+                condition: "unused_for",
+                holds: idle > std_to_delta(d),
+                detail: format!(
+                    "last used {} ago ({}); unused_for {}",
+                    human_duration(idle),
+                    source.as_str(),
+                    human_duration(std_to_delta(d))
+                ),
+            });
+        }
+        if let Some(d) = cond.older_than {
+            let age = self.now - img.created;
+            out.push(ConditionCheck {
+                condition: "older_than",
+                holds: age > std_to_delta(d),
+                detail: format!(
+                    "created {} ago; older_than {}",
+                    human_duration(age),
+                    human_duration(std_to_delta(d))
+                ),
+            });
+        }
+        if let Some(n) = cond.keep_most_recent {
+            let (holds, detail) = match target {
+                Target::Tag(_, t) => {
+                    let repo = repository_of(&img.tags[t]);
+                    if view.kept_recent.contains(&(i, t)) {
+                        (false, format!("among the {n} newest of {repo}: kept"))
+                    } else {
+                        (true, format!("not among the {n} newest of {repo}"))
+                    }
+                }
+                Target::Untagged(_) => (
+                    false,
+                    "untagged images have no repository to rank in".to_string(),
+                ),
+            };
+            out.push(ConditionCheck {
+                condition: "keep_most_recent",
+                holds,
+                detail,
+            });
+        }
+        if let Some(disk) = cond.disk {
+            let actual = match disk.high {
+                Threshold::Ratio(_) => self.snap.disk.map(|d| d.used_ratio()),
+                Threshold::Bytes(_) => Some(self.snap.image_bytes() as f64),
+            };
+            let (holds, detail) = match actual {
+                None => (false, "disk usage unknown".to_string()),
+                Some(v) => {
+                    let high = match disk.high {
+                        Threshold::Ratio(h) => v >= h - 1e-12,
+                        Threshold::Bytes(h) => v >= h as f64,
+                    };
+                    (
+                        high,
+                        format!(
+                            "usage {} vs disk_high {} (then least recently used first down to disk_low {})",
+                            Self::show(v, disk.high),
+                            disk.high,
+                            disk.low
+                        ),
+                    )
+                }
+            };
+            out.push(ConditionCheck {
+                condition: "disk_high",
+                holds,
+                detail,
+            });
+        }
+        out
+    }
+
     fn candidates(&self) -> Vec<Target> {
         let mut out = Vec::new();
         for (i, img) in self.snap.images.iter().enumerate() {
@@ -303,23 +468,35 @@ impl Planner<'_> {
 
     /// The safety rule that protects a target, if any.
     fn protected(&self, target: Target) -> Option<String> {
+        self.safety_reasons(target, true).into_iter().next()
+    }
+
+    /// The safety rules that protect a target: the first only, or all.
+    fn safety_reasons(&self, target: Target, first_only: bool) -> Vec<String> {
         let i = target.image();
         let img = &self.snap.images[i];
         let safety = &self.policy.safety;
-        if let Some(&c) = self.snap.users[i].first() {
+        let mut out = Vec::new();
+        for &c in &self.snap.users[i] {
             let c = &self.snap.containers[c].container;
-            return Some(format!(
+            out.push(format!(
                 "in use by container {} ({})",
                 short_id(&c.id),
                 c.state
             ));
+            if first_only {
+                return out;
+            }
         }
-        if let Some(l) = safety
+        for l in safety
             .protect_labels
             .iter()
-            .find(|l| l.matches(&img.labels))
+            .filter(|l| l.matches(&img.labels))
         {
-            return Some(format!("protected by label {l}"));
+            out.push(format!("protected by label {l}"));
+            if first_only {
+                return out;
+            }
         }
         // The references this removal takes away: the tag, or, for an
         // untagged image removed by ID, its digest references.
@@ -329,12 +506,15 @@ impl Planner<'_> {
         };
         for reference in references {
             let repo = repository_of(reference);
-            if let Some(g) = safety
+            for g in safety
                 .protect
                 .iter()
-                .find(|g| g.is_match(reference) || g.is_match(repo))
+                .filter(|g| g.is_match(reference) || g.is_match(repo))
             {
-                return Some(format!("protected by glob {}", g.pattern));
+                out.push(format!("protected by glob {}", g.pattern));
+                if first_only {
+                    return out;
+                }
             }
         }
         let min_age = std_to_delta(safety.min_age);
@@ -344,13 +524,13 @@ impl Planner<'_> {
         };
         let age = self.now - since;
         if age < min_age {
-            return Some(format!(
+            out.push(format!(
                 "younger than min_age {} ({what} {} ago)",
                 human_duration(min_age),
                 human_duration(age)
             ));
         }
-        None
+        out
     }
 
     fn keep(&mut self, target: Target, rule: usize, reason: String) {

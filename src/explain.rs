@@ -1,0 +1,365 @@
+//! `imagegc explain`: everything imagegc knows and decides about one image.
+//!
+//! This is the answer to "why did (or didn't) imagegc delete this?": the
+//! image's references, size and the bytes it alone would free, its times and
+//! where its last-used time came from, how every policy sees each of its
+//! references, every safety rule that protects it, and what the next pass
+//! would actually do with it (taken from a full plan, so the answer is the
+//! planner's own, not a second opinion).
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::accounting::Ledger;
+use crate::output::size;
+use crate::plan::{self, human_duration, Plan, Protection, Verdict};
+use crate::policy::Policy;
+use crate::snapshot::Snapshot;
+
+/// Why a target names no single image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// Nothing matches.
+    #[error("no image matches {0:?}: give a reference (repo:tag) or an image ID (or a unique prefix of one)")]
+    NotFound(String),
+    /// An ID prefix matches several images.
+    #[error("{target:?} matches {count} images; give more of the ID")]
+    Ambiguous {
+        /// What was asked for.
+        target: String,
+        /// How many images match.
+        count: usize,
+    },
+}
+
+/// Find the image a reference or an ID (prefix) names.
+pub fn find(snapshot: &Snapshot, target: &str) -> Result<usize, LookupError> {
+    let with_latest = if plan::repository_of(target) == target && !target.contains('@') {
+        Some(format!("{target}:latest"))
+    } else {
+        None
+    };
+    if let Some(i) = snapshot.images.iter().position(|img| {
+        img.tags
+            .iter()
+            .chain(&img.digests)
+            .any(|r| r == target || Some(r) == with_latest.as_ref())
+    }) {
+        return Ok(i);
+    }
+    let hex = target.strip_prefix("sha256:").unwrap_or(target);
+    if hex.len() < 4 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(LookupError::NotFound(target.to_string()));
+    }
+    let matches: Vec<usize> = snapshot
+        .images
+        .iter()
+        .enumerate()
+        .filter(|(_, img)| {
+            img.id
+                .strip_prefix("sha256:")
+                .unwrap_or(&img.id)
+                .starts_with(hex)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match matches.as_slice() {
+        [i] => Ok(*i),
+        [] => Err(LookupError::NotFound(target.to_string())),
+        many => Err(LookupError::Ambiguous {
+            target: target.to_string(),
+            count: many.len(),
+        }),
+    }
+}
+
+/// Everything `explain` reports about one image.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// Image ID.
+    pub image_id: String,
+    /// Tag references.
+    pub references: Vec<String>,
+    /// Digest references.
+    pub digests: Vec<String>,
+    /// Bytes of all its layers, shared ones included.
+    pub size_bytes: u64,
+    /// Bytes deleting this image alone would free (0 while a child or a
+    /// container holds it).
+    pub unique_bytes: u64,
+    /// Created time.
+    pub created: DateTime<Utc>,
+    /// First seen by imagegc, if after tracking began.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// Last used.
+    pub last_used: DateTime<Utc>,
+    /// Where the last-used time came from.
+    pub last_used_source: &'static str,
+    /// Containers using it: (short ID, name, state).
+    pub containers: Vec<(String, String, String)>,
+    /// Parent image ID, when the engine knows one.
+    pub parent: Option<String>,
+    /// Number of child images.
+    pub children: usize,
+    /// How each policy sees each reference.
+    pub verdicts: Vec<Verdict>,
+    /// Safety rules that protect it.
+    pub protections: Vec<Protection>,
+    /// What the next pass would do with it: (reference, policy, reason, bytes).
+    pub removals: Vec<(Option<String>, String, String, u64)>,
+    /// What the next pass would keep for a safety reason: (reference, policy, reason).
+    pub kept: Vec<(Option<String>, String, String)>,
+    /// When this was worked out.
+    pub now: DateTime<Utc>,
+}
+
+/// Explain image `i` of `snapshot` under `policy` at `now`, given the full
+/// `plan` of that snapshot.
+pub fn explain(
+    policy: &Policy,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    now: DateTime<Utc>,
+    i: usize,
+) -> Explanation {
+    let img = &snapshot.images[i];
+    let (verdicts, protections) = plan::judge(policy, snapshot, now, i);
+    let mut ledger = Ledger::new(snapshot);
+    if img.tags.is_empty() {
+        ledger.remove_untagged(i);
+    } else {
+        for _ in &img.tags {
+            ledger.remove_reference(i);
+        }
+    }
+    let (last_used, source) = snapshot.last_used(i);
+    Explanation {
+        image_id: img.id.clone(),
+        references: img.tags.clone(),
+        digests: img.digests.clone(),
+        size_bytes: img
+            .layers
+            .iter()
+            .map(|&l| snapshot.layers[l as usize].size)
+            .sum(),
+        unique_bytes: ledger.freed(),
+        created: img.created,
+        first_seen: img.tracked.first_seen,
+        last_used,
+        last_used_source: source.as_str(),
+        containers: snapshot.users[i]
+            .iter()
+            .map(|&c| {
+                let c = &snapshot.containers[c].container;
+                (
+                    c.id.chars().take(12).collect(),
+                    c.names.first().cloned().unwrap_or_default(),
+                    c.state.clone(),
+                )
+            })
+            .collect(),
+        parent: snapshot.parent[i].map(|p| snapshot.images[p].id.clone()),
+        children: snapshot.children[i].len(),
+        verdicts,
+        protections,
+        removals: plan
+            .removals
+            .iter()
+            .filter(|r| r.image == i)
+            .map(|r| {
+                (
+                    r.reference.clone(),
+                    r.policy.clone(),
+                    r.reason.clone(),
+                    r.reclaim_bytes,
+                )
+            })
+            .collect(),
+        kept: plan
+            .kept
+            .iter()
+            .filter(|k| k.image == i)
+            .map(|k| (k.reference.clone(), k.policy.clone(), k.reason.clone()))
+            .collect(),
+        now,
+    }
+}
+
+fn shown(reference: Option<&String>) -> &str {
+    reference.map_or("<untagged>", String::as_str)
+}
+
+impl Explanation {
+    /// One-line answer: will the next pass remove it?
+    pub fn summary(&self) -> String {
+        if self.removals.is_empty() {
+            if let Some((_, policy, reason)) = self.kept.first() {
+                format!("kept: policy {policy} would remove it, but it is {reason}")
+            } else if self.verdicts.iter().any(|v| v.selected) {
+                "kept: the policies that select it have conditions that do not hold".to_string()
+            } else {
+                "kept: no policy selects it".to_string()
+            }
+        } else {
+            let deleted = self.removals.len() == self.references.len().max(1);
+            format!(
+                "the next pass would {} it ({} removal{}, frees {})",
+                if deleted { "remove" } else { "untag" },
+                self.removals.len(),
+                if self.removals.len() == 1 { "" } else { "s" },
+                size(self.removals.iter().map(|r| r.3).sum())
+            )
+        }
+    }
+
+    /// As JSON.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "image_id": self.image_id,
+            "references": self.references,
+            "digests": self.digests,
+            "size_bytes": self.size_bytes,
+            "unique_bytes": self.unique_bytes,
+            "created": self.created,
+            "first_seen": self.first_seen,
+            "last_used": self.last_used,
+            "last_used_source": self.last_used_source,
+            "containers": self.containers.iter().map(|(id, name, state)| json!({
+                "id": id, "name": name, "state": state,
+            })).collect::<Vec<_>>(),
+            "parent": self.parent,
+            "children": self.children,
+            "policies": self.verdicts.iter().map(|v| json!({
+                "policy": v.policy,
+                "reference": v.reference,
+                "selected": v.selected,
+                "conditions": v.conditions.iter().map(|c| json!({
+                    "condition": c.condition, "holds": c.holds, "detail": c.detail,
+                })).collect::<Vec<_>>(),
+                "conditions_hold": v.selected && v.conditions.iter().all(|c| c.holds),
+            })).collect::<Vec<_>>(),
+            "safety": self.protections.iter().map(|p| json!({
+                "reference": p.reference, "rule": p.rule,
+            })).collect::<Vec<_>>(),
+            "next_pass": {
+                "removals": self.removals.iter().map(|(r, p, why, b)| json!({
+                    "reference": r, "policy": p, "reason": why, "reclaim_bytes": b,
+                })).collect::<Vec<_>>(),
+                "kept": self.kept.iter().map(|(r, p, why)| json!({
+                    "reference": r, "policy": p, "reason": why,
+                })).collect::<Vec<_>>(),
+            },
+            "summary": self.summary(),
+        })
+    }
+
+    /// As text for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let ago = |t: DateTime<Utc>| human_duration(self.now - t);
+        let _ = writeln!(o, "image        {}", self.image_id);
+        let refs = if self.references.is_empty() {
+            "<untagged>".to_string()
+        } else {
+            self.references.join(", ")
+        };
+        let _ = writeln!(o, "references   {refs}");
+        if !self.digests.is_empty() {
+            let _ = writeln!(o, "digests      {}", self.digests.join(", "));
+        }
+        let _ = writeln!(
+            o,
+            "size         {} ({} freed if deleted alone)",
+            size(self.size_bytes),
+            size(self.unique_bytes)
+        );
+        let _ = writeln!(
+            o,
+            "created      {} ({} ago)",
+            self.created.format("%Y-%m-%d %H:%M:%S UTC"),
+            ago(self.created)
+        );
+        let _ = match self.first_seen {
+            Some(t) => writeln!(
+                o,
+                "first seen   {} ({} ago)",
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                ago(t)
+            ),
+            None => writeln!(
+                o,
+                "first seen   before tracking began (created time counts)"
+            ),
+        };
+        let _ = writeln!(
+            o,
+            "last used    {} ({} ago; from: {})",
+            self.last_used.format("%Y-%m-%d %H:%M:%S UTC"),
+            ago(self.last_used),
+            self.last_used_source
+        );
+        if let Some(p) = &self.parent {
+            let _ = writeln!(o, "parent       {p}");
+        }
+        if self.children > 0 {
+            let _ = writeln!(o, "children     {} (kept while they exist)", self.children);
+        }
+        for (id, name, state) in &self.containers {
+            let _ = writeln!(o, "container    {id} {name} ({state})");
+        }
+        o.push_str("\nPolicies:\n");
+        if self.verdicts.is_empty() {
+            o.push_str("  (none)\n");
+        }
+        for v in &self.verdicts {
+            let who = shown(v.reference.as_ref());
+            if !v.selected {
+                let _ = writeln!(o, "  {} on {who}: not selected", v.policy);
+                continue;
+            }
+            let all = v.conditions.iter().all(|c| c.holds);
+            let _ = writeln!(
+                o,
+                "  {} on {who}: selected; conditions {}",
+                v.policy,
+                if all { "hold" } else { "do not hold" }
+            );
+            for c in &v.conditions {
+                let _ = writeln!(
+                    o,
+                    "    [{}] {}: {}",
+                    if c.holds { "x" } else { " " },
+                    c.condition,
+                    c.detail
+                );
+            }
+        }
+        o.push_str("\nSafety:\n");
+        if self.protections.is_empty() {
+            o.push_str("  no safety rule protects it\n");
+        }
+        for p in &self.protections {
+            let _ = writeln!(o, "  {}: {}", shown(p.reference.as_ref()), p.rule);
+        }
+        o.push_str("\nNext pass:\n");
+        for (r, p, why, b) in &self.removals {
+            let _ = writeln!(
+                o,
+                "  remove {} (policy {p}, frees {}): {why}",
+                shown(r.as_ref()),
+                size(*b)
+            );
+        }
+        for (r, p, why) in &self.kept {
+            let _ = writeln!(
+                o,
+                "  keep {} (policy {p} would remove it): {why}",
+                shown(r.as_ref())
+            );
+        }
+        let _ = writeln!(o, "  => {}", self.summary());
+        o
+    }
+}
