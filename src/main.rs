@@ -296,20 +296,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         }
     }
     if let Command::Explain { target, .. } = &cli.command {
-        let image = match explain::find(&outcome.snapshot, target) {
-            Ok(i) => i,
-            Err(e) => {
-                eprintln!("imagegc: {e}");
-                return Ok(exit::BAD_ARGUMENT);
-            }
-        };
-        let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
-        let text = match format {
-            Format::Json => serde_json::to_string_pretty(&e.to_json())?,
-            Format::Table => e.to_text(),
-        };
-        println!("{}", text.trim_end());
-        return Ok(exit::OK);
+        return print_explanation(policy, &outcome, target, format, now);
     }
     let text = render(format, mode, &outcome)?;
     println!("{}", text.trim_end());
@@ -326,6 +313,30 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
             return Ok(exit::ENGINE);
         }
     }
+    Ok(exit::OK)
+}
+
+/// `imagegc explain`: find the image and print what imagegc thinks of it.
+fn print_explanation(
+    policy: &Policy,
+    outcome: &pass::Outcome,
+    target: &str,
+    format: Format,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<u8> {
+    let image = match explain::find(&outcome.snapshot, target) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("imagegc: {e}");
+            return Ok(exit::BAD_ARGUMENT);
+        }
+    };
+    let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+        Format::Table => e.to_text(),
+    };
+    println!("{}", text.trim_end());
     Ok(exit::OK)
 }
 
