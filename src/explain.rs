@@ -309,6 +309,12 @@ impl Explanation {
         for (id, name, state) in &self.containers {
             let _ = writeln!(o, "container    {id} {name} ({state})");
         }
+        self.decisions_text(&mut o);
+        o
+    }
+
+    /// Policies, safety and the next pass, as text.
+    fn decisions_text(&self, o: &mut String) {
         o.push_str("\nPolicies:\n");
         if self.verdicts.is_empty() {
             o.push_str("  (none)\n");
@@ -360,6 +366,5 @@ impl Explanation {
             );
         }
         let _ = writeln!(o, "  => {}", self.summary());
-        o
     }
 }

@@ -44,6 +44,7 @@ unused_for = "7d"
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn explain_says_why_each_image_goes_or_stays_and_the_pass_agrees() {
     let lab = Lab::new();
     let keep_label = format!("imagegc.keep-{}", lab.id());
