@@ -119,6 +119,13 @@ pub struct Metrics {
     policy_disk_high: GaugeVec,
     /// See `policy_disk_high`.
     policy_disk_low: GaugeVec,
+    /// Size watermarks, compared with `imagegc_image_bytes`.
+    policy_disk_high_bytes: GaugeVec,
+    /// Size watermarks, compared with `imagegc_image_bytes`.
+    policy_disk_low_bytes: GaugeVec,
+    /// When this process started, so alerts can tell "never succeeded" from
+    /// "just started".
+    start_time: prometheus::Gauge,
     /// 1 while the engine answers.
     engine_up: IntGauge,
     /// 1 when the last reload (SIGHUP) applied a valid policy.
@@ -254,6 +261,32 @@ impl Metrics {
                     &["policy"],
                 ),
             ),
+            policy_disk_high_bytes: register(
+                r,
+                gauge_vec(
+                    "imagegc_policy_disk_high_bytes",
+                    "disk_high watermark in bytes of image data (compare with imagegc_image_bytes) \
+                     of each policy with size watermarks.",
+                    &["policy"],
+                ),
+            ),
+            policy_disk_low_bytes: register(
+                r,
+                gauge_vec(
+                    "imagegc_policy_disk_low_bytes",
+                    "disk_low watermark in bytes of image data (compare with imagegc_image_bytes) \
+                     of each policy with size watermarks.",
+                    &["policy"],
+                ),
+            ),
+            start_time: register(
+                r,
+                prometheus::Gauge::with_opts(prometheus::Opts::new(
+                    "imagegc_start_time_seconds",
+                    "Unix time at which this imagegc process started.",
+                ))
+                .expect("static metric options are valid"),
+            ),
             engine_up: register(
                 r,
                 int_gauge(
@@ -291,6 +324,9 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        metrics
+            .start_time
+            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         for kind in FAILURE_KINDS {
             metrics.removal_failures.with_label_values(&[kind]);
         }
@@ -327,19 +363,27 @@ impl Metrics {
 
         let mut high = BTreeMap::new();
         let mut low = BTreeMap::new();
+        let mut high_bytes = BTreeMap::new();
+        let mut low_bytes = BTreeMap::new();
         for rule in &policy.rules {
+            let name = rule.name.as_str();
             if let Some(DiskPressure { high: h, low: l }) = rule.conditions.disk {
-                if let Threshold::Ratio(h) = h {
-                    high.insert(rule.name.as_str(), h);
-                }
-                if let Threshold::Ratio(l) = l {
-                    low.insert(rule.name.as_str(), l);
+                for (t, ratios, bytes) in [
+                    (h, &mut high, &mut high_bytes),
+                    (l, &mut low, &mut low_bytes),
+                ] {
+                    match t {
+                        Threshold::Ratio(v) => ratios.insert(name, v),
+                        Threshold::Bytes(v) => bytes.insert(name, v as f64),
+                    };
                 }
             }
         }
         for (vec, wanted) in [
             (&self.policy_disk_high, &high),
             (&self.policy_disk_low, &low),
+            (&self.policy_disk_high_bytes, &high_bytes),
+            (&self.policy_disk_low_bytes, &low_bytes),
         ] {
             retain_series(vec, |name| wanted.contains_key(name));
             for (&name, &ratio) in wanted {

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Builds the Debian package with `cargo deb`, installs it on this machine with
+# `dpkg -i`, checks what landed and what did not happen (the service is
+# neither enabled nor started), reinstalls it over an edited policy, and
+# purges it, checking that nothing is left behind.
+#
+# Usage (as root, from anywhere; .ci/run calls it after `cargo test`):
+#   tests/deb/test-package.sh              # builds with `cargo deb` first
+#   tests/deb/test-package.sh FILE.deb     # tests a package built earlier
+#
+# It refuses to run when an imagegc package, or any file the package would
+# install, is already on the machine (it would overwrite and then purge it).
+# Whatever happens after it installs the package, it purges it on exit.
+set -euo pipefail
+# A package named on the command line is relative to the caller's directory.
+given_deb=${1:+$(realpath -- "$1")}
+cd "$(dirname "$0")/../.."
+
+readonly PKG=imagegc
+readonly BIN=/usr/bin/imagegc
+readonly POLICY=/etc/imagegc/imagegc.toml
+readonly UNIT=/usr/lib/systemd/system/imagegc.service
+readonly DOC=/usr/share/doc/imagegc
+readonly WANTS_LINK=/etc/systemd/system/multi-user.target.wants/imagegc.service
+readonly DSH_STATE=/var/lib/systemd/deb-systemd-helper-enabled
+readonly DSH_MASKED=/var/lib/systemd/deb-systemd-helper-masked
+
+script_start=$(date +%s)
+step() { printf '\n== %s\n' "$*"; }
+ok() { printf '   ok: %s\n' "$*"; }
+fail() {
+    printf '   FAIL: %s\n' "$*" >&2
+    exit 1
+}
+
+# Prints dpkg's status word for the package ("installed", "config-files",
+# ...), or nothing when dpkg does not know it.
+pkg_status() {
+    dpkg-query -W -f='${db:Status-Status}' "$PKG" 2>/dev/null || true
+}
+
+# Fails unless the file exists and has the same bytes as the source file.
+same_file() {
+    local path=$1 source=$2
+    [ -f "$path" ] || fail "$path is missing"
+    cmp -s "$path" "$source" || fail "$path differs from $source"
+    ok "$path (= $source)"
+}
+
+# ---------------------------------------------------------------------------
+step "preconditions"
+
+[ "$(id -u)" -eq 0 ] || fail "run as root: the test installs and purges a package with dpkg"
+for tool in dpkg dpkg-query dpkg-deb cmp md5sum; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed"
+done
+ok "running as root, dpkg tools present"
+
+status=$(pkg_status)
+if [ -n "$status" ] && [ "$status" != "not-installed" ]; then
+    fail "dpkg already knows an $PKG package (status: $status); this test would replace and purge it. Remove it first (dpkg --purge $PKG) if it is disposable."
+fi
+for path in "$BIN" /etc/imagegc "$UNIT" /lib/systemd/system/imagegc.service \
+    /etc/systemd/system/imagegc.service "$WANTS_LINK" "$DOC"; do
+    if [ -e "$path" ] || [ -L "$path" ]; then
+        fail "$path already exists (installed by hand?); this test would overwrite it and its purge would delete it. Move it away first."
+    fi
+done
+ok "no $PKG package and none of its paths on this machine"
+
+# ---------------------------------------------------------------------------
+if [ -n "$given_deb" ]; then
+    deb=$given_deb
+    step "package: $deb (given)"
+else
+    step "building the package: cargo deb (release build)"
+    build_start=$(date +%s)
+    # cargo deb prints the path of the package it wrote on stdout.
+    deb=$(cargo deb | tail -n 1)
+    echo "   cargo deb took $(($(date +%s) - build_start)) s"
+fi
+[ -f "$deb" ] || fail "no package file at '$deb'"
+ok "$deb ($(du -h "$deb" | cut -f1))"
+
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+[ "$(dpkg-deb -f "$deb" Package)" = "$PKG" ] || fail "the package is not named $PKG"
+[ "$(dpkg-deb -f "$deb" Version)" = "$version-1" ] ||
+    fail "package version $(dpkg-deb -f "$deb" Version), expected $version-1 (Cargo.toml)"
+ok "package $PKG $version-1"
+
+# ---------------------------------------------------------------------------
+# From here on the package may be (partly) installed: purge it on any exit.
+# (A name no function uses for a local: bash scopes locals dynamically, and
+# the trap runs inside whichever function called exit.)
+PACKAGE_INSTALLED_BY_TEST=0
+cleanup() {
+    local rc=$?
+    if [ "$PACKAGE_INSTALLED_BY_TEST" = 1 ]; then
+        status=$(pkg_status)
+        if [ -n "$status" ] && [ "$status" != "not-installed" ]; then
+            echo "   cleaning up: dpkg --purge $PKG" >&2
+            dpkg --purge "$PKG" >/dev/null || echo "   dpkg --purge $PKG failed: purge it by hand" >&2
+        fi
+    fi
+    if [ "$rc" -ne 0 ]; then
+        echo "test-package.sh: FAILED after $(($(date +%s) - script_start)) s" >&2
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+step "dpkg -i"
+PACKAGE_INSTALLED_BY_TEST=1
+dpkg -i "$deb" </dev/null || fail "dpkg -i $deb failed"
+[ "$(pkg_status)" = "installed" ] || fail "dpkg status is '$(pkg_status)', expected installed"
+ok "installed"
+
+step "control fields"
+depends=$(dpkg-query -W -f='${Depends}' "$PKG")
+[[ "$depends" == *libc6* ]] || fail "Depends ($depends) lacks libc6: cargo-deb's \$auto did not run"
+ok "Depends: $depends"
+recommends=$(dpkg-query -W -f='${Recommends}' "$PKG")
+[ "$recommends" = "docker.io | docker-ce" ] || fail "Recommends is '$recommends'"
+ok "Recommends: $recommends"
+description=$(dpkg-query -W -f='${Description}' "$PKG")
+[ "$(printf '%s\n' "$description" | wc -l)" -ge 5 ] || fail "no extended description: $description"
+[[ "$description" == *"neither enabled nor started"* ]] ||
+    fail "the description does not say the service is not enabled"
+ok "Description: $(printf '%s\n' "$description" | head -n 1) (+ $(($(printf '%s\n' "$description" | wc -l) - 1)) lines)"
+
+step "files"
+expected=(
+    "$BIN"
+    "$POLICY"
+    "$UNIT"
+    "$DOC/README.md"
+    "$DOC/copyright"
+)
+for example in config/examples/*.toml; do
+    expected+=("$DOC/examples/$(basename "$example")")
+done
+[ -x "$BIN" ] || fail "$BIN is missing or not executable"
+[ "$(stat -c %a "$BIN")" = 755 ] || fail "$BIN has mode $(stat -c %a "$BIN"), expected 755"
+ok "$BIN (mode 755)"
+same_file "$POLICY" config/imagegc.toml
+same_file "$UNIT" systemd/imagegc.service
+if [ "$(readlink -f /lib)" = /usr/lib ]; then
+    same_file /lib/systemd/system/imagegc.service systemd/imagegc.service
+fi
+same_file "$DOC/README.md" README.md
+for example in config/examples/*.toml; do
+    same_file "$DOC/examples/$(basename "$example")" "$example"
+done
+[ -s "$DOC/copyright" ] || fail "$DOC/copyright is missing or empty"
+ok "$DOC/copyright"
+
+# Every file dpkg lists is one we expect, and the other way round.
+mapfile -t listed < <(dpkg -L "$PKG" | while read -r path; do
+    if [ -f "$path" ] && [ ! -d "$path" ]; then echo "$path"; fi
+done | sort)
+mapfile -t wanted < <(printf '%s\n' "${expected[@]}" | sort)
+if [ "${listed[*]}" != "${wanted[*]}" ]; then
+    echo "   dpkg -L $PKG lists:" >&2
+    printf '     %s\n' "${listed[@]}" >&2
+    echo "   expected:" >&2
+    printf '     %s\n' "${wanted[@]}" >&2
+    fail "the package's file list is not the expected one"
+fi
+ok "dpkg -L lists exactly these ${#listed[@]} files:"
+printf '     %s\n' "${listed[@]}"
+
+step "the binary and the shipped policy"
+reported=$("$BIN" --version) || fail "$BIN --version failed"
+[ "$reported" = "imagegc $version" ] || fail "$BIN --version printed '$reported', expected 'imagegc $version'"
+ok "$BIN --version: $reported"
+"$BIN" check-config "$POLICY" || fail "$BIN check-config $POLICY failed"
+ok "$BIN check-config $POLICY passes"
+for example in "$DOC"/examples/*.toml; do
+    "$BIN" check-config "$example" || fail "$BIN check-config $example failed"
+done
+ok "$BIN check-config passes for every installed example"
+if command -v systemd-analyze >/dev/null; then
+    # With the binary in place, this also checks that ExecStart= names it.
+    systemd-analyze verify "$UNIT" || fail "systemd-analyze verify $UNIT failed"
+    ok "systemd-analyze verify $UNIT"
+fi
+
+step "conffile"
+conffiles=$(dpkg-query -W -f='${Conffiles}' "$PKG")
+echo "   ${conffiles# }"
+sum=$(md5sum "$POLICY" | cut -d' ' -f1)
+grep -qx " *$POLICY $sum" <<<"$conffiles" || fail "$POLICY is not a registered conffile (with md5 $sum)"
+[ "$(grep -c . <<<"$conffiles")" -eq 1 ] || fail "expected exactly one conffile"
+ok "$POLICY is the package's only conffile"
+
+step "the service is installed but neither enabled nor started"
+links=$(find /etc/systemd -name 'imagegc.service' 2>/dev/null || true)
+[ -z "$links" ] || fail "install created enablement links: $links"
+ok "no imagegc.service link under /etc/systemd"
+if command -v systemctl >/dev/null; then
+    enabled=$(systemctl --root=/ is-enabled imagegc.service 2>&1 || true)
+    [ "$enabled" = disabled ] || fail "systemctl is-enabled imagegc.service: $enabled, expected disabled"
+    ok "systemctl --root=/ is-enabled imagegc.service: disabled"
+fi
+postinst=/var/lib/dpkg/info/$PKG.postinst
+if grep -nE 'deb-systemd-invoke start|_dh_action=start' "$postinst"; then
+    fail "$postinst starts the service"
+fi
+ok "$postinst never starts it (on upgrades it try-restarts it only if it is running)"
+if [ -d /run/systemd/system ]; then
+    active=$(systemctl is-active imagegc.service || true)
+    [ "$active" = inactive ] || fail "systemctl is-active imagegc.service: $active"
+    ok "systemctl is-active imagegc.service: inactive"
+else
+    ok "(systemd is not running here: no live check of is-active)"
+fi
+
+step "reinstall over an edited policy: the operator's edit survives"
+marker="# edited by tests/deb/test-package.sh"
+echo "$marker" >>"$POLICY"
+dpkg -i "$deb" </dev/null || fail "reinstalling $deb failed"
+grep -qx "$marker" "$POLICY" || fail "reinstalling the package replaced the edited $POLICY"
+leftovers=$(find /etc/imagegc -name '*.dpkg-*')
+[ -z "$leftovers" ] || fail "dpkg left $leftovers"
+"$BIN" check-config "$POLICY" || fail "$BIN check-config $POLICY failed after the reinstall"
+ok "$POLICY kept the edit, no .dpkg-new/.dpkg-dist next to it"
+
+step "an operator enables the service, then purges the package"
+if command -v systemctl >/dev/null; then
+    systemctl --root=/ enable imagegc.service
+    [ -L "$WANTS_LINK" ] || fail "systemctl enable did not create $WANTS_LINK"
+    ok "enabled: $WANTS_LINK"
+else
+    ok "(no systemctl here: enablement is not tested)"
+fi
+dpkg --purge "$PKG" </dev/null || fail "dpkg --purge $PKG failed"
+
+step "nothing is left behind"
+status=$(pkg_status)
+[ -z "$status" ] || [ "$status" = not-installed ] || fail "dpkg still knows $PKG (status: $status)"
+ok "dpkg no longer knows $PKG"
+for path in "${expected[@]}" /lib/systemd/system/imagegc.service /etc/imagegc "$DOC" \
+    "$WANTS_LINK" "$DSH_STATE/imagegc.service.dsh-also" \
+    "$DSH_STATE/multi-user.target.wants/imagegc.service" "$DSH_MASKED/imagegc.service"; do
+    if [ -e "$path" ] || [ -L "$path" ]; then
+        fail "$path is still there"
+    fi
+    ok "gone: $path"
+done
+stray=$(find /etc/systemd /var/lib/systemd /var/lib/dpkg/info -name "$PKG*" 2>/dev/null || true)
+[ -z "$stray" ] || fail "left behind: $stray"
+ok "no $PKG* under /etc/systemd, /var/lib/systemd or /var/lib/dpkg/info"
+
+echo
+echo "test-package.sh: all checks passed in $(($(date +%s) - script_start)) s"
