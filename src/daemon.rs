@@ -66,7 +66,8 @@ impl TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> DateTime<Utc> {
-        let elapsed = chrono::TimeDelta::from_std(self.start.elapsed()).unwrap_or(chrono::TimeDelta::MAX);
+        let elapsed =
+            chrono::TimeDelta::from_std(self.start.elapsed()).unwrap_or(chrono::TimeDelta::MAX);
         self.wall + elapsed
     }
 }
@@ -158,7 +159,12 @@ pub struct Daemon<E: Engine + 'static> {
 impl<E: Engine + 'static> Daemon<E> {
     /// A daemon with production defaults for everything but the engine,
     /// policy and metrics.
-    pub fn new(engine: Arc<E>, config_path: Option<PathBuf>, policy: Policy, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        engine: Arc<E>,
+        config_path: Option<PathBuf>,
+        policy: Policy,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             engine,
             config_path,
@@ -175,16 +181,25 @@ impl<E: Engine + 'static> Daemon<E> {
 
     /// Run until `shutdown` is cancelled. `controls` carries reload requests.
     /// Returns after the state has been written.
-    pub async fn run(self, mut controls: mpsc::UnboundedReceiver<Control>, shutdown: CancellationToken) {
+    pub async fn run(
+        self,
+        mut controls: mpsc::UnboundedReceiver<Control>,
+        shutdown: CancellationToken,
+    ) {
         let mut lp = Loop::start(self, &shutdown).await;
         let (tx, mut updates) = mpsc::unbounded_channel::<Update>();
         let tracker = tokio_util::task::TaskTracker::new();
         if lp.d.follow_events {
             let engine = Arc::clone(&lp.d.engine);
             let metrics = Arc::clone(&lp.d.metrics);
-            tracker.spawn(events::follow(engine, tx, shutdown.child_token(), move |up| {
-                metrics.set_engine_up(up);
-            }));
+            tracker.spawn(events::follow(
+                engine,
+                tx,
+                shutdown.child_token(),
+                move |up| {
+                    metrics.set_engine_up(up);
+                },
+            ));
         } else {
             drop(tx);
         }
@@ -205,7 +220,9 @@ impl<E: Engine + 'static> Daemon<E> {
                     continue;
                 }
             }
-            let until_fire = next.map_or(lp.d.max_sleep, |at| (at - now).to_std().unwrap_or(Duration::ZERO));
+            let until_fire = next.map_or(lp.d.max_sleep, |at| {
+                (at - now).to_std().unwrap_or(Duration::ZERO)
+            });
             let slice = until_fire.min(lp.tick());
             tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -276,7 +293,8 @@ impl<E: Engine + 'static> Loop<E> {
             lp.connect().await;
             lp.reconcile().await;
         }
-        lp.d.notifier.status(&format!("waiting; {}", lp.last_status));
+        lp.d.notifier
+            .status(&format!("waiting; {}", lp.last_status));
         lp
     }
 
@@ -306,8 +324,13 @@ impl<E: Engine + 'static> Loop<E> {
         let now = self.d.clock.now();
         if self.memory.state.baseline_pending {
             if let Ok(images) = self.d.engine.list_images().await {
-                self.memory.state.observe(images.iter().map(|i| i.id.as_str()), now);
-                info!(images = images.len(), "state: baseline taken; these images count as old");
+                self.memory
+                    .state
+                    .observe(images.iter().map(|i| i.id.as_str()), now);
+                info!(
+                    images = images.len(),
+                    "state: baseline taken; these images count as old"
+                );
             }
         }
         match events::reconcile(&*self.d.engine).await {
@@ -315,7 +338,10 @@ impl<E: Engine + 'static> Loop<E> {
                 for u in &updates {
                     self.apply(u);
                 }
-                debug!(updates = updates.len(), "last-use times reconciled from containers");
+                debug!(
+                    updates = updates.len(),
+                    "last-use times reconciled from containers"
+                );
             }
             Err(e) => warn!(error = %e, "cannot reconcile last-use times from containers"),
         }
@@ -340,7 +366,11 @@ impl<E: Engine + 'static> Loop<E> {
     }
 
     fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let next = self.d.policy.schedule.next_after(after, self.d.policy.timezone);
+        let next = self
+            .d
+            .policy
+            .schedule
+            .next_after(after, self.d.policy.timezone);
         if let Some(at) = next {
             debug!(next = %at, "next pass");
         } else {
@@ -364,7 +394,11 @@ impl<E: Engine + 'static> Loop<E> {
     async fn pass(&mut self, shutdown: &CancellationToken) {
         let started = self.d.clock.now();
         let clock_start = Instant::now();
-        let mode = if self.d.policy.dry_run { Mode::DryRun } else { Mode::Execute };
+        let mode = if self.d.policy.dry_run {
+            Mode::DryRun
+        } else {
+            Mode::Execute
+        };
         let tick = self.tick();
         let result = if self.connect().await {
             let run = pass::run(
@@ -409,12 +443,16 @@ impl<E: Engine + 'static> Loop<E> {
                     self.d.metrics.set_engine_up(false);
                     self.root_dir = None;
                 }
-                self.d.metrics.record_pass(PassOutcome::Failed, None, duration, finished);
+                self.d
+                    .metrics
+                    .record_pass(PassOutcome::Failed, None, duration, finished);
                 ("failed", 0)
             }
             None => {
                 error!("pass failed: engine unreachable or shutdown grace time exceeded");
-                self.d.metrics.record_pass(PassOutcome::Failed, None, duration, finished);
+                self.d
+                    .metrics
+                    .record_pass(PassOutcome::Failed, None, duration, finished);
                 ("failed", 0)
             }
         };
@@ -439,7 +477,12 @@ impl<E: Engine + 'static> Loop<E> {
         }
     }
 
-    fn finish_ok(&mut self, o: &Outcome, duration: Duration, finished: DateTime<Utc>) -> (&'static str, usize) {
+    fn finish_ok(
+        &mut self,
+        o: &Outcome,
+        duration: Duration,
+        finished: DateTime<Utc>,
+    ) -> (&'static str, usize) {
         let Some(report) = &o.report else {
             // Dry run: the plan is the whole story.
             info!(
@@ -450,7 +493,9 @@ impl<E: Engine + 'static> Loop<E> {
                 duration_ms = duration.as_millis() as u64,
                 "pass finished"
             );
-            self.d.metrics.record_pass(PassOutcome::Success, None, duration, finished);
+            self.d
+                .metrics
+                .record_pass(PassOutcome::Success, None, duration, finished);
             self.last_status = format!(
                 "last pass {} (dry run): would remove {} references, free {}",
                 finished.format("%H:%M"),
@@ -487,7 +532,9 @@ impl<E: Engine + 'static> Loop<E> {
             duration_ms = duration.as_millis() as u64,
             "pass finished"
         );
-        self.d.metrics.record_pass(outcome, Some(report), duration, finished);
+        self.d
+            .metrics
+            .record_pass(outcome, Some(report), duration, finished);
         self.last_status = format!(
             "last pass {}: removed {} references, freed {}{}",
             finished.format("%H:%M"),

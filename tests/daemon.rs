@@ -224,7 +224,11 @@ async fn six_field_expression_fires_on_seconds() {
     let got = fire_times("*/20 * * * * *", "UTC", "2026-11-28T10:00:05Z", 3).await;
     assert_times(
         &got,
-        &["2026-11-28T10:00:20Z", "2026-11-28T10:00:40Z", "2026-11-28T10:01:00Z"],
+        &[
+            "2026-11-28T10:00:20Z",
+            "2026-11-28T10:00:40Z",
+            "2026-11-28T10:01:00Z",
+        ],
     );
 }
 
@@ -313,13 +317,22 @@ async fn a_failing_pass_does_not_stop_the_next_one() {
     engine.fail_everything(None);
     let second = r.passes.recv().await.expect("second pass");
     assert_eq!(second.outcome, "success");
-    assert_eq!(second.removed, 1, "the image the failed pass missed goes now");
+    assert_eq!(
+        second.removed, 1,
+        "the image the failed pass missed goes now"
+    );
     assert_eq!((second.started - first.started).num_minutes(), 5);
     shutdown.cancel();
     task.await.expect("daemon task");
     let text = r.metrics.render();
-    assert!(text.contains(r#"imagegc_passes_total{outcome="failed"} 1"#), "{text}");
-    assert!(text.contains(r#"imagegc_passes_total{outcome="success"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"imagegc_passes_total{outcome="failed"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"imagegc_passes_total{outcome="success"} 1"#),
+        "{text}"
+    );
     assert!(text.contains("imagegc_engine_up 1"), "{text}");
     let statuses = r.notifier.statuses.lock().expect("lock").clone();
     assert!(
@@ -347,22 +360,38 @@ async fn reload_with_a_broken_file_keeps_the_old_policy_and_a_good_file_changes_
     let p1 = r.passes.recv().await.expect("pass 1");
     assert_eq!(p1.policies, vec!["first"]);
 
-    std::fs::write(&path, "schedule = \"*/10 * * * *\"\n[[policy]]\nname = \"x\"\nolder_than = \"soon\"\n")
-        .expect("write broken policy");
+    std::fs::write(
+        &path,
+        "schedule = \"*/10 * * * *\"\n[[policy]]\nname = \"x\"\nolder_than = \"soon\"\n",
+    )
+    .expect("write broken policy");
     controls.send(Control::Reload).expect("send reload");
     let p2 = r.passes.recv().await.expect("pass 2");
     assert_eq!(p2.policies, vec!["first"], "a broken file changes nothing");
     let m = r.metrics.render();
-    assert!(m.contains(r#"imagegc_config_reloads_total{outcome="failure"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"imagegc_config_reloads_total{outcome="failure"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("imagegc_config_last_reload_successful 0"), "{m}");
 
-    std::fs::write(&path, policy_text(dir.path(), "*/10 * * * *", "UTC", "second"))
-        .expect("write good policy");
+    std::fs::write(
+        &path,
+        policy_text(dir.path(), "*/10 * * * *", "UTC", "second"),
+    )
+    .expect("write good policy");
     controls.send(Control::Reload).expect("send reload");
     let p3 = r.passes.recv().await.expect("pass 3");
-    assert_eq!(p3.policies, vec!["second"], "a good file applies from the next pass");
+    assert_eq!(
+        p3.policies,
+        vec!["second"],
+        "a good file applies from the next pass"
+    );
     let m = r.metrics.render();
-    assert!(m.contains(r#"imagegc_config_reloads_total{outcome="success"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"imagegc_config_reloads_total{outcome="success"} 1"#),
+        "{m}"
+    );
     assert!(m.contains("imagegc_config_last_reload_successful 1"), "{m}");
     shutdown.cancel();
     task.await.expect("daemon task");
@@ -394,13 +423,20 @@ async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_
     task.await.expect("daemon task");
 
     assert_eq!(rec.outcome, "cancelled");
-    assert_eq!(rec.removed, 2, "the removal in flight finished, no new one started");
+    assert_eq!(
+        rec.removed, 2,
+        "the removal in flight finished, no new one started"
+    );
     assert_eq!(slow.inner.removals().len(), 2);
     assert_eq!(slow.inner.image_ids().len(), 4);
     let state = State::load(&dir.path().join("state.json"), Utc::now())
         .expect("state readable")
         .expect("state file exists");
-    assert_eq!(state.images.len(), 4, "deleted images are dropped from the state");
+    assert_eq!(
+        state.images.len(),
+        4,
+        "deleted images are dropped from the state"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -426,7 +462,10 @@ async fn a_second_pass_over_an_unchanged_engine_makes_no_inspect_calls() {
     assert_eq!(after_first, 3);
     r.passes.recv().await.expect("pass 2");
     r.passes.recv().await.expect("pass 3");
-    assert_eq!(engine.calls.image_details.load(Ordering::Relaxed), after_first);
+    assert_eq!(
+        engine.calls.image_details.load(Ordering::Relaxed),
+        after_first
+    );
     shutdown.cancel();
     task.await.expect("daemon task");
 }
