@@ -29,7 +29,7 @@ pub struct FakeImage {
     pub layers: Vec<(String, u64)>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Inner {
     images: Vec<FakeImage>,
     containers: Vec<Container>,
@@ -45,7 +45,28 @@ struct Inner {
     /// Errors the next `events` calls fail with, first first.
     event_failures: VecDeque<EngineError>,
     event_requests: Vec<EventRequest>,
+    /// How long `list_images` takes.
+    list_delay: std::time::Duration,
+    /// How long each `remove_image` takes.
+    remove_delay: std::time::Duration,
+    /// Called with the 1-based number of each removal as it starts.
+    remove_hook: Option<RemoveHook>,
+    /// Containers still listed but gone by the time they are inspected.
+    vanished: std::collections::HashSet<String>,
 }
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("images", &self.images.len())
+            .field("containers", &self.containers.len())
+            .field("removals", &self.removals)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hook on removals: gets the 1-based number of each removal as it starts.
+pub type RemoveHook = std::sync::Arc<dyn Fn(usize) + Send + Sync>;
 
 /// One call of `events` on the fake engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +137,28 @@ impl FakeEngine {
     /// Make removals of `target` fail with `error`.
     pub fn fail_removal_of(&self, target: &str, error: EngineError) {
         self.lock().fail_remove.insert(target.to_string(), error);
+    }
+
+    /// Make `list_images` take this long (tokio time, so tests can pause it).
+    pub fn set_list_delay(&self, delay: std::time::Duration) {
+        self.lock().list_delay = delay;
+    }
+
+    /// Make each `remove_image` take this long.
+    pub fn set_remove_delay(&self, delay: std::time::Duration) {
+        self.lock().remove_delay = delay;
+    }
+
+    /// Call `hook` with the 1-based number of each removal as it starts, e.g.
+    /// to cancel a pass while a removal is in flight.
+    pub fn on_remove(&self, hook: impl Fn(usize) + Send + Sync + 'static) {
+        self.lock().remove_hook = Some(std::sync::Arc::new(hook));
+    }
+
+    /// Keep `container_id` in the container list but answer its inspect with
+    /// 404, as when `docker rm` races a listing.
+    pub fn vanish_container(&self, container_id: &str) {
+        self.lock().vanished.insert(container_id.to_string());
     }
 
     /// Make every call fail with `error` (or succeed again with `None`).
@@ -232,6 +275,8 @@ impl Engine for FakeEngine {
 
     async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
         self.calls.list_images.fetch_add(1, Ordering::Relaxed);
+        let delay = self.lock().list_delay;
+        tokio::time::sleep(delay).await;
         self.check()?;
         Ok(self
             .lock()
@@ -276,7 +321,15 @@ impl Engine for FakeEngine {
     }
 
     async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
-        self.calls.remove_image.fetch_add(1, Ordering::Relaxed);
+        let n = self.calls.remove_image.fetch_add(1, Ordering::SeqCst) + 1;
+        let (hook, delay) = {
+            let inner = self.lock();
+            (inner.remove_hook.clone(), inner.remove_delay)
+        };
+        if let Some(hook) = hook {
+            hook(n);
+        }
+        tokio::time::sleep(delay).await;
         self.check()?;
         let mut inner = self.lock();
         inner.removals.push(target.to_string());
@@ -376,6 +429,11 @@ impl Engine for FakeEngine {
         self.calls.container_times.fetch_add(1, Ordering::Relaxed);
         self.check()?;
         let inner = self.lock();
+        if inner.vanished.contains(container_id) {
+            return Err(EngineError::NotFound(format!(
+                "No such container: {container_id}"
+            )));
+        }
         if let Some(times) = inner.container_times.get(container_id) {
             return Ok(times.clone());
         }

@@ -187,7 +187,9 @@ fn real_main(cli: &Cli) -> anyhow::Result<u8> {
             .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
         return Ok(match config::load(&path) {
             Ok(policy) => {
-                println!("{}: ok ({} policies)", path.display(), policy.rules.len());
+                let n = policy.rules.len();
+                let noun = if n == 1 { "policy" } else { "policies" };
+                println!("{}: ok ({n} {noun})", path.display());
                 exit::OK
             }
             Err(errors) => {

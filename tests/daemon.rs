@@ -13,9 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use imagegc::config;
 use imagegc::daemon::{Control, Daemon, Notifier, PassRecord, TokioClock};
-use imagegc::engine::{
-    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, ImageDetails, ImageSummary,
-};
+use imagegc::engine::{Engine, EngineError};
 use imagegc::fake::{self, FakeEngine};
 use imagegc::metrics::Metrics;
 use imagegc::state::State;
@@ -42,57 +40,6 @@ impl Notifier for Recorder {
     fn stopping(&self) {}
     fn watchdog_interval(&self) -> Option<Duration> {
         None
-    }
-}
-
-/// Called with the 1-based number of each removal as it starts.
-type RemoveHook = Box<dyn Fn(usize) + Send>;
-
-/// A fake engine whose calls take time, with a hook on each removal.
-struct Slow {
-    inner: FakeEngine,
-    list_delay: Duration,
-    remove_delay: Duration,
-    on_remove: Mutex<Option<RemoveHook>>,
-    removes: AtomicUsize,
-}
-
-impl Slow {
-    fn new(inner: FakeEngine) -> Self {
-        Self {
-            inner,
-            list_delay: Duration::ZERO,
-            remove_delay: Duration::ZERO,
-            on_remove: Mutex::new(None),
-            removes: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Engine for Slow {
-    async fn info(&self) -> Result<EngineInfo, EngineError> {
-        self.inner.info().await
-    }
-    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
-        tokio::time::sleep(self.list_delay).await;
-        self.inner.list_images().await
-    }
-    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
-        self.inner.list_containers().await
-    }
-    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
-        self.inner.image_details(image_id).await
-    }
-    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
-        self.inner.disk_usage(root_dir).await
-    }
-    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
-        let n = self.removes.fetch_add(1, Ordering::SeqCst) + 1;
-        if let Some(hook) = self.on_remove.lock().expect("lock").as_ref() {
-            hook(n);
-        }
-        tokio::time::sleep(self.remove_delay).await;
-        self.inner.remove_image(target).await
     }
 }
 
@@ -273,8 +220,8 @@ fn old_dangling(engine: &FakeEngine, n: usize) {
 #[tokio::test(start_paused = true)]
 async fn passes_never_overlap_even_when_a_pass_outlasts_the_interval() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut slow = Slow::new(FakeEngine::new());
-    slow.list_delay = Duration::from_millis(2500);
+    let slow = FakeEngine::new();
+    slow.set_list_delay(Duration::from_millis(2500));
     let text = policy_text(dir.path(), "* * * * * *", "UTC", "dangling");
     let mut r = rig(Arc::new(slow), &text, None, t("2026-11-28T10:00:00Z"));
     let shutdown = CancellationToken::new();
@@ -400,18 +347,17 @@ async fn reload_with_a_broken_file_keeps_the_old_policy_and_a_good_file_changes_
 #[tokio::test(start_paused = true)]
 async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let inner = FakeEngine::new();
-    old_dangling(&inner, 6);
-    let mut slow = Slow::new(inner);
-    slow.remove_delay = Duration::from_secs(1);
+    let slow = FakeEngine::new();
+    old_dangling(&slow, 6);
+    slow.set_remove_delay(Duration::from_secs(1));
     let shutdown = CancellationToken::new();
     {
         let token = shutdown.clone();
-        *slow.on_remove.lock().expect("lock") = Some(Box::new(move |n| {
+        slow.on_remove(move |n| {
             if n == 2 {
                 token.cancel(); // SIGTERM arrives while the second removal is in flight
             }
-        }));
+        });
     }
     let slow = Arc::new(slow);
     let mut text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling");
@@ -427,8 +373,8 @@ async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_
         rec.removed, 2,
         "the removal in flight finished, no new one started"
     );
-    assert_eq!(slow.inner.removals().len(), 2);
-    assert_eq!(slow.inner.image_ids().len(), 4);
+    assert_eq!(slow.removals().len(), 2);
+    assert_eq!(slow.image_ids().len(), 4);
     let state = State::load(&dir.path().join("state.json"), Utc::now())
         .expect("state readable")
         .expect("state file exists");

@@ -5,39 +5,14 @@
 mod common;
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{docker, engine_lock, image_exists, imagegc_command, layers_size, ImageSpec, Lab};
-
-/// Kills the daemon if the test fails before stopping it.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
+use common::{
+    docker, engine_lock, free_port, http_get, image_exists, imagegc_command, layers_size, wait_for,
+    DaemonProcess, ImageSpec, Lab,
+};
 
 /// Sum of a metric's samples whose line starts with `prefix`.
 fn metric_sum(text: &str, prefix: &str) -> Option<f64> {
@@ -47,17 +22,6 @@ fn metric_sum(text: &str, prefix: &str) -> Option<f64> {
         .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
         .collect();
     (!values.is_empty()).then(|| values.iter().sum())
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn policy(lab: &Lab, port: u16, state: &Path, with_stale: bool) -> String {
@@ -136,7 +100,7 @@ fn daemon_reclaims_on_schedule_and_reports_the_engines_bytes_and_tracks_use_from
         .stderr(Stdio::piped())
         .spawn()
         .expect("start imagegc run");
-    let mut daemon = Daemon(child);
+    let mut daemon = DaemonProcess(child);
 
     // The dangling images go, and the metrics say how many bytes that freed.
     let reclaimed = wait_for(

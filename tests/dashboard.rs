@@ -15,13 +15,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use common::{imagegc_command, Lab};
+use common::{free_port, http_get, imagegc_command, wait_for, DaemonProcess, Lab};
 use serde_json::Value;
 
 const DASHBOARD: &str = "config/grafana/imagegc-dashboard.json";
@@ -357,43 +356,6 @@ fn dashboard_queries_are_valid_promql() {
 // Against a live `imagegc run`
 // ---------------------------------------------------------------------------------------------
 
-/// Kills the daemon if the test fails before stopping it.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Sample name → the label names its samples carry, from an exposition.
 fn samples(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
     let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -477,7 +439,7 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape_that_promtool_a
         .stderr(Stdio::null())
         .spawn()
         .expect("start imagegc run");
-    let mut daemon = Daemon(child);
+    let mut daemon = DaemonProcess(child);
 
     // After the first successful pass, with the disk known.
     let scrape = wait_for(

@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use imagegc::engine::{
-    Container, ContainerTimes, DeleteItem, DiskUsage, Engine, EngineError, EngineEvent, EngineInfo,
-    EventScope, EventStream, ImageDetails, ImageSummary,
-};
+use imagegc::engine::{Container, ContainerTimes, Engine, EngineError, EngineEvent, EventScope};
 use imagegc::events::{follow, reconcile, Update};
 use imagegc::fake::{image, FakeEngine};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -493,59 +490,13 @@ async fn follow_stops_when_nobody_receives_updates() {
         .expect("follow does not panic");
 }
 
-/// The fake engine, but one container vanishes between the list and its
-/// inspect, as when `docker rm` races the start of imagegc.
-struct VanishingContainer {
-    inner: FakeEngine,
-    vanishing: &'static str,
-}
-
-impl Engine for VanishingContainer {
-    async fn info(&self) -> Result<EngineInfo, EngineError> {
-        self.inner.info().await
-    }
-    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
-        self.inner.list_images().await
-    }
-    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
-        self.inner.list_containers().await
-    }
-    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
-        self.inner.image_details(image_id).await
-    }
-    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
-        self.inner.disk_usage(root_dir).await
-    }
-    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
-        self.inner.remove_image(target).await
-    }
-    fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
-        self.inner.events(since)
-    }
-    async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
-        if container_id == self.vanishing {
-            return Err(EngineError::NotFound(format!(
-                "No such container: {container_id}"
-            )));
-        }
-        self.inner.container_times(container_id).await
-    }
-    async fn resolve_image(&self, reference: &str) -> Result<String, EngineError> {
-        self.inner.resolve_image(reference).await
-    }
-}
-
 #[tokio::test]
 async fn reconcile_counts_each_image_used_at_its_containers_newest_time() {
-    let engine = VanishingContainer {
-        inner: FakeEngine::new(),
-        vanishing: "gone",
-    };
+    let engine = FakeEngine::new();
+    engine.vanish_container("gone");
     // Two containers of `app`: the newest time of either wins.
-    engine
-        .inner
-        .add_container(container("old", "sha256:app", "2026-01-01T00:00:00Z"));
-    engine.inner.add_container_times(
+    engine.add_container(container("old", "sha256:app", "2026-01-01T00:00:00Z"));
+    engine.add_container_times(
         "old",
         ContainerTimes {
             image_id: "sha256:app".to_owned(),
@@ -554,10 +505,8 @@ async fn reconcile_counts_each_image_used_at_its_containers_newest_time() {
             finished_at: Some(t("2026-01-03T00:00:00Z")),
         },
     );
-    engine
-        .inner
-        .add_container(container("new", "sha256:app", "2026-01-04T00:00:00Z"));
-    engine.inner.add_container_times(
+    engine.add_container(container("new", "sha256:app", "2026-01-04T00:00:00Z"));
+    engine.add_container_times(
         "new",
         ContainerTimes {
             image_id: "sha256:app".to_owned(),
@@ -567,12 +516,8 @@ async fn reconcile_counts_each_image_used_at_its_containers_newest_time() {
         },
     );
     // Never started: created is the use.
-    engine
-        .inner
-        .add_container(container("fresh", "sha256:tool", "2026-01-06T00:00:00Z"));
-    engine
-        .inner
-        .add_container(container("gone", "sha256:other", "2026-01-07T00:00:00Z"));
+    engine.add_container(container("fresh", "sha256:tool", "2026-01-06T00:00:00Z"));
+    engine.add_container(container("gone", "sha256:other", "2026-01-07T00:00:00Z"));
 
     let updates = reconcile(&engine).await.expect("reconcile");
 

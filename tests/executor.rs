@@ -5,11 +5,9 @@
 mod support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
-use imagegc::engine::{
-    Container, DeleteItem, DiskUsage, Engine, EngineError, EngineInfo, ImageDetails, ImageSummary,
-};
+use imagegc::engine::{Container, Engine, EngineError};
 use imagegc::execute::{execute, Report};
 use imagegc::fake::{self, FakeEngine, FakeImage};
 use imagegc::pass::{self, Memory, Mode, Outcome};
@@ -237,61 +235,30 @@ async fn a_pass_cancelled_before_the_first_removal_removes_nothing() {
     assert_eq!(engine.image_ids().len(), 3);
 }
 
-/// The fake engine, cancelling `token` as its `nth` removal starts: a SIGTERM
-/// that arrives while a removal is in flight.
-struct CancelDuringNthRemoval {
-    inner: FakeEngine,
-    token: CancellationToken,
-    nth: usize,
-    started: AtomicUsize,
-}
-
-impl Engine for CancelDuringNthRemoval {
-    async fn info(&self) -> Result<EngineInfo, EngineError> {
-        self.inner.info().await
-    }
-    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
-        self.inner.list_images().await
-    }
-    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
-        self.inner.list_containers().await
-    }
-    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
-        self.inner.image_details(image_id).await
-    }
-    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
-        self.inner.disk_usage(root_dir).await
-    }
-    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
-        if self.started.fetch_add(1, Ordering::SeqCst) + 1 == self.nth {
-            self.token.cancel();
-        }
-        self.inner.remove_image(target).await
-    }
-}
-
 #[tokio::test]
 async fn a_pass_cancelled_during_a_removal_finishes_it_and_stops_before_the_next() {
     let cancel = CancellationToken::new();
-    let engine = CancelDuringNthRemoval {
-        inner: three_images(),
-        token: cancel.clone(),
-        nth: 2,
-        started: AtomicUsize::new(0),
-    };
+    // SIGTERM arrives while the second removal is in flight.
+    let engine = three_images();
+    let token = cancel.clone();
+    engine.on_remove(move |n| {
+        if n == 2 {
+            token.cancel();
+        }
+    });
     let (snap, planned) = plan_for(&engine, &stale_policy()).await;
 
     let report = execute(&engine, &snap, &planned, &cancel).await;
 
     assert!(report.cancelled);
-    assert_eq!(engine.inner.removals(), vec!["a:1", "b:1"]);
+    assert_eq!(engine.removals(), vec!["a:1", "b:1"]);
     // The removal in flight when the signal came completed and is accounted.
     assert_eq!(done_targets(&report), vec!["a:1", "b:1"]);
     assert_eq!(report.removed[1].deleted_images, vec!["sha256:b"]);
     assert_eq!(report.removed[1].reclaimed_bytes, 200);
     assert_eq!(report.skipped, 1);
     assert_eq!(report.reclaimed_bytes, 300);
-    assert_eq!(engine.inner.image_ids(), vec!["sha256:c"]);
+    assert_eq!(engine.image_ids(), vec!["sha256:c"]);
 }
 
 /// `Engine::remove_image` takes only a target: there is no force parameter

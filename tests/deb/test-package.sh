@@ -234,6 +234,18 @@ if command -v systemctl >/dev/null; then
 else
     ok "(no systemctl here: enablement is not tested)"
 fi
+# What a running service would have written (DynamicUser= keeps StateDirectory=
+# under /var/lib/private and links /var/lib/imagegc to it); purge must remove it.
+state_paths=()
+if [ ! -e /var/lib/imagegc ] && [ ! -L /var/lib/imagegc ] && [ ! -e /var/lib/private/imagegc ]; then
+    mkdir -p /var/lib/private/imagegc
+    echo '{}' >/var/lib/private/imagegc/state.json
+    ln -s private/imagegc /var/lib/imagegc
+    state_paths=(/var/lib/imagegc /var/lib/private/imagegc)
+    ok "made service state as systemd would: /var/lib/imagegc -> private/imagegc"
+else
+    ok "(/var/lib/imagegc exists already: not simulating service state)"
+fi
 dpkg --purge "$PKG" </dev/null || fail "dpkg --purge $PKG failed"
 
 step "nothing is left behind"
@@ -242,7 +254,8 @@ status=$(pkg_status)
 ok "dpkg no longer knows $PKG"
 for path in "${expected[@]}" /lib/systemd/system/imagegc.service /etc/imagegc "$DOC" \
     "$WANTS_LINK" "$DSH_STATE/imagegc.service.dsh-also" \
-    "$DSH_STATE/multi-user.target.wants/imagegc.service" "$DSH_MASKED/imagegc.service"; do
+    "$DSH_STATE/multi-user.target.wants/imagegc.service" "$DSH_MASKED/imagegc.service" \
+    "${state_paths[@]}"; do
     if [ -e "$path" ] || [ -L "$path" ]; then
         fail "$path is still there"
     fi
