@@ -24,6 +24,15 @@ pub struct Layer {
 }
 
 /// Chain IDs of a stack of diff IDs: `C0 = D0`, `Cn = sha256(C(n-1) + " " + Dn)`.
+///
+/// ```
+/// use imagegc::accounting::chain_ids;
+/// let diffs = vec!["sha256:aa".to_string(), "sha256:bb".to_string()];
+/// let chains = chain_ids(&diffs);
+/// assert_eq!(chains[0], "sha256:aa");
+/// // sha256("sha256:aa sha256:bb")
+/// assert_eq!(chains[1], "sha256:b68ad689d6d1ec110ea1c13617437ad6f3766d4b3b309f6a603a222e07a0164f");
+/// ```
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
     for diff in diff_ids {

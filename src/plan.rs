@@ -87,6 +87,14 @@ impl Target {
 }
 
 /// The repository part of a `repo:tag` or `repo@digest` reference.
+///
+/// ```
+/// use imagegc::plan::repository_of;
+/// assert_eq!(repository_of("ci/app:1.2"), "ci/app");
+/// assert_eq!(repository_of("localhost:5000/ci/app:1"), "localhost:5000/ci/app");
+/// assert_eq!(repository_of("localhost:5000/ci/app"), "localhost:5000/ci/app");
+/// assert_eq!(repository_of("base/os@sha256:0123"), "base/os");
+/// ```
 pub fn repository_of(reference: &str) -> &str {
     if let Some((repo, _digest)) = reference.split_once('@') {
         return repo;
@@ -98,6 +106,15 @@ pub fn repository_of(reference: &str) -> &str {
 }
 
 /// A compact duration: `12d`, `3d 4h`, `5h 12m`, `40s`.
+///
+/// ```
+/// use chrono::TimeDelta;
+/// use imagegc::plan::human_duration;
+/// assert_eq!(human_duration(TimeDelta::days(12)), "12d");
+/// assert_eq!(human_duration(TimeDelta::hours(76)), "3d 4h");
+/// assert_eq!(human_duration(TimeDelta::minutes(312)), "5h 12m");
+/// assert_eq!(human_duration(TimeDelta::seconds(40)), "40s");
+/// ```
 pub fn human_duration(d: TimeDelta) -> String {
     let secs = d.num_seconds().max(0);
     let (days, hours, mins) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
