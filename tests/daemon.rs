@@ -415,3 +415,53 @@ async fn a_second_pass_over_an_unchanged_engine_makes_no_inspect_calls() {
     shutdown.cancel();
     task.await.expect("daemon task");
 }
+
+/// A wall clock that follows tokio's, plus a jump the test can add (a
+/// suspend, or an NTP step).
+struct JumpingClock {
+    base: TokioClock,
+    jump: std::sync::Mutex<TimeDelta>,
+}
+
+impl imagegc::daemon::Clock for JumpingClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.base.now() + *self.jump.lock().expect("lock")
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_jump_is_noticed_within_one_sleep_slice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = policy_text(dir.path(), "0 * * * *", "UTC", "dangling");
+    let mut r = rig(
+        Arc::new(FakeEngine::new()),
+        &text,
+        None,
+        t("2026-11-28T10:00:30Z"),
+    );
+    let clock = Arc::new(JumpingClock {
+        base: TokioClock::starting_at(t("2026-11-28T10:00:30Z")),
+        jump: std::sync::Mutex::new(TimeDelta::zero()),
+    });
+    r.daemon.clock = Arc::clone(&clock) as Arc<dyn imagegc::daemon::Clock>;
+    r.daemon.max_sleep = Duration::from_secs(30);
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+
+    // Ten minutes pass on both clocks: nothing is due before 11:00.
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert!(r.passes.try_recv().is_err(), "no pass before 11:00");
+    // The machine sleeps for 50 minutes: the monotonic clock does not see it.
+    *clock.jump.lock().expect("lock") = TimeDelta::minutes(50);
+    let rec = tokio::time::timeout(Duration::from_secs(31), r.passes.recv())
+        .await
+        .expect("the 11:00 pass runs within one 30 s slice of the jump")
+        .expect("a pass");
+    assert!(rec.started >= t("2026-11-28T11:00:00Z"), "{rec:?}");
+    // And it ran once: the next is at 12:00.
+    let again = tokio::time::timeout(Duration::from_secs(120), r.passes.recv()).await;
+    assert!(again.is_err(), "the 11:00 pass ran only once");
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}
