@@ -1,6 +1,7 @@
-//! `imagegc run` speaks the sd_notify protocol as systemd expects: READY=1
-//! once it listens, STATUS= with the last pass, WATCHDOG=1 at half of
-//! WATCHDOG_USEC, STOPPING=1 on SIGTERM — over a real NOTIFY_SOCKET.
+//! `imagegc run` speaks the `sd_notify` protocol as systemd expects:
+//! `READY=1` once it listens, `STATUS=` with the last pass, `WATCHDOG=1` at
+//! half of `WATCHDOG_USEC`, `STOPPING=1` on SIGTERM — over a real
+//! `NOTIFY_SOCKET`.
 
 mod common;
 
