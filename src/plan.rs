@@ -248,8 +248,9 @@ pub fn judge(
     (verdicts, protections)
 }
 
-/// The newest `keep_most_recent` selected tags per repository, by created time,
-/// ties broken by tag name.
+/// The newest `keep_most_recent` selected tags per repository, by created time;
+/// on a tie the tag that sorts last counts as newer (`build-102` over
+/// `build-101`, as with reproducible builds that share a created time).
 fn keep_most_recent(rule: &Rule, snap: &Snapshot) -> HashSet<(usize, usize)> {
     let Some(n) = rule.conditions.keep_most_recent else {
         return HashSet::new();
@@ -268,7 +269,7 @@ fn keep_most_recent(rule: &Rule, snap: &Snapshot) -> HashSet<(usize, usize)> {
             let (ia, ib) = (&snap.images[a.0], &snap.images[b.0]);
             ib.created
                 .cmp(&ia.created)
-                .then_with(|| ia.tags[a.1].cmp(&ib.tags[b.1]))
+                .then_with(|| ib.tags[b.1].cmp(&ia.tags[a.1]))
         });
         keep.extend(refs.iter().take(n).copied());
     }

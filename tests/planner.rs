@@ -310,9 +310,9 @@ fn keep_most_recent_two_of_six_tags_removes_exactly_the_four_oldest() {
 }
 
 /// Two images created at the same instant rank by tag name; the one whose
-/// tag sorts first counts as the newer.
+/// tag sorts last counts as the newer (v5 over v4).
 #[test]
-fn keep_most_recent_breaks_created_time_ties_by_tag_name_keeping_the_lower_name() {
+fn keep_most_recent_breaks_created_time_ties_by_tag_name_keeping_the_higher_name() {
     let p = policy(vec![rule("ci")
         .repositories(&["ci/app"])
         .keep_most_recent(2)
@@ -331,7 +331,7 @@ fn keep_most_recent_breaks_created_time_ties_by_tag_name_keeping_the_lower_name(
 
     assert_eq!(
         sorted(targets(&planned)),
-        vec!["ci/app:v1", "ci/app:v2", "ci/app:v3", "ci/app:v5"]
+        vec!["ci/app:v1", "ci/app:v2", "ci/app:v3", "ci/app:v4"]
     );
 }
 
@@ -1638,7 +1638,7 @@ proptest! {
         prop_assert_eq!(gone.len(), selected - by_repo.values().map(|v| v.len().min(n)).sum::<usize>());
         for (repo, mut refs) in by_repo {
             refs.sort_by(|a, b| {
-                snap.images[b.0].created.cmp(&snap.images[a.0].created).then(a.1.cmp(b.1))
+                snap.images[b.0].created.cmp(&snap.images[a.0].created).then(b.1.cmp(a.1))
             });
             let remaining: Vec<(usize, &str)> =
                 refs.iter().copied().filter(|r| !gone.contains(r)).collect();
