@@ -164,8 +164,13 @@ pub struct Ledger<'a> {
     snapshot: &'a Snapshot,
     /// Live images using each layer.
     layer_users: Vec<u32>,
-    /// References not yet removed, per image.
+    /// Tags not yet removed, per image.
     refs_left: Vec<u32>,
+    /// Per image: does a digest reference outlive its last tag? The engine
+    /// drops `repo@digest` with the last `repo:tag` of the same repository,
+    /// but a digest of a repository the image has no tag in keeps the image
+    /// (untagged, so dangling) until it is removed by ID.
+    keeps_digest: Vec<bool>,
     /// Child images not yet deleted, per image.
     live_children: Vec<u32>,
     /// Every reference removed, or removal by ID asked for.
@@ -194,6 +199,17 @@ impl<'a> Ledger<'a> {
                 .iter()
                 .map(|i| i.tags.len() as u32)
                 .collect(),
+            keeps_digest: snapshot
+                .images
+                .iter()
+                .map(|i| {
+                    !i.tags.is_empty()
+                        && i.digests.iter().any(|d| {
+                            let repo = crate::plan::repository_of(d);
+                            !i.tags.iter().any(|t| crate::plan::repository_of(t) == repo)
+                        })
+                })
+                .collect(),
             live_children: snapshot.children.iter().map(|c| c.len() as u32).collect(),
             requested: vec![false; n],
             deleted: vec![false; n],
@@ -219,9 +235,18 @@ impl<'a> Ledger<'a> {
     /// Remove one tag reference of `image`.
     pub fn remove_reference(&mut self, image: usize) -> Effect {
         self.refs_left[image] = self.refs_left[image].saturating_sub(1);
-        if self.refs_left[image] == 0 {
-            self.requested[image] = true;
+        if self.refs_left[image] > 0 {
+            return Effect::default();
         }
+        if self.keeps_digest[image] {
+            // Untagged now, but a digest holds it: dangling, not deleted.
+            let mut effect = Effect::default();
+            if self.live_children[image] == 0 && !self.snapshot.in_use[image] {
+                effect.newly_dangling.push(image);
+            }
+            return effect;
+        }
+        self.requested[image] = true;
         self.settle(image)
     }
 

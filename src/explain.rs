@@ -127,13 +127,11 @@ pub fn explain(
     let img = &snapshot.images[i];
     let (verdicts, protections) = plan::judge(policy, snapshot, now, i);
     let mut ledger = Ledger::new(snapshot);
-    if img.tags.is_empty() {
-        ledger.remove_untagged(i);
-    } else {
-        for _ in &img.tags {
-            ledger.remove_reference(i);
-        }
+    for _ in &img.tags {
+        ledger.remove_reference(i);
     }
+    // Untagged, or held by a digest once its tags are gone: removed by ID.
+    ledger.remove_untagged(i);
     let (last_used, source) = snapshot.last_used(i);
     Explanation {
         image_id: img.id.clone(),

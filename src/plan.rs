@@ -409,14 +409,12 @@ impl<'a> Planner<'a> {
     fn candidates(&self) -> Vec<Target> {
         let mut out = Vec::new();
         for (i, img) in self.snap.images.iter().enumerate() {
-            if img.tags.is_empty() {
-                // Dangling after the removals planned so far: an earlier
-                // policy may have removed its last child.
-                if self.ledger.is_dangling(i) {
-                    out.push(Target::Untagged(i));
-                }
-            } else {
-                out.extend((0..img.tags.len()).map(|t| Target::Tag(i, t)));
+            out.extend((0..img.tags.len()).map(|t| Target::Tag(i, t)));
+            // Dangling after the removals planned so far: an earlier policy
+            // may have removed its last child, or its last tag while a
+            // digest reference still holds it.
+            if self.ledger.is_dangling(i) {
+                out.push(Target::Untagged(i));
             }
         }
         out

@@ -218,6 +218,67 @@ fn a_protect_glob_keeps_an_image_pulled_by_digest_only() {
     assert_eq!(why, "protected by glob base/*");
 }
 
+/// Pulled as `ubuntu@sha256:…`, then tagged `ci/app:1`: removing the tag
+/// leaves the digest of the other repository, so the engine keeps the image
+/// (untagged). It frees nothing until a dangling policy removes it by ID.
+#[test]
+fn a_digest_of_another_repository_keeps_the_image_after_its_last_tag_goes() {
+    let only_tags = policy(vec![rule("stale")
+        .repositories(&["ci/*"])
+        .older_than(secs(DAY))
+        .build()]);
+    let with_dangling = policy(vec![
+        rule("stale")
+            .repositories(&["ci/*"])
+            .older_than(secs(DAY))
+            .build(),
+        rule("dangling")
+            .dangling(true)
+            .older_than(secs(HOUR))
+            .build(),
+    ]);
+    let snap = snapshot(
+        &[img("pulled", 10 * DAY)
+            .tags(&["ci/app:1"])
+            .digests(&["ubuntu@sha256:0123abcd"])
+            .layer("p", 100)],
+        vec![],
+    );
+
+    let planned = plan(&only_tags, &snap, now());
+    assert_eq!(targets(&planned), vec!["ci/app:1"]);
+    assert_eq!(planned.reclaim_bytes, 0, "the digest keeps the image");
+    assert!(!planned.removals[0].deletes_image);
+
+    let planned = plan(&with_dangling, &snap, now());
+    assert_eq!(
+        targets(&planned),
+        vec!["ci/app:1".to_string(), id("pulled")]
+    );
+    assert_eq!(planned.removals[1].policy, "dangling");
+    assert_eq!(planned.reclaim_bytes, 100);
+}
+
+/// A digest of the same repository goes with the last tag, as the engine
+/// drops it: the image is deleted by the tag removal.
+#[test]
+fn a_digest_of_the_same_repository_goes_with_the_last_tag() {
+    let p = policy(vec![rule("stale")
+        .repositories(&["ci/*"])
+        .older_than(secs(DAY))
+        .build()]);
+    let snap = snapshot(
+        &[img("pushed", 10 * DAY)
+            .tags(&["ci/app:1"])
+            .digests(&["ci/app@sha256:0123abcd"])
+            .layer("p", 100)],
+        vec![],
+    );
+    let planned = plan(&p, &snap, now());
+    assert_eq!(targets(&planned), vec!["ci/app:1"]);
+    assert_eq!(planned.reclaim_bytes, 100);
+}
+
 #[test]
 fn a_protect_label_keeps_every_reference_of_the_image() {
     let mut p = policy(vec![rule("everything").older_than(secs(DAY)).build()]);
@@ -1388,6 +1449,16 @@ fn removed<'p>(removals: &[&'p Removal]) -> Removed<'p> {
     out
 }
 
+/// The engine drops `repo@digest` with the last `repo:tag` of the same
+/// repository; a digest of a repository the image has no tag in keeps the
+/// image, untagged, until it is removed by ID.
+fn digest_outlives_tags(img: &imagegc::snapshot::Image) -> bool {
+    img.digests.iter().any(|d| {
+        let repo = repository(d);
+        !img.tags.iter().any(|t| repository(t) == repo)
+    })
+}
+
 /// Which images the engine deletes after `removed`: an image goes once every
 /// reference is removed (or, untagged, its removal asked for), no container
 /// uses it and every child has gone.
@@ -1414,6 +1485,7 @@ fn model_deleted(snap: &Snapshot, removed: &Removed<'_>) -> Vec<bool> {
                 img.tags
                     .iter()
                     .all(|t| removed.tags.contains(&(i, t.as_str())))
+                    && (!digest_outlives_tags(img) || removed.untagged.contains(&i))
             };
             if requested && children[i].iter().all(|&c| deleted[c]) {
                 deleted[i] = true;
@@ -1736,8 +1808,12 @@ fn removable_left(
             .filter(|t| !gone.tags.contains(&(i, t.as_str())))
             .map(|t| Some(t.as_str()))
             .collect();
-        let dangling = img.tags.is_empty()
-            && (0..snap.images.len()).all(|c| snap.parent[c] != Some(i) || deleted[c]);
+        let untagged = img
+            .tags
+            .iter()
+            .all(|t| gone.tags.contains(&(i, t.as_str())));
+        let dangling =
+            untagged && (0..snap.images.len()).all(|c| snap.parent[c] != Some(i) || deleted[c]);
         if dangling && !gone.untagged.contains(&i) {
             refs.push(None);
         }
