@@ -171,3 +171,101 @@ fn help_explains_every_command_and_option() {
     let out = imagegc(&["--version"]);
     assert!(stdout(&out).starts_with("imagegc "), "{}", stdout(&out));
 }
+
+/// `imagegc run` with no engine: it starts, says so on /healthz, keeps
+/// retrying instead of exiting (no crash loop), and stops cleanly.
+#[test]
+fn the_daemon_without_an_engine_stays_up_reports_unhealthy_and_stops_on_sigterm() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let path = dir.path().join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[state]\npath = \"{}\"\n[[policy]]\nname = \"d\"\ndangling = true\nolder_than = \"1h\"\n",
+            dir.path().join("state.json").display()
+        ),
+    )
+    .expect("write policy");
+    let address = format!("unix://{}", dir.path().join("none.sock").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imagegc"))
+        .args([
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--engine",
+            &address,
+            "run",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start imagegc run");
+    let get = |path: &str| -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        Some(buf)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        if let Some(h) = get("/healthz") {
+            break h;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the metrics endpoint never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        health.starts_with("HTTP/1.0 503") || health.starts_with("HTTP/1.1 503"),
+        "{health}"
+    );
+    assert!(
+        health.contains("engine"),
+        "the reason names the engine: {health}"
+    );
+    let metrics = get("/metrics").expect("metrics");
+    assert!(metrics.contains("imagegc_engine_up 0"), "{metrics}");
+    // Still running a few seconds later: it retries, it does not exit.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "imagegc run exited without an engine"
+    );
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "did not stop within 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    assert!(err.contains("engine unreachable; retrying"), "{err}");
+    assert!(err.contains(&address), "{err}");
+}
