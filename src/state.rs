@@ -142,6 +142,7 @@ impl State {
     /// Read the state file. `Ok(None)` when there is none yet, or when it was
     /// corrupt and has been moved aside (a warning says where).
     pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Option<Self>, StateError> {
+        remove_orphaned_temp_files(path);
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -196,10 +197,7 @@ impl State {
         };
         std::fs::create_dir_all(&dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let name = path
-            .file_name()
-            .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = temp_path(path, &dir, std::process::id());
         let result = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&json)?;
@@ -213,6 +211,45 @@ impl State {
             let _ = std::fs::remove_file(&tmp);
         }
         result.map_err(io)
+    }
+}
+
+/// The temp file a save writes before its rename.
+fn temp_path(path: &Path, dir: &Path, pid: u32) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    dir.join(format!(".{name}.tmp-{pid}"))
+}
+
+/// Temp files of writers that died mid-save (SIGKILL, power loss) stay
+/// behind; remove those whose process is gone. Best effort: a failure here
+/// costs a few bytes of disk, nothing else.
+fn remove_orphaned_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

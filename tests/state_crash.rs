@@ -73,6 +73,20 @@ fn killing_the_writer_at_any_instant_always_leaves_a_state_file_that_parses() {
             bytes.len()
         );
     }
+    // Temp files of killed writers are cleared by the next load.
+    State::load(&path, Utc::now())
+        .expect("load")
+        .expect("state");
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["state.json".to_string()],
+        "leftovers: {names:?}"
+    );
 }
 
 #[test]
