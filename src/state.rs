@@ -139,6 +139,28 @@ impl State {
         Ok(Self::load(path, now)?.unwrap_or_else(|| Self::fresh(now)))
     }
 
+    /// Read the state file without changing anything on disk, for commands
+    /// that must write nothing (`plan`, `explain`). A missing, unreadable or
+    /// corrupt file gives a fresh state (with a warning for the last two).
+    pub fn peek(path: &Path, now: DateTime<Utc>) -> Self {
+        let parsed = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::fresh(now),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed {
+            Ok(state) if state.version == SCHEMA_VERSION => state,
+            Ok(state) => {
+                tracing::warn!(path = %path.display(), version = state.version, "state file has another schema version; ignoring it");
+                Self::fresh(now)
+            }
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), reason, "state file unreadable; ignoring it (a pass will move it aside)");
+                Self::fresh(now)
+            }
+        }
+    }
+
     /// Read the state file. `Ok(None)` when there is none yet, or when it was
     /// corrupt and has been moved aside (a warning says where).
     pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Option<Self>, StateError> {
@@ -310,6 +332,17 @@ mod tests {
             .path()
             .join("state.json.corrupt-20260203T040506Z")
             .exists());
+    }
+
+    #[test]
+    fn peek_at_a_corrupt_file_changes_nothing_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{not json").expect("write");
+        let got = State::peek(&path, t("2026-02-03T04:05:06Z"));
+        assert!(got.baseline_pending, "a fresh state");
+        assert_eq!(std::fs::read(&path).expect("still there"), b"{not json");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
     }
 
     #[test]
