@@ -125,7 +125,7 @@ pub struct Metrics {
     policy_disk_low_bytes: GaugeVec,
     /// When this process started, so alerts can tell "never succeeded" from
     /// "just started".
-    start_time: prometheus::Gauge,
+    start_time: Gauge,
     /// 1 while the engine answers.
     engine_up: IntGauge,
     /// 1 when the last reload (SIGHUP) applied a valid policy.
@@ -281,11 +281,10 @@ impl Metrics {
             ),
             start_time: register(
                 r,
-                prometheus::Gauge::with_opts(prometheus::Opts::new(
+                gauge(
                     "imagegc_start_time_seconds",
                     "Unix time at which this imagegc process started.",
-                ))
-                .expect("static metric options are valid"),
+                ),
             ),
             engine_up: register(
                 r,
