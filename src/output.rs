@@ -105,30 +105,32 @@ pub fn pass_json(
     v
 }
 
-fn table(rows: &[[String; 4]], header: [&str; 4]) -> String {
-    let mut widths = header.map(str::len);
+/// Columns padded to their widest cell, two spaces apart; the column named
+/// by `right` (sizes) is right-aligned, the last one is not padded.
+fn table<const N: usize>(rows: &[[String; N]], header: [&str; N], right: Option<usize>) -> String {
+    let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let line = |out: &mut String, cells: [&str; 4]| {
-        let _ = writeln!(
-            out,
-            "{:<w0$}  {:<w1$}  {:>w2$}  {}",
-            cells[0],
-            cells[1],
-            cells[2],
-            cells[3],
-            w0 = widths[0],
-            w1 = widths[1],
-            w2 = widths[2],
-        );
+    let mut line = |cells: [&str; N]| {
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if i + 1 == N {
+                out.push_str(cell);
+            } else if right == Some(i) {
+                let _ = write!(out, "{}{cell}  ", " ".repeat(pad));
+            } else {
+                let _ = write!(out, "{cell}{}  ", " ".repeat(pad));
+            }
+        }
+        out.push('\n');
     };
-    line(&mut out, header);
+    line(header);
     for row in rows {
-        line(&mut out, [&row[0], &row[1], &row[2], &row[3]]);
+        line(row.each_ref().map(String::as_str));
     }
     out
 }
@@ -151,23 +153,26 @@ pub fn plan_table(plan: &Plan) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "FREES", "REASON"]));
+        out.push_str(&table(
+            &rows,
+            ["REFERENCE", "POLICY", "FREES", "REASON"],
+            Some(2),
+        ));
     }
     if !plan.kept.is_empty() {
         out.push_str("\nKept by safety rules:\n");
-        let rows: Vec<[String; 4]> = plan
+        let rows: Vec<[String; 3]> = plan
             .kept
             .iter()
             .map(|k| {
                 [
                     shown_ref(k.reference.as_deref(), &k.image_id),
                     k.policy.clone(),
-                    String::new(),
                     k.reason.clone(),
                 ]
             })
             .collect();
-        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "", "KEPT BECAUSE"]));
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KEPT BECAUSE"], None));
     }
     for note in &plan.notes {
         let _ = writeln!(out, "note: {note}");
@@ -204,7 +209,11 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "FREED", "RESULT"]));
+        out.push_str(&table(
+            &rows,
+            ["REFERENCE", "POLICY", "FREED", "RESULT"],
+            Some(2),
+        ));
     }
     if !report.failed.is_empty() {
         out.push_str("\nNot removed:\n");
@@ -220,7 +229,11 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KIND", "MESSAGE"]));
+        out.push_str(&table(
+            &rows,
+            ["REFERENCE", "POLICY", "KIND", "MESSAGE"],
+            None,
+        ));
     }
     if !plan.kept.is_empty() {
         let _ = writeln!(
