@@ -272,6 +272,8 @@ struct Loop<E: Engine + 'static> {
     memory: Memory,
     root_dir: Option<String>,
     last_status: String,
+    /// The last state write failed (logged once, not at every attempt).
+    save_failing: bool,
 }
 
 impl<E: Engine + 'static> Loop<E> {
@@ -288,6 +290,7 @@ impl<E: Engine + 'static> Loop<E> {
             memory: Memory::new(state),
             root_dir: None,
             last_status: String::from("no pass yet"),
+            save_failing: false,
         };
         if !shutdown.is_cancelled() {
             lp.connect().await;
@@ -383,10 +386,21 @@ impl<E: Engine + 'static> Loop<E> {
         self.memory.state.touch(&u.image_id, u.at, u.by);
     }
 
-    fn save(&self) {
+    /// Write the state; a failure is logged when it starts and when it ends,
+    /// not at every attempt (an unwritable path would flood the log).
+    fn save(&mut self) {
         let path = &self.d.policy.state.path;
-        if let Err(e) = self.memory.state.save(path) {
-            warn!(error = %e, "cannot write the state file");
+        match self.memory.state.save(path) {
+            Ok(()) if self.save_failing => {
+                info!(path = %path.display(), "state file written again");
+                self.save_failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !self.save_failing => {
+                warn!(error = %e, "cannot write the state file; first-seen and last-used times will not survive a restart");
+                self.save_failing = true;
+            }
+            Err(e) => debug!(error = %e, "state file still not writable"),
         }
     }
 
