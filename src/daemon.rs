@@ -463,7 +463,13 @@ impl<E: Engine + 'static> Loop<E> {
                 ("failed", 0)
             }
             None => {
-                error!("pass failed: engine unreachable or shutdown grace time exceeded");
+                if shutdown.is_cancelled() {
+                    error!(
+                        "pass abandoned: the engine did not answer within the shutdown grace time"
+                    );
+                } else {
+                    error!("pass failed: the engine is unreachable");
+                }
                 self.d
                     .metrics
                     .record_pass(PassOutcome::Failed, None, duration, finished);
