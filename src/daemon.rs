@@ -590,6 +590,15 @@ impl<E: Engine + 'static> Loop<E> {
 
     /// Re-read the policy. Returns true when a new policy took effect.
     fn reload(&mut self) -> bool {
+        // Started on the built-in policy: a file put at the default path
+        // since then is what the operator wants now.
+        if self.d.config_path.is_none() {
+            let default = std::path::Path::new(config::DEFAULT_CONFIG_PATH);
+            if default.exists() {
+                info!(path = %default.display(), "policy file appeared at the default path; reading it");
+                self.d.config_path = Some(default.to_path_buf());
+            }
+        }
         let loaded = match &self.d.config_path {
             Some(path) => config::load(path),
             None => Ok(config::builtin()),
