@@ -222,11 +222,6 @@ impl<'a> Ledger<'a> {
         self.freed
     }
 
-    /// True when the removals so far delete `image`.
-    pub fn is_deleted(&self, image: usize) -> bool {
-        self.deleted[image]
-    }
-
     /// True when `image` has no tag left and no child left, and is not deleted.
     pub fn is_dangling(&self, image: usize) -> bool {
         !self.deleted[image] && self.refs_left[image] == 0 && self.live_children[image] == 0

@@ -429,3 +429,37 @@ async fn a_dry_run_pass_records_first_seen_but_removes_nothing() {
     assert_eq!(memory.state.images["sha256:new"].first_seen, Some(now()));
     assert_eq!(memory.state.images.len(), 3);
 }
+
+#[tokio::test]
+async fn a_pass_reads_the_engines_disk_and_relieves_pressure_down_to_the_low_watermark() {
+    use imagegc::engine::DiskUsage;
+    use imagegc::policy::Threshold;
+
+    let engine = three_images();
+    // 900 of 1000 bytes used: above 85 %; freeing a:1 (100) leaves 80 %,
+    // freeing b:1 (200) too leaves 60 %, at or below 70 %.
+    engine.set_disk(Some(DiskUsage {
+        total_bytes: 1000,
+        used_bytes: 900,
+    }));
+    let p = policy(vec![rule("pressure")
+        .disk(Threshold::Ratio(0.85), Threshold::Ratio(0.70))
+        .build()]);
+    let mut memory = Memory::new(State::fresh(ago(DAY)));
+    let outcome = pass::run(
+        &engine,
+        &p,
+        Some("/var/lib/docker"),
+        &mut memory,
+        Mode::Execute,
+        now(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("the fake engine answers");
+
+    assert_eq!(targets(&outcome.plan), vec!["a:1", "b:1"]);
+    let report = outcome.report.expect("executed");
+    assert_eq!(report.reclaimed_bytes, 300);
+    assert_eq!(engine.image_ids(), vec!["sha256:c"]);
+}
