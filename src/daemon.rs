@@ -480,11 +480,16 @@ impl<E: Engine + 'static> Loop<E> {
             self.last_status = format!("last pass {} failed", finished.format("%H:%M"));
         }
         self.d.notifier.status(&self.last_status);
-        if mode == Mode::Execute || mode == Mode::DryRun {
-            self.save();
-        }
-        if outcome != "cancelled" && !shutdown.is_cancelled() {
-            self.refresh_inventory().await;
+        self.save();
+        match &result {
+            // Nothing was removed: the pass's own snapshot and plan are current.
+            Some(Ok(o)) if o.report.as_ref().is_none_or(|r| r.removed.is_empty()) => {
+                self.d.metrics.record_inventory(&o.snapshot, &o.plan);
+            }
+            _ if outcome != "cancelled" && !shutdown.is_cancelled() => {
+                self.refresh_inventory().await;
+            }
+            _ => {}
         }
         if let Some(tx) = &self.d.on_pass {
             let _ = tx.send(PassRecord {

@@ -152,7 +152,7 @@ pub fn explain(
             .map(|&c| {
                 let c = &snapshot.containers[c].container;
                 (
-                    c.id.chars().take(12).collect(),
+                    plan::short_id(&c.id).to_string(),
                     c.names.first().cloned().unwrap_or_default(),
                     c.state.clone(),
                 )

@@ -9,7 +9,7 @@ use std::fmt::Write;
 use serde_json::{json, Value};
 
 use crate::execute::Report;
-use crate::plan::Plan;
+use crate::plan::{short_id, Plan};
 use crate::snapshot::Snapshot;
 
 /// `table` or `json`.
@@ -27,15 +27,10 @@ pub fn size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
-fn short(id: &str) -> &str {
-    let hex = id.strip_prefix("sha256:").unwrap_or(id);
-    hex.get(..12).unwrap_or(hex)
-}
-
 fn shown_ref(reference: Option<&str>, image_id: &str) -> String {
     match reference {
         Some(r) => r.to_string(),
-        None => format!("<untagged> {}", short(image_id)),
+        None => format!("<untagged> {}", short_id(image_id)),
     }
 }
 

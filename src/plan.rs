@@ -133,7 +133,8 @@ fn std_to_delta(d: std::time::Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-fn short_id(id: &str) -> &str {
+/// The first 12 hex digits of an image or container ID, as `docker` shows them.
+pub fn short_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.get(..12).unwrap_or(hex)
 }
@@ -375,19 +376,11 @@ impl<'a> Planner<'a> {
             });
         }
         if let Some(disk) = cond.disk {
-            let actual = match disk.high {
-                Threshold::Ratio(_) => self.snap.disk.map(|d| d.used_ratio()),
-                Threshold::Bytes(_) => Some(self.snap.image_bytes() as f64),
-            };
-            let (holds, detail) = match actual {
+            let (holds, detail) = match self.usage_now(disk.high) {
                 None => (false, "disk usage unknown".to_string()),
                 Some(v) => {
-                    let high = match disk.high {
-                        Threshold::Ratio(h) => v >= h - 1e-12,
-                        Threshold::Bytes(h) => v >= h as f64,
-                    };
                     (
-                        high,
+                        Self::at_or_above(v, disk.high),
                         format!(
                             "usage {} vs disk_high {} (then least recently used first down to disk_low {})",
                             Self::show(v, disk.high),
@@ -637,6 +630,22 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Usage before any removal of this pass, in the threshold's unit; `None`
+    /// when the disk is unknown (remote engine).
+    fn usage_now(&self, like: Threshold) -> Option<f64> {
+        match like {
+            Threshold::Ratio(_) => self.snap.disk.map(|d| d.used_ratio()),
+            Threshold::Bytes(_) => Some(self.snap.image_bytes() as f64),
+        }
+    }
+
+    fn at_or_above(value: f64, threshold: Threshold) -> bool {
+        match threshold {
+            Threshold::Ratio(h) => value >= h - 1e-12,
+            Threshold::Bytes(h) => value >= h as f64,
+        }
+    }
+
     fn at_or_below(value: f64, threshold: Threshold) -> bool {
         match threshold {
             Threshold::Ratio(r) => value <= r + 1e-12,
@@ -654,20 +663,13 @@ impl<'a> Planner<'a> {
             };
             let name = self.rules[r].rule.name.clone();
             // Activation looks at usage before any removal of this pass.
-            let actual = match disk.high {
-                Threshold::Ratio(_) => self.snap.disk.map(|d| d.used_ratio()),
-                Threshold::Bytes(_) => Some(self.snap.image_bytes() as f64),
-            };
-            let Some(actual) = actual else {
+            let Some(actual) = self.usage_now(disk.high) else {
                 self.notes.push(format!(
                     "policy {name}: disk usage of the engine's root dir is unknown (remote engine?); disk_high not evaluated"
                 ));
                 continue;
             };
-            let high_reached = match disk.high {
-                Threshold::Ratio(h) => actual >= h - 1e-12,
-                Threshold::Bytes(h) => actual >= h as f64,
-            };
+            let high_reached = Self::at_or_above(actual, disk.high);
             let shown = Self::show(actual, disk.high);
             if !high_reached {
                 self.notes.push(format!(

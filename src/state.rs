@@ -144,20 +144,25 @@ impl State {
     /// corrupt file gives a fresh state (with a warning for the last two).
     pub fn peek(path: &Path, now: DateTime<Utc>) -> Self {
         let parsed = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string()),
+            Ok(bytes) => Self::parse(&bytes),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::fresh(now),
             Err(e) => Err(e.to_string()),
         };
-        match parsed {
-            Ok(state) if state.version == SCHEMA_VERSION => state,
-            Ok(state) => {
-                tracing::warn!(path = %path.display(), version = state.version, "state file has another schema version; ignoring it");
-                Self::fresh(now)
-            }
-            Err(reason) => {
-                tracing::warn!(path = %path.display(), reason, "state file unreadable; ignoring it (a pass will move it aside)");
-                Self::fresh(now)
-            }
+        parsed.unwrap_or_else(|reason| {
+            tracing::warn!(path = %path.display(), reason, "state file unreadable; ignoring it (a pass will move it aside)");
+            Self::fresh(now)
+        })
+    }
+
+    /// A state file's contents, or why they cannot be used.
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        match serde_json::from_slice::<State>(bytes) {
+            Ok(state) if state.version == SCHEMA_VERSION => Ok(state),
+            Ok(state) => Err(format!(
+                "schema version {} is not {SCHEMA_VERSION}",
+                state.version
+            )),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -175,15 +180,10 @@ impl State {
                 })
             }
         };
-        match serde_json::from_slice::<State>(&bytes) {
-            Ok(state) if state.version == SCHEMA_VERSION => Ok(Some(state)),
-            Ok(state) => {
-                let why = format!("schema version {} is not {SCHEMA_VERSION}", state.version);
+        match Self::parse(&bytes) {
+            Ok(state) => Ok(Some(state)),
+            Err(why) => {
                 Self::move_aside(path, now, &why)?;
-                Ok(None)
-            }
-            Err(e) => {
-                Self::move_aside(path, now, &e.to_string())?;
                 Ok(None)
             }
         }
