@@ -107,7 +107,16 @@ impl TestImage {
 
     /// Creates (does not start) a container from the image.
     fn create_container(&mut self) -> String {
-        let out = docker_cli(&["create", &self.id, "/nothing-to-run"]);
+        let label = format!("imagegc.test={}", self.label);
+        let out = docker_cli(&[
+            "create",
+            "--label",
+            &label,
+            "--network",
+            "none",
+            &self.id,
+            "/nothing-to-run",
+        ]);
         assert!(
             out.status.success(),
             "docker create failed: {}",

@@ -118,7 +118,16 @@ fn an_image_with_the_sleeper_runs_it_from_its_own_layer() {
     let lab = Lab::new();
     let image = lab.load_image(&ImageSpec::new().with_sleeper().layer_bytes(0));
     let label = lab.label();
-    let out = common::docker(&["run", "-d", "--label", &label, &image.id, "/sleeper"]);
+    let out = common::docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--label",
+        &label,
+        &image.id,
+        "/sleeper",
+    ]);
     assert!(out.status.success(), "{out:?}");
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(container_state(&id), "running");

@@ -902,10 +902,19 @@ impl Lab {
         docker_change(&["tag", image, reference]);
     }
 
-    /// A container in state `created` (never started; command `/nonexistent`).
+    /// A container in state `created` (never started; command `/nonexistent`). Like every
+    /// container a test makes, it has no network (`--network none`), so it needs no bridge.
     pub fn create_container(&self, image: &str) -> String {
         let label = self.label();
-        let id = docker_change(&["create", "--label", &label, image, "/nonexistent"]);
+        let id = docker_change(&[
+            "create",
+            "--label",
+            &label,
+            "--network",
+            "none",
+            image,
+            "/nonexistent",
+        ]);
         self.track_container(&id);
         id
     }
