@@ -1,4 +1,5 @@
-//! `imagegc::docker::Docker` against the real engine at /var/run/docker.sock.
+//! `imagegc::docker::Docker` against the real engine at `DOCKER_HOST`, else
+//! /var/run/docker.sock (the same engine the `docker` CLI these tests run talks to).
 //!
 //! Each test that needs an image makes its own with `docker load` of a tarball
 //! it writes (one layer of random bytes, created 30 days ago, no tag), so
@@ -15,10 +16,18 @@ use sha2::{Digest, Sha256};
 
 const SOCKET: &str = "unix:///var/run/docker.sock";
 
+fn address() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| SOCKET.to_owned())
+}
+
 async fn engine() -> Docker {
-    match Docker::connect(Some(SOCKET)).await {
+    let address = address();
+    match Docker::connect(Some(&address)).await {
         Ok(docker) => docker,
-        Err(e) => panic!("these tests need the Docker Engine at {SOCKET}: {e}"),
+        Err(e) => panic!("these tests need the Docker Engine at {address}: {e}"),
     }
 }
 
@@ -167,7 +176,7 @@ fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
 #[tokio::test]
 async fn connecting_reports_the_engine_version_api_version_and_root_dir() {
     let docker = engine().await;
-    assert_eq!(docker.address(), SOCKET);
+    assert_eq!(docker.address(), address());
     let info = docker.info().await.expect("info");
     assert!(!info.server_version.is_empty(), "{info:?}");
     assert!(info.api_version.starts_with("1."), "{info:?}");
