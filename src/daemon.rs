@@ -522,9 +522,9 @@ impl<E: Engine + 'static> Loop<E> {
                 .metrics
                 .record_pass(PassOutcome::Success, None, duration, finished);
             self.last_status = format!(
-                "last pass {} (dry run): would remove {} references, free {}",
+                "last pass {} (dry run): would remove {}, free {}",
                 finished.format("%H:%M"),
-                o.plan.removals.len(),
+                crate::output::count(o.plan.removals.len(), "reference", "references"),
                 crate::output::size(o.plan.reclaim_bytes)
             );
             return ("success", 0);
@@ -561,9 +561,9 @@ impl<E: Engine + 'static> Loop<E> {
             .metrics
             .record_pass(outcome, Some(report), duration, finished);
         self.last_status = format!(
-            "last pass {}: removed {} references, freed {}{}",
+            "last pass {}: removed {}, freed {}{}",
             finished.format("%H:%M"),
-            report.removed.len(),
+            crate::output::count(report.removed.len(), "reference", "references"),
             crate::output::size(report.reclaimed_bytes),
             match label {
                 "success" => String::new(),

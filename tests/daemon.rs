@@ -283,7 +283,7 @@ async fn a_failing_pass_does_not_stop_the_next_one() {
     assert!(text.contains("imagegc_engine_up 1"), "{text}");
     let statuses = r.notifier.statuses.lock().expect("lock").clone();
     assert!(
-        statuses.iter().any(|s| s.contains("removed 1 references")),
+        statuses.iter().any(|s| s.contains("removed 1 reference,")),
         "{statuses:?}"
     );
 }
