@@ -428,7 +428,7 @@ fn errors_are_json_log_lines_with_log_format_json() {
     }
 }
 
-/// stderr to a file whose device and inode go in JOURNAL_STREAM, as systemd
+/// stderr to a file whose device and inode go in `JOURNAL_STREAM`, as systemd
 /// does for `StandardError=journal`; returns the exit status, stdout and the
 /// lines written to stderr.
 fn run_as_if_under_journald(
