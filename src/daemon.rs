@@ -272,6 +272,9 @@ struct Loop<E: Engine + 'static> {
     memory: Memory,
     root_dir: Option<String>,
     last_status: String,
+    /// Why the last reload was refused, until a reload succeeds: STATUS=
+    /// leads with it, since `systemctl reload` itself reports success.
+    reload_rejected: Option<String>,
     /// The last state write failed (logged once, not at every attempt).
     save_failing: bool,
 }
@@ -290,14 +293,15 @@ impl<E: Engine + 'static> Loop<E> {
             memory: Memory::new(state),
             root_dir: None,
             last_status: String::from("no pass yet"),
+            reload_rejected: None,
             save_failing: false,
         };
         if !shutdown.is_cancelled() {
             lp.connect().await;
             lp.reconcile().await;
         }
-        lp.d.notifier
-            .status(&format!("waiting; {}", lp.last_status));
+        let waiting = format!("waiting; {}", lp.last_status);
+        lp.publish_status(&waiting);
         lp
     }
 
@@ -349,6 +353,15 @@ impl<E: Engine + 'static> Loop<E> {
             Err(e) => warn!(error = %e, "cannot reconcile last-use times from containers"),
         }
         self.save();
+    }
+
+    /// STATUS= for `systemctl status`: `text`, after a rejected reload if
+    /// the file in force is not the file on disk.
+    fn publish_status(&self, text: &str) {
+        match &self.reload_rejected {
+            Some(rejected) => self.d.notifier.status(&format!("{rejected}; {text}")),
+            None => self.d.notifier.status(text),
+        }
     }
 
     fn tick(&self) -> Duration {
@@ -479,7 +492,7 @@ impl<E: Engine + 'static> Loop<E> {
         if outcome == "failed" {
             self.last_status = format!("last pass {} failed", finished.format("%H:%M"));
         }
-        self.d.notifier.status(&self.last_status);
+        self.publish_status(&self.last_status);
         self.save();
         match &result {
             // Nothing was removed: the pass's own snapshot and plan are current.
@@ -522,9 +535,9 @@ impl<E: Engine + 'static> Loop<E> {
                 .metrics
                 .record_pass(PassOutcome::Success, None, duration, finished);
             self.last_status = format!(
-                "last pass {} (dry run): would remove {} references, free {}",
+                "last pass {} (dry run): would remove {}, free {}",
                 finished.format("%H:%M"),
-                o.plan.removals.len(),
+                crate::output::count(o.plan.removals.len(), "reference", "references"),
                 crate::output::size(o.plan.reclaim_bytes)
             );
             return ("success", 0);
@@ -561,9 +574,9 @@ impl<E: Engine + 'static> Loop<E> {
             .metrics
             .record_pass(outcome, Some(report), duration, finished);
         self.last_status = format!(
-            "last pass {}: removed {} references, freed {}{}",
+            "last pass {}: removed {}, freed {}{}",
             finished.format("%H:%M"),
-            report.removed.len(),
+            crate::output::count(report.removed.len(), "reference", "references"),
             crate::output::size(report.reclaimed_bytes),
             match label {
                 "success" => String::new(),
@@ -625,11 +638,23 @@ impl<E: Engine + 'static> Loop<E> {
                 self.d.metrics.set_policy(&new);
                 self.d.metrics.record_reload(true);
                 self.d.policy = new;
+                if self.reload_rejected.take().is_some() {
+                    self.publish_status(&self.last_status);
+                }
                 true
             }
             Err(errors) => {
                 error!(errors = %errors, "policy reload rejected; the current policy stays in force");
                 self.d.metrics.record_reload(false);
+                let file = self.d.config_path.as_ref().map_or_else(
+                    || config::BUILTIN_SOURCE.to_string(),
+                    |p| p.display().to_string(),
+                );
+                self.reload_rejected = Some(format!(
+                    "policy reload rejected: {} in {file}; running the previous policy",
+                    crate::output::count(errors.errors.len(), "error", "errors"),
+                ));
+                self.publish_status(&self.last_status);
                 false
             }
         }

@@ -21,6 +21,7 @@
 //! - [`daemon`]: the schedule loop, state upkeep, reload and shutdown.
 //! - [`fake`]: an in-memory engine for tests and benchmarks.
 //! - [`output`]: plan and report as a table or JSON.
+//! - [`logging`]: the log writer: stderr, with journald level prefixes.
 
 pub mod accounting;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod events;
 pub mod execute;
 pub mod explain;
 pub mod fake;
+pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod pass;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{info, warn, Level};
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use imagegc::daemon::{Control, Daemon, Notifier, SystemdNotifier};
 use imagegc::docker::Docker;
 use imagegc::engine::Engine;
 use imagegc::explain;
+use imagegc::logging;
 use imagegc::metrics::{self, Metrics};
 use imagegc::output::{self, Format};
 use imagegc::pass::{self, Memory, Mode};
@@ -31,6 +32,9 @@ mod exit {
     /// Also clap's code for a bad command line.
     pub const BAD_ARGUMENT: u8 = 2;
     pub const ENGINE: u8 = 3;
+    /// The metrics endpoint cannot listen on `[metrics] listen` (the address
+    /// is in use, or not this host's).
+    pub const LISTEN: u8 = 4;
 }
 
 /// Garbage collector for container images on build hosts.
@@ -137,17 +141,94 @@ fn init_logging(cli: &Cli) {
     };
     let filter = EnvFilter::try_from_env("IMAGEGC_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("imagegc={level},warn")));
-    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = logging::stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(logging::Stderr { journal })
         .with_target(false);
     match cli.log_format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text if under_systemd => builder.without_time().with_ansi(false).init(),
+        LogFormat::Text if journal => builder.without_time().with_ansi(false).init(),
         LogFormat::Text => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
+    }
+}
+
+/// Tells the operator what went wrong: `imagegc: …` on stderr (at error
+/// priority under journald), or an error log line with `--log-format json`.
+fn print_error(cli: &Cli, message: &str) {
+    match cli.log_format {
+        LogFormat::Json => tracing::error!("{message}"),
+        LogFormat::Text => logging::eprint(
+            logging::stderr_is_journal(),
+            Level::ERROR,
+            &format!("imagegc: {message}"),
+        ),
+    }
+}
+
+/// A policy file's errors, one per line with file:line:column, or as one
+/// JSON log line with `--log-format json`.
+fn print_config_errors(cli: &Cli, errors: &config::ConfigErrors) {
+    match cli.log_format {
+        LogFormat::Json => tracing::error!(
+            count = errors.errors.len(),
+            errors = %errors,
+            "invalid policy file"
+        ),
+        LogFormat::Text => logging::eprint(
+            logging::stderr_is_journal(),
+            Level::ERROR,
+            &errors.to_string(),
+        ),
+    }
+}
+
+/// The message for a metrics address `run` cannot listen on.
+fn listen_error(listen: std::net::SocketAddr, error: &std::io::Error) -> String {
+    let why = match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!(
+                "{listen} is already in use (another imagegc, or another program, listens there)"
+            )
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!("{listen} is not an address of this host")
+        }
+        _ => format!("{listen}: {error}"),
+    };
+    format!(
+        "cannot serve metrics: {why}; set [metrics] listen to a free address, or enabled = false"
+    )
+}
+
+/// `check-config`: FILE, else --config, else the file every other command
+/// would read (the default path, or the built-in policy when it is absent).
+fn check_config(cli: &Cli, explicit: Option<&Path>) -> u8 {
+    let default = Path::new(config::DEFAULT_CONFIG_PATH);
+    let (checked, result) = match explicit {
+        Some(path) => (path.display().to_string(), config::load(path)),
+        None if default.exists() => (default.display().to_string(), config::load(default)),
+        None => (
+            format!(
+                "{} does not exist; the built-in default policy",
+                config::DEFAULT_CONFIG_PATH
+            ),
+            Ok(config::builtin()),
+        ),
+    };
+    match result {
+        Ok(policy) => {
+            let n = policy.rules.len();
+            let noun = if n == 1 { "policy" } else { "policies" };
+            println!("{checked}: ok ({n} {noun})");
+            exit::OK
+        }
+        Err(errors) => {
+            print_config_errors(cli, &errors);
+            exit::BAD_POLICY
+        }
     }
 }
 
@@ -173,7 +254,7 @@ fn main() -> ExitCode {
     match real_main(&cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("imagegc: {e:#}");
+            print_error(&cli, &format!("{e:#}"));
             ExitCode::from(exit::ENGINE)
         }
     }
@@ -181,27 +262,12 @@ fn main() -> ExitCode {
 
 fn real_main(cli: &Cli) -> anyhow::Result<u8> {
     if let Command::CheckConfig { file } = &cli.command {
-        let path = file
-            .clone()
-            .or_else(|| cli.config.clone())
-            .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CONFIG_PATH));
-        return Ok(match config::load(&path) {
-            Ok(policy) => {
-                let n = policy.rules.len();
-                let noun = if n == 1 { "policy" } else { "policies" };
-                println!("{}: ok ({n} {noun})", path.display());
-                exit::OK
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                exit::BAD_POLICY
-            }
-        });
+        return Ok(check_config(cli, file.as_deref().or(cli.config.as_deref())));
     }
     let policy = match load_policy(cli.config.as_deref()) {
         Ok(p) => p,
         Err(errors) => {
-            eprintln!("{errors}");
+            print_config_errors(cli, &errors);
             return Ok(exit::BAD_POLICY);
         }
     };
@@ -230,14 +296,14 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let engine = match Docker::connect(address.as_deref()).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("imagegc: {e}");
+            print_error(cli, &e.to_string());
             return Ok(exit::ENGINE);
         }
     };
     let engine_info = match engine.info().await {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("imagegc: {e}");
+            print_error(cli, &e.to_string());
             return Ok(exit::ENGINE);
         }
     };
@@ -289,7 +355,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("imagegc: pass failed: {e}");
+            print_error(cli, &format!("pass failed: {e}"));
             return Ok(exit::ENGINE);
         }
     };
@@ -299,7 +365,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         }
     }
     if let Command::Explain { target, .. } = &cli.command {
-        return print_explanation(policy, &outcome, target, format, now);
+        return print_explanation(cli, policy, &outcome, target, format, now);
     }
     let text = render(format, mode, &outcome)?;
     println!("{}", text.trim_end());
@@ -321,6 +387,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
 
 /// `imagegc explain`: find the image and print what imagegc thinks of it.
 fn print_explanation(
+    cli: &Cli,
     policy: &Policy,
     outcome: &pass::Outcome,
     target: &str,
@@ -330,7 +397,7 @@ fn print_explanation(
     let image = match explain::find(&outcome.snapshot, target) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("imagegc: {e}");
+            print_error(cli, &e.to_string());
             return Ok(exit::BAD_ARGUMENT);
         }
     };
@@ -356,6 +423,7 @@ fn render(format: Format, mode: Mode, outcome: &pass::Outcome) -> anyhow::Result
             mode == Mode::DryRun,
         ))?,
         (Format::Table, Some(report)) => output::report_table(&outcome.plan, report),
+        (Format::Table, None) if mode == Mode::DryRun => output::dry_run_table(&outcome.plan),
         (Format::Table, None) => output::plan_table(&outcome.plan),
     })
 }
@@ -393,11 +461,8 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
         let listener = match tokio::net::TcpListener::bind(policy.metrics.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!(
-                    "imagegc: cannot listen on {} for metrics: {e} (set [metrics] listen, or enabled = false)",
-                    policy.metrics.listen
-                );
-                return Ok(exit::BAD_POLICY);
+                print_error(cli, &listen_error(policy.metrics.listen, &e));
+                return Ok(exit::LISTEN);
             }
         };
         info!(listen = %policy.metrics.listen, "metrics on /metrics, health on /healthz");

@@ -22,6 +22,11 @@ pub enum Format {
     Json,
 }
 
+/// `n` and its noun, singular for 1: "1 removal", "3 removals".
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// Human size, IEC units.
 pub fn size(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
@@ -132,6 +137,18 @@ fn table<const N: usize>(rows: &[[String; N]], header: [&str; N], right: Option<
 
 /// The plan as a table with a summary line.
 pub fn plan_table(plan: &Plan) -> String {
+    plan_table_as(plan, "Plan")
+}
+
+/// What a dry run (`once --dry-run`, or `dry_run = true`) would have done:
+/// the plan's table, headed and summed up as a dry run.
+pub fn dry_run_table(plan: &Plan) -> String {
+    let mut out = String::from("Dry run: nothing was removed. A pass would do this:\n\n");
+    out.push_str(&plan_table_as(plan, "Dry run, nothing removed"));
+    out
+}
+
+fn plan_table_as(plan: &Plan, summary: &str) -> String {
     let mut out = String::new();
     if plan.removals.is_empty() {
         out.push_str("Nothing to remove.\n");
@@ -175,11 +192,11 @@ pub fn plan_table(plan: &Plan) -> String {
     let deletes = plan.removals.iter().filter(|r| r.deletes_image).count();
     let _ = writeln!(
         out,
-        "\nPlan: {} removals ({} images deleted), frees {}; {} kept by safety rules.",
-        plan.removals.len(),
-        deletes,
+        "\n{summary}: {} ({} deleted), frees {}; {} kept by safety rules.",
+        count(plan.removals.len(), "removal", "removals"),
+        count(deletes, "image", "images"),
         size(plan.reclaim_bytes),
-        plan.kept.len()
+        plan.kept.len(),
     );
     out
 }
@@ -239,9 +256,9 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
     }
     let _ = writeln!(
         out,
-        "\nRemoved {} references, deleted {} images, freed {} (predicted {}); {} not removed{}.",
-        report.removed.len(),
-        report.deleted_images(),
+        "\nRemoved {}, deleted {}, freed {} (predicted {}); {} not removed{}.",
+        count(report.removed.len(), "reference", "references"),
+        count(report.deleted_images(), "image", "images"),
         size(report.reclaimed_bytes),
         size(plan.reclaim_bytes),
         report.failed.len(),
@@ -254,4 +271,70 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
         }
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::Removed;
+    use crate::plan::Removal;
+
+    fn one_removal() -> Plan {
+        Plan {
+            removals: vec![Removal {
+                image: 0,
+                image_id: format!("sha256:{:0>64}", "a"),
+                reference: None,
+                policy: "dangling".into(),
+                reason: "created 2d ago (older_than 1h)".into(),
+                reclaim_bytes: 1024,
+                deletes_image: true,
+            }],
+            reclaim_bytes: 1024,
+            ..Plan::default()
+        }
+    }
+
+    #[test]
+    fn one_of_a_thing_is_singular_in_every_summary() {
+        let plan = one_removal();
+        let text = plan_table(&plan);
+        assert!(
+            text.contains("Plan: 1 removal (1 image deleted), frees 1.0 KiB"),
+            "{text}"
+        );
+        let report = Report {
+            removed: vec![Removed {
+                image_id: plan.removals[0].image_id.clone(),
+                reference: None,
+                policy: "dangling".into(),
+                reclaimed_bytes: 1024,
+                deleted_images: vec![plan.removals[0].image_id.clone()],
+                untagged: Vec::new(),
+            }],
+            reclaimed_bytes: 1024,
+            ..Report::default()
+        };
+        let text = report_table(&plan, &report);
+        assert!(
+            text.contains("Removed 1 reference, deleted 1 image, freed 1.0 KiB"),
+            "{text}"
+        );
+        let text = plan_table(&Plan::default());
+        assert!(
+            text.contains("Plan: 0 removals (0 images deleted)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_dry_run_table_says_it_is_a_dry_run_and_removed_nothing() {
+        let text = dry_run_table(&one_removal());
+        assert!(text.starts_with("Dry run: nothing was removed."), "{text}");
+        assert!(
+            text.contains("Dry run, nothing removed: 1 removal (1 image deleted)"),
+            "{text}"
+        );
+        assert!(!text.contains("\nPlan:"), "{text}");
+    }
 }

@@ -269,3 +269,297 @@ fn the_daemon_without_an_engine_stays_up_reports_unhealthy_and_stops_on_sigterm(
     assert!(err.contains("engine unreachable; retrying"), "{err}");
     assert!(err.contains(&address), "{err}");
 }
+
+/// Waits up to `limit` for `child` to exit; kills it and fails otherwise.
+fn wait_for(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("imagegc did not exit within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A policy that serves metrics on `port` and keeps its state in `dir`.
+fn daemon_policy(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    let path = dir.join("daemon.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[metrics]\nlisten = \"127.0.0.1:{port}\"\n[state]\npath = \"{}\"\n[[policy]]\nname = \"d\"\ndangling = true\nolder_than = \"1h\"\n",
+            dir.join("state.json").display()
+        ),
+    )
+    .expect("write policy");
+    path
+}
+
+#[test]
+fn a_metrics_port_in_use_exits_4_naming_the_address_not_1_for_a_bad_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("local addr").port();
+    let policy = daemon_policy(dir.path(), port);
+    let address = format!("unix://{}", dir.path().join("none.sock").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imagegc"))
+        .args([
+            "--config",
+            policy.to_str().expect("utf-8"),
+            "--engine",
+            &address,
+            "run",
+        ])
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start imagegc run");
+    let status = wait_for(&mut child, std::time::Duration::from_secs(20));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(4), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    drop(taken);
+}
+
+#[test]
+fn check_config_without_a_file_checks_what_every_other_command_would_use() {
+    let out = imagegc(&["check-config"]);
+    let default = std::path::Path::new("/etc/imagegc/imagegc.toml");
+    if default.exists() {
+        // This host has a policy file: that is what gets checked.
+        assert!(
+            stdout(&out).contains("/etc/imagegc/imagegc.toml: ok")
+                || stderr(&out).contains("/etc/imagegc/imagegc.toml"),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let said = stdout(&out);
+        assert!(said.contains("built-in default policy"), "{said}");
+        assert!(
+            said.contains("/etc/imagegc/imagegc.toml does not exist"),
+            "{said}"
+        );
+        assert!(said.contains("ok (1 policy)"), "{said}");
+    }
+    // --config still decides when given.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = valid_policy(dir.path());
+    let out = imagegc(&["--config", policy.to_str().expect("utf-8"), "check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{}: ok (1 policy)", policy.display())),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn errors_are_json_log_lines_with_log_format_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[policy]]\nname = \"x\"\nolder_than = \"soon\"\n").expect("write");
+    let good = valid_policy(dir.path());
+    let engine = format!("unix://{}", dir.path().join("none.sock").display());
+    for (args, code, needle) in [
+        (
+            vec![
+                "--log-format",
+                "json",
+                "check-config",
+                bad.to_str().expect("utf-8"),
+            ],
+            1,
+            "3:14",
+        ),
+        (
+            vec![
+                "--log-format",
+                "json",
+                "--config",
+                bad.to_str().expect("utf-8"),
+                "plan",
+            ],
+            1,
+            "3:14",
+        ),
+        (
+            vec![
+                "--log-format",
+                "json",
+                "--config",
+                good.to_str().expect("utf-8"),
+                "--engine",
+                &engine,
+                "plan",
+            ],
+            3,
+            "none.sock",
+        ),
+    ] {
+        let out = imagegc(&args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        let mut errors = 0;
+        for line in err.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{args:?}: not a JSON line ({e}): {line}"));
+            if v["level"] == "ERROR" {
+                errors += 1;
+                assert!(line.contains(needle), "{args:?}: {line}");
+            }
+        }
+        assert_eq!(errors, 1, "{args:?}: one error line: {err}");
+    }
+}
+
+/// stderr to a file whose device and inode go in `JOURNAL_STREAM`, as systemd
+/// does for `StandardError=journal`; returns the exit status, stdout and the
+/// lines written to stderr.
+fn run_as_if_under_journald(
+    dir: &std::path::Path,
+    args: &[&str],
+    matching: bool,
+) -> (Option<i32>, String, Vec<String>) {
+    use std::os::unix::fs::MetadataExt;
+    let path = dir.join(format!("stderr-{}", rand_id()));
+    let file = std::fs::File::create(&path).expect("create stderr file");
+    let meta = file.metadata().expect("stat");
+    let stream = if matching {
+        format!("{}:{}", meta.dev(), meta.ino())
+    } else {
+        format!("{}:{}", meta.dev(), meta.ino() + 1)
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imagegc"))
+        .args(args)
+        .env_remove("DOCKER_HOST")
+        .env("JOURNAL_STREAM", stream)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start imagegc");
+    let status = wait_for(&mut child, std::time::Duration::from_secs(60));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("read stdout");
+    let err = std::fs::read_to_string(&path).expect("read stderr");
+    (status.code(), out, err.lines().map(String::from).collect())
+}
+
+fn rand_id() -> String {
+    use rand::RngCore;
+    format!("{:016x}", rand::rng().next_u64())
+}
+
+/// Under journald each line carries its level's sd-daemon prefix, so
+/// `journalctl -p warning` finds warnings and errors. The dry run talks to
+/// the real engine with a policy scoped to a label no image has; it removes
+/// nothing and its state file cannot be written (a warning).
+#[test]
+fn under_journald_every_line_carries_the_priority_of_its_level() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = rand_id();
+    let policy = dir.path().join("scoped.toml");
+    // A state path under a regular file: no one, not even root, can write it.
+    std::fs::write(dir.path().join("a-file"), "").expect("write a file");
+    std::fs::write(
+        &policy,
+        format!(
+            "[state]\npath = \"{}/a-file/state.json\"\n[[policy]]\nname = \"d\"\nlabels = [\"imagegc.test={id}\"]\ndangling = true\nolder_than = \"1h\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write policy");
+    let args = [
+        "-v",
+        "--config",
+        policy.to_str().expect("utf-8"),
+        "--engine",
+        "unix:///var/run/docker.sock",
+        "once",
+        "--dry-run",
+    ];
+    let (code, out, lines) = run_as_if_under_journald(dir.path(), &args, true);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    assert!(out.contains("Dry run: nothing was removed"), "{out}");
+    for line in &lines {
+        assert!(
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
+            "a line without a priority prefix: {line:?}"
+        );
+    }
+    let has = |prefix: &str, text: &str| {
+        lines
+            .iter()
+            .any(|l| l.starts_with(prefix) && l.contains(text))
+    };
+    assert!(has("<7>", "connected to the Docker Engine"), "{lines:#?}");
+    assert!(has("<6>", "connected"), "{lines:#?}");
+    assert!(has("<4>", "cannot write the state file"), "{lines:#?}");
+
+    // An error printed outside tracing, and a multi-line one.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("local addr").port();
+    let daemon = daemon_policy(dir.path(), port);
+    let none = format!("unix://{}", dir.path().join("none.sock").display());
+    let (code, _, lines) = run_as_if_under_journald(
+        dir.path(),
+        &[
+            "--config",
+            daemon.to_str().expect("utf-8"),
+            "--engine",
+            &none,
+            "run",
+        ],
+        true,
+    );
+    assert_eq!(code, Some(4), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<3>imagegc: cannot serve metrics")),
+        "{lines:#?}"
+    );
+    drop(taken);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[safety]\nmin_agee = \"1h\"\n[[policy]]\nname = \"x\"\nolder_than = \"soon\"\n",
+    )
+    .expect("write");
+    let (code, _, lines) = run_as_if_under_journald(
+        dir.path(),
+        &["check-config", bad.to_str().expect("utf-8")],
+        true,
+    );
+    assert_eq!(code, Some(1));
+    assert!(lines.len() >= 3, "{lines:#?}");
+    assert!(lines.iter().all(|l| l.starts_with("<3>")), "{lines:#?}");
+
+    // JOURNAL_STREAM inherited but stderr elsewhere: no prefixes.
+    let (code, _, lines) = run_as_if_under_journald(
+        dir.path(),
+        &["check-config", bad.to_str().expect("utf-8")],
+        false,
+    );
+    assert_eq!(code, Some(1));
+    assert!(lines.iter().all(|l| !l.starts_with('<')), "{lines:#?}");
+}

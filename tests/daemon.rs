@@ -283,7 +283,7 @@ async fn a_failing_pass_does_not_stop_the_next_one() {
     assert!(text.contains("imagegc_engine_up 1"), "{text}");
     let statuses = r.notifier.statuses.lock().expect("lock").clone();
     assert!(
-        statuses.iter().any(|s| s.contains("removed 1 references")),
+        statuses.iter().any(|s| s.contains("removed 1 reference,")),
         "{statuses:?}"
     );
 }
@@ -462,6 +462,66 @@ async fn a_wall_clock_jump_is_noticed_within_one_sleep_slice() {
     // And it ran once: the next is at 12:00.
     let again = tokio::time::timeout(Duration::from_secs(120), r.passes.recv()).await;
     assert!(again.is_err(), "the 11:00 pass ran only once");
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_reload_shows_in_the_status_until_a_good_file_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("imagegc.toml");
+    let text = policy_text(dir.path(), "*/10 * * * *", "UTC", "first");
+    std::fs::write(&path, &text).expect("write policy");
+    let mut r = rig(
+        Arc::new(FakeEngine::new()),
+        &text,
+        Some(path.clone()),
+        t("2026-11-28T10:01:00Z"),
+    );
+    let shutdown = CancellationToken::new();
+    let (controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    r.passes.recv().await.expect("pass 1");
+    let notifier = Arc::clone(&r.notifier);
+    let last_status = || {
+        notifier
+            .statuses
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(!last_status().contains("rejected"), "{}", last_status());
+
+    std::fs::write(
+        &path,
+        "schedule = \"*/10 * * * *\"\n[[policy]]\nname = \"x\"\nolder_than = \"soon\"\ndangling = maybe\n",
+    )
+    .expect("write broken policy");
+    controls.send(Control::Reload).expect("send reload");
+    // Told at once, not only at the next pass.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = last_status();
+    assert!(status.contains("policy reload rejected"), "{status}");
+    assert!(status.contains(&path.display().to_string()), "{status}");
+    assert!(status.contains("running the previous policy"), "{status}");
+    // Still there after the next pass.
+    r.passes.recv().await.expect("pass 2");
+    let status = last_status();
+    assert!(status.contains("policy reload rejected"), "{status}");
+    assert!(status.contains("last pass"), "{status}");
+
+    std::fs::write(
+        &path,
+        policy_text(dir.path(), "*/10 * * * *", "UTC", "second"),
+    )
+    .expect("write good policy");
+    controls.send(Control::Reload).expect("send reload");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!last_status().contains("rejected"), "{}", last_status());
+    r.passes.recv().await.expect("pass 3");
+    assert!(!last_status().contains("rejected"), "{}", last_status());
     shutdown.cancel();
     task.await.expect("daemon task");
 }

@@ -704,3 +704,169 @@ fn promtool_finds_no_problem_in_the_rendered_metrics() {
         "promtool: {said}\n{text}"
     );
 }
+
+/// Reads from `stream` until the server closes it (EOF or reset), or gives
+/// up after `limit`; true when the server closed it.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let read_until_closed = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(limit, read_until_closed).await.is_ok()
+}
+
+#[tokio::test]
+async fn two_hundred_idle_connections_neither_block_scrapes_nor_stay_open_past_the_bound() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("a local address");
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_engine_up(true);
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, Arc::clone(&metrics), shutdown.clone()));
+
+    let opened = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // Scrapes still get in at once, though every slot was taken.
+    for path in ["/healthz", "/metrics"] {
+        let (status, _, _) = tokio::time::timeout(Duration::from_secs(3), get(addr, path))
+            .await
+            .unwrap_or_else(|_| panic!("{path} did not answer within 3 s"));
+        assert_eq!(status, 200, "{path}");
+    }
+    // Beyond the cap, connections are closed at once, not held.
+    let mut closed_at_once = 0;
+    for stream in &mut idle {
+        if closed_by_server(stream, Duration::from_millis(20)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(
+        closed_at_once >= 200 - imagegc::metrics::MAX_CONNECTIONS,
+        "only {closed_at_once} of 200 idle connections were closed at once"
+    );
+    // And the rest are closed once the request deadline passes.
+    let bound = imagegc::metrics::REQUEST_TIMEOUT + Duration::from_secs(10);
+    for (i, stream) in idle.iter_mut().enumerate() {
+        let left = bound.saturating_sub(opened.elapsed());
+        assert!(
+            closed_by_server(stream, left).await,
+            "idle connection {i} still open {:?} after it was opened",
+            opened.elapsed()
+        );
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(8), server).await;
+}
+
+#[tokio::test]
+async fn a_client_sending_one_header_byte_a_second_is_cut_off_at_the_request_deadline() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("a local address");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), shutdown.clone()));
+
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let started = std::time::Instant::now();
+    // Headers that never end: one byte a second, for up to a minute.
+    let loris = tokio::spawn(async move {
+        let mut request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n".to_vec();
+        request.extend(std::iter::repeat_n(b'x', 60));
+        for byte in request {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    loris.abort();
+    assert!(
+        closed.is_ok(),
+        "a slow-loris connection was still open after 30 s"
+    );
+    assert!(
+        started.elapsed() < imagegc::metrics::REQUEST_TIMEOUT + Duration::from_secs(10),
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    // The endpoint still serves.
+    let (status, _, _) = get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(8), server).await;
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_serves_several_scrapes_then_closes_when_idle() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("a local address");
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, Arc::new(Metrics::new()), shutdown.clone()));
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("send a request");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        // The 503 body is JSON ending in `}`.
+        while !got.ends_with(b"}") {
+            let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+                .await
+                .expect("an answer within 5 s")
+                .expect("read");
+            assert!(
+                n > 0,
+                "closed before answering: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(
+            got.starts_with(b"HTTP/1.1 503"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let idle_since = std::time::Instant::now();
+    assert!(
+        closed_by_server(
+            &mut stream,
+            imagegc::metrics::REQUEST_TIMEOUT + Duration::from_secs(10)
+        )
+        .await,
+        "an idle kept-alive connection stayed open"
+    );
+    assert!(
+        idle_since.elapsed()
+            >= imagegc::metrics::REQUEST_TIMEOUT.saturating_sub(Duration::from_millis(500))
+    );
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(8), server).await;
+}
