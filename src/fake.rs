@@ -20,6 +20,10 @@ use crate::engine::{
     EventStream, HistoryEntry, ImageDetails, ImageSummary,
 };
 
+/// How many of the newest events the fake replays to `events(since)`, as
+/// the Docker Engine does (its event log keeps the last 256).
+pub const EVENT_REPLAY_LIMIT: usize = 256;
+
 /// One image in the fake engine.
 #[derive(Debug, Clone)]
 pub struct FakeImage {
@@ -396,7 +400,8 @@ impl Engine for FakeEngine {
     }
 
     /// Like the engine: replays the events pushed with a time at or after
-    /// `since` (none without `since`), then follows live ones until
+    /// `since` (none without `since`) among the last
+    /// [`EVENT_REPLAY_LIMIT`] pushed, then follows live ones until
     /// [`FakeEngine::close_event_stream`].
     fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
         self.calls.events.fetch_add(1, Ordering::Relaxed);
@@ -414,7 +419,9 @@ impl Engine for FakeEngine {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         if let Some(since) = since {
-            for event in inner.event_log.iter().filter(|e| e.time >= since) {
+            let kept = inner.event_log.len().saturating_sub(EVENT_REPLAY_LIMIT);
+            let replayable = &inner.event_log[kept..];
+            for event in replayable.iter().filter(|e| e.time >= since) {
                 // The receiver is in hand: sending cannot fail.
                 let _ = tx.send(Ok(event.clone()));
             }
