@@ -57,6 +57,9 @@ struct Inner {
     remove_hook: Option<RemoveHook>,
     /// Containers still listed but gone by the time they are inspected.
     vanished: std::collections::HashSet<String>,
+    /// Containers created at the same moment as the delete of their image,
+    /// by image ID: both succeed, as on Docker's graph-driver store.
+    racing_creates: HashMap<String, Container>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -163,6 +166,21 @@ impl FakeEngine {
     /// 404, as when `docker rm` races a listing.
     pub fn vanish_container(&self, container_id: &str) {
         self.lock().vanished.insert(container_id.to_string());
+    }
+
+    /// When the image `container.image_id` is deleted, `container` is
+    /// created at the same moment and both succeed: the container remains,
+    /// its image gone, as Docker's graph-driver store allows.
+    pub fn create_racing_delete(&self, container: Container) {
+        self.lock()
+            .racing_creates
+            .insert(container.image_id.clone(), container);
+    }
+
+    /// Delete an image whatever uses it, as `docker rmi -f` does for a
+    /// stopped container: the container stays with its image gone.
+    pub fn force_remove_image(&self, image_id: &str) {
+        self.lock().images.retain(|i| i.summary.id != image_id);
     }
 
     /// Make every call fail with `error` (or succeed again with `None`).
@@ -384,6 +402,9 @@ impl Engine for FakeEngine {
             items.push(DeleteItem::Untagged(t));
         }
         let removed = inner.images.remove(idx);
+        if let Some(racer) = inner.racing_creates.remove(&id) {
+            inner.containers.push(racer);
+        }
         items.push(DeleteItem::Deleted(id));
         let diffs: Vec<String> = removed.layers.iter().map(|(d, _)| d.clone()).collect();
         let still_used: std::collections::HashSet<String> = inner

@@ -128,6 +128,10 @@ pub struct Metrics {
     start_time: Gauge,
     /// 1 while the engine answers.
     engine_up: IntGauge,
+    /// Containers whose image is gone, at the last check (start-up, and
+    /// after each pass): made by a create racing a delete, or by anyone's
+    /// forced removal.
+    orphaned_containers: IntGauge,
     /// 1 when the last reload (SIGHUP) applied a valid policy.
     config_last_reload_successful: IntGauge,
     /// Reloads, per outcome.
@@ -291,6 +295,15 @@ impl Metrics {
                 int_gauge(
                     "imagegc_engine_up",
                     "1 when the container engine answered the last request, 0 otherwise.",
+                ),
+            ),
+            orphaned_containers: register(
+                r,
+                int_gauge(
+                    "imagegc_orphaned_containers",
+                    "Containers whose image no longer exists on the engine, at the last check \
+                     (start-up and after each pass): left by a container create that raced an \
+                     image delete, or by anyone's forced removal. Each is logged at warning level.",
                 ),
             ),
             config_last_reload_successful: register(
@@ -482,6 +495,12 @@ impl Metrics {
     /// Whether the engine answered the last request.
     pub fn set_engine_up(&self, up: bool) {
         self.engine_up.set(i64::from(up));
+    }
+
+    /// How many containers have lost their image, at the last check.
+    pub fn set_orphaned_containers(&self, count: usize) {
+        self.orphaned_containers
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts a policy reload (SIGHUP) and whether it succeeded.
