@@ -137,11 +137,9 @@ pub fn explain(
         image_id: img.id.clone(),
         references: img.tags.clone(),
         digests: img.digests.clone(),
-        size_bytes: img
-            .layers
-            .iter()
-            .map(|&l| snapshot.layers[l as usize].size)
-            .sum(),
+        size_bytes: img.layers.iter().fold(0u64, |total, &l| {
+            total.saturating_add(snapshot.layers[l as usize].size)
+        }),
         unique_bytes: ledger.freed(),
         created: img.created,
         first_seen: img.tracked.first_seen,
@@ -207,7 +205,11 @@ impl Explanation {
                 if deleted { "remove" } else { "untag" },
                 self.removals.len(),
                 if self.removals.len() == 1 { "" } else { "s" },
-                size(self.removals.iter().map(|r| r.3).sum())
+                size(
+                    self.removals
+                        .iter()
+                        .fold(0u64, |total, r| total.saturating_add(r.3))
+                )
             )
         }
     }

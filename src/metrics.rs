@@ -432,13 +432,15 @@ impl Metrics {
         };
         for removed in &report.removed {
             let policy = [removed.policy.as_str()];
-            self.reclaimed_bytes
-                .with_label_values(&policy)
-                .inc_by(removed.reclaimed_bytes);
+            saturating_inc(
+                &self.reclaimed_bytes.with_label_values(&policy),
+                removed.reclaimed_bytes,
+            );
             self.removed_references.with_label_values(&policy).inc();
-            self.deleted_images
-                .with_label_values(&policy)
-                .inc_by(removed.deleted_images.len() as u64);
+            saturating_inc(
+                &self.deleted_images.with_label_values(&policy),
+                removed.deleted_images.len() as u64,
+            );
         }
         for failed in &report.failed {
             self.removal_failures
@@ -475,7 +477,8 @@ impl Metrics {
             .map(|name| (name, 0))
             .collect();
         for removal in &plan.removals {
-            *reclaimable.entry(removal.policy.clone()).or_default() += removal.reclaim_bytes;
+            let total = reclaimable.entry(removal.policy.clone()).or_default();
+            *total = total.saturating_add(removal.reclaim_bytes);
         }
         for (name, bytes) in &reclaimable {
             self.reclaimable_bytes
@@ -623,6 +626,12 @@ fn int_gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     GaugeVec::new(Opts::new(name, help), labels)
         .expect("metric names, help and labels are valid constants")
+}
+
+/// Adds `by` to `counter`, stopping at `u64::MAX` instead of wrapping to a
+/// small figure (which Prometheus would take for a counter reset).
+fn saturating_inc(counter: &prometheus::IntCounter, by: u64) {
+    counter.inc_by(by.min(u64::MAX - counter.get()));
 }
 
 fn int_gauge(name: &str, help: &str) -> IntGauge {
