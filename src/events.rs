@@ -187,7 +187,7 @@ struct Follower<E> {
     containers: HashMap<String, String>,
     /// Where the next stream starts.
     resume: Resume,
-    /// A stream was asked for before: the next connect is a reconnect, and
+    /// A connect was tried before: the next one is a reconnect, and
     /// re-reads the containers' times first.
     reconnecting: bool,
 }
@@ -242,6 +242,9 @@ impl<E: Engine + 'static> Follower<E> {
     /// Opens one stream and follows it until it stops. The flag says whether
     /// it delivered at least one new event.
     async fn follow_one_stream(&mut self) -> (Stopped, bool) {
+        // Every attempt but the first is a reconnect (the daemon reads the
+        // containers itself at start-up), even when the first one failed.
+        let reread = std::mem::replace(&mut self.reconnecting, true);
         // Who uses what now; the stream then tells what changes. Refreshed
         // on every connect, so containers made while disconnected are known.
         let containers = match self.engine.list_containers().await {
@@ -253,12 +256,11 @@ impl<E: Engine + 'static> Follower<E> {
             .filter(|c| !c.image_id.is_empty())
             .map(|c| (c.id.clone(), c.image_id.clone()))
             .collect();
-        if self.reconnecting {
+        if reread {
             if let Err(stopped) = self.reread_uses(containers).await {
                 return (stopped, false);
             }
         }
-        self.reconnecting = true;
         let mut stream = self.engine.events(Some(self.resume.since));
         let mut open = false;
         let mut delivered = false;

@@ -190,7 +190,7 @@ pub async fn find_orphans<E: Engine>(
             Ok(_) => {}
             Err(e) if e.is_unreachable() => return Err(e),
             Err(error) => {
-                debug!(image = %image_id, %error, "cannot inspect the image of a container")
+                debug!(image = %image_id, %error, "cannot inspect the image of a container");
             }
         }
     }
@@ -220,8 +220,8 @@ pub async fn find_orphans<E: Engine>(
 /// One warning per orphaned container.
 pub fn log_orphans(orphans: &[Orphan]) {
     for o in orphans {
-        match &o.removed_by {
-            Some((policy, target)) => warn!(
+        if let Some((policy, target)) = &o.removed_by {
+            warn!(
                 container = %o.container_id,
                 name = %o.container_name,
                 image = %o.image_id,
@@ -229,13 +229,14 @@ pub fn log_orphans(orphans: &[Orphan]) {
                 removal = %target,
                 "container's image is gone: deleted by this pass's removal of {target} \
                  (policy {policy}) while the container was being created"
-            ),
-            None => warn!(
+            );
+        } else {
+            warn!(
                 container = %o.container_id,
                 name = %o.container_name,
                 image = %o.image_id,
                 "container's image is gone (a forced removal, or a create that raced a delete)"
-            ),
+            );
         }
     }
 }

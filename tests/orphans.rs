@@ -208,7 +208,7 @@ async fn the_daemon_counts_orphans_at_start_and_after_each_pass() {
 }
 
 /// Against the real engine: `docker rmi -f` of a stopped container's image
-/// leaves the container with a dangling ImageID; `once` names it.
+/// leaves the container with a dangling `ImageID`; `once` names it.
 #[test]
 fn once_names_a_container_whose_image_was_forcibly_removed() {
     let _lock = common::engine_lock();
