@@ -117,9 +117,10 @@ async fn reconcile_containers<E: Engine>(
 /// the events since the last one seen (or since `follow` started, when none
 /// was): nothing is missed, and the one or two events the engine sends again
 /// are dropped. Every reconnect also re-reads the containers' created,
-/// started and finished times, as [`reconcile`] does at start-up, because the
-/// engine replays only its last 256 events. Reports `health(true)` once a stream is open again (it
-/// delivered an event, or stayed open for a second without failing).
+/// started and finished times, as [`reconcile`] does at start-up, because
+/// the engine replays only its last 256 events. Reports `health(true)` once
+/// a stream is open again (it delivered an event, or stayed open for a
+/// second without failing).
 /// `health` is called on changes only.
 pub async fn follow<E: Engine + 'static>(
     engine: Arc<E>,
