@@ -217,7 +217,7 @@ impl<'a> Ledger<'a> {
         }
     }
 
-    /// Bytes freed by every removal so far.
+    /// Bytes freed by every removal so far (saturating at `u64::MAX`).
     pub fn freed(&self) -> u64 {
         self.freed
     }
@@ -267,9 +267,11 @@ impl<'a> Ledger<'a> {
                 let users = &mut self.layer_users[l as usize];
                 *users -= 1;
                 if *users == 0 {
+                    // Saturating: an engine reporting absurd sizes gets
+                    // a total of u64::MAX, never a wrapped small figure.
                     let size = self.snapshot.layers[l as usize].size;
-                    effect.freed += size;
-                    self.freed += size;
+                    effect.freed = effect.freed.saturating_add(size);
+                    self.freed = self.freed.saturating_add(size);
                 }
             }
             if let Some(p) = self.snapshot.parent[i] {

@@ -352,6 +352,13 @@ impl<E: Engine + 'static> Loop<E> {
             }
             Err(e) => warn!(error = %e, "cannot reconcile last-use times from containers"),
         }
+        match pass::find_orphans(&*self.d.engine, None, &[]).await {
+            Ok(orphans) => {
+                pass::log_orphans(&orphans);
+                self.d.metrics.set_orphaned_containers(orphans.len());
+            }
+            Err(e) => warn!(error = %e, "cannot check for containers whose image is gone"),
+        }
         self.save();
     }
 
@@ -462,6 +469,13 @@ impl<E: Engine + 'static> Loop<E> {
         };
         let duration = clock_start.elapsed();
         let finished = self.d.clock.now();
+        if let Some(Ok(Outcome {
+            orphans: Some(orphans),
+            ..
+        })) = &result
+        {
+            self.d.metrics.set_orphaned_containers(orphans.len());
+        }
         let (outcome, removed) = match &result {
             Some(Ok(o)) => self.finish_ok(o, duration, finished),
             Some(Err(e)) => {

@@ -222,25 +222,7 @@ impl Engine for Docker {
             .list_images(Some(options))
             .await
             .map_err(|e| self.err(&e))?;
-        images
-            .into_iter()
-            .map(|image| {
-                let created = from_unix_seconds(image.created).ok_or_else(|| {
-                    EngineError::Other(format!(
-                        "image {} has an invalid Created time {}",
-                        image.id, image.created
-                    ))
-                })?;
-                Ok(ImageSummary {
-                    parent_id: Some(image.parent_id).filter(|p| !p.is_empty()),
-                    tags: without_placeholder(image.repo_tags, NONE_TAG),
-                    digests: without_placeholder(image.repo_digests, NONE_DIGEST),
-                    created,
-                    labels: image.labels.into_iter().collect::<BTreeMap<_, _>>(),
-                    id: image.id,
-                })
-            })
-            .collect()
+        Ok(images.into_iter().filter_map(image_summary).collect())
     }
 
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
@@ -572,6 +554,31 @@ fn error_chain(err: &(dyn StdError + 'static)) -> String {
 }
 
 /// Drops the placeholders older APIs put in `RepoTags` / `RepoDigests`.
+/// One entry of `GET /images/json`; `None` (with a warning naming the image
+/// and the value) when its `Created` is no time at all, so that one absurd
+/// image is left alone and the pass goes on with the others.
+fn image_summary(image: bollard::models::ImageSummary) -> Option<ImageSummary> {
+    let Some(created) = from_unix_seconds(image.created) else {
+        tracing::warn!(
+            image = %image.id,
+            created = image.created,
+            "the engine lists image {} with an impossible Created time ({} seconds since \
+             1970); imagegc leaves it alone",
+            image.id,
+            image.created
+        );
+        return None;
+    };
+    Some(ImageSummary {
+        parent_id: Some(image.parent_id).filter(|p| !p.is_empty()),
+        tags: without_placeholder(image.repo_tags, NONE_TAG),
+        digests: without_placeholder(image.repo_digests, NONE_DIGEST),
+        created,
+        labels: image.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        id: image.id,
+    })
+}
+
 fn without_placeholder(references: Vec<String>, placeholder: &str) -> Vec<String> {
     references
         .into_iter()

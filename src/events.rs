@@ -5,7 +5,9 @@
 //! [`reconcile`] reads the containers present once; [`follow`] then follows
 //! the event stream, resolves every event to an image ID, and reconnects with
 //! backoff when the stream ends (an engine restart) or fails, resuming from
-//! the last event seen so nothing in between is lost.
+//! the last event seen. The engine replays only its last 256 events, so each
+//! reconnect also re-reads the containers' times: what the replay misses,
+//! the newest use of each container still tells.
 //!
 //! What the engine (20.10, API 1.41) sends, and how each becomes an image ID:
 //! - container `create`, `start`, `die`, `destroy`: `Actor.ID` is the
@@ -31,7 +33,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Engine, EngineError, EngineEvent, EventScope};
+use crate::engine::{Container, Engine, EngineError, EngineEvent, EventScope};
 
 /// The first reconnect delay.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -64,8 +66,17 @@ pub struct Update {
 /// One update per image (the newest), sorted by image ID. Containers that
 /// vanish between the list and their inspect are skipped.
 pub async fn reconcile<E: Engine>(engine: &E) -> Result<Vec<Update>, EngineError> {
+    let containers = engine.list_containers().await?;
+    reconcile_containers(engine, containers).await
+}
+
+/// [`reconcile`] over containers already listed.
+async fn reconcile_containers<E: Engine>(
+    engine: &E,
+    containers: Vec<Container>,
+) -> Result<Vec<Update>, EngineError> {
     let mut newest: BTreeMap<String, Update> = BTreeMap::new();
-    for container in engine.list_containers().await? {
+    for container in containers {
         let times = match engine.container_times(&container.id).await {
             Ok(times) => times,
             Err(EngineError::NotFound(_)) => continue,
@@ -105,8 +116,11 @@ pub async fn reconcile<E: Engine>(engine: &E) -> Result<Vec<Update>, EngineError
 /// after 250 ms, doubling up to 30 s while attempts keep failing, asking for
 /// the events since the last one seen (or since `follow` started, when none
 /// was): nothing is missed, and the one or two events the engine sends again
-/// are dropped. Reports `health(true)` once a stream is open again (it
-/// delivered an event, or stayed open for a second without failing).
+/// are dropped. Every reconnect also re-reads the containers' created,
+/// started and finished times, as [`reconcile`] does at start-up, because
+/// the engine replays only its last 256 events. Reports `health(true)` once
+/// a stream is open again (it delivered an event, or stayed open for a
+/// second without failing).
 /// `health` is called on changes only.
 pub async fn follow<E: Engine + 'static>(
     engine: Arc<E>,
@@ -121,6 +135,7 @@ pub async fn follow<E: Engine + 'static>(
         healthy: None,
         containers: HashMap::new(),
         resume: Resume::new(Utc::now()),
+        reconnecting: false,
     };
     // Cancellation may drop the follower at any await, even mid-inspect:
     // updates are sent whole or not at all, and nothing else is left behind.
@@ -173,6 +188,9 @@ struct Follower<E> {
     containers: HashMap<String, String>,
     /// Where the next stream starts.
     resume: Resume,
+    /// A connect was tried before: the next one is a reconnect, and
+    /// re-reads the containers' times first.
+    reconnecting: bool,
 }
 
 /// Why one stream stopped.
@@ -225,17 +243,24 @@ impl<E: Engine + 'static> Follower<E> {
     /// Opens one stream and follows it until it stops. The flag says whether
     /// it delivered at least one new event.
     async fn follow_one_stream(&mut self) -> (Stopped, bool) {
+        // Every attempt but the first is a reconnect (the daemon reads the
+        // containers itself at start-up), even when the first one failed.
+        let reread = std::mem::replace(&mut self.reconnecting, true);
         // Who uses what now; the stream then tells what changes. Refreshed
         // on every connect, so containers made while disconnected are known.
-        match self.engine.list_containers().await {
-            Ok(containers) => {
-                self.containers = containers
-                    .into_iter()
-                    .filter(|c| !c.image_id.is_empty())
-                    .map(|c| (c.id, c.image_id))
-                    .collect();
-            }
+        let containers = match self.engine.list_containers().await {
+            Ok(containers) => containers,
             Err(e) => return (Stopped::Failed(e), false),
+        };
+        self.containers = containers
+            .iter()
+            .filter(|c| !c.image_id.is_empty())
+            .map(|c| (c.id.clone(), c.image_id.clone()))
+            .collect();
+        if reread {
+            if let Err(stopped) = self.reread_uses(containers).await {
+                return (stopped, false);
+            }
         }
         let mut stream = self.engine.events(Some(self.resume.since));
         let mut open = false;
@@ -276,6 +301,31 @@ impl<E: Engine + 'static> Follower<E> {
                 return (Stopped::NoReceiver, delivered);
             }
         }
+    }
+
+    /// After a reconnect: the uses the containers' own times show, as at
+    /// start-up. The engine replays only its last 256 events, so a busy host
+    /// makes more uses during an outage than the stream can give back; the
+    /// created, started and finished times of each container still hold
+    /// the newest of them. All are sent, not only those after the resume
+    /// point: that point is the engine's clock or ours, and the state keeps
+    /// the newest use anyway.
+    async fn reread_uses(&mut self, containers: Vec<Container>) -> Result<(), Stopped> {
+        let updates = reconcile_containers(&*self.engine, containers)
+            .await
+            .map_err(Stopped::Failed)?;
+        let mut sent = 0usize;
+        for update in updates {
+            if self.updates.send(update).is_err() {
+                return Err(Stopped::NoReceiver);
+            }
+            sent += 1;
+        }
+        tracing::debug!(
+            updates = sent,
+            "last-use times re-read from containers after a reconnect"
+        );
+        Ok(())
     }
 
     fn report(&mut self, healthy: bool) {

@@ -110,14 +110,15 @@ pub async fn execute<E: Engine>(
                         DeleteItem::Untagged(r) => done.untagged.push(r),
                         DeleteItem::Deleted(id) => {
                             if let Some(size) = layer_size.get(id.as_str()) {
-                                done.reclaimed_bytes += size;
+                                done.reclaimed_bytes = done.reclaimed_bytes.saturating_add(*size);
                             } else if image_ids.contains(id.as_str()) {
                                 done.deleted_images.push(id);
                             }
                         }
                     }
                 }
-                report.reclaimed_bytes += done.reclaimed_bytes;
+                report.reclaimed_bytes =
+                    report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
                 info!(
                     policy = %removal.policy,
                     target = %target,

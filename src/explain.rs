@@ -89,6 +89,14 @@ pub struct Explanation {
     /// Bytes deleting this image alone would free (0 while a child or a
     /// container holds it).
     pub unique_bytes: u64,
+    /// Bytes deleting it together with the untagged parents only it holds
+    /// would free: the engine deletes those along with it on a plain
+    /// `docker rmi`, and a pass that removes it may remove them next. A
+    /// classic-builder image often frees nothing alone, its layers being
+    /// its intermediate parents' too.
+    pub with_parents_bytes: u64,
+    /// How many untagged parents go with it for `with_parents_bytes`.
+    pub parents_freed: usize,
     /// Created time.
     pub created: DateTime<Utc>,
     /// First seen by imagegc, if after tracking began.
@@ -127,22 +135,33 @@ pub fn explain(
     let img = &snapshot.images[i];
     let (verdicts, protections) = plan::judge(policy, snapshot, now, i);
     let mut ledger = Ledger::new(snapshot);
+    let mut orphaned_parents = Vec::new();
     for _ in &img.tags {
-        ledger.remove_reference(i);
+        orphaned_parents.extend(ledger.remove_reference(i).newly_dangling);
     }
     // Untagged, or held by a digest once its tags are gone: removed by ID.
-    ledger.remove_untagged(i);
+    orphaned_parents.extend(ledger.remove_untagged(i).newly_dangling);
+    // A digest-held image becomes dangling itself; it is no parent.
+    orphaned_parents.retain(|&p| p != i);
+    let unique_bytes = ledger.freed();
+    // Then the untagged parents it alone held, as far up as they go.
+    let mut parents_freed = 0;
+    while let Some(p) = orphaned_parents.pop() {
+        let effect = ledger.remove_untagged(p);
+        parents_freed += effect.deleted.len();
+        orphaned_parents.extend(effect.newly_dangling);
+    }
     let (last_used, source) = snapshot.last_used(i);
     Explanation {
         image_id: img.id.clone(),
         references: img.tags.clone(),
         digests: img.digests.clone(),
-        size_bytes: img
-            .layers
-            .iter()
-            .map(|&l| snapshot.layers[l as usize].size)
-            .sum(),
-        unique_bytes: ledger.freed(),
+        size_bytes: img.layers.iter().fold(0u64, |total, &l| {
+            total.saturating_add(snapshot.layers[l as usize].size)
+        }),
+        unique_bytes,
+        with_parents_bytes: ledger.freed(),
+        parents_freed,
         created: img.created,
         first_seen: img.tracked.first_seen,
         last_used,
@@ -207,7 +226,11 @@ impl Explanation {
                 if deleted { "remove" } else { "untag" },
                 self.removals.len(),
                 if self.removals.len() == 1 { "" } else { "s" },
-                size(self.removals.iter().map(|r| r.3).sum())
+                size(
+                    self.removals
+                        .iter()
+                        .fold(0u64, |total, r| total.saturating_add(r.3))
+                )
             )
         }
     }
@@ -220,6 +243,8 @@ impl Explanation {
             "digests": self.digests,
             "size_bytes": self.size_bytes,
             "unique_bytes": self.unique_bytes,
+            "with_parents_bytes": self.with_parents_bytes,
+            "parents_freed": self.parents_freed,
             "created": self.created,
             "first_seen": self.first_seen,
             "last_used": self.last_used,
@@ -267,12 +292,25 @@ impl Explanation {
         if !self.digests.is_empty() {
             let _ = writeln!(o, "digests      {}", self.digests.join(", "));
         }
-        let _ = writeln!(
-            o,
-            "size         {} ({} freed if deleted alone)",
-            size(self.size_bytes),
-            size(self.unique_bytes)
-        );
+        let _ = if self.parents_freed == 0 {
+            writeln!(
+                o,
+                "size         {} ({} freed if deleted alone)",
+                size(self.size_bytes),
+                size(self.unique_bytes)
+            )
+        } else {
+            writeln!(
+                o,
+                "size         {} ({} freed if deleted alone; {} with the {} untagged \
+                 parent{} only it holds)",
+                size(self.size_bytes),
+                size(self.unique_bytes),
+                size(self.with_parents_bytes),
+                self.parents_freed,
+                if self.parents_freed == 1 { "" } else { "s" }
+            )
+        };
         let _ = writeln!(
             o,
             "created      {} ({} ago)",

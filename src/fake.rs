@@ -20,6 +20,10 @@ use crate::engine::{
     EventStream, HistoryEntry, ImageDetails, ImageSummary,
 };
 
+/// How many of the newest events the fake replays to `events(since)`, as
+/// the Docker Engine does (its event log keeps the last 256).
+pub const EVENT_REPLAY_LIMIT: usize = 256;
+
 /// One image in the fake engine.
 #[derive(Debug, Clone)]
 pub struct FakeImage {
@@ -53,6 +57,9 @@ struct Inner {
     remove_hook: Option<RemoveHook>,
     /// Containers still listed but gone by the time they are inspected.
     vanished: std::collections::HashSet<String>,
+    /// Containers created at the same moment as the delete of their image,
+    /// by image ID: both succeed, as on Docker's graph-driver store.
+    racing_creates: HashMap<String, Container>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -159,6 +166,21 @@ impl FakeEngine {
     /// 404, as when `docker rm` races a listing.
     pub fn vanish_container(&self, container_id: &str) {
         self.lock().vanished.insert(container_id.to_string());
+    }
+
+    /// When the image `container.image_id` is deleted, `container` is
+    /// created at the same moment and both succeed: the container remains,
+    /// its image gone, as Docker's graph-driver store allows.
+    pub fn create_racing_delete(&self, container: Container) {
+        self.lock()
+            .racing_creates
+            .insert(container.image_id.clone(), container);
+    }
+
+    /// Delete an image whatever uses it, as `docker rmi -f` does for a
+    /// stopped container: the container stays with its image gone.
+    pub fn force_remove_image(&self, image_id: &str) {
+        self.lock().images.retain(|i| i.summary.id != image_id);
     }
 
     /// Make every call fail with `error` (or succeed again with `None`).
@@ -380,6 +402,9 @@ impl Engine for FakeEngine {
             items.push(DeleteItem::Untagged(t));
         }
         let removed = inner.images.remove(idx);
+        if let Some(racer) = inner.racing_creates.remove(&id) {
+            inner.containers.push(racer);
+        }
         items.push(DeleteItem::Deleted(id));
         let diffs: Vec<String> = removed.layers.iter().map(|(d, _)| d.clone()).collect();
         let still_used: std::collections::HashSet<String> = inner
@@ -396,7 +421,8 @@ impl Engine for FakeEngine {
     }
 
     /// Like the engine: replays the events pushed with a time at or after
-    /// `since` (none without `since`), then follows live ones until
+    /// `since` (none without `since`) among the last
+    /// [`EVENT_REPLAY_LIMIT`] pushed, then follows live ones until
     /// [`FakeEngine::close_event_stream`].
     fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
         self.calls.events.fetch_add(1, Ordering::Relaxed);
@@ -414,7 +440,9 @@ impl Engine for FakeEngine {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         if let Some(since) = since {
-            for event in inner.event_log.iter().filter(|e| e.time >= since) {
+            let kept = inner.event_log.len().saturating_sub(EVENT_REPLAY_LIMIT);
+            let replayable = &inner.event_log[kept..];
+            for event in replayable.iter().filter(|e| e.time >= since) {
                 // The receiver is in hand: sending cannot fail.
                 let _ = tx.send(Ok(event.clone()));
             }

@@ -143,6 +143,10 @@ pub struct Metrics {
     start_time: Gauge,
     /// 1 while the engine answers.
     engine_up: IntGauge,
+    /// Containers whose image is gone, at the last check (start-up, and
+    /// after each pass): made by a create racing a delete, or by anyone's
+    /// forced removal.
+    orphaned_containers: IntGauge,
     /// 1 when the last reload (SIGHUP) applied a valid policy.
     config_last_reload_successful: IntGauge,
     /// Reloads, per outcome.
@@ -308,6 +312,15 @@ impl Metrics {
                     "1 when the container engine answered the last request, 0 otherwise.",
                 ),
             ),
+            orphaned_containers: register(
+                r,
+                int_gauge(
+                    "imagegc_orphaned_containers",
+                    "Containers whose image no longer exists on the engine, at the last check \
+                     (start-up and after each pass): left by a container create that raced an \
+                     image delete, or by anyone's forced removal. Each is logged at warning level.",
+                ),
+            ),
             config_last_reload_successful: register(
                 r,
                 int_gauge(
@@ -434,13 +447,15 @@ impl Metrics {
         };
         for removed in &report.removed {
             let policy = [removed.policy.as_str()];
-            self.reclaimed_bytes
-                .with_label_values(&policy)
-                .inc_by(removed.reclaimed_bytes);
+            saturating_inc(
+                &self.reclaimed_bytes.with_label_values(&policy),
+                removed.reclaimed_bytes,
+            );
             self.removed_references.with_label_values(&policy).inc();
-            self.deleted_images
-                .with_label_values(&policy)
-                .inc_by(removed.deleted_images.len() as u64);
+            saturating_inc(
+                &self.deleted_images.with_label_values(&policy),
+                removed.deleted_images.len() as u64,
+            );
         }
         for failed in &report.failed {
             self.removal_failures
@@ -477,7 +492,8 @@ impl Metrics {
             .map(|name| (name, 0))
             .collect();
         for removal in &plan.removals {
-            *reclaimable.entry(removal.policy.clone()).or_default() += removal.reclaim_bytes;
+            let total = reclaimable.entry(removal.policy.clone()).or_default();
+            *total = total.saturating_add(removal.reclaim_bytes);
         }
         for (name, bytes) in &reclaimable {
             self.reclaimable_bytes
@@ -497,6 +513,12 @@ impl Metrics {
     /// Whether the engine answered the last request.
     pub fn set_engine_up(&self, up: bool) {
         self.engine_up.set(i64::from(up));
+    }
+
+    /// How many containers have lost their image, at the last check.
+    pub fn set_orphaned_containers(&self, count: usize) {
+        self.orphaned_containers
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts a policy reload (SIGHUP) and whether it succeeded.
@@ -798,6 +820,12 @@ fn int_gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     GaugeVec::new(Opts::new(name, help), labels)
         .expect("metric names, help and labels are valid constants")
+}
+
+/// Adds `by` to `counter`, stopping at `u64::MAX` instead of wrapping to a
+/// small figure (which Prometheus would take for a counter reset).
+fn saturating_inc(counter: &prometheus::IntCounter, by: u64) {
+    counter.inc_by(by.min(u64::MAX - counter.get()));
 }
 
 fn int_gauge(name: &str, help: &str) -> IntGauge {

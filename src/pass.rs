@@ -3,13 +3,23 @@
 //! The glue the `plan` and `once` commands and the daemon loop share. It owns
 //! the order of steps, not any decision: the planner decides, the executor
 //! acts, the state records.
+//!
+//! After every pass that may change something (dry runs included) it looks
+//! for orphaned containers: containers whose image no longer exists. With
+//! Docker's graph-driver store a `docker create` racing the delete of its
+//! image can make one (both calls succeed), and so does anyone's forced
+//! removal (`docker rmi -f`). No client can prevent that; imagegc names each
+//! one at warning level, with the removal of the pass that deleted the image
+//! when it was one of ours.
 
 use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashSet};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
-use crate::engine::{Engine, EngineError};
-use crate::execute::{execute, Report};
+use tracing::{debug, info, warn};
+
+use crate::engine::{Container, Engine, EngineError};
+use crate::execute::{execute, Removed, Report};
 use crate::plan::{plan, Plan};
 use crate::policy::Policy;
 use crate::snapshot::{collect, DetailsCache, Snapshot};
@@ -35,6 +45,23 @@ pub struct Outcome {
     pub plan: Plan,
     /// What execution did, in [`Mode::Execute`].
     pub report: Option<Report>,
+    /// Containers whose image is gone, found after the pass; `None` in
+    /// [`Mode::Plan`] or when the engine could not be asked.
+    pub orphans: Option<Vec<Orphan>>,
+}
+
+/// A container whose image no longer exists on the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// Full container ID.
+    pub container_id: String,
+    /// The container's first name, or empty when it has none.
+    pub container_name: String,
+    /// The image ID the container was created from, which is gone.
+    pub image_id: String,
+    /// The removal of this pass that deleted the image, when it was ours:
+    /// `(policy, target)`.
+    pub removed_by: Option<(String, String)>,
 }
 
 /// What passes remember between them.
@@ -93,9 +120,123 @@ pub async fn run<E: Engine>(
     } else {
         None
     };
+    let orphans = if mode == Mode::Plan {
+        None
+    } else {
+        let removed = report.as_ref().map_or(&[][..], |r| r.removed.as_slice());
+        // Nothing removed: the snapshot of this pass is the freshest view.
+        let seen = removed.is_empty().then_some(&snapshot);
+        match find_orphans(engine, seen, removed).await {
+            Ok(orphans) => {
+                log_orphans(&orphans);
+                Some(orphans)
+            }
+            Err(error) => {
+                warn!(%error, "cannot check for containers whose image is gone");
+                None
+            }
+        }
+    };
     Ok(Outcome {
         snapshot,
         plan,
         report,
+        orphans,
     })
+}
+
+/// Containers whose image no longer exists, as `seen` (a pass's snapshot)
+/// shows them, or as the engine lists them now when `seen` is `None`.
+/// `removed` are the removals of the pass just run, to name the one that
+/// deleted an image.
+///
+/// Containers are listed before images, so an image pulled for a container
+/// made in between cannot look missing; and each image that seems missing is
+/// confirmed with an inspect, so an image left out of a snapshot, or made
+/// after the image list, is not taken for gone.
+pub async fn find_orphans<E: Engine>(
+    engine: &E,
+    seen: Option<&Snapshot>,
+    removed: &[Removed],
+) -> Result<Vec<Orphan>, EngineError> {
+    let containers: Vec<Container> = if let Some(snapshot) = seen {
+        snapshot
+            .containers
+            .iter()
+            .filter(|c| c.image.is_none())
+            .map(|c| c.container.clone())
+            .collect()
+    } else {
+        let containers = engine.list_containers().await?;
+        let images: HashSet<String> = engine
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        containers
+            .into_iter()
+            .filter(|c| !images.contains(&c.image_id))
+            .collect()
+    };
+    let mut missing: BTreeMap<String, bool> = containers
+        .iter()
+        .filter(|c| !c.image_id.is_empty())
+        .map(|c| (c.image_id.clone(), false))
+        .collect();
+    for (image_id, gone) in &mut missing {
+        match engine.resolve_image(image_id).await {
+            Err(EngineError::NotFound(_)) => *gone = true,
+            Ok(_) => {}
+            Err(e) if e.is_unreachable() => return Err(e),
+            Err(error) => {
+                debug!(image = %image_id, %error, "cannot inspect the image of a container");
+            }
+        }
+    }
+    let mut orphans: Vec<Orphan> = containers
+        .into_iter()
+        .filter(|c| missing.get(&c.image_id).copied().unwrap_or(false))
+        .map(|c| {
+            let removed_by = removed
+                .iter()
+                .find(|r| r.deleted_images.contains(&c.image_id))
+                .map(|r| {
+                    let target = r.reference.clone().unwrap_or_else(|| r.image_id.clone());
+                    (r.policy.clone(), target)
+                });
+            Orphan {
+                container_name: c.names.first().cloned().unwrap_or_default(),
+                container_id: c.id,
+                image_id: c.image_id,
+                removed_by,
+            }
+        })
+        .collect();
+    orphans.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+    Ok(orphans)
+}
+
+/// One warning per orphaned container.
+pub fn log_orphans(orphans: &[Orphan]) {
+    for o in orphans {
+        if let Some((policy, target)) = &o.removed_by {
+            warn!(
+                container = %o.container_id,
+                name = %o.container_name,
+                image = %o.image_id,
+                %policy,
+                removal = %target,
+                "container's image is gone: deleted by this pass's removal of {target} \
+                 (policy {policy}) while the container was being created"
+            );
+        } else {
+            warn!(
+                container = %o.container_id,
+                name = %o.container_name,
+                image = %o.image_id,
+                "container's image is gone (a forced removal, or a create that raced a delete)"
+            );
+        }
+    }
 }

@@ -182,9 +182,12 @@ impl Snapshot {
         }
     }
 
-    /// Unique layer bytes of every image on the engine.
+    /// Unique layer bytes of every image on the engine (saturating at
+    /// `u64::MAX`: absurd sizes from the engine must not wrap).
     pub fn image_bytes(&self) -> u64 {
-        self.layers.iter().map(|l| l.size).sum()
+        self.layers
+            .iter()
+            .fold(0u64, |total, l| total.saturating_add(l.size))
     }
 
     /// Number of ancestors of an image present in the snapshot.

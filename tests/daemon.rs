@@ -525,3 +525,109 @@ async fn a_rejected_reload_shows_in_the_status_until_a_good_file_loads() {
     shutdown.cancel();
     task.await.expect("daemon task");
 }
+
+/// Polls (in paused time) until `done` holds, for at most ten minutes.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..6000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not within ten minutes: {what}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state() {
+    use imagegc::engine::{Container, ContainerTimes, EngineEvent, EventScope};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(FakeEngine::new());
+    let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling");
+    let mut r = rig(Arc::clone(&engine), &text, None, t("2026-11-28T10:00:00Z"));
+    r.daemon.follow_events = true;
+    r.daemon.save_every = Duration::from_millis(100);
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    wait_until("the event stream opens", || {
+        engine.open_event_streams() == 1
+    })
+    .await;
+
+    // One event before the break, so the stream resumes from its time.
+    let t0 = t("2026-11-28T10:00:10Z");
+    engine.push_event(EngineEvent {
+        time: t0 - TimeDelta::seconds(1),
+        scope: EventScope::Image,
+        action: "load".to_owned(),
+        actor_id: "sha256:loaded".to_owned(),
+        attributes: std::collections::BTreeMap::new(),
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // The stream breaks, and the engine refuses it for a few seconds.
+    engine.close_event_stream();
+    for _ in 0..5 {
+        engine.fail_next_events(EngineError::Unavailable {
+            address: "unix:///fake".to_owned(),
+            reason: "connection refused".to_owned(),
+        });
+    }
+    // Meanwhile 300 containers of 300 images are created and run: 600
+    // events, more than the 256 the engine replays.
+    let uses = 300;
+    let image_of = |i: usize| format!("sha256:{i:064}");
+    for i in 0..uses {
+        let id = format!("c{i}");
+        let created = t0 + TimeDelta::milliseconds(20 * i as i64);
+        let started = created + TimeDelta::milliseconds(10);
+        engine.add_container(Container {
+            id: id.clone(),
+            names: vec![id.clone()],
+            image_id: image_of(i),
+            state: "running".to_owned(),
+            created,
+        });
+        engine.add_container_times(
+            &id,
+            ContainerTimes {
+                image_id: image_of(i),
+                created,
+                started_at: Some(started),
+                finished_at: None,
+            },
+        );
+        for (action, at) in [("create", created), ("start", started)] {
+            engine.push_event(EngineEvent {
+                time: at,
+                scope: EventScope::Container,
+                action: action.to_owned(),
+                actor_id: id.clone(),
+                attributes: std::iter::once(("image".to_owned(), image_of(i))).collect(),
+            });
+        }
+    }
+    wait_until("the event stream is back", || {
+        engine.event_requests().len() >= 7 && engine.open_event_streams() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    shutdown.cancel();
+    task.await.expect("daemon task");
+
+    let state = State::load(&dir.path().join("state.json"), Utc::now())
+        .expect("state readable")
+        .expect("state file exists");
+    let missing: Vec<usize> = (0..uses)
+        .filter(|&i| {
+            let started = t0 + TimeDelta::milliseconds(20 * i as i64 + 10);
+            state.images.get(&image_of(i)).and_then(|rec| rec.last_used) != Some(started)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {uses} uses never reached the state (first: container c{})",
+        missing.len(),
+        missing.first().copied().unwrap_or_default()
+    );
+}

@@ -634,3 +634,98 @@ async fn the_real_engine_reports_container_times_and_resolves_references() {
         Err(EngineError::NotFound(_))
     ));
 }
+
+/// The real engine behind a stream that breaks on demand, and that replays
+/// nothing after the break: the worst case of the engine's 256-event replay.
+struct BreakingStream {
+    inner: imagegc::docker::Docker,
+    first: std::sync::atomic::AtomicBool,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Engine for BreakingStream {
+    async fn info(&self) -> Result<imagegc::engine::EngineInfo, EngineError> {
+        self.inner.info().await
+    }
+    async fn list_images(&self) -> Result<Vec<imagegc::engine::ImageSummary>, EngineError> {
+        self.inner.list_images().await
+    }
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        self.inner.list_containers().await
+    }
+    async fn image_details(
+        &self,
+        image_id: &str,
+    ) -> Result<imagegc::engine::ImageDetails, EngineError> {
+        self.inner.image_details(image_id).await
+    }
+    async fn disk_usage(
+        &self,
+        root_dir: &str,
+    ) -> Result<Option<imagegc::engine::DiskUsage>, EngineError> {
+        self.inner.disk_usage(root_dir).await
+    }
+    async fn remove_image(
+        &self,
+        target: &str,
+    ) -> Result<Vec<imagegc::engine::DeleteItem>, EngineError> {
+        self.inner.remove_image(target).await
+    }
+    fn events(&self, _since: Option<DateTime<Utc>>) -> imagegc::engine::EventStream {
+        if self.first.swap(false, Ordering::SeqCst) {
+            // Quiet until cut, then over: the engine went away.
+            let cut = Arc::clone(&self.cut);
+            return Box::pin(futures_util::stream::unfold(Some(cut), |cut| async move {
+                cut?.notified().await;
+                None
+            }));
+        }
+        self.inner.events(None)
+    }
+    async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
+        self.inner.container_times(container_id).await
+    }
+    async fn resolve_image(&self, reference: &str) -> Result<String, EngineError> {
+        self.inner.resolve_image(reference).await
+    }
+}
+
+/// Against the real engine: a container created while the stream is down,
+/// whose events are never replayed, still reaches the follower after the
+/// reconnect, from the containers' times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_created_while_the_stream_is_down_is_reported_after_the_reconnect() {
+    let lab = common::Lab::new();
+    let loaded = lab.load_image(&common::ImageSpec::new().tag(lab.reference("outage", "1")));
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let engine = Arc::new(BreakingStream {
+        inner: imagegc::docker::Docker::connect(None)
+            .await
+            .expect("connect to the engine"),
+        first: std::sync::atomic::AtomicBool::new(true),
+        cut: Arc::clone(&cut),
+    });
+    let mut follower = Follower::start(&engine);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), follower.health.recv())
+            .await
+            .expect("the stream opens within 10 s")
+            .expect("follow is running"),
+        "the stream opens"
+    );
+    let reference = loaded.tags[0].clone();
+    let container = tokio::task::block_in_place(|| lab.create_container(&reference));
+    cut.notify_one();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = tokio::time::timeout_at(deadline, follower.updates.recv())
+            .await
+            .unwrap_or_else(|_| panic!("container {container} was not reported in 10 s"))
+            .expect("follow is running");
+        if got.image_id == loaded.id && got.by == "container create" {
+            break;
+        }
+    }
+    follower.stop().await;
+}
