@@ -53,6 +53,8 @@ struct Inner {
     remove_hook: Option<RemoveHook>,
     /// Containers still listed but gone by the time they are inspected.
     vanished: std::collections::HashSet<String>,
+    /// `LastTagTime` of images, by ID (none when absent, as after a load).
+    last_tag_times: HashMap<String, DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -122,6 +124,11 @@ impl FakeEngine {
         let id = image.summary.id.clone();
         self.lock().images.push(image);
         id
+    }
+
+    /// Set the `LastTagTime` image inspect reports for an image.
+    pub fn set_last_tag_time(&self, image_id: &str, at: DateTime<Utc>) {
+        self.lock().last_tag_times.insert(image_id.to_string(), at);
     }
 
     /// Add a container.
@@ -311,7 +318,7 @@ impl Engine for FakeEngine {
                     created_by: "fake layer".into(),
                 })
                 .collect(),
-            last_tag_time: None,
+            last_tag_time: inner.last_tag_times.get(image_id).copied(),
         })
     }
 
