@@ -242,3 +242,53 @@ fn on_the_engine_a_loaded_old_image_survives_a_once_over_a_corrupt_state_file() 
     );
     assert!(common::image_exists(&image.id) && common::image_exists(&dangling.id));
 }
+
+/// `explain` of an image created seconds ago, with no state file yet, says
+/// what is true: not tracked yet, the grace period counts from its created
+/// time (it used to say "first seen before tracking began"). Over a corrupt
+/// state file it says tracking restarts now, as the next `once` would.
+#[test]
+fn explain_says_what_first_seen_means_with_no_state_and_after_a_loss() {
+    let lab = common::Lab::new();
+    let fresh = lab.load_image(
+        &common::ImageSpec::new()
+            .created(Utc::now() - TimeDelta::seconds(3))
+            .tag(lab.reference("new", "v1")),
+    );
+    let state = lab.state_path();
+    let policy = lab.write_policy(&format!(
+        "[state]\npath = \"{}\"\n[safety]\nmin_age = \"1h\"\n\
+         [[policy]]\nname = \"old\"\n{}\nolder_than = \"1s\"\n",
+        state.display(),
+        lab.selector()
+    ));
+    let policy = policy.to_str().expect("utf-8");
+    let explain = |output: &str| {
+        let out = common::imagegc(&["--config", policy, "explain", &fresh.id, "--output", output]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let text = explain("table");
+    assert!(!text.contains("before tracking began"), "{text}");
+    assert!(text.contains("not tracked yet"), "{text}");
+    assert!(text.contains("younger than min_age"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&explain("json")).expect("JSON");
+    assert_eq!(json["first_seen_basis"], "no_state_yet", "{json}");
+    assert_eq!(json["first_seen"], serde_json::Value::Null, "{json}");
+
+    std::fs::write(&state, b"{broken").expect("write corrupt state");
+    let text = explain("table");
+    assert!(text.contains("tracking restarted"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&explain("json")).expect("JSON");
+    assert_eq!(json["first_seen_basis"], "tracking_restarted", "{json}");
+    assert_eq!(
+        std::fs::read(&state).expect("untouched"),
+        b"{broken",
+        "explain writes nothing"
+    );
+}
