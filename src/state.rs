@@ -157,6 +157,15 @@ impl State {
         }
     }
 
+    /// Note that an image arrived at `at` (an engine event seen while taking
+    /// a baseline): it counts as first seen then, not as old.
+    pub fn arrived(&mut self, id: &str, at: DateTime<Utc>) {
+        let rec = self.images.entry(id.to_string()).or_default();
+        if rec.first_seen.is_none_or(|t| t < at) {
+            rec.first_seen = Some(at);
+        }
+    }
+
     /// Note a use of an image (an event); keeps the newest.
     pub fn touch(&mut self, id: &str, at: DateTime<Utc>, by: &str) {
         let rec = self
