@@ -324,14 +324,12 @@ impl<E: Engine + 'static> Loop<E> {
         let now = self.d.clock.now();
         if self.memory.state.baseline_pending {
             if let Ok(images) = self.d.engine.list_images().await {
-                let min_age = self.d.policy.safety.min_age;
-                let state = &mut self.memory.state;
-                let arrived =
-                    pass::take_baseline(&*self.d.engine, state, &images, min_age, now).await;
+                self.memory
+                    .state
+                    .observe(images.iter().map(|i| i.id.as_str()), now);
                 info!(
                     images = images.len(),
-                    arrived,
-                    "state: baseline taken; these images count as old, but those the engine's recent events show arriving"
+                    "state: baseline taken; these images count as old"
                 );
             }
         }

@@ -376,31 +376,6 @@ impl Engine for Docker {
             .boxed()
     }
 
-    async fn past_image_events(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Vec<EngineEvent>, EngineError> {
-        let filters = std::collections::HashMap::from([
-            ("type", vec!["image"]),
-            ("event", vec!["pull", "load", "import", "tag"]),
-        ]);
-        // With `until` the engine replays what it holds and closes the stream.
-        let options = EventsOptionsBuilder::new()
-            .filters(&filters)
-            .since(&since_param(since))
-            .until(&since_param(until))
-            .build();
-        let address = self.address.clone();
-        self.client
-            .events(Some(options))
-            .map(|item| item.map(engine_event).map_err(|e| map_error(&address, &e)))
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect()
-    }
-
     async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
         let inspect = self
             .client

@@ -267,24 +267,6 @@ pub trait Engine: Send + Sync {
         ))]))
     }
 
-    /// The image events (`pull`, `load`, `import`, `tag`) the engine still
-    /// holds from `since` to `until`, oldest first, without following: the
-    /// engine keeps only its last 256 events (of every kind), in memory.
-    ///
-    /// The default implementation (engines without events) fails.
-    fn past_image_events(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<EngineEvent>, EngineError>> + Send {
-        let _ = (since, until);
-        async {
-            Err(EngineError::Other(
-                "this engine does not report events".to_owned(),
-            ))
-        }
-    }
-
     /// Created, started and finished times of one container, and its image
     /// ID (container inspect). `NotFound` when the container is gone.
     ///

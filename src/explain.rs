@@ -302,12 +302,6 @@ impl Explanation {
                 t.format("%Y-%m-%d %H:%M:%S UTC"),
                 ago(t)
             ),
-            (Some(t), FirstSeenBasis::Arrived) => writeln!(
-                o,
-                "first seen   {} ({} ago; no state file yet: the engine's recent events show it arriving then)",
-                t.format("%Y-%m-%d %H:%M:%S UTC"),
-                ago(t)
-            ),
             (Some(t), _) => writeln!(
                 o,
                 "first seen   {} ({} ago)",

@@ -432,23 +432,6 @@ impl Engine for FakeEngine {
         }))
     }
 
-    /// The image events pushed with a time in `[since, until]`.
-    async fn past_image_events(
-        &self,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<Vec<EngineEvent>, EngineError> {
-        self.check()?;
-        Ok(self
-            .lock()
-            .event_log
-            .iter()
-            .filter(|e| e.scope == crate::engine::EventScope::Image)
-            .filter(|e| e.time >= since && e.time <= until)
-            .cloned()
-            .collect())
-    }
-
     async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
         self.calls.container_times.fetch_add(1, Ordering::Relaxed);
         self.check()?;

@@ -57,9 +57,6 @@ pub enum FirstSeenBasis {
     /// Tracking restarted at `first_seen` because the state file was lost
     /// or cannot be written; the grace period counts from then.
     Restarted,
-    /// There is no state file yet, and the engine's recent events show the
-    /// image arriving (pull, load, import, tag) at `first_seen`.
-    Arrived,
 }
 
 impl FirstSeenBasis {
@@ -70,7 +67,6 @@ impl FirstSeenBasis {
             Self::Baseline => "baseline",
             Self::NoStateYet => "no_state_yet",
             Self::Restarted => "tracking_restarted",
-            Self::Arrived => "arrived",
         }
     }
 }

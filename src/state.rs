@@ -157,15 +157,6 @@ impl State {
         }
     }
 
-    /// Note that an image arrived at `at` (an engine event seen while taking
-    /// a baseline): it counts as first seen then, not as old.
-    pub fn arrived(&mut self, id: &str, at: DateTime<Utc>) {
-        let rec = self.images.entry(id.to_string()).or_default();
-        if rec.first_seen.is_none_or(|t| t < at) {
-            rec.first_seen = Some(at);
-        }
-    }
-
     /// Note a use of an image (an event); keeps the newest.
     pub fn touch(&mut self, id: &str, at: DateTime<Utc>, by: &str) {
         let rec = self
@@ -323,9 +314,12 @@ impl State {
         std::fs::create_dir_all(&dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
         // On error the temp file is removed when `tmp` drops.
+        // 0644 less the umask, as the file had before (tempfile's default
+        // is 0600): it holds image IDs and times, nothing secret.
         let mut tmp = tempfile::Builder::new()
             .prefix(&temp_prefix(path, std::process::id()))
             .rand_bytes(12)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(&dir)
             .map_err(io)?;
         tmp.write_all(&json).map_err(io)?;
@@ -502,7 +496,18 @@ mod tests {
         let path = dir.path().join("state.json");
         let now = t("2026-02-03T04:05:06Z");
         std::fs::write(&path, b"").expect("write");
+        // A symlink planted at the name the file is moved aside to is
+        // replaced, not written through.
+        let victim_dir = tempfile::tempdir().expect("tempdir");
+        let victim = victim_dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write victim");
+        std::os::unix::fs::symlink(
+            &victim,
+            dir.path().join("state.json.corrupt-20260203T040506Z"),
+        )
+        .expect("plant");
         let got = State::load_or_fresh(&path, now);
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
         assert_eq!(got, State::restarted(now));
         assert!(dir
             .path()

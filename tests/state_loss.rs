@@ -3,8 +3,7 @@
 //! through a pass with `min_age = "1h"` whatever happened to the state: a
 //! corrupt, truncated, empty, newer-schema or extra-field file (moved aside),
 //! or no writable state at all. A first install still cleans up at once, but
-//! not what the engine says arrived within `min_age` (its `LastTagTime`, its
-//! recent pull, load and import events).
+//! not what the engine says was tagged a minute ago.
 //!
 //! The fake engine covers every case; the last test shows it on the real
 //! engine with `imagegc once` and a `docker load`ed image.
@@ -12,18 +11,16 @@
 mod common;
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio_util::sync::CancellationToken;
 
-use imagegc::engine::{EngineEvent, EventScope};
 use imagegc::fake::{self, FakeEngine};
 use imagegc::pass::{self, Memory, Mode};
 use imagegc::policy::Policy;
 use imagegc::state::State;
-use support::{ago, now, policy, rule, secs, DAY, HOUR, MINUTE};
+use support::{ago, now, policy, rule, secs, DAY, MINUTE};
 
 /// Removes every tag older than a day (by created time) and every dangling
 /// image; `min_age = 1h`.
@@ -158,69 +155,20 @@ async fn without_a_writable_state_dir_no_once_removes_a_recently_arrived_old_ima
     assert!(engine.removals().is_empty(), "{:?}", engine.removals());
 }
 
-fn image_event(action: &str, actor: &str, at: DateTime<Utc>) -> EngineEvent {
-    EngineEvent {
-        time: at,
-        scope: EventScope::Image,
-        action: action.to_owned(),
-        actor_id: actor.to_owned(),
-        attributes: BTreeMap::new(),
-    }
-}
-
 #[tokio::test]
-async fn a_first_install_cleans_up_at_once_but_keeps_what_the_engine_says_arrived_within_min_age() {
+async fn a_first_install_cleans_up_at_once_but_keeps_what_was_tagged_a_minute_ago() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("state.json");
     let engine = engine();
-    engine.add_image(fake::image(
-        "sha256:pulled",
-        &["base:1"],
-        ago(30 * DAY),
-        &[("sha256:d-pulled", 30)],
-    ));
-    engine.add_image(fake::image(
-        "sha256:resident",
-        &[],
-        ago(30 * DAY),
-        &[("sha256:d-resident", 40)],
-    ));
-    // What the engine still holds: a load and a pull a minute ago, and a
-    // load of the resident image long enough ago for its grace to be over.
-    engine.push_event(image_event("load", "sha256:loaded", ago(MINUTE)));
-    engine.push_event(image_event("pull", "base:1", ago(MINUTE)));
-    engine.push_event(image_event("load", "sha256:resident", ago(2 * HOUR)));
 
-    let mut memory = Memory::new(State::peek(&path, now()));
-    let planned = pass::run(
-        &engine,
-        &cleanup_policy(),
-        None,
-        &mut memory,
-        Mode::Plan,
-        now(),
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("the fake engine answers");
     let left = once(&engine, &path, now()).await;
 
     assert_eq!(
         left,
-        vec!["sha256:tagged", "sha256:loaded", "sha256:pulled"],
-        "LastTagTime and the engine's recent load and pull events count"
+        vec!["sha256:tagged"],
+        "the engine's LastTagTime counts"
     );
-    assert_eq!(engine.removals(), vec!["sha256:resident"]);
-    let planned: Vec<&str> = planned
-        .plan
-        .removals
-        .iter()
-        .map(|r| r.image_id.as_str())
-        .collect();
-    assert_eq!(planned, vec!["sha256:resident"], "plan agrees with once");
-    // The arrivals are in the state: the next run still keeps them.
-    let left = once(&engine, &path, now() + TimeDelta::minutes(30)).await;
-    assert_eq!(left.len(), 3, "{left:?}");
+    assert_eq!(engine.removals(), vec!["sha256:loaded"]);
 }
 
 #[tokio::test]
@@ -295,48 +243,10 @@ fn on_the_engine_a_loaded_old_image_survives_a_once_over_a_corrupt_state_file() 
     assert!(common::image_exists(&image.id) && common::image_exists(&dangling.id));
 }
 
-/// On the real engine, a first install (no state file): an image created 30
-/// days ago and `docker load`ed just now stays, because the engine's recent
-/// events show the load (Docker 20.10 sets no `LastTagTime` on load).
-#[test]
-fn on_the_engine_a_first_install_keeps_an_old_image_loaded_just_now() {
-    let lab = common::Lab::new();
-    let image = lab.load_image(
-        &common::ImageSpec::new()
-            .days_old(30)
-            .tag(lab.reference("app", "v1")),
-    );
-    let state = lab.state_path();
-    let policy = lab.write_policy(&format!(
-        "[state]\npath = \"{}\"\n[safety]\nmin_age = \"1h\"\n\
-         [[policy]]\nname = \"old\"\n{}\nolder_than = \"1d\"\n",
-        state.display(),
-        lab.selector()
-    ));
-    let out = common::imagegc(&["--config", policy.to_str().expect("utf-8"), "once"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        common::image_exists(&image.id),
-        "a first install does not remove an old image loaded a moment ago"
-    );
-    let saved = State::load(&state, Utc::now())
-        .expect("load")
-        .expect("a state file");
-    assert!(
-        saved.images[&image.id].first_seen.is_some(),
-        "it counts as arrived, not as old: {saved:?}"
-    );
-}
-
 /// `explain` of an image created seconds ago, with no state file yet, says
-/// what is true (it used to say "first seen before tracking began"): that
-/// the engine's events show it arriving, or, once that is longer ago than
-/// `min_age`, that it is not tracked yet and its created time counts. Over a
-/// corrupt state file it says tracking restarts now, as the next `once` would.
+/// what is true: not tracked yet, the grace period counts from its created
+/// time (it used to say "first seen before tracking began"). Over a corrupt
+/// state file it says tracking restarts now, as the next `once` would.
 #[test]
 fn explain_says_what_first_seen_means_with_no_state_and_after_a_loss() {
     let lab = common::Lab::new();
@@ -346,16 +256,14 @@ fn explain_says_what_first_seen_means_with_no_state_and_after_a_loss() {
             .tag(lab.reference("new", "v1")),
     );
     let state = lab.state_path();
-    let policy_with = |min_age: &str| {
-        let path = lab.write_policy(&format!(
-            "[state]\npath = \"{}\"\n[safety]\nmin_age = \"{min_age}\"\n\
-             [[policy]]\nname = \"old\"\n{}\nolder_than = \"1s\"\n",
-            state.display(),
-            lab.selector()
-        ));
-        path.to_str().expect("utf-8").to_owned()
-    };
-    let explain = |policy: &str, output: &str| {
+    let policy = lab.write_policy(&format!(
+        "[state]\npath = \"{}\"\n[safety]\nmin_age = \"1h\"\n\
+         [[policy]]\nname = \"old\"\n{}\nolder_than = \"1s\"\n",
+        state.display(),
+        lab.selector()
+    ));
+    let policy = policy.to_str().expect("utf-8");
+    let explain = |output: &str| {
         let out = common::imagegc(&["--config", policy, "explain", &fresh.id, "--output", output]);
         assert!(
             out.status.success(),
@@ -364,35 +272,20 @@ fn explain_says_what_first_seen_means_with_no_state_and_after_a_loss() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let json = |policy: &str| -> serde_json::Value {
-        serde_json::from_str(&explain(policy, "json")).expect("JSON")
-    };
 
-    let hour = policy_with("1h");
-    let text = explain(&hour, "table");
-    assert!(!text.contains("before tracking began"), "{text}");
-    assert!(
-        text.contains("the engine's recent events show it arriving"),
-        "{text}"
-    );
-    assert!(text.contains("younger than min_age"), "{text}");
-    assert_eq!(json(&hour)["first_seen_basis"], "arrived");
-
-    // With min_age = 1s the load is out of the window imagegc asks about.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let second = policy_with("1s");
-    let text = explain(&second, "table");
+    let text = explain("table");
     assert!(!text.contains("before tracking began"), "{text}");
     assert!(text.contains("not tracked yet"), "{text}");
-    let got = json(&second);
-    assert_eq!(got["first_seen_basis"], "no_state_yet", "{got}");
-    assert_eq!(got["first_seen"], serde_json::Value::Null, "{got}");
+    assert!(text.contains("younger than min_age"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&explain("json")).expect("JSON");
+    assert_eq!(json["first_seen_basis"], "no_state_yet", "{json}");
+    assert_eq!(json["first_seen"], serde_json::Value::Null, "{json}");
 
     std::fs::write(&state, b"{broken").expect("write corrupt state");
-    let text = explain(&hour, "table");
+    let text = explain("table");
     assert!(text.contains("tracking restarted"), "{text}");
-    assert!(text.contains("younger than min_age"), "{text}");
-    assert_eq!(json(&hour)["first_seen_basis"], "tracking_restarted");
+    let json: serde_json::Value = serde_json::from_str(&explain("json")).expect("JSON");
+    assert_eq!(json["first_seen_basis"], "tracking_restarted", "{json}");
     assert_eq!(
         std::fs::read(&state).expect("untouched"),
         b"{broken",
@@ -439,7 +332,7 @@ fn on_the_engine_the_daemon_over_a_corrupt_state_file_keeps_an_old_image_loaded_
     });
     assert!(
         common::image_exists(&image.id),
-        "the daemon did not remove an old image loaded a moment ago after a state loss"
+        "the daemon removed an old image loaded a moment ago after a state loss"
     );
     let saved = State::load(&state, Utc::now())
         .expect("load")
