@@ -100,6 +100,7 @@ fn synthetic(n: usize, now: DateTime<Utc>) -> Snapshot {
                 first_seen: None,
                 last_event: (rng.below(3) == 0)
                     .then(|| now - TimeDelta::hours(rng.below(24 * 30) as i64)),
+                ..Tracked::default()
             },
         });
     }

@@ -283,10 +283,7 @@ impl<E: Engine + 'static> Loop<E> {
     async fn start(d: Daemon<E>, shutdown: &CancellationToken) -> Self {
         let now = d.clock.now();
         let path = d.policy.state.path.clone();
-        let state = State::load_or_fresh(&path, now).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the state file; first-seen times start afresh");
-            State::fresh(now)
-        });
+        let state = State::load_or_fresh(&path, now);
         d.metrics.set_policy(&d.policy);
         let mut lp = Self {
             d,

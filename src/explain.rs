@@ -16,7 +16,7 @@ use crate::accounting::Ledger;
 use crate::output::size;
 use crate::plan::{self, human_duration, Plan, Protection, Verdict};
 use crate::policy::Policy;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{FirstSeenBasis, Snapshot};
 
 /// Why a target names no single image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +101,10 @@ pub struct Explanation {
     pub created: DateTime<Utc>,
     /// First seen by imagegc, if after tracking began.
     pub first_seen: Option<DateTime<Utc>>,
+    /// What `first_seen` stands for (seen, baseline, no state yet, restart).
+    pub first_seen_basis: FirstSeenBasis,
+    /// When the engine last put a reference on it (`LastTagTime`).
+    pub last_tagged: Option<DateTime<Utc>>,
     /// Last used.
     pub last_used: DateTime<Utc>,
     /// Where the last-used time came from.
@@ -164,6 +168,8 @@ pub fn explain(
         parents_freed,
         created: img.created,
         first_seen: img.tracked.first_seen,
+        first_seen_basis: img.tracked.basis,
+        last_tagged: img.last_tag_time,
         last_used,
         last_used_source: source.as_str(),
         containers: snapshot.users[i]
@@ -247,6 +253,8 @@ impl Explanation {
             "parents_freed": self.parents_freed,
             "created": self.created,
             "first_seen": self.first_seen,
+            "first_seen_basis": self.first_seen_basis.as_str(),
+            "last_tagged": self.last_tagged,
             "last_used": self.last_used,
             "last_used_source": self.last_used_source,
             "containers": self.containers.iter().map(|(id, name, state)| json!({
@@ -317,16 +325,34 @@ impl Explanation {
             self.created.format("%Y-%m-%d %H:%M:%S UTC"),
             ago(self.created)
         );
-        let _ = match self.first_seen {
-            Some(t) => writeln!(
+        if let Some(t) = self.last_tagged {
+            let _ = writeln!(
+                o,
+                "last tagged  {} ({} ago)",
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                ago(t)
+            );
+        }
+        let _ = match (self.first_seen, self.first_seen_basis) {
+            (Some(t), FirstSeenBasis::Restarted) => writeln!(
+                o,
+                "first seen   {} ({} ago; tracking restarted then: the state file was lost or cannot be written)",
+                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                ago(t)
+            ),
+            (Some(t), _) => writeln!(
                 o,
                 "first seen   {} ({} ago)",
                 t.format("%Y-%m-%d %H:%M:%S UTC"),
                 ago(t)
             ),
-            None => writeln!(
+            (None, FirstSeenBasis::NoStateYet) => writeln!(
                 o,
-                "first seen   before tracking began (created time counts)"
+                "first seen   not tracked yet: there is no state file, so the first pass takes it into its baseline (the grace period counts from created or last tagged)"
+            ),
+            (None, _) => writeln!(
+                o,
+                "first seen   already there when tracking began (the grace period counts from created or last tagged)"
             ),
         };
         let _ = writeln!(

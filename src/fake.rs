@@ -60,6 +60,8 @@ struct Inner {
     /// Containers created at the same moment as the delete of their image,
     /// by image ID: both succeed, as on Docker's graph-driver store.
     racing_creates: HashMap<String, Container>,
+    /// `LastTagTime` of images, by ID (none when absent, as after a load).
+    last_tag_times: HashMap<String, DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -129,6 +131,11 @@ impl FakeEngine {
         let id = image.summary.id.clone();
         self.lock().images.push(image);
         id
+    }
+
+    /// Set the `LastTagTime` image inspect reports for an image.
+    pub fn set_last_tag_time(&self, image_id: &str, at: DateTime<Utc>) {
+        self.lock().last_tag_times.insert(image_id.to_string(), at);
     }
 
     /// Add a container.
@@ -333,7 +340,7 @@ impl Engine for FakeEngine {
                     created_by: "fake layer".into(),
                 })
                 .collect(),
-            last_tag_time: None,
+            last_tag_time: inner.last_tag_times.get(image_id).copied(),
         })
     }
 

@@ -333,10 +333,7 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let state = if mode == Mode::Plan {
         State::peek(state_path, now)
     } else {
-        State::load_or_fresh(state_path, now).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read the state file; first-seen times start afresh");
-            State::fresh(now)
-        })
+        State::load_or_fresh(state_path, now)
     };
     let cancel = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone()));

@@ -527,10 +527,7 @@ impl<'a> Planner<'a> {
             }
         }
         let min_age = std_to_delta(safety.min_age);
-        let (since, what) = match img.tracked.first_seen {
-            Some(seen) if seen > img.created => (seen, "first seen"),
-            _ => (img.created, "created"),
-        };
+        let (since, what) = self.snap.grace_start(i);
         let age = self.now - since;
         if age < min_age {
             out.push(format!(

@@ -57,7 +57,7 @@ pub struct StateSettings {
 /// `[safety]`: protections no policy can override.
 #[derive(Debug, Clone)]
 pub struct Safety {
-    /// Grace period counted from max(created, first seen). Default 1h.
+    /// Grace period counted from max(created, last tagged, first seen). Default 1h.
     pub min_age: Duration,
     /// Reference globs never removed (matched against `repo:tag` and `repo`).
     pub protect: Vec<Glob>,

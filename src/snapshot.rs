@@ -37,6 +37,38 @@ pub struct Tracked {
     pub first_seen: Option<DateTime<Utc>>,
     /// Newest event seen for the image (container start, tag, …).
     pub last_event: Option<DateTime<Utc>>,
+    /// What `first_seen` stands for, so `explain` can say it.
+    pub basis: FirstSeenBasis,
+}
+
+/// Where an image's first-seen time comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FirstSeenBasis {
+    /// imagegc saw the image appear at `first_seen` (for an image no pass
+    /// has recorded yet: now, as the next pass will record).
+    #[default]
+    Seen,
+    /// The image was there when tracking began on a first install: no
+    /// first-seen time; the grace period counts from created or last tagged.
+    Baseline,
+    /// There is no state file yet: the first pass will take the image into
+    /// its baseline (as [`FirstSeenBasis::Baseline`]).
+    NoStateYet,
+    /// Tracking restarted at `first_seen` because the state file was lost
+    /// or cannot be written; the grace period counts from then.
+    Restarted,
+}
+
+impl FirstSeenBasis {
+    /// Short name for JSON output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seen => "seen",
+            Self::Baseline => "baseline",
+            Self::NoStateYet => "no_state_yet",
+            Self::Restarted => "tracking_restarted",
+        }
+    }
 }
 
 /// One image in a snapshot.
@@ -56,7 +88,8 @@ pub struct Image {
     pub layers: Vec<u32>,
     /// False when layer sizes are a best guess.
     pub sizes_exact: bool,
-    /// When a reference was last put on the image.
+    /// When a reference was last put on the image (`docker tag`, `build -t`;
+    /// Docker 20.10 does not set it on pull or load).
     pub last_tag_time: Option<DateTime<Utc>>,
     /// Times from the state file.
     pub tracked: Tracked,
@@ -202,6 +235,20 @@ impl Snapshot {
             }
         }
         d
+    }
+
+    /// When the grace period (`min_age`) starts for an image: the latest of
+    /// its created time, its last tag time and when imagegc first saw it.
+    pub fn grace_start(&self, image: usize) -> (DateTime<Utc>, &'static str) {
+        let img = &self.images[image];
+        let mut best = (img.created, "created");
+        if let Some(t) = img.last_tag_time.filter(|t| *t > best.0) {
+            best = (t, "last tagged");
+        }
+        if let Some(t) = img.tracked.first_seen.filter(|t| *t > best.0) {
+            best = (t, "first seen");
+        }
+        best
     }
 
     /// Last used: the newest of created, last tag time, the creation of any

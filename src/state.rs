@@ -1,19 +1,39 @@
 //! First-seen and last-used times, kept across passes in a JSON file.
 //!
 //! The file is small (one entry per image ID) and written atomically: a temp
-//! file in the same directory, fsync, rename, fsync of the directory. A crash
-//! at any instant leaves the old file or the new one. A file that does not
-//! parse is moved aside to `<name>.corrupt-<timestamp>` with a warning, and
-//! tracking starts afresh; imagegc never refuses to start over it.
+//! file with a random name, created exclusively in the same directory (never
+//! through a planted symlink), fsync, rename over the final name (which
+//! replaces a symlink there rather than following it), fsync of the
+//! directory. A crash at any instant leaves the old file or the new one. The
+//! file is read without following a symlink.
+//!
+//! Where a pass starts from, [`State::load_or_fresh`] and [`State::peek`]:
+//! - **First install**: no state file, and its directory can be written. The
+//!   first pass takes the images present as a baseline: they have no
+//!   first-seen time, so the grace period counts from what the engine knows
+//!   (created, last tagged), and a new install can clean up at once.
+//! - **State lost**: the file does not parse (corrupt, truncated, empty, a
+//!   newer schema, unknown fields; moved aside to `<name>.corrupt-<timestamp>`),
+//!   or cannot be read (permissions, a symlink, not a regular file). Tracking
+//!   restarts: every image present counts as first seen now, so the grace
+//!   period runs again from now for all of them, and the restart is written at
+//!   once so it holds across restarts of imagegc.
+//! - **No writable state**: no state file, and its directory cannot be
+//!   written (`once` as a non-root user). Nothing can be remembered between
+//!   runs, so each run is a restart as above: nothing the grace period
+//!   protects is removed.
+//!
+//! imagegc never refuses to start over a state file; it warns and restarts.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::Tracked;
+use crate::snapshot::{FirstSeenBasis, Tracked};
 
 /// Schema version written into the file.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -26,6 +46,10 @@ pub struct State {
     pub version: u32,
     /// When tracking began on this host.
     pub tracking_since: DateTime<Utc>,
+    /// When tracking last restarted because the state was lost or could not
+    /// be written: every image present then counts as first seen then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_restarted: Option<DateTime<Utc>>,
     /// Per image ID.
     pub images: BTreeMap<String, ImageRecord>,
     /// True for a state that has not observed the engine yet: its first
@@ -69,6 +93,7 @@ impl State {
         Self {
             version: SCHEMA_VERSION,
             tracking_since: now,
+            tracking_restarted: None,
             images: ids
                 .into_iter()
                 .map(|id| (id.to_string(), ImageRecord::default()))
@@ -82,6 +107,15 @@ impl State {
     pub fn fresh(now: DateTime<Utc>) -> Self {
         Self {
             baseline_pending: true,
+            ..Self::baseline([], now)
+        }
+    }
+
+    /// A state for when the old one was lost or cannot be written: tracking
+    /// restarts `now`, and every image it sees counts as first seen then.
+    pub fn restarted(now: DateTime<Utc>) -> Self {
+        Self {
+            tracking_restarted: Some(now),
             ..Self::baseline([], now)
         }
     }
@@ -106,15 +140,20 @@ impl State {
     /// Times the planner needs for one image. An ID the state has never seen
     /// counts as first seen `now`, which is what the next pass will record.
     pub fn tracked(&self, id: &str, now: DateTime<Utc>) -> Tracked {
-        match self.images.get(id) {
-            Some(r) => Tracked {
-                first_seen: r.first_seen,
-                last_event: r.last_used,
-            },
-            None => Tracked {
-                first_seen: (!self.baseline_pending).then_some(now),
-                last_event: None,
-            },
+        let (first_seen, last_event) = match self.images.get(id) {
+            Some(r) => (r.first_seen, r.last_used),
+            None => ((!self.baseline_pending).then_some(now), None),
+        };
+        let basis = match first_seen {
+            None if self.baseline_pending => FirstSeenBasis::NoStateYet,
+            None => FirstSeenBasis::Baseline,
+            Some(t) if self.tracking_restarted.is_some_and(|r| t <= r) => FirstSeenBasis::Restarted,
+            Some(_) => FirstSeenBasis::Seen,
+        };
+        Tracked {
+            first_seen,
+            last_event,
+            basis,
         }
     }
 
@@ -133,25 +172,56 @@ impl State {
         }
     }
 
-    /// Read the state file, or start a [`State::fresh`] one when there is
-    /// none or it was corrupt (moved aside, with a warning saying where).
-    pub fn load_or_fresh(path: &Path, now: DateTime<Utc>) -> Result<Self, StateError> {
-        Ok(Self::load(path, now)?.unwrap_or_else(|| Self::fresh(now)))
+    /// The state a pass that writes the state (`once`, the daemon) starts
+    /// from, as the module header describes: the file's, a [`State::fresh`]
+    /// one on a first install, or a [`State::restarted`] one when the file
+    /// was lost (moved aside, unreadable) or cannot be written. A restart is
+    /// written at once (when it can be), so a failing pass does not turn it
+    /// into a first install next time. Warns saying what happened.
+    pub fn load_or_fresh(path: &Path, now: DateTime<Utc>) -> Self {
+        remove_orphaned_temp_files(path);
+        let state = match Self::read(path) {
+            Found::Parsed(state) => return state,
+            Found::Missing if dir_writable(path) => return Self::fresh(now),
+            Found::Missing => {
+                tracing::warn!(path = %path.display(), "no state file and its directory cannot be written: tracking restarts now, every image present counts as first seen now, and min_age protects them all (give imagegc a writable [state] path)");
+                return Self::restarted(now);
+            }
+            Found::Unreadable(why) => {
+                tracing::warn!(path = %path.display(), reason = %why, "state file unreadable: tracking restarts now, every image present counts as first seen now");
+                Self::restarted(now)
+            }
+            Found::Invalid(why) => match Self::move_aside(path, now) {
+                Ok(aside) => {
+                    tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = %why, "state file unusable; moved aside, tracking restarts now: every image present counts as first seen now");
+                    Self::restarted(now)
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), reason = %why, error = %e, "state file unusable and cannot be moved aside: tracking restarts now, every image present counts as first seen now");
+                    return Self::restarted(now);
+                }
+            },
+        };
+        if let Err(e) = state.save(path) {
+            tracing::warn!(error = %e, "cannot record the restart of tracking in the state file");
+        }
+        state
     }
 
     /// Read the state file without changing anything on disk, for commands
-    /// that must write nothing (`plan`, `explain`). A missing, unreadable or
-    /// corrupt file gives a fresh state (with a warning for the last two).
+    /// that must write nothing (`plan`, `explain`): the same state a pass
+    /// would start from (see [`State::load_or_fresh`]), with a warning when
+    /// the file is unusable; it is neither moved aside nor rewritten.
     pub fn peek(path: &Path, now: DateTime<Utc>) -> Self {
-        let parsed = match std::fs::read(path) {
-            Ok(bytes) => Self::parse(&bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Self::fresh(now),
-            Err(e) => Err(e.to_string()),
-        };
-        parsed.unwrap_or_else(|reason| {
-            tracing::warn!(path = %path.display(), reason, "state file unreadable; ignoring it (a pass will move it aside)");
-            Self::fresh(now)
-        })
+        match Self::read(path) {
+            Found::Parsed(state) => state,
+            Found::Missing if dir_writable(path) => Self::fresh(now),
+            Found::Missing => Self::restarted(now),
+            Found::Unreadable(why) | Found::Invalid(why) => {
+                tracing::warn!(path = %path.display(), reason = %why, "state file unusable; ignoring it (a pass will move it aside), every image counts as first seen now");
+                Self::restarted(now)
+            }
+        }
     }
 
     /// A state file's contents, or why they cannot be used.
@@ -166,30 +236,60 @@ impl State {
         }
     }
 
+    /// Read and parse the file, never through a symlink and never blocking
+    /// on a FIFO.
+    fn read(path: &Path) -> Found {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(path);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Found::Missing,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+                return Found::Unreadable(
+                    "it is a symbolic link, which imagegc does not follow".to_owned(),
+                )
+            }
+            Err(e) => return Found::Unreadable(e.to_string()),
+        };
+        match file.metadata() {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return Found::Unreadable("it is not a regular file".to_owned()),
+            Err(e) => return Found::Unreadable(e.to_string()),
+        }
+        let mut bytes = Vec::new();
+        if let Err(e) = file.read_to_end(&mut bytes) {
+            return Found::Unreadable(e.to_string());
+        }
+        match Self::parse(&bytes) {
+            Ok(state) => Found::Parsed(state),
+            Err(why) => Found::Invalid(why),
+        }
+    }
+
     /// Read the state file. `Ok(None)` when there is none yet, or when it was
     /// corrupt and has been moved aside (a warning says where).
     pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Option<Self>, StateError> {
         remove_orphaned_temp_files(path);
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StateError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
-        };
-        match Self::parse(&bytes) {
-            Ok(state) => Ok(Some(state)),
-            Err(why) => {
-                Self::move_aside(path, now, &why)?;
+        match Self::read(path) {
+            Found::Parsed(state) => Ok(Some(state)),
+            Found::Missing => Ok(None),
+            Found::Unreadable(why) => Err(StateError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(why),
+            }),
+            Found::Invalid(why) => {
+                let aside = Self::move_aside(path, now)?;
+                tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = why, "state file unreadable; moved aside");
                 Ok(None)
             }
         }
     }
 
-    fn move_aside(path: &Path, now: DateTime<Utc>, why: &str) -> Result<(), StateError> {
+    /// Rename the file to `<name>.corrupt-<timestamp>` (rename moves a
+    /// symlink itself, it never follows one); returns the new name.
+    fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf, StateError> {
         let mut aside = path.as_os_str().to_owned();
         aside.push(format!(".corrupt-{}", now.format("%Y%m%dT%H%M%SZ")));
         let aside = PathBuf::from(aside);
@@ -197,51 +297,91 @@ impl State {
             path: path.to_path_buf(),
             source,
         })?;
-        tracing::warn!(
-            path = %path.display(),
-            moved_to = %aside.display(),
-            reason = why,
-            "state file unreadable; moved aside, tracking starts afresh"
-        );
-        Ok(())
+        Ok(aside)
     }
 
-    /// Write atomically: temp file in the same directory, fsync, rename,
-    /// fsync the directory. Creates the directory if needed.
+    /// Write atomically: a temp file with a random name created exclusively
+    /// (`O_EXCL`: a planted symlink or file at that name makes it fail, never
+    /// followed) in the same directory, fsync, rename over `path` (which
+    /// replaces whatever link is there), fsync the directory. Creates the
+    /// directory if needed.
     pub fn save(&self, path: &Path) -> Result<(), StateError> {
         let io = |source| StateError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(path);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
-        let tmp = temp_path(path, &dir, std::process::id());
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        // On error the temp file is removed when `tmp` drops.
+        // 0644 less the umask, as the file had before (tempfile's default
+        // is 0600): it holds image IDs and times, nothing secret.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&temp_prefix(path, std::process::id()))
+            .rand_bytes(12)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        tmp.write_all(&json).map_err(io)?;
+        tmp.write_all(b"\n").map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
     }
 }
 
-/// The temp file a save writes before its rename.
-fn temp_path(path: &Path, dir: &Path, pid: u32) -> PathBuf {
+/// What reading the state file found.
+enum Found {
+    /// A usable state.
+    Parsed(State),
+    /// No file.
+    Missing,
+    /// A file that cannot be read (permissions, a symlink, not a file).
+    Unreadable(String),
+    /// A file that does not parse or has another schema version.
+    Invalid(String),
+}
+
+/// The directory holding `path`.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// True when a save to `path` could create its file: the directory, or the
+/// nearest existing ancestor `save` would create it under, is a directory
+/// this process may write (`access(2)`, which also sees a read-only mount).
+/// Writes nothing, so `plan` may ask too.
+fn dir_writable(path: &Path) -> bool {
+    use nix::unistd::{access, AccessFlags};
+    let dir = parent_dir(path);
+    let mut cur = dir.as_path();
+    loop {
+        match std::fs::metadata(cur) {
+            Ok(m) => {
+                return m.is_dir() && access(cur, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match cur.parent() {
+                Some(p) if !p.as_os_str().is_empty() => cur = p,
+                _ => return false,
+            },
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The start of the names of the temp files a save by process `pid`
+/// writes: `.<name>.tmp-<pid>-`, then random characters. The pid lets a
+/// later load clean up after a writer that died.
+fn temp_prefix(path: &Path, pid: u32) -> String {
     let name = path
         .file_name()
         .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
-    dir.join(format!(".{name}.tmp-{pid}"))
+    format!(".{name}.tmp-{pid}-")
 }
 
 /// Temp files of writers that died mid-save (SIGKILL, power loss) stay
@@ -262,10 +402,11 @@ fn remove_orphaned_temp_files(path: &Path) {
     };
     for entry in entries.filter_map(Result::ok) {
         let file = entry.file_name();
+        // `<pid>-<random>`, or `<pid>` as written by imagegc before 0.1.1.
         let Some(pid) = file
             .to_string_lossy()
             .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(|rest| rest.split('-').next()?.parse::<u32>().ok())
         else {
             continue;
         };
@@ -340,9 +481,157 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(&path, b"{not json").expect("write");
         let got = State::peek(&path, t("2026-02-03T04:05:06Z"));
-        assert!(got.baseline_pending, "a fresh state");
+        assert_eq!(
+            got,
+            State::restarted(t("2026-02-03T04:05:06Z")),
+            "what a pass would start from"
+        );
         assert_eq!(std::fs::read(&path).expect("still there"), b"{not json");
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+    }
+
+    #[test]
+    fn a_lost_state_restarts_tracking_and_the_restart_is_written_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let now = t("2026-02-03T04:05:06Z");
+        std::fs::write(&path, b"").expect("write");
+        // A symlink planted at the name the file is moved aside to is
+        // replaced, not written through.
+        let victim_dir = tempfile::tempdir().expect("tempdir");
+        let victim = victim_dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write victim");
+        std::os::unix::fs::symlink(
+            &victim,
+            dir.path().join("state.json.corrupt-20260203T040506Z"),
+        )
+        .expect("plant");
+        let got = State::load_or_fresh(&path, now);
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        assert_eq!(got, State::restarted(now));
+        assert!(dir
+            .path()
+            .join("state.json.corrupt-20260203T040506Z")
+            .exists());
+        let on_disk = State::load(&path, now).expect("load").expect("written");
+        assert_eq!(
+            on_disk.tracking_restarted,
+            Some(now),
+            "a failing pass cannot turn the loss into a first install"
+        );
+        let mut s = got;
+        s.observe(["sha256:a"], now);
+        assert_eq!(s.images["sha256:a"].first_seen, Some(now));
+        assert_eq!(s.tracked("sha256:a", now).basis, FirstSeenBasis::Restarted);
+    }
+
+    #[test]
+    fn no_state_file_in_a_writable_dir_is_a_first_install() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("not/yet/state.json");
+        let now = t("2026-02-03T04:05:06Z");
+        let got = State::load_or_fresh(&path, now);
+        assert!(got.baseline_pending);
+        assert_eq!(got.tracked("sha256:a", now).first_seen, None);
+        assert_eq!(
+            got.tracked("sha256:a", now).basis,
+            FirstSeenBasis::NoStateYet
+        );
+        assert!(!path.exists(), "a first install writes after its pass");
+    }
+
+    #[test]
+    fn no_writable_state_restarts_tracking_at_every_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory that cannot be made: its parent is a regular file
+        // (root may write anywhere else).
+        std::fs::write(dir.path().join("file"), b"").expect("write");
+        let path = dir.path().join("file/state.json");
+        let now = t("2026-02-03T04:05:06Z");
+        assert_eq!(State::load_or_fresh(&path, now), State::restarted(now));
+        assert_eq!(State::peek(&path, now), State::restarted(now));
+    }
+
+    /// Every name a save by this process could be expected to use, and the
+    /// final name, as symlinks to a victim file.
+    fn plant_symlinks(dir: &Path, victim: &Path) {
+        let pid = std::process::id();
+        for name in [
+            format!(".state.json.tmp-{pid}"),
+            format!(".state.json.tmp-{pid}-"),
+            format!(".state.json.tmp-{pid}.tmp"),
+            "state.json".to_owned(),
+        ] {
+            std::os::unix::fs::symlink(victim, dir.join(name)).expect("plant a symlink");
+        }
+    }
+
+    #[test]
+    fn a_save_never_writes_through_a_planted_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim_dir = tempfile::tempdir().expect("tempdir");
+        let victim = victim_dir.path().join("victim");
+        std::fs::write(&victim, b"precious").expect("write victim");
+        plant_symlinks(dir.path(), &victim);
+        let path = dir.path().join("state.json");
+        let s = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
+        for _ in 0..3 {
+            s.save(&path).expect("save");
+        }
+        assert_eq!(std::fs::read(&victim).expect("victim"), b"precious");
+        let meta = std::fs::symlink_metadata(&path).expect("state file");
+        assert!(
+            meta.file_type().is_file(),
+            "the state file is a file of its own, not a link to the victim"
+        );
+        assert_eq!(
+            State::load(&path, t("2026-01-02T00:00:00Z")).expect("load"),
+            Some(s)
+        );
+    }
+
+    #[test]
+    fn a_state_file_that_is_a_symlink_is_not_read_and_tracking_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim_dir = tempfile::tempdir().expect("tempdir");
+        let victim = victim_dir.path().join("victim.json");
+        let old = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
+        old.save(&victim).expect("a state file elsewhere");
+        let before = std::fs::read(&victim).expect("victim");
+        let path = dir.path().join("state.json");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let now = t("2026-02-03T04:05:06Z");
+        assert_eq!(State::peek(&path, now), State::restarted(now));
+        let got = State::load_or_fresh(&path, now);
+        assert_eq!(got, State::restarted(now));
+        assert_eq!(std::fs::read(&victim).expect("victim"), before);
+        assert!(std::fs::symlink_metadata(&path)
+            .expect("state file")
+            .file_type()
+            .is_file());
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        // pid_max is at most 2^22 on Linux: these pids cannot be alive.
+        let dead = [
+            ".state.json.tmp-4194999-abcDEF123456",
+            ".state.json.tmp-4194998",
+        ];
+        let live = format!(".state.json.tmp-{}-xyz", std::process::id());
+        for name in dead.iter().copied().chain([live.as_str(), "unrelated"]) {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        remove_orphaned_temp_files(&path);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec![live, "unrelated".to_owned()]);
     }
 
     #[test]
