@@ -227,16 +227,26 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         return run_daemon(cli, policy.clone()).await;
     }
     let address = engine_address(cli, policy);
-    let engine = match Docker::connect(address.as_deref()).await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("imagegc: {e}");
+    // First SIGINT/SIGTERM: start no new removal. Second: stop waiting for
+    // the engine (the call in flight fails) and report what was done.
+    let cancel = CancellationToken::new();
+    let interrupt = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone(), interrupt.clone()));
+    let connected = tokio::select! {
+        connected = async {
+            let engine = Docker::connect_with(address.as_deref(), interrupt.clone()).await?;
+            let info = engine.info().await?;
+            Ok((engine, info))
+        } => connected,
+        () = cancel.cancelled() => {
+            eprintln!("imagegc: stopped by a signal while connecting to the engine; nothing was done");
             return Ok(exit::ENGINE);
         }
     };
-    let engine_info = match engine.info().await {
-        Ok(i) => i,
+    let (engine, engine_info) = match connected {
+        Ok(c) => c,
         Err(e) => {
+            let e: imagegc::engine::EngineError = e;
             eprintln!("imagegc: {e}");
             return Ok(exit::ENGINE);
         }
@@ -272,8 +282,6 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
             State::fresh(now)
         })
     };
-    let cancel = CancellationToken::new();
-    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
     let mut memory = Memory::new(state);
     let result = pass::run(
         &engine,
@@ -416,7 +424,12 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
     let address = engine_address(cli, &policy);
     let mut backoff = Duration::from_millis(500);
     let engine = loop {
-        match Docker::connect(address.as_deref()).await {
+        // A silent engine must not keep SIGTERM waiting for the deadline.
+        let attempt = tokio::select! {
+            attempt = Docker::connect(address.as_deref()) => attempt,
+            () = shutdown.cancelled() => break None,
+        };
+        match attempt {
             Ok(engine) => break Some(engine),
             Err(e) => {
                 metrics.set_engine_up(false);
@@ -434,7 +447,11 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
             let default = PathBuf::from(config::DEFAULT_CONFIG_PATH);
             default.exists().then_some(default)
         });
-        let daemon = Daemon::new(Arc::new(engine), config_path, policy, Arc::clone(&metrics));
+        // A pass is stuck only when no call finished for longer than any one
+        // call may take.
+        let pass_stall = imagegc::daemon::DEFAULT_PASS_STALL.max(engine.call_timeout() * 2);
+        let mut daemon = Daemon::new(Arc::new(engine), config_path, policy, Arc::clone(&metrics));
+        daemon.pass_stall = pass_stall;
         daemon.run(control_rx, shutdown.clone()).await;
     }
     shutdown.cancel();
@@ -448,7 +465,9 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn cancel_on_signal(cancel: CancellationToken) {
+/// `once`, `plan`, `explain`: the first SIGTERM/SIGINT cancels `cancel` (no
+/// new removal), the second `interrupt` (stop waiting for the engine).
+async fn cancel_on_signal(cancel: CancellationToken, interrupt: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -460,6 +479,12 @@ async fn cancel_on_signal(cancel: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    warn!("signal received: finishing the removal in flight, starting no new one");
+    warn!("signal received: finishing the removal in flight, starting no new one (a second signal stops waiting)");
     cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("second signal: no longer waiting for the engine; reporting what was done");
+    interrupt.cancel();
 }
