@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::events::{self, Update};
 use crate::metrics::{Metrics, PassOutcome};
 use crate::pass::{self, Memory, Mode, Outcome};
@@ -429,66 +429,13 @@ impl<E: Engine + 'static> Loop<E> {
         } else {
             Mode::Execute
         };
-        let tick = self.tick();
-        let connected = tokio::select! {
-            connected = self.connect() => connected,
-            () = shutdown.cancelled() => false,
-        };
-        let mut stalled = None;
-        let result = if connected {
-            let progress = Progress::new();
-            let engine = Watched {
-                inner: &*self.d.engine,
-                progress: &progress,
-            };
-            let run = pass::run(
-                &engine,
-                &self.d.policy,
-                self.root_dir.as_deref(),
-                &mut self.memory,
-                mode,
-                started,
-                shutdown,
-            );
-            // Shutdown lets a removal in flight finish; a pass stuck on a
-            // silent engine is abandoned after a grace time.
-            let grace = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(Duration::from_secs(8)).await;
-            };
-            // A long pass keeps the watchdog fed while engine calls keep
-            // finishing; one that makes no progress for `pass_stall` stops
-            // the pings and is abandoned.
-            let keepalive = keep_alive(&*self.d.notifier, &progress, tick, self.d.pass_stall);
-            tokio::select! {
-                r = run => Some(r),
-                () = grace => None,
-                quiet = keepalive => {
-                    stalled = Some(quiet);
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let (result, stalled) = self.run_watched(shutdown, mode, started).await;
         let duration = clock_start.elapsed();
         let finished = self.d.clock.now();
         let (outcome, removed) = match &result {
             Some(Ok(o)) => self.finish_ok(o, duration, finished),
             None if stalled.is_some() => {
-                let quiet = stalled.unwrap_or_default();
-                let quiet = humantime::format_duration(Duration::from_secs(quiet.as_secs()));
-                error!(
-                    stalled_for = %quiet,
-                    "pass abandoned: no engine call finished for {quiet}; the engine or its disk seems hung"
-                );
-                self.d
-                    .metrics
-                    .record_pass(PassOutcome::Failed, None, duration, finished);
-                self.d.metrics.record_stall(&format!(
-                    "the last pass was abandoned at {}: no engine call finished for {quiet}",
-                    finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                ));
+                self.record_stalled(stalled.unwrap_or_default(), duration, finished);
                 ("failed", 0)
             }
             Some(Err(e)) => {
@@ -528,7 +475,7 @@ impl<E: Engine + 'static> Loop<E> {
             }
             _ if outcome != "cancelled" && !shutdown.is_cancelled() => {
                 tokio::select! {
-                    () = self.refresh_inventory() => {}
+                    () = Box::pin(self.refresh_inventory()) => {}
                     () = shutdown.cancelled() => {}
                 }
             }
@@ -543,6 +490,77 @@ impl<E: Engine + 'static> Loop<E> {
                 policies: self.d.policy.rules.iter().map(|r| r.name.clone()).collect(),
             });
         }
+    }
+
+    /// Connects if need be and runs the pass, watched: `None` when it could
+    /// not run or was abandoned (at shutdown, or stuck: then with how long
+    /// no engine call had finished).
+    async fn run_watched(
+        &mut self,
+        shutdown: &CancellationToken,
+        mode: Mode,
+        started: DateTime<Utc>,
+    ) -> (Option<Result<Outcome, EngineError>>, Option<Duration>) {
+        let tick = self.tick();
+        let connected = tokio::select! {
+            connected = self.connect() => connected,
+            () = shutdown.cancelled() => false,
+        };
+        let mut stalled = None;
+        let result = if connected {
+            let progress = Progress::new();
+            let engine = Watched {
+                inner: &*self.d.engine,
+                progress: &progress,
+            };
+            // On the heap: the daemon's own future stays small.
+            let run = Box::pin(pass::run(
+                &engine,
+                &self.d.policy,
+                self.root_dir.as_deref(),
+                &mut self.memory,
+                mode,
+                started,
+                shutdown,
+            ));
+            // Shutdown lets a removal in flight finish; a pass stuck on a
+            // silent engine is abandoned after a grace time.
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            };
+            // A long pass keeps the watchdog fed while engine calls keep
+            // finishing; one that makes no progress for `pass_stall` stops
+            // the pings and is abandoned.
+            let keepalive = keep_alive(&*self.d.notifier, &progress, tick, self.d.pass_stall);
+            tokio::select! {
+                r = run => Some(r),
+                () = grace => None,
+                quiet = keepalive => {
+                    stalled = Some(quiet);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        (result, stalled)
+    }
+
+    /// A pass abandoned because no engine call finished for `quiet`.
+    fn record_stalled(&self, quiet: Duration, duration: Duration, finished: DateTime<Utc>) {
+        let quiet = humantime::format_duration(Duration::from_secs(quiet.as_secs()));
+        error!(
+            stalled_for = %quiet,
+            "pass abandoned: no engine call finished for {quiet}; the engine or its disk seems hung"
+        );
+        self.d
+            .metrics
+            .record_pass(PassOutcome::Failed, None, duration, finished);
+        self.d.metrics.record_stall(&format!(
+            "the last pass was abandoned at {}: no engine call finished for {quiet}",
+            finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
     }
 
     fn finish_ok(
@@ -699,7 +717,7 @@ async fn keep_alive(
         if quiet >= stall {
             return quiet;
         }
-        tokio::time::sleep(tick.min(stall - quiet)).await;
+        tokio::time::sleep(tick.min(stall.saturating_sub(quiet))).await;
         if progress.quiet_for() < stall {
             notifier.watchdog();
         }

@@ -229,6 +229,8 @@ impl Docker {
             address: self.address.clone(),
             reason,
         };
+        // bollard's futures are large; kept on the heap, every caller's stays small.
+        let call = Box::pin(call);
         tokio::select! {
             biased;
             // Not `Unavailable`: the engine may be fine, the caller gave up.
@@ -323,11 +325,11 @@ fn answer_limit(path: &str) -> Option<u64> {
 
 /// bollard's transport: one HTTP/1.1 connection per request (closed after
 /// the answer), read through a [`Capped`] reader.
-fn exchange(
+async fn exchange(
     endpoint: Endpoint,
     mut request: BollardRequest,
-) -> impl Future<Output = Result<hyper::Response<hyper::body::Incoming>, BollardError>> + Send {
-    async move {
+) -> Result<hyper::Response<hyper::body::Incoming>, BollardError> {
+    {
         let path = request.uri().path().to_owned();
         let origin: hyper::Uri = request
             .uri()
@@ -544,7 +546,10 @@ impl Engine for Docker {
         let (version, info) = self
             .call(
                 "GET /info",
-                futures_util::future::try_join(self.client.version(), self.client.info()),
+                Box::pin(futures_util::future::try_join(
+                    self.client.version(),
+                    self.client.info(),
+                )),
             )
             .await?;
         let root_dir = info

@@ -232,24 +232,9 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let cancel = CancellationToken::new();
     let interrupt = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone(), interrupt.clone()));
-    let connected = tokio::select! {
-        connected = async {
-            let engine = Docker::connect_with(address.as_deref(), interrupt.clone()).await?;
-            let info = engine.info().await?;
-            Ok((engine, info))
-        } => connected,
-        () = cancel.cancelled() => {
-            eprintln!("imagegc: stopped by a signal while connecting to the engine; nothing was done");
-            return Ok(exit::ENGINE);
-        }
-    };
-    let (engine, engine_info) = match connected {
-        Ok(c) => c,
-        Err(e) => {
-            let e: imagegc::engine::EngineError = e;
-            eprintln!("imagegc: {e}");
-            return Ok(exit::ENGINE);
-        }
+    let Some((engine, engine_info)) = connect_once(address.as_deref(), &cancel, &interrupt).await
+    else {
+        return Ok(exit::ENGINE);
     };
     info!(
         engine = engine.address(),
@@ -325,6 +310,27 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Connects for `once`, `plan` or `explain`; `None` (after saying why) when
+/// the engine cannot be reached or a signal came first.
+async fn connect_once(
+    address: Option<&str>,
+    cancel: &CancellationToken,
+    interrupt: &CancellationToken,
+) -> Option<(Docker, imagegc::engine::EngineInfo)> {
+    let connected = tokio::select! {
+        connected = async {
+            let engine = Docker::connect_with(address, interrupt.clone()).await?;
+            let info = engine.info().await?;
+            Ok::<_, imagegc::engine::EngineError>((engine, info))
+        } => connected,
+        () = cancel.cancelled() => {
+            eprintln!("imagegc: stopped by a signal while connecting to the engine; nothing was done");
+            return None;
+        }
+    };
+    connected.map_err(|e| eprintln!("imagegc: {e}")).ok()
 }
 
 /// `imagegc explain`: find the image and print what imagegc thinks of it.

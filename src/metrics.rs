@@ -492,19 +492,16 @@ impl Metrics {
                 .set(saturating_i64(*bytes));
         }
 
-        match snapshot.disk {
-            Some(disk) => {
-                self.disk_used_ratio
-                    .with_label_values::<&str>(&[])
-                    .set(disk.used_ratio());
-                self.disk_free_bytes
-                    .with_label_values::<&str>(&[])
-                    .set(disk.free_bytes() as f64);
-            }
-            None => {
-                self.disk_used_ratio.reset();
-                self.disk_free_bytes.reset();
-            }
+        if let Some(disk) = snapshot.disk {
+            self.disk_used_ratio
+                .with_label_values::<&str>(&[])
+                .set(disk.used_ratio());
+            self.disk_free_bytes
+                .with_label_values::<&str>(&[])
+                .set(disk.free_bytes() as f64);
+        } else {
+            self.disk_used_ratio.reset();
+            self.disk_free_bytes.reset();
         }
     }
 

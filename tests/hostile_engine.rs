@@ -262,7 +262,7 @@ struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
     stderr: Vec<String>,
-    /// The largest resident set seen, in KiB (VmHWM).
+    /// The largest resident set seen, in KiB (`VmHWM`).
     peak_kib: u64,
 }
 
