@@ -232,6 +232,14 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     let cancel = CancellationToken::new();
     let interrupt = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(cancel.clone(), interrupt.clone()));
+    if matches!(cli.command, Command::Plan(_) | Command::Explain { .. }) {
+        // Nothing to finish: the first signal stops waiting already.
+        let (cancel, interrupt) = (cancel.clone(), interrupt.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            interrupt.cancel();
+        });
+    }
     let Some((engine, engine_info)) = connect_once(address.as_deref(), &cancel, &interrupt).await
     else {
         return Ok(exit::ENGINE);

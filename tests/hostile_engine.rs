@@ -623,3 +623,29 @@ fn a_second_sigint_during_once_stops_waiting_for_a_stalled_removal_and_reports()
         "{report:#}"
     );
 }
+
+#[test]
+fn one_sigint_stops_a_plan_waiting_for_a_silent_engine() {
+    // Connects fine; then the image list never comes.
+    let engine = Hostile::start(|method, path| match path {
+        "/images/json" => Reply::Silent,
+        _ => docker_like(method, path),
+    });
+    let mut running = Running::spawn(engine.imagegc(&["plan"]));
+    running.wait_for_line("connected", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !engine.requests().iter().any(|r| r == "GET /images/json") {
+        assert!(Instant::now() < deadline, "plan never listed the images");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.signal("INT");
+    let stopped = Instant::now();
+    let end = running.wait_for_exit(Duration::from_secs(10));
+    end.assert_code(3);
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "{}",
+        end.stderr
+    );
+    assert!(end.stderr.contains("stopped waiting"), "{}", end.stderr);
+}
