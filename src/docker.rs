@@ -329,39 +329,36 @@ async fn exchange(
     endpoint: Endpoint,
     mut request: BollardRequest,
 ) -> Result<hyper::Response<hyper::body::Incoming>, BollardError> {
-    {
-        let path = request.uri().path().to_owned();
-        let origin: hyper::Uri = request
-            .uri()
-            .path_and_query()
-            .map_or("/", hyper::http::uri::PathAndQuery::as_str)
-            .parse()?;
-        *request.uri_mut() = origin;
-        let host = match &endpoint {
-            Endpoint::Unix(_) => "localhost".to_owned(),
-            Endpoint::Tcp(authority) => authority.clone(),
-        };
-        let headers = request.headers_mut();
-        let host =
-            hyper::header::HeaderValue::from_str(&host).map_err(|e| BollardError::IOError {
-                err: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
-            })?;
-        headers.insert(hyper::header::HOST, host);
-        // The engine closes after answering, so the TIME_WAIT is its own.
-        headers.insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("close"),
-        );
-        let limit = answer_limit(&path);
-        match &endpoint {
-            Endpoint::Unix(socket) => {
-                let io = tokio::net::UnixStream::connect(socket).await?;
-                send(Capped::new(io, limit, path), request).await
-            }
-            Endpoint::Tcp(authority) => {
-                let io = tokio::net::TcpStream::connect(authority.as_str()).await?;
-                send(Capped::new(io, limit, path), request).await
-            }
+    let path = request.uri().path().to_owned();
+    let origin: hyper::Uri = request
+        .uri()
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str)
+        .parse()?;
+    *request.uri_mut() = origin;
+    let host = match &endpoint {
+        Endpoint::Unix(_) => "localhost".to_owned(),
+        Endpoint::Tcp(authority) => authority.clone(),
+    };
+    let headers = request.headers_mut();
+    let host = hyper::header::HeaderValue::from_str(&host).map_err(|e| BollardError::IOError {
+        err: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
+    headers.insert(hyper::header::HOST, host);
+    // The engine closes after answering, so the TIME_WAIT is its own.
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    let limit = answer_limit(&path);
+    match &endpoint {
+        Endpoint::Unix(socket) => {
+            let io = tokio::net::UnixStream::connect(socket).await?;
+            send(Capped::new(io, limit, path), request).await
+        }
+        Endpoint::Tcp(authority) => {
+            let io = tokio::net::TcpStream::connect(authority.as_str()).await?;
+            send(Capped::new(io, limit, path), request).await
         }
     }
 }
