@@ -23,12 +23,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::config;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::events::{self, Update};
 use crate::metrics::{Metrics, PassOutcome};
 use crate::pass::{self, Memory, Mode, Outcome};
 use crate::policy::Policy;
 use crate::state::State;
+
+/// Default [`Daemon::pass_stall`].
+pub const DEFAULT_PASS_STALL: Duration = Duration::from_secs(300);
 
 /// Where "now" comes from.
 pub trait Clock: Send + Sync {
@@ -154,6 +157,12 @@ pub struct Daemon<E: Engine + 'static> {
     pub follow_events: bool,
     /// Told about every finished pass.
     pub on_pass: Option<mpsc::UnboundedSender<PassRecord>>,
+    /// Longest a pass may go without any engine call finishing. Past it the
+    /// watchdog is no longer fed and the pass is abandoned as failed, which
+    /// `/healthz` reports until a pass succeeds. Every engine call has a
+    /// deadline of its own, so this only trips on a hang those miss; keep it
+    /// above the engine call deadline. Default 5 min.
+    pub pass_stall: Duration,
 }
 
 impl<E: Engine + 'static> Daemon<E> {
@@ -176,6 +185,7 @@ impl<E: Engine + 'static> Daemon<E> {
             save_every: Duration::from_secs(5),
             follow_events: true,
             on_pass: None,
+            pass_stall: DEFAULT_PASS_STALL,
         }
     }
 
@@ -293,9 +303,15 @@ impl<E: Engine + 'static> Loop<E> {
             reload_rejected: None,
             save_failing: false,
         };
-        if !shutdown.is_cancelled() {
-            lp.connect().await;
-            lp.reconcile().await;
+        // Every wait here gives way to shutdown: an engine that accepts but
+        // never answers must not keep SIGTERM waiting for call deadlines.
+        tokio::select! {
+            () = async {
+                if lp.connect().await {
+                    lp.reconcile().await;
+                }
+            } => {}
+            () = shutdown.cancelled() => {}
         }
         let waiting = format!("waiting; {}", lp.last_status);
         lp.publish_status(&waiting);
@@ -430,40 +446,7 @@ impl<E: Engine + 'static> Loop<E> {
         } else {
             Mode::Execute
         };
-        let tick = self.tick();
-        let result = if self.connect().await {
-            let run = pass::run(
-                &*self.d.engine,
-                &self.d.policy,
-                self.root_dir.as_deref(),
-                &mut self.memory,
-                mode,
-                started,
-                shutdown,
-            );
-            // Shutdown lets a removal in flight finish; a pass stuck on a
-            // silent engine is abandoned after a grace time.
-            let grace = async {
-                shutdown.cancelled().await;
-                tokio::time::sleep(Duration::from_secs(8)).await;
-            };
-            // A long pass keeps the watchdog fed; a hung engine call cannot
-            // hang the pass forever, since every engine call has a timeout.
-            let notifier = Arc::clone(&self.d.notifier);
-            let keepalive = async move {
-                loop {
-                    tokio::time::sleep(tick).await;
-                    notifier.watchdog();
-                }
-            };
-            tokio::select! {
-                r = run => Some(r),
-                () = grace => None,
-                () = keepalive => None,
-            }
-        } else {
-            None
-        };
+        let (result, stalled) = self.run_watched(shutdown, mode, started).await;
         let duration = clock_start.elapsed();
         let finished = self.d.clock.now();
         if let Some(Ok(Outcome {
@@ -475,6 +458,10 @@ impl<E: Engine + 'static> Loop<E> {
         }
         let (outcome, removed) = match &result {
             Some(Ok(o)) => self.finish_ok(o, duration, finished),
+            None if stalled.is_some() => {
+                self.record_stalled(stalled.unwrap_or_default(), duration, finished);
+                ("failed", 0)
+            }
             Some(Err(e)) => {
                 error!(error = %e, "pass failed");
                 if e.is_unreachable() {
@@ -511,7 +498,10 @@ impl<E: Engine + 'static> Loop<E> {
                 self.d.metrics.record_inventory(&o.snapshot, &o.plan);
             }
             _ if outcome != "cancelled" && !shutdown.is_cancelled() => {
-                self.refresh_inventory().await;
+                tokio::select! {
+                    () = Box::pin(self.refresh_inventory()) => {}
+                    () = shutdown.cancelled() => {}
+                }
             }
             _ => {}
         }
@@ -524,6 +514,77 @@ impl<E: Engine + 'static> Loop<E> {
                 policies: self.d.policy.rules.iter().map(|r| r.name.clone()).collect(),
             });
         }
+    }
+
+    /// Connects if need be and runs the pass, watched: `None` when it could
+    /// not run or was abandoned (at shutdown, or stuck: then with how long
+    /// no engine call had finished).
+    async fn run_watched(
+        &mut self,
+        shutdown: &CancellationToken,
+        mode: Mode,
+        started: DateTime<Utc>,
+    ) -> (Option<Result<Outcome, EngineError>>, Option<Duration>) {
+        let tick = self.tick();
+        let connected = tokio::select! {
+            connected = self.connect() => connected,
+            () = shutdown.cancelled() => false,
+        };
+        let mut stalled = None;
+        let result = if connected {
+            let progress = Progress::new();
+            let engine = Watched {
+                inner: &*self.d.engine,
+                progress: &progress,
+            };
+            // On the heap: the daemon's own future stays small.
+            let run = Box::pin(pass::run(
+                &engine,
+                &self.d.policy,
+                self.root_dir.as_deref(),
+                &mut self.memory,
+                mode,
+                started,
+                shutdown,
+            ));
+            // Shutdown lets a removal in flight finish; a pass stuck on a
+            // silent engine is abandoned after a grace time.
+            let grace = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(Duration::from_secs(8)).await;
+            };
+            // A long pass keeps the watchdog fed while engine calls keep
+            // finishing; one that makes no progress for `pass_stall` stops
+            // the pings and is abandoned.
+            let keepalive = keep_alive(&*self.d.notifier, &progress, tick, self.d.pass_stall);
+            tokio::select! {
+                r = run => Some(r),
+                () = grace => None,
+                quiet = keepalive => {
+                    stalled = Some(quiet);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        (result, stalled)
+    }
+
+    /// A pass abandoned because no engine call finished for `quiet`.
+    fn record_stalled(&self, quiet: Duration, duration: Duration, finished: DateTime<Utc>) {
+        let quiet = humantime::format_duration(Duration::from_secs(quiet.as_secs()));
+        error!(
+            stalled_for = %quiet,
+            "pass abandoned: no engine call finished for {quiet}; the engine or its disk seems hung"
+        );
+        self.d
+            .metrics
+            .record_pass(PassOutcome::Failed, None, duration, finished);
+        self.d.metrics.record_stall(&format!(
+            "the last pass was abandoned at {}: no engine call finished for {quiet}",
+            finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
     }
 
     fn finish_ok(
@@ -675,6 +736,112 @@ impl<E: Engine + 'static> Loop<E> {
         if let Err(e) = self.memory.state.save(path) {
             warn!(error = %e, "cannot write the state file at its new path");
         }
+    }
+}
+
+/// Feeds the watchdog every `tick` while `progress` shows an engine call
+/// finished within `stall`; returns how long it has been quiet once that is
+/// `stall` or more.
+async fn keep_alive(
+    notifier: &dyn Notifier,
+    progress: &Progress,
+    tick: Duration,
+    stall: Duration,
+) -> Duration {
+    loop {
+        let quiet = progress.quiet_for();
+        if quiet >= stall {
+            return quiet;
+        }
+        tokio::time::sleep(tick.min(stall.saturating_sub(quiet))).await;
+        if progress.quiet_for() < stall {
+            notifier.watchdog();
+        }
+    }
+}
+
+/// When an engine call of the current pass last finished.
+struct Progress(std::sync::Mutex<Instant>);
+
+impl Progress {
+    fn new() -> Self {
+        Self(std::sync::Mutex::new(Instant::now()))
+    }
+
+    fn touch(&self) {
+        // A plain instant: a poisoned lock still holds a good one.
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+    }
+}
+
+/// The daemon's engine as a pass sees it: every finished call, whatever its
+/// result, counts as progress.
+struct Watched<'a, E> {
+    inner: &'a E,
+    progress: &'a Progress,
+}
+
+impl<E: Engine> Watched<'_, E> {
+    async fn noted<T>(&self, call: impl std::future::Future<Output = T>) -> T {
+        let result = call.await;
+        self.progress.touch();
+        result
+    }
+}
+
+impl<E: Engine> Engine for Watched<'_, E> {
+    async fn info(&self) -> Result<crate::engine::EngineInfo, crate::engine::EngineError> {
+        self.noted(self.inner.info()).await
+    }
+    async fn list_images(
+        &self,
+    ) -> Result<Vec<crate::engine::ImageSummary>, crate::engine::EngineError> {
+        self.noted(self.inner.list_images()).await
+    }
+    async fn list_containers(
+        &self,
+    ) -> Result<Vec<crate::engine::Container>, crate::engine::EngineError> {
+        self.noted(self.inner.list_containers()).await
+    }
+    async fn image_details(
+        &self,
+        image_id: &str,
+    ) -> Result<crate::engine::ImageDetails, crate::engine::EngineError> {
+        self.noted(self.inner.image_details(image_id)).await
+    }
+    async fn disk_usage(
+        &self,
+        root_dir: &str,
+    ) -> Result<Option<crate::engine::DiskUsage>, crate::engine::EngineError> {
+        self.noted(self.inner.disk_usage(root_dir)).await
+    }
+    async fn remove_image(
+        &self,
+        target: &str,
+    ) -> Result<Vec<crate::engine::DeleteItem>, crate::engine::EngineError> {
+        self.noted(self.inner.remove_image(target)).await
+    }
+    fn events(&self, since: Option<DateTime<Utc>>) -> crate::engine::EventStream {
+        self.inner.events(since)
+    }
+    async fn container_times(
+        &self,
+        container_id: &str,
+    ) -> Result<crate::engine::ContainerTimes, crate::engine::EngineError> {
+        self.noted(self.inner.container_times(container_id)).await
+    }
+    async fn resolve_image(&self, reference: &str) -> Result<String, crate::engine::EngineError> {
+        self.noted(self.inner.resolve_image(reference)).await
     }
 }
 

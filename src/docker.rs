@@ -1,17 +1,29 @@
 //! [`Engine`] over the Docker Engine API, through bollard.
 //!
-//! This is the only module that knows the wire: it imports bollard, turns the
-//! engine's answers into the domain types of [`crate::engine`], and maps
-//! transport and HTTP failures onto [`EngineError`]. It also owns the two
+//! This is the only module that knows the wire: it imports bollard and hyper,
+//! turns the engine's answers into the domain types of [`crate::engine`], and
+//! maps transport and HTTP failures onto [`EngineError`]. It also owns the
 //! things bollard cannot do for us: `statvfs` of the engine's root directory
-//! (a local fact, not an API call) and `GET /system/df`, whose bollard model
-//! has the API 1.52 shape and reads an older engine's answer as all `None`.
+//! (a local fact, not an API call), `GET /system/df`, whose bollard model has
+//! the API 1.52 shape and reads an older engine's answer as all `None`, and
+//! the bounds on every call.
+//!
+//! Every call is bounded twice. A deadline covers the whole exchange
+//! (connect, headers and body; bollard's own timeout stops at the headers),
+//! [`DEFAULT_CALL_TIMEOUT`] unless `IMAGEGC_ENGINE_TIMEOUT` says otherwise.
+//! And the bytes read are capped per call ([`answer_limit`]): bollard reads
+//! whole answers into memory, so each call goes over a connection of its own
+//! whose reader fails past the cap. The event stream is the exception to
+//! both: it is endless by design, and `events.rs` watches it for silence.
 //!
 //! Nothing here caches; every call is a round trip.
 
 use std::collections::BTreeMap;
 use std::error::Error as StdError;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -20,9 +32,11 @@ use bollard::query_parameters::{
     EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
 };
+use bollard::BollardRequest;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{
     Container, ContainerTimes, DeleteItem, DiskUsage, Engine, EngineError, EngineEvent, EngineInfo,
@@ -32,13 +46,24 @@ use crate::engine::{
 /// Where dockerd listens when neither `--engine` nor `DOCKER_HOST` says otherwise.
 const DEFAULT_ADDRESS: &str = "unix:///var/run/docker.sock";
 
-/// Per-request timeout, in seconds (bollard's own default). Inspect and
-/// removal answer in milliseconds; `/system/df` can take a while on a big host.
-const REQUEST_TIMEOUT_SECS: u64 = 120;
+/// The deadline of one engine call, from connect to the last byte of the
+/// answer, unless [`CALL_TIMEOUT_ENV`] sets another. Inspect and removal
+/// answer in milliseconds; listing 100,000 images or `/system/df` on a big
+/// host takes seconds to a minute.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The most bytes read from a raw `/system/df` answer: it lists every image,
-/// container and volume, a few MiB on the largest hosts.
-const MAX_RAW_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+/// The environment variable that sets the deadline of one engine call, as a
+/// duration (`30s`, `2m`).
+pub const CALL_TIMEOUT_ENV: &str = "IMAGEGC_ENGINE_TIMEOUT";
+
+/// The most bytes read from an answer that lists every image or container
+/// (`/images/json`, `/containers/json`, `/system/df`): about 1 KiB per entry
+/// in practice, so room for several hundred thousand.
+pub const MAX_LIST_ANSWER_BYTES: u64 = 512 * 1024 * 1024;
+
+/// The most bytes read from any other answer (version, info, one image's
+/// inspect or history, a removal): a few KiB in practice.
+pub const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The tag and digest placeholders API < 1.43 puts on untagged images.
 const NONE_TAG: &str = "<none>:<none>";
@@ -62,6 +87,11 @@ pub struct Docker {
     /// How to reach the engine without bollard (for `/system/df`), and whether
     /// it runs on this machine (only then is its root directory ours to stat).
     endpoint: Endpoint,
+    /// The deadline of every call but the event stream.
+    call_timeout: Duration,
+    /// Cancelled when the caller stops waiting for answers (`once` at a
+    /// second stop signal): the call in flight fails at once.
+    interrupt: CancellationToken,
 }
 
 /// The transport behind an engine address.
@@ -79,9 +109,19 @@ impl Docker {
     /// `/var/run/docker.sock`. Accepts `unix:///path`, a bare socket path,
     /// `tcp://host:port` and `http://host:port`.
     ///
-    /// Negotiates the API version with the engine, so an unreachable engine or
-    /// a socket we may not open is reported here, not on the first pass.
+    /// Negotiates the API version with the engine, so an unreachable engine,
+    /// a socket we may not open or a server that is not a Docker Engine is
+    /// reported here, not on the first pass.
     pub async fn connect(address: Option<&str>) -> Result<Docker, EngineError> {
+        Self::connect_with(address, CancellationToken::new()).await
+    }
+
+    /// [`Docker::connect`], with every call of this connection (the version
+    /// negotiation included) failing at once when `interrupt` is cancelled.
+    pub async fn connect_with(
+        address: Option<&str>,
+        interrupt: CancellationToken,
+    ) -> Result<Docker, EngineError> {
         let raw = match address {
             Some(a) => a.to_owned(),
             None => std::env::var("DOCKER_HOST")
@@ -94,45 +134,58 @@ impl Docker {
                 address: raw.clone(),
                 reason,
             })?;
-
-        let client = match &endpoint {
-            Endpoint::Unix(path) => {
-                check_socket(path, &address)?;
-                bollard::Docker::connect_with_unix(
-                    &path.to_string_lossy(),
-                    REQUEST_TIMEOUT_SECS,
-                    bollard::API_DEFAULT_VERSION,
-                )
-            }
-            Endpoint::Tcp(authority) => bollard::Docker::connect_with_http(
-                authority,
-                REQUEST_TIMEOUT_SECS,
-                bollard::API_DEFAULT_VERSION,
-            ),
+        let call_timeout = call_timeout_from_env()?;
+        if let Endpoint::Unix(path) = &endpoint {
+            check_socket(path, &address)?;
         }
+        let transport = {
+            let endpoint = endpoint.clone();
+            move |request: BollardRequest| exchange(endpoint.clone(), request)
+        };
+        // bollard's own timeout only covers the wait for headers; ours, in
+        // `bounded`, covers the whole call, so bollard's is set no shorter.
+        let header_timeout = call_timeout.as_secs().saturating_add(1);
+        let client = bollard::Docker::connect_with_custom_transport(
+            transport,
+            Some("http://localhost"),
+            header_timeout,
+            bollard::API_DEFAULT_VERSION,
+        )
         .map_err(|e| map_error(&address, &e))?;
-
-        // GET /version: the one cheap call that proves the engine answers, and
-        // lowers the client's version to the engine's if the engine is older.
-        let client = client
-            .negotiate_version()
-            .await
-            .map_err(|e| map_error(&address, &e))?;
-        tracing::debug!(
-            address = %address,
-            api_version = %client.client_version(),
-            "connected to the Docker Engine"
-        );
-        Ok(Docker {
+        let mut docker = Docker {
             client,
             address,
             endpoint,
-        })
+            call_timeout,
+            interrupt,
+        };
+
+        // GET /version: the one cheap call that proves the engine answers, and
+        // lowers the client's version to the engine's if the engine is older.
+        let negotiation = docker.client.clone().negotiate_version();
+        docker.client = docker
+            .bounded("GET /version", async {
+                negotiation
+                    .await
+                    .map_err(|e| not_docker(&docker.address, &e))
+            })
+            .await?;
+        tracing::debug!(
+            address = %docker.address,
+            api_version = %docker.client.client_version(),
+            "connected to the Docker Engine"
+        );
+        Ok(docker)
     }
 
     /// The engine's address as a URL, for log lines and messages.
     pub fn address(&self) -> &str {
         &self.address
+    }
+
+    /// The deadline of one call (the event stream aside).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
     }
 
     /// The engine's own figure for the bytes of all image layers
@@ -155,39 +208,82 @@ impl Docker {
         map_error(&self.address, e)
     }
 
-    /// `GET path` over a fresh connection, HTTP/1.0 so the answer is neither
-    /// chunked nor kept alive; returns the body of a 2xx answer.
-    async fn raw_get(&self, path: &str) -> Result<Vec<u8>, EngineError> {
+    /// One bollard call (`what`, for messages: `GET /images/json`), bounded.
+    async fn call<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, BollardError>>,
+    ) -> Result<T, EngineError> {
+        self.bounded(what, async { call.await.map_err(|e| self.err(&e)) })
+            .await
+    }
+
+    /// Runs `call` under this connection's deadline; fails at once when
+    /// the interrupt token is cancelled.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        call: impl Future<Output = Result<T, EngineError>>,
+    ) -> Result<T, EngineError> {
         let unavailable = |reason: String| EngineError::Unavailable {
             address: self.address.clone(),
             reason,
         };
-        let exchange = async {
-            match &self.endpoint {
-                Endpoint::Unix(socket) => {
-                    let stream = tokio::net::UnixStream::connect(socket).await?;
-                    http_get(stream, "localhost", path).await
-                }
-                Endpoint::Tcp(authority) => {
-                    let stream = tokio::net::TcpStream::connect(authority.as_str()).await?;
-                    http_get(stream, authority, path).await
-                }
+        // bollard's futures are large; kept on the heap, every caller's stays small.
+        let call = Box::pin(call);
+        tokio::select! {
+            biased;
+            // Not `Unavailable`: the engine may be fine, the caller gave up.
+            () = self.interrupt.cancelled() => Err(EngineError::Other(format!(
+                "{what}: stopped waiting for the answer (second stop signal); \
+                 the engine may still carry it out"
+            ))),
+            result = tokio::time::timeout(self.call_timeout, call) => {
+                result.unwrap_or_else(|_| Err(unavailable(format!(
+                    "{what}: no complete answer within {} ({CALL_TIMEOUT_ENV} sets this deadline)",
+                    humantime::format_duration(self.call_timeout)
+                ))))
             }
+        }
+    }
+
+    /// `GET path` over a fresh connection, HTTP/1.0 so the answer is neither
+    /// chunked nor kept alive; returns the body of a 2xx answer.
+    async fn raw_get(&self, path: &str) -> Result<Vec<u8>, EngineError> {
+        let what = format!("GET {path}");
+        let unavailable = |reason: String| EngineError::Unavailable {
+            address: self.address.clone(),
+            reason,
         };
-        let raw = tokio::time::timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS), exchange)
-            .await
-            .map_err(|_| unavailable(format!("GET {path} timed out")))?
-            .map_err(|e| {
+        let limit = answer_limit(path).unwrap_or(MAX_ANSWER_BYTES);
+        let exchange = async {
+            let raw = match &self.endpoint {
+                Endpoint::Unix(socket) => match tokio::net::UnixStream::connect(socket).await {
+                    Ok(stream) => http_get(stream, "localhost", path, limit).await,
+                    Err(e) => Err(e),
+                },
+                Endpoint::Tcp(authority) => {
+                    match tokio::net::TcpStream::connect(authority.as_str()).await {
+                        Ok(stream) => http_get(stream, authority, path, limit).await,
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            raw.map_err(|e| {
                 if e.kind() == std::io::ErrorKind::PermissionDenied {
                     EngineError::PermissionDenied {
                         address: self.address.clone(),
                     }
+                } else if let Some(too_large) = too_large(&e) {
+                    too_large.into_error(&self.address)
                 } else {
-                    unavailable(format!("GET {path}: {e}"))
+                    unavailable(format!("{what}: {e}"))
                 }
-            })?;
-        let (status, body) = split_http_response(&raw)
-            .map_err(|reason| unavailable(format!("GET {path}: {reason}")))?;
+            })
+        };
+        let raw = self.bounded(&what, exchange).await?;
+        let (status, body) =
+            split_http_response(&raw).map_err(|reason| unavailable(format!("{what}: {reason}")))?;
         if (200..300).contains(&status) {
             Ok(body)
         } else {
@@ -196,12 +292,263 @@ impl Docker {
     }
 }
 
+/// The call deadline from [`CALL_TIMEOUT_ENV`], else the default.
+fn call_timeout_from_env() -> Result<Duration, EngineError> {
+    match std::env::var(CALL_TIMEOUT_ENV) {
+        Ok(text) if !text.trim().is_empty() => humantime::parse_duration(text.trim())
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                EngineError::Other(format!(
+                    "{CALL_TIMEOUT_ENV}={text:?} is not a duration above zero (for example 30s or 2m)"
+                ))
+            }),
+        _ => Ok(DEFAULT_CALL_TIMEOUT),
+    }
+}
+
+/// The most bytes read from the answer to a request for `path` (with or
+/// without the `/v1.41` prefix); `None` for the event stream, which has no end.
+fn answer_limit(path: &str) -> Option<u64> {
+    let unversioned = match path.strip_prefix("/v") {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            rest.find('/').map_or(path, |slash| &rest[slash..])
+        }
+        _ => path,
+    };
+    match unversioned {
+        "/events" => None,
+        "/images/json" | "/containers/json" | "/system/df" => Some(MAX_LIST_ANSWER_BYTES),
+        _ => Some(MAX_ANSWER_BYTES),
+    }
+}
+
+/// bollard's transport: one HTTP/1.1 connection per request (closed after
+/// the answer), read through a [`Capped`] reader.
+async fn exchange(
+    endpoint: Endpoint,
+    mut request: BollardRequest,
+) -> Result<hyper::Response<hyper::body::Incoming>, BollardError> {
+    let path = request.uri().path().to_owned();
+    let origin: hyper::Uri = request
+        .uri()
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str)
+        .parse()?;
+    *request.uri_mut() = origin;
+    let host = match &endpoint {
+        Endpoint::Unix(_) => "localhost".to_owned(),
+        Endpoint::Tcp(authority) => authority.clone(),
+    };
+    let headers = request.headers_mut();
+    let host = hyper::header::HeaderValue::from_str(&host).map_err(|e| BollardError::IOError {
+        err: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
+    })?;
+    headers.insert(hyper::header::HOST, host);
+    // The engine closes after answering, so the TIME_WAIT is its own.
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    let limit = answer_limit(&path);
+    match &endpoint {
+        Endpoint::Unix(socket) => {
+            let io = tokio::net::UnixStream::connect(socket).await?;
+            send(Capped::new(io, limit, path), request).await
+        }
+        Endpoint::Tcp(authority) => {
+            let io = tokio::net::TcpStream::connect(authority.as_str()).await?;
+            send(Capped::new(io, limit, path), request).await
+        }
+    }
+}
+
+/// Sends `request` over `io` and returns the answer once its headers are in;
+/// the body is read as the caller polls it.
+async fn send<S>(
+    io: Capped<S>,
+    request: BollardRequest,
+) -> Result<hyper::Response<hyper::body::Incoming>, BollardError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
+    // Drives the connection; it ends with the answer, or when the caller
+    // drops the answer unread (a deadline), closing the socket.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "engine connection ended with an error");
+        }
+    });
+    Ok(sender.send_request(request).await?)
+}
+
+/// A reader that fails once more than `limit` bytes came through it.
+struct Capped<S> {
+    inner: S,
+    /// Bytes read so far.
+    read: u64,
+    /// The most bytes allowed; `None` for no limit.
+    limit: Option<u64>,
+    /// The request path, for the error.
+    path: String,
+}
+
+impl<S> Capped<S> {
+    fn new(inner: S, limit: Option<u64>, path: String) -> Self {
+        Self {
+            inner,
+            read: 0,
+            limit,
+            path,
+        }
+    }
+
+    fn over(&self) -> Option<AnswerTooLarge> {
+        self.limit
+            .filter(|limit| self.read > *limit)
+            .map(|limit| AnswerTooLarge {
+                path: self.path.clone(),
+                limit,
+            })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(over) = this.over() {
+            return Poll::Ready(Err(std::io::Error::other(over)));
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &result {
+            this.read += (buf.filled().len() - before) as u64;
+            if let Some(over) = this.over() {
+                return Poll::Ready(Err(std::io::Error::other(over)));
+            }
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// An answer was larger than imagegc reads for its call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the answer to {path} is larger than {} MiB", limit / (1024 * 1024))]
+struct AnswerTooLarge {
+    /// The request path.
+    path: String,
+    /// The cap that was passed.
+    limit: u64,
+}
+
+impl AnswerTooLarge {
+    fn into_error(self, address: &str) -> EngineError {
+        EngineError::Other(format!(
+            "the engine at {address} sent more than {} MiB in answer to GET {}, \
+             the most imagegc reads for that call; stopped reading",
+            self.limit / (1024 * 1024),
+            self.path
+        ))
+    }
+}
+
+/// The [`AnswerTooLarge`] anywhere in an error's source chain.
+fn too_large(err: &(dyn StdError + 'static)) -> Option<AnswerTooLarge> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<AnswerTooLarge>() {
+            return Some(found.clone());
+        }
+        // `io::Error::source` skips the error it wraps, and bollard's
+        // transparent `IOError` skips the `io::Error` itself.
+        let io =
+            e.downcast_ref::<std::io::Error>()
+                .or_else(|| match e.downcast_ref::<BollardError>() {
+                    Some(BollardError::IOError { err }) => Some(err),
+                    _ => None,
+                });
+        if let Some(found) = io
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<AnswerTooLarge>())
+        {
+            return Some(found.clone());
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The error for a failed version negotiation: an HTTP answer that is not
+/// the engine's (a web server, a proxy's error page) names the address and
+/// says so; anything else maps as usual.
+fn not_docker(address: &str, err: &BollardError) -> EngineError {
+    let mapped = map_error(address, err);
+    if mapped.is_unreachable() || too_large(err).is_some() {
+        return mapped;
+    }
+    let what = match err {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("HTTP {status_code} {}", excerpt(message)),
+        BollardError::JsonDataError { message, .. } => {
+            format!("an answer that is not its JSON ({message})")
+        }
+        BollardError::APIVersionParseError {} => "an answer without an API version".to_owned(),
+        _ => return mapped,
+    };
+    EngineError::Unavailable {
+        address: address.to_owned(),
+        reason: format!(
+            "the server there did not answer like a Docker Engine: GET /version got {what}"
+        ),
+    }
+}
+
+/// The start of an answer's text, on one line and escaped, for a message.
+fn excerpt(text: &str) -> String {
+    const MAX_CHARS: usize = 60;
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut cut: String = flat.chars().take(MAX_CHARS).collect();
+    if flat.chars().count() > MAX_CHARS {
+        cut.push('…');
+    }
+    format!("{cut:?}")
+}
+
 impl Engine for Docker {
     async fn info(&self) -> Result<EngineInfo, EngineError> {
-        let (version, info) =
-            futures_util::future::try_join(self.client.version(), self.client.info())
-                .await
-                .map_err(|e| self.err(&e))?;
+        let (version, info) = self
+            .call(
+                "GET /info",
+                Box::pin(futures_util::future::try_join(
+                    self.client.version(),
+                    self.client.info(),
+                )),
+            )
+            .await?;
         let root_dir = info
             .docker_root_dir
             .filter(|d| !d.is_empty())
@@ -218,20 +565,19 @@ impl Engine for Docker {
     async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
         let options = ListImagesOptionsBuilder::new().all(true).build();
         let images = self
-            .client
-            .list_images(Some(options))
-            .await
-            .map_err(|e| self.err(&e))?;
+            .call("GET /images/json", self.client.list_images(Some(options)))
+            .await?;
         Ok(images.into_iter().filter_map(image_summary).collect())
     }
 
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
         let options = ListContainersOptionsBuilder::new().all(true).build();
         let containers = self
-            .client
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| self.err(&e))?;
+            .call(
+                "GET /containers/json",
+                self.client.list_containers(Some(options)),
+            )
+            .await?;
         Ok(containers
             .into_iter()
             .map(|c| Container {
@@ -262,12 +608,15 @@ impl Engine for Docker {
     }
 
     async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
-        let (inspect, history) = futures_util::future::try_join(
-            self.client.inspect_image(image_id),
-            self.client.image_history(image_id),
-        )
-        .await
-        .map_err(|e| self.err(&e))?;
+        let (inspect, history) = self
+            .call(
+                &format!("GET /images/{image_id}/json and /history"),
+                futures_util::future::try_join(
+                    self.client.inspect_image(image_id),
+                    self.client.image_history(image_id),
+                ),
+            )
+            .await?;
         let last_tag_time = inspect
             .metadata
             .and_then(|m| m.last_tag_time)
@@ -292,15 +641,24 @@ impl Engine for Docker {
             return Ok(None);
         }
         let path = root_dir.to_owned();
-        let stat = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(path.as_str()))
-            .await
-            .map_err(|e| EngineError::Other(format!("statvfs task failed: {e}")))?;
+        let task = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(path.as_str()));
+        // A hung filesystem (a dead NFS mount) must not hang the pass: the
+        // blocking thread is left behind and the disk counts as unknown.
+        let Ok(stat) = tokio::time::timeout(self.call_timeout, task).await else {
+            tracing::warn!(
+                root_dir,
+                "statvfs of the engine root directory did not return in time"
+            );
+            return Ok(None);
+        };
+        let stat = stat.map_err(|e| EngineError::Other(format!("statvfs task failed: {e}")))?;
         match stat {
             // The counts are narrower than u64 on 32-bit targets.
             #[allow(clippy::useless_conversion)]
             Ok(s) => Ok(Some(df_usage(
                 s.blocks().into(),
                 s.blocks_free().into(),
+                s.blocks_available().into(),
                 s.fragment_size().into(),
             ))),
             Err(errno) => {
@@ -318,10 +676,11 @@ impl Engine for Docker {
             .noprune(true)
             .build();
         let items = self
-            .client
-            .remove_image(target, Some(options), None)
-            .await
-            .map_err(|e| self.err(&e))?;
+            .call(
+                &format!("DELETE /images/{target}"),
+                self.client.remove_image(target, Some(options), None),
+            )
+            .await?;
         Ok(items
             .into_iter()
             .flat_map(|item| {
@@ -360,10 +719,12 @@ impl Engine for Docker {
 
     async fn container_times(&self, container_id: &str) -> Result<ContainerTimes, EngineError> {
         let inspect = self
-            .client
-            .inspect_container(container_id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| self.err(&e))?;
+            .call(
+                &format!("GET /containers/{container_id}/json"),
+                self.client
+                    .inspect_container(container_id, None::<InspectContainerOptions>),
+            )
+            .await?;
         let image_id = inspect.image.filter(|i| !i.is_empty()).ok_or_else(|| {
             EngineError::Other(format!(
                 "container {container_id} has no image ID in its inspect answer"
@@ -385,10 +746,11 @@ impl Engine for Docker {
 
     async fn resolve_image(&self, reference: &str) -> Result<String, EngineError> {
         let inspect = self
-            .client
-            .inspect_image(reference)
-            .await
-            .map_err(|e| self.err(&e))?;
+            .call(
+                &format!("GET /images/{reference}/json"),
+                self.client.inspect_image(reference),
+            )
+            .await?;
         inspect.id.filter(|i| !i.is_empty()).ok_or_else(|| {
             EngineError::Other(format!(
                 "the inspect answer for {reference} has no image ID"
@@ -483,6 +845,9 @@ fn check_socket(path: &Path, address: &str) -> Result<(), EngineError> {
 /// Maps a bollard error onto what callers branch on: 409 and 404 are normal
 /// outcomes of a removal, transport failures mean the engine is unreachable.
 fn map_error(address: &str, err: &BollardError) -> EngineError {
+    if let Some(too_large) = too_large(err) {
+        return too_large.into_error(address);
+    }
     match err {
         BollardError::DockerResponseServerError {
             status_code,
@@ -601,13 +966,17 @@ fn parse_engine_time(text: &str) -> Option<DateTime<Utc>> {
     (time > DateTime::UNIX_EPOCH).then_some(time)
 }
 
-/// Filesystem size and use the way `df` counts them.
-fn df_usage(blocks: u64, blocks_free: u64, fragment_size: u64) -> DiskUsage {
+/// Filesystem use the way `df` counts it: used is total minus free, and the
+/// size a percentage is taken of is used plus what unprivileged users may
+/// still write (`f_bavail`), leaving out the blocks reserved for root.
+fn df_usage(blocks: u64, blocks_free: u64, blocks_available: u64, fragment_size: u64) -> DiskUsage {
+    let used = blocks
+        .saturating_sub(blocks_free)
+        .saturating_mul(fragment_size);
+    let available = blocks_available.saturating_mul(fragment_size);
     DiskUsage {
-        total_bytes: blocks.saturating_mul(fragment_size),
-        used_bytes: blocks
-            .saturating_sub(blocks_free)
-            .saturating_mul(fragment_size),
+        total_bytes: used.saturating_add(available),
+        used_bytes: used,
     }
 }
 
@@ -627,21 +996,19 @@ fn server_message(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
 }
 
-/// Sends an HTTP/1.0 GET and reads the whole answer, up to
-/// [`MAX_RAW_RESPONSE_BYTES`].
-async fn http_get<S>(mut stream: S, host: &str, path: &str) -> std::io::Result<Vec<u8>>
+/// Sends an HTTP/1.0 GET and reads the whole answer; more than `limit`
+/// bytes is an [`AnswerTooLarge`] error.
+async fn http_get<S>(stream: S, host: &str, path: &str, limit: u64) -> std::io::Result<Vec<u8>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut stream = Capped::new(stream, Some(limit), path.to_owned());
     let request =
         format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     let mut raw = Vec::new();
-    (&mut stream)
-        .take(MAX_RAW_RESPONSE_BYTES)
-        .read_to_end(&mut raw)
-        .await?;
+    stream.read_to_end(&mut raw).await?;
     Ok(raw)
 }
 
@@ -906,9 +1273,71 @@ mod tests {
 
     #[test]
     fn disk_usage_counts_like_df() {
-        let usage = df_usage(1000, 250, 4096);
-        assert_eq!(usage.total_bytes, 4_096_000);
-        assert_eq!(usage.used_bytes, 3_072_000);
+        // 1000 blocks, 250 free of which 200 are available to unprivileged
+        // users (50 reserved for root): df says 750 used, 200 available,
+        // Use% = 750 / 950 = 79%, not 750 / 1000.
+        let usage = df_usage(1000, 250, 200, 4096);
+        assert_eq!(usage.used_bytes, 750 * 4096);
+        assert_eq!(usage.total_bytes, 950 * 4096);
+        assert_eq!(usage.free_bytes(), 200 * 4096);
+        assert!((usage.used_ratio() - 750.0 / 950.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn list_answers_get_the_large_cap_the_event_stream_none_and_the_rest_the_small_one() {
+        for path in [
+            "/images/json",
+            "/v1.41/images/json",
+            "/containers/json",
+            "/system/df",
+        ] {
+            assert_eq!(answer_limit(path), Some(MAX_LIST_ANSWER_BYTES), "{path}");
+        }
+        assert_eq!(answer_limit("/events"), None);
+        assert_eq!(answer_limit("/v1.41/events"), None);
+        for path in [
+            "/version",
+            "/images/sha256:ab/json",
+            "/images/versions/json",
+            "/images/app:1/history",
+        ] {
+            assert_eq!(answer_limit(path), Some(MAX_ANSWER_BYTES), "{path}");
+        }
+    }
+
+    #[test]
+    fn an_answer_over_its_cap_is_found_under_hyper_and_named_with_the_address() {
+        let cap = AnswerTooLarge {
+            path: "/images/json".to_owned(),
+            limit: MAX_LIST_ANSWER_BYTES,
+        };
+        let wrapped = BollardError::IOError {
+            err: std::io::Error::other(cap),
+        };
+        let mapped = map_error("unix:///e.sock", &wrapped);
+        let text = mapped.to_string();
+        assert!(!mapped.is_unreachable(), "{mapped:?}");
+        assert!(
+            text.contains("unix:///e.sock")
+                && text.contains("more than 512 MiB in answer to GET /images/json"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_web_page_in_answer_to_get_version_is_not_a_docker_engine() {
+        let page = BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: "<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>404 Not Found</title>".to_owned(),
+        };
+        let text = not_docker("tcp://web:80", &page).to_string();
+        assert!(
+            text.contains("tcp://web:80")
+                && text.contains("did not answer like a Docker Engine")
+                && text.contains("HTTP 404"),
+            "{text}"
+        );
+        assert!(text.contains('…') && !text.contains('\n'), "{text}");
     }
 
     #[test]

@@ -79,17 +79,26 @@ pub struct EngineInfo {
     pub root_dir: String,
 }
 
-/// Size and use of the filesystem holding the engine's root directory.
+/// Size and use of the filesystem holding the engine's root directory, as
+/// `df` counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiskUsage {
-    /// Total bytes of the filesystem.
+    /// The bytes `df`'s `Use%` is a share of: used plus available to
+    /// unprivileged users. The blocks reserved for root are left out, so
+    /// this is less than the filesystem's size.
     pub total_bytes: u64,
-    /// Bytes in use (total minus free), as `df` counts them.
+    /// Bytes in use (size minus free), as `df` counts them.
     pub used_bytes: u64,
 }
 
 impl DiskUsage {
-    /// Fraction of the filesystem in use, 0.0 to 1.0.
+    /// Bytes unprivileged users (dockerd's writes count as such once the
+    /// root reserve is gone) may still write: `df`'s `Avail`.
+    pub fn free_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.used_bytes)
+    }
+
+    /// Fraction of the filesystem in use, 0.0 to 1.0: `df`'s `Use%`.
     pub fn used_ratio(&self) -> f64 {
         if self.total_bytes == 0 {
             return 0.0;

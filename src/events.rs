@@ -48,6 +48,37 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// once, so a stream still quiet after this is following.
 const OPEN_GRACE: Duration = Duration::from_secs(1);
 
+/// How long an open stream may stay silent before it is reopened, unless
+/// [`IDLE_TIMEOUT_ENV`] says otherwise. dockerd sends nothing while nothing
+/// happens, so silence alone proves nothing; but a hung engine (or a proxy
+/// that dropped the connection without closing it) is silent too. Reopening
+/// with `since` loses nothing, and the reopen's container list, which has a
+/// deadline, shows whether the engine still answers.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The environment variable that sets the idle bound of the event stream, as
+/// a duration (`5m`).
+pub const IDLE_TIMEOUT_ENV: &str = "IMAGEGC_EVENTS_IDLE_TIMEOUT";
+
+/// [`DEFAULT_IDLE_TIMEOUT`], or what [`IDLE_TIMEOUT_ENV`] says (an unusable
+/// value is logged and ignored).
+fn idle_timeout() -> Duration {
+    let Ok(text) = std::env::var(IDLE_TIMEOUT_ENV) else {
+        return DEFAULT_IDLE_TIMEOUT;
+    };
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => d,
+        _ => {
+            tracing::warn!(
+                value = %text,
+                default = %humantime::format_duration(DEFAULT_IDLE_TIMEOUT),
+                "{IDLE_TIMEOUT_ENV} is not a duration above zero; using the default"
+            );
+            DEFAULT_IDLE_TIMEOUT
+        }
+    }
+}
+
 /// A use or sighting of an image, for the state file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Update {
@@ -136,6 +167,7 @@ pub async fn follow<E: Engine + 'static>(
         containers: HashMap::new(),
         resume: Resume::new(Utc::now()),
         reconnecting: false,
+        idle: idle_timeout(),
     };
     // Cancellation may drop the follower at any await, even mid-inspect:
     // updates are sent whole or not at all, and nothing else is left behind.
@@ -191,6 +223,8 @@ struct Follower<E> {
     /// A connect was tried before: the next one is a reconnect, and
     /// re-reads the containers' times first.
     reconnecting: bool,
+    /// Silence after which an open stream is reopened.
+    idle: Duration,
 }
 
 /// Why one stream stopped.
@@ -201,6 +235,8 @@ enum Stopped {
     Ended,
     /// Nobody receives updates any more.
     NoReceiver,
+    /// The stream said nothing for the idle bound.
+    Idle,
 }
 
 impl<E: Engine + 'static> Follower<E> {
@@ -213,6 +249,16 @@ impl<E: Engine + 'static> Follower<E> {
                 Stopped::NoReceiver => {
                     tracing::debug!("nobody receives last-use updates; event follower stops");
                     return;
+                }
+                Stopped::Idle => {
+                    // Not an outage: reopen at once, health unchanged. A hung
+                    // engine fails the reopen's container list instead.
+                    tracing::debug!(
+                        idle = %humantime::format_duration(self.idle),
+                        "engine event stream silent; reopening it"
+                    );
+                    delay = INITIAL_BACKOFF;
+                    continue;
                 }
                 Stopped::Ended => None,
                 Stopped::Failed(e) => Some(e),
@@ -267,7 +313,10 @@ impl<E: Engine + 'static> Follower<E> {
         let mut delivered = false;
         loop {
             let next = if open {
-                stream.next().await
+                match tokio::time::timeout(self.idle, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return (Stopped::Idle, delivered),
+                }
             } else if let Ok(next) = tokio::time::timeout(OPEN_GRACE, stream.next()).await {
                 next
             } else {

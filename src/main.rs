@@ -293,19 +293,23 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         return run_daemon(cli, policy.clone()).await;
     }
     let address = engine_address(cli, policy);
-    let engine = match Docker::connect(address.as_deref()).await {
-        Ok(e) => e,
-        Err(e) => {
-            print_error(cli, &e.to_string());
-            return Ok(exit::ENGINE);
-        }
-    };
-    let engine_info = match engine.info().await {
-        Ok(i) => i,
-        Err(e) => {
-            print_error(cli, &e.to_string());
-            return Ok(exit::ENGINE);
-        }
+    // First SIGINT/SIGTERM: start no new removal. Second: stop waiting for
+    // the engine (the call in flight fails) and report what was done.
+    let cancel = CancellationToken::new();
+    let interrupt = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(cancel.clone(), interrupt.clone()));
+    if matches!(cli.command, Command::Plan(_) | Command::Explain { .. }) {
+        // Nothing to finish: the first signal stops waiting already.
+        let (cancel, interrupt) = (cancel.clone(), interrupt.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            interrupt.cancel();
+        });
+    }
+    let Some((engine, engine_info)) =
+        connect_once(cli, address.as_deref(), &cancel, &interrupt).await
+    else {
+        return Ok(exit::ENGINE);
     };
     info!(
         engine = engine.address(),
@@ -335,8 +339,6 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
     } else {
         State::load_or_fresh(state_path, now)
     };
-    let cancel = CancellationToken::new();
-    let signals = tokio::spawn(cancel_on_signal(cancel.clone()));
     let mut memory = Memory::new(state);
     let result = pass::run(
         &engine,
@@ -380,6 +382,28 @@ async fn async_main(cli: &Cli, policy: &Policy) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Connects for `once`, `plan` or `explain`; `None` (after saying why) when
+/// the engine cannot be reached or a signal came first.
+async fn connect_once(
+    cli: &Cli,
+    address: Option<&str>,
+    cancel: &CancellationToken,
+    interrupt: &CancellationToken,
+) -> Option<(Docker, imagegc::engine::EngineInfo)> {
+    let connected = tokio::select! {
+        connected = async {
+            let engine = Docker::connect_with(address, interrupt.clone()).await?;
+            let info = engine.info().await?;
+            Ok::<_, imagegc::engine::EngineError>((engine, info))
+        } => connected,
+        () = cancel.cancelled() => {
+            print_error(cli, "stopped by a signal while connecting to the engine; nothing was done");
+            return None;
+        }
+    };
+    connected.map_err(|e| print_error(cli, &e.to_string())).ok()
 }
 
 /// `imagegc explain`: find the image and print what imagegc thinks of it.
@@ -478,7 +502,12 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
     let address = engine_address(cli, &policy);
     let mut backoff = Duration::from_millis(500);
     let engine = loop {
-        match Docker::connect(address.as_deref()).await {
+        // A silent engine must not keep SIGTERM waiting for the deadline.
+        let attempt = tokio::select! {
+            attempt = Docker::connect(address.as_deref()) => attempt,
+            () = shutdown.cancelled() => break None,
+        };
+        match attempt {
             Ok(engine) => break Some(engine),
             Err(e) => {
                 metrics.set_engine_up(false);
@@ -496,7 +525,11 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
             let default = PathBuf::from(config::DEFAULT_CONFIG_PATH);
             default.exists().then_some(default)
         });
-        let daemon = Daemon::new(Arc::new(engine), config_path, policy, Arc::clone(&metrics));
+        // A pass is stuck only when no call finished for longer than any one
+        // call may take.
+        let pass_stall = imagegc::daemon::DEFAULT_PASS_STALL.max(engine.call_timeout() * 2);
+        let mut daemon = Daemon::new(Arc::new(engine), config_path, policy, Arc::clone(&metrics));
+        daemon.pass_stall = pass_stall;
         daemon.run(control_rx, shutdown.clone()).await;
     }
     shutdown.cancel();
@@ -510,7 +543,9 @@ async fn run_daemon(cli: &Cli, policy: Policy) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-async fn cancel_on_signal(cancel: CancellationToken) {
+/// `once`, `plan`, `explain`: the first SIGTERM/SIGINT cancels `cancel` (no
+/// new removal), the second `interrupt` (stop waiting for the engine).
+async fn cancel_on_signal(cancel: CancellationToken, interrupt: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -522,6 +557,12 @@ async fn cancel_on_signal(cancel: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    warn!("signal received: finishing the removal in flight, starting no new one");
+    warn!("signal received: finishing the removal in flight, starting no new one (a second signal stops waiting)");
     cancel.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    warn!("second signal: no longer waiting for the engine; reporting what was done");
+    interrupt.cancel();
 }

@@ -129,6 +129,9 @@ pub struct Metrics {
     /// can be absent while the disk is unknown (a remote engine) instead of a
     /// misleading 0.
     disk_used_ratio: GaugeVec,
+    /// Bytes unprivileged users may still write there (`df`'s `Avail`),
+    /// absent while unknown like `disk_used_ratio`.
+    disk_free_bytes: GaugeVec,
     /// Watermarks of policies with percentage `disk_high`/`disk_low`, so a
     /// dashboard can draw `disk_used_ratio` against them.
     policy_disk_high: GaugeVec,
@@ -154,6 +157,9 @@ pub struct Metrics {
     /// Set when the last pass that was not cancelled failed, to when it
     /// ended; `/healthz` reports it.
     last_failure: Mutex<Option<DateTime<Utc>>>,
+    /// Why the last pass was abandoned as stuck, until a pass succeeds;
+    /// `/healthz` gives it as the reason.
+    stall: Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -262,6 +268,16 @@ impl Metrics {
                     &[],
                 ),
             ),
+            disk_free_bytes: register(
+                r,
+                gauge_vec(
+                    "imagegc_disk_free_bytes",
+                    "Bytes still available to unprivileged users (df's Avail) on the filesystem \
+                     holding the engine's root directory at the last snapshot; absent when \
+                     unknown (remote engine).",
+                    &[],
+                ),
+            ),
             policy_disk_high: register(
                 r,
                 gauge_vec(
@@ -338,6 +354,7 @@ impl Metrics {
                 ),
             ),
             last_failure: Mutex::new(None),
+            stall: Mutex::new(None),
             registry,
         };
         let build_info = register(
@@ -436,8 +453,13 @@ impl Metrics {
             PassOutcome::Success => {
                 self.last_success.set(at);
                 *self.last_failure_lock() = None;
+                *self.stall_lock() = None;
             }
-            PassOutcome::Failed => *self.last_failure_lock() = Some(finished_at),
+            PassOutcome::Failed => {
+                *self.last_failure_lock() = Some(finished_at);
+                // A stuck pass is recorded right after, with `record_stall`.
+                *self.stall_lock() = None;
+            }
             // A pass stopped by shutdown says nothing about the engine or the
             // policy: health stays as the last finished pass left it.
             PassOutcome::Cancelled => {}
@@ -501,12 +523,16 @@ impl Metrics {
                 .set(saturating_i64(*bytes));
         }
 
-        match snapshot.disk {
-            Some(disk) => self
-                .disk_used_ratio
+        if let Some(disk) = snapshot.disk {
+            self.disk_used_ratio
                 .with_label_values::<&str>(&[])
-                .set(disk.used_ratio()),
-            None => self.disk_used_ratio.reset(),
+                .set(disk.used_ratio());
+            self.disk_free_bytes
+                .with_label_values::<&str>(&[])
+                .set(disk.free_bytes() as f64);
+        } else {
+            self.disk_used_ratio.reset();
+            self.disk_free_bytes.reset();
         }
     }
 
@@ -538,14 +564,23 @@ impl Metrics {
         out
     }
 
+    /// A pass was abandoned because it made no progress; `reason` says so
+    /// in `/healthz` until a pass succeeds (it counts as failed as well).
+    pub fn record_stall(&self, reason: &str) {
+        *self.stall_lock() = Some(reason.to_owned());
+    }
+
     /// Healthy while the engine answers and the last pass that ran to an end
     /// (cancelled passes do not count) did not fail; no pass yet is healthy.
+    /// A pass abandoned as stuck names why.
     pub fn health(&self) -> Health {
         let mut reasons = Vec::new();
         if self.engine_up.get() != 1 {
             reasons.push("the container engine is not reachable".to_string());
         }
-        if let Some(at) = *self.last_failure_lock() {
+        if let Some(stall) = self.stall_lock().clone() {
+            reasons.push(stall);
+        } else if let Some(at) = *self.last_failure_lock() {
             reasons.push(format!(
                 "the last pass failed (at {})",
                 at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -555,6 +590,11 @@ impl Metrics {
             ok: reasons.is_empty(),
             reason: reasons.join("; "),
         }
+    }
+
+    fn stall_lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A whole string or none: a poisoned lock is still good.
+        self.stall.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn last_failure_lock(&self) -> std::sync::MutexGuard<'_, Option<DateTime<Utc>>> {

@@ -631,3 +631,68 @@ async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state(
         missing.first().copied().unwrap_or_default()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_stuck_on_the_engine_stops_the_watchdog_fails_and_healthz_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = FakeEngine::new();
+    old_dangling(&engine, 1);
+    // The removal hangs (an engine whose deadline machinery failed us).
+    engine.set_remove_delay(Duration::from_secs(24 * 3600));
+    let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling")
+        .replace("run_on_start = false", "run_on_start = true");
+    let mut r = rig(Arc::new(engine), &text, None, t("2026-11-28T10:00:00Z"));
+    r.daemon.max_sleep = Duration::from_secs(30);
+    r.daemon.pass_stall = Duration::from_secs(600);
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+
+    let rec = r.passes.recv().await.expect("the pass");
+    let pings = r.notifier.watchdogs.load(Ordering::Relaxed);
+    assert_eq!(rec.outcome, "failed", "{rec:?}");
+    let took = (rec.finished - rec.started).num_seconds();
+    assert!((600..=630).contains(&took), "abandoned after {took} s");
+    // One ping per 30 s while calls finished; none once the pass was stuck
+    // for the bound (20 would include the moment of the bound itself).
+    assert!(pings < 20, "{pings} watchdog pings during a stuck pass");
+    let health = r.metrics.health();
+    assert!(!health.ok);
+    assert!(
+        health.reason.contains("abandoned")
+            && health.reason.contains("no engine call finished for 10m"),
+        "{}",
+        health.reason
+    );
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_pass_whose_calls_keep_finishing_keeps_the_watchdog_fed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = FakeEngine::new();
+    old_dangling(&engine, 30);
+    // 30 removals of a minute each: 30 minutes, three times the bound.
+    engine.set_remove_delay(Duration::from_secs(60));
+    let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling")
+        .replace("run_on_start = false", "run_on_start = true");
+    let mut r = rig(Arc::new(engine), &text, None, t("2026-11-28T10:00:00Z"));
+    r.daemon.max_sleep = Duration::from_secs(30);
+    r.daemon.pass_stall = Duration::from_secs(600);
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+
+    let rec = r.passes.recv().await.expect("the pass");
+    let pings = r.notifier.watchdogs.load(Ordering::Relaxed);
+    assert_eq!(rec.outcome, "success", "{rec:?}");
+    assert_eq!(rec.removed, 30);
+    assert!(
+        pings >= 55,
+        "only {pings} watchdog pings in a 30-minute pass"
+    );
+    assert!(r.metrics.health().ok, "{}", r.metrics.health().reason);
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}

@@ -232,6 +232,35 @@ async fn disk_usage_of_the_root_dir_is_counted_like_df() {
         .expect("a local engine has a disk usage");
     assert!(usage.used_bytes > 0, "{usage:?}");
     assert!(usage.total_bytes >= usage.used_bytes, "{usage:?}");
+
+    // The same filesystem as `df` sees it: Use% is used / (used + available
+    // to unprivileged users), not used / size (they differ by the blocks
+    // reserved for root). Other tests write meanwhile: a loose match.
+    let df = std::process::Command::new("df")
+        .args(["-P", "-B1", &info.root_dir])
+        .output()
+        .expect("run df");
+    let text = String::from_utf8_lossy(&df.stdout);
+    let fields: Vec<&str> = text
+        .lines()
+        .nth(1)
+        .expect("a df line")
+        .split_whitespace()
+        .collect();
+    let df_used: f64 = fields[2].parse().expect("df Used");
+    let df_avail: f64 = fields[3].parse().expect("df Available");
+    let df_percent: f64 = fields[4].trim_end_matches('%').parse().expect("df Use%");
+    let percent = usage.used_ratio() * 100.0;
+    assert!(
+        (percent - df_percent).abs() <= 1.5,
+        "imagegc says {percent:.1}% used, df says {df_percent}%: {usage:?}\n{text}"
+    );
+    let slack = 0.01 * (df_used + df_avail);
+    assert!(
+        (usage.free_bytes() as f64 - df_avail).abs() <= slack,
+        "free {} vs df Available {df_avail}\n{text}",
+        usage.free_bytes()
+    );
 }
 
 #[tokio::test]

@@ -369,6 +369,62 @@ async fn when_the_engine_closes_the_stream_follow_reconnects_since_the_last_even
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_stream_silent_for_five_minutes_is_reopened_since_the_last_event_without_an_outage() {
+    let engine = engine();
+    let mut follower = Follower::open(&engine).await;
+    let seen = event(
+        EventScope::Image,
+        "load",
+        "sha256:app",
+        "2026-02-06T00:00:00Z",
+    );
+    engine.push_event(seen.clone());
+    follower.next_update().await;
+    let quiet_from = tokio::time::Instant::now();
+
+    // dockerd sends nothing while nothing happens; a hung one neither.
+    tokio::time::sleep(imagegc::events::DEFAULT_IDLE_TIMEOUT + Duration::from_secs(1)).await;
+    let requests = engine.event_requests();
+    assert_eq!(requests.len(), 2, "reopened once after the idle bound");
+    assert_eq!(
+        requests[1].since,
+        Some(seen.time),
+        "resumes since the last event"
+    );
+    assert_eq!(
+        (requests[1].at - quiet_from).as_secs(),
+        imagegc::events::DEFAULT_IDLE_TIMEOUT.as_secs(),
+        "at the bound, with no reconnect delay"
+    );
+    assert!(
+        follower.health.try_recv().is_err(),
+        "a silent stream is not an outage"
+    );
+    engine.push_event(event(
+        EventScope::Image,
+        "tag",
+        "sha256:tool",
+        "2026-02-06T00:10:00Z",
+    ));
+    assert_eq!(
+        follower.next_update().await,
+        update("sha256:tool", "2026-02-06T00:10:00Z", "tag")
+    );
+
+    // A hung engine: the reopen's container list fails, and that is an outage.
+    engine.fail_everything(Some(EngineError::Unavailable {
+        address: "unix:///fake".to_owned(),
+        reason: "no complete answer".to_owned(),
+    }));
+    tokio::time::sleep(imagegc::events::DEFAULT_IDLE_TIMEOUT + Duration::from_secs(1)).await;
+    assert!(
+        !follower.next_health().await,
+        "unhealthy once the reopen fails"
+    );
+    follower.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn events_sent_while_disconnected_arrive_after_the_reconnect() {
     let engine = engine();
     let mut follower = Follower::open(&engine).await;

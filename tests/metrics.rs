@@ -287,6 +287,37 @@ fn disk_used_ratio_is_absent_while_the_disk_is_unknown() {
 }
 
 #[test]
+fn free_disk_bytes_are_exported_like_df_avail_and_absent_while_unknown() {
+    let policy = parse(POLICY);
+    let metrics = Metrics::new();
+    assert!(value(&metrics.render(), "imagegc_disk_free_bytes").is_none());
+    let snap = snapshot();
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    // used 500 of the 1000 bytes used + available: 500 still available.
+    assert_value(&metrics.render(), "imagegc_disk_free_bytes", 500.0);
+    let remote = Snapshot::build(Vec::new(), Vec::new(), None);
+    metrics.record_inventory(&remote, &Plan::default());
+    assert!(value(&metrics.render(), "imagegc_disk_free_bytes").is_none());
+}
+
+#[test]
+fn a_pass_abandoned_as_stuck_makes_health_say_why_until_a_pass_succeeds() {
+    let metrics = Metrics::new();
+    metrics.set_engine_up(true);
+    metrics.record_pass(PassOutcome::Failed, None, Duration::from_secs(600), now());
+    metrics.record_stall("the last pass was abandoned: no engine call finished for 10m");
+    let health = metrics.health();
+    assert!(!health.ok);
+    assert!(
+        health.reason.contains("no engine call finished for 10m"),
+        "{}",
+        health.reason
+    );
+    metrics.record_pass(PassOutcome::Success, None, Duration::from_secs(1), now());
+    assert!(metrics.health().ok, "{}", metrics.health().reason);
+}
+
+#[test]
 fn a_fresh_registry_shows_every_labelled_series_at_zero_and_the_build() {
     let metrics = Metrics::new();
     let text = metrics.render();
