@@ -14,10 +14,11 @@ const RULES: &str = "config/prometheus/imagegc-alerts.yml";
 const RULE_TESTS: &str = "config/prometheus/imagegc-alerts.test.yml";
 
 /// The alerts the operations kit promises.
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 7] = [
     "ImagegcConfigReloadFailed",
     "ImagegcDiskAboveHighWatermark",
     "ImagegcEngineDown",
+    "ImagegcImageDataAboveHighWatermark",
     "ImagegcNoSuccessfulPass",
     "ImagegcPassesFailing",
     "ImagegcTargetDown",
