@@ -23,7 +23,14 @@ use crate::output::Format;
 /// policy file; 2 bad command line; 3 engine unreachable, permission denied
 /// on its socket, or the engine's images could not be listed.
 #[derive(Debug, Parser)]
-#[command(name = "imagegc", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "imagegc",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Policy file. When not given and /etc/imagegc/imagegc.toml does not
     /// exist, the built-in default policy is used (remove dangling images
