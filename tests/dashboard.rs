@@ -33,7 +33,7 @@ const DATASOURCE_UID: &str = "${datasource}";
 const INSTANCE_FILTER: &str = "instance=~\"$instance\"";
 
 /// The one query that is not of an imagegc metric: whether Prometheus can scrape the daemon,
-/// with the job matcher of the alert ImagegcTargetDown.
+/// with the job matcher of the alert `ImagegcTargetDown`.
 const UP_QUERY: &str = "up{job=~\".*imagegc.*\", instance=~\"$instance\"}";
 
 fn repo_path(relative: &str) -> PathBuf {
@@ -494,6 +494,60 @@ disk_low = "800TiB"
     )
 }
 
+/// Every metric imagegc exports is on a panel or in an alert rule (histogram series count as
+/// their base name), but for the few that are deliberately left off.
+fn every_exported_metric_is_shown(
+    exported: &BTreeMap<String, BTreeSet<String>>,
+    queries: &[(String, String)],
+) {
+    let mut shown: BTreeSet<String> = queries
+        .iter()
+        .flat_map(|(_, expr)| metric_names(expr).into_iter().map(|(n, _)| n))
+        .collect();
+    shown.extend(alert_rule_metrics());
+    let base = |name: &str| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name)
+            .to_string()
+    };
+    let shown: BTreeSet<String> = shown.iter().map(|n| base(n)).collect();
+    let unshown: Vec<String> = exported
+        .keys()
+        .map(|n| base(n))
+        .filter(|n| !shown.contains(n) && !NOT_ON_THE_DASHBOARD.contains(&n.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(
+        unshown.is_empty(),
+        "exported but on no panel of {DASHBOARD} and in no rule of {ALERTS} \
+         (add a panel, or list the metric in NOT_ON_THE_DASHBOARD with why): {unshown:?}"
+    );
+}
+
+/// One word for each outcome across the counters that have an `outcome` label.
+fn outcome_words_agree(scrape: &str) {
+    let mut outcomes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((name, rest)) = line.split_once("{outcome=\"") {
+            if let Some((value, _)) = rest.split_once('"') {
+                outcomes
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(value.to_string());
+            }
+        }
+    }
+    let passes = &outcomes["imagegc_passes_total"];
+    let reloads = &outcomes["imagegc_config_reloads_total"];
+    assert!(
+        reloads.is_subset(passes),
+        "reload outcomes {reloads:?} use words pass outcomes {passes:?} do not"
+    );
+}
+
 #[test]
 fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape_that_promtool_accepts() {
     // Every policy is scoped to the lab, which loads no image: the daemon removes nothing, so
@@ -573,52 +627,8 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape_that_promtool_a
         assert!(scrape.contains(gauge), "{gauge} missing:\n{scrape}");
     }
 
-    // Every metric imagegc exports is on a panel or in an alert rule (histogram series count
-    // as their base name), but for the few that are deliberately left off.
-    let mut shown: BTreeSet<String> = queries
-        .iter()
-        .flat_map(|(_, expr)| metric_names(expr).into_iter().map(|(n, _)| n))
-        .collect();
-    shown.extend(alert_rule_metrics());
-    let base = |name: &str| {
-        ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(name)
-            .to_string()
-    };
-    let shown: BTreeSet<String> = shown.iter().map(|n| base(n)).collect();
-    let unshown: Vec<String> = exported
-        .keys()
-        .map(|n| base(n))
-        .filter(|n| !shown.contains(n) && !NOT_ON_THE_DASHBOARD.contains(&n.as_str()))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    assert!(
-        unshown.is_empty(),
-        "exported but on no panel of {DASHBOARD} and in no rule of {ALERTS} \
-         (add a panel, or list the metric in NOT_ON_THE_DASHBOARD with why): {unshown:?}"
-    );
-
-    // One word for each outcome across the counters that have an `outcome` label.
-    let mut outcomes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
-        if let Some((name, rest)) = line.split_once("{outcome=\"") {
-            if let Some((value, _)) = rest.split_once('"') {
-                outcomes
-                    .entry(name.to_string())
-                    .or_default()
-                    .insert(value.to_string());
-            }
-        }
-    }
-    let passes = &outcomes["imagegc_passes_total"];
-    let reloads = &outcomes["imagegc_config_reloads_total"];
-    assert!(
-        reloads.is_subset(passes),
-        "reload outcomes {reloads:?} use words pass outcomes {passes:?} do not"
-    );
+    every_exported_metric_is_shown(&exported, &queries);
+    outcome_words_agree(&scrape);
 
     // promtool's linter has nothing to say about the live exposition.
     let out = promtool(&["check", "metrics"], Some(&scrape));

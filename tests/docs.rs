@@ -41,7 +41,10 @@ fn every_file_the_readme_and_the_architecture_link_or_name_exists() {
         }
         // Markdown files named in backticks (`DESIGN.md`) must exist too.
         for word in text.split('`').skip(1).step_by(2) {
-            if word.ends_with(".md") && !word.contains(' ') && !root().join(word).exists() {
+            let markdown = Path::new(word)
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("md"));
+            if markdown && !word.contains(' ') && !root().join(word).exists() {
                 missing.push(format!("{doc} names {word}"));
             }
         }

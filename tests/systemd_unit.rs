@@ -365,7 +365,7 @@ fn the_system_call_filter_lets_the_reload_command_signal_the_daemon() {
     }
 }
 
-/// The ```ini block of README.md that starts with the drop-in's path.
+/// The `ini` code block of README.md that starts with the drop-in's path.
 fn readme_drop_in() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
     let readme = std::fs::read_to_string(&path).expect("read README.md");
