@@ -1,7 +1,7 @@
 //! The command line: every subcommand, option and value the `imagegc`
 //! binary accepts. It lives in the library so the binary parses with it and
-//! `tests/manpage.rs` renders the manual page from the same definition
-//! (docs/imagegc.1 cannot drift from `--help`).
+//! `tests/manpage.rs` renders the manual pages from the same definition
+//! (docs/man/*.1 cannot drift from `--help`).
 // Doc comments here are `--help` text for people, not rustdoc.
 #![allow(clippy::doc_markdown)]
 
