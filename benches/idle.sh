@@ -10,7 +10,17 @@ secs="${1:-60}"
 cargo build --release --quiet
 bin=target/release/imagegc
 dir=$(mktemp -d)
-trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
+pid=
+# Stop the daemon and wait for it to exit before removing its directory: on
+# SIGTERM it writes its state file there, which would race the removal.
+stop() {
+    if [ -n "$pid" ]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+}
+trap stop EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$dir/policy.toml" <<TOML
 schedule = "0 0 1 1 *"

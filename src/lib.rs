@@ -19,11 +19,14 @@
 //! - [`metrics`]: Prometheus metrics in a registry of their own, and the
 //!   `/metrics` and `/healthz` endpoint; the only module that knows the crate.
 //! - [`daemon`]: the schedule loop, state upkeep, reload and shutdown.
+//! - [`cli`]: the command line (clap), shared by the binary and the manual
+//!   page generator.
 //! - [`fake`]: an in-memory engine for tests and benchmarks.
 //! - [`output`]: plan and report as a table or JSON.
 //! - [`logging`]: the log writer: stderr, with journald level prefixes.
 
 pub mod accounting;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod docker;

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Level};
 
 use std::time::Duration;
 
+use imagegc::cli::{Cli, Command, LogFormat};
 use imagegc::config;
 use imagegc::daemon::{Control, Daemon, Notifier, SystemdNotifier};
 use imagegc::docker::Docker;
@@ -35,97 +36,6 @@ mod exit {
     /// The metrics endpoint cannot listen on `[metrics] listen` (the address
     /// is in use, or not this host's).
     pub const LISTEN: u8 = 4;
-}
-
-/// Garbage collector for container images on build hosts.
-///
-/// imagegc finds dangling and stale images on the local Docker Engine and
-/// removes them safely: never an image a container uses (in any state),
-/// never with force, children before parents, nothing younger than the
-/// grace period. Every removal names the policy and the reason, and the
-/// bytes reported are exact (counted from layers, shared layers once).
-///
-/// Exit codes: 0 success (also when there was nothing to do); 1 invalid
-/// policy file; 2 bad command line; 3 engine unreachable, permission denied
-/// on its socket, or the engine's images could not be listed.
-#[derive(Debug, Parser)]
-#[command(name = "imagegc", version, about, long_about, max_term_width = 100)]
-struct Cli {
-    /// Policy file. When not given and /etc/imagegc/imagegc.toml does not
-    /// exist, the built-in default policy is used (remove dangling images
-    /// older than 1h).
-    #[arg(long, short = 'c', global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-
-    /// Docker Engine address (unix:///var/run/docker.sock, tcp://host:2375).
-    /// Default: DOCKER_HOST, else the policy file's `engine`, else the local socket.
-    #[arg(long, global = true, value_name = "URL")]
-    engine: Option<String>,
-
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
-
-    /// More log detail (-v debug, -vv trace).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
-    verbose: u8,
-
-    /// Less log detail: warnings and errors only.
-    #[arg(short, long, global = true)]
-    quiet: bool,
-
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    /// Human-readable lines (no timestamps or colours under systemd).
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Validate a policy file; print every error with file:line:column.
-    CheckConfig {
-        /// The file to check (default: --config, else /etc/imagegc/imagegc.toml).
-        file: Option<PathBuf>,
-    },
-    /// Show what a pass would remove now, and why. Changes nothing.
-    Plan(OutputArgs),
-    /// Run as a service: passes on the policy's schedule, last-use tracking
-    /// from engine events, Prometheus metrics on [metrics] listen. SIGHUP
-    /// reloads the policy file; SIGTERM/SIGINT stop after the removal in
-    /// flight and write the state.
-    Run,
-    /// Everything imagegc knows and decides about one image: references,
-    /// size and unique bytes, created / first seen / last used (and where
-    /// that came from), how every policy sees it, every safety rule that
-    /// protects it, and what the next pass would do. Changes nothing.
-    Explain {
-        /// A reference (repo:tag, repo@digest, repo meaning repo:latest) or an
-        /// image ID or unique ID prefix.
-        target: String,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-    /// Run one pass now and print what was removed and the bytes freed.
-    Once {
-        /// Plan and report, but remove nothing.
-        #[arg(long)]
-        dry_run: bool,
-        #[command(flatten)]
-        output: OutputArgs,
-    },
-}
-
-#[derive(Debug, Args)]
-struct OutputArgs {
-    /// Output format on stdout.
-    #[arg(long, short = 'o', value_enum, default_value_t = Format::Table)]
-    output: Format,
 }
 
 fn init_logging(cli: &Cli) {

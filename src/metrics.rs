@@ -349,7 +349,7 @@ impl Metrics {
                 r,
                 counter_vec(
                     "imagegc_config_reloads_total",
-                    "Policy reloads asked for (SIGHUP), by outcome: success or failure.",
+                    "Policy reloads asked for (SIGHUP), by outcome: success or failed.",
                     "outcome",
                 ),
             ),
@@ -384,7 +384,7 @@ impl Metrics {
         for state in IMAGE_STATES {
             metrics.images.with_label_values(&[state]);
         }
-        for outcome in ["success", "failure"] {
+        for outcome in ["success", "failed"] {
             metrics.config_reloads.with_label_values(&[outcome]);
         }
         metrics.config_last_reload_successful.set(1);
@@ -549,7 +549,7 @@ impl Metrics {
 
     /// Counts a policy reload (SIGHUP) and whether it succeeded.
     pub fn record_reload(&self, ok: bool) {
-        let outcome = if ok { "success" } else { "failure" };
+        let outcome = if ok { "success" } else { "failed" };
         self.config_reloads.with_label_values(&[outcome]).inc();
         self.config_last_reload_successful.set(i64::from(ok));
     }

@@ -1,7 +1,7 @@
 //! The pure planner: `plan(&Policy, &Snapshot, now) -> Plan`.
 //!
 //! No engine, no clock, no filesystem: everything the decision needs is in
-//! its arguments, so every rule of DESIGN.md is unit- and property-tested
+//! its arguments, so every rule in docs/ARCHITECTURE.md is unit- and property-tested
 //! here. The planner decides which references and untagged images go, names
 //! the policy and the reason for each, says which safety rule kept each
 //! image a policy wanted, and predicts the bytes each removal frees using the

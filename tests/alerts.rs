@@ -14,11 +14,13 @@ const RULES: &str = "config/prometheus/imagegc-alerts.yml";
 const RULE_TESTS: &str = "config/prometheus/imagegc-alerts.test.yml";
 
 /// The alerts the operations kit promises.
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 8] = [
     "ImagegcConfigReloadFailed",
     "ImagegcDiskAboveHighWatermark",
     "ImagegcEngineDown",
+    "ImagegcImageDataAboveHighWatermark",
     "ImagegcNoSuccessfulPass",
+    "ImagegcOrphanedContainers",
     "ImagegcPassesFailing",
     "ImagegcTargetDown",
 ];

@@ -317,7 +317,7 @@ async fn reload_with_a_broken_file_keeps_the_old_policy_and_a_good_file_changes_
     assert_eq!(p2.policies, vec!["first"], "a broken file changes nothing");
     let m = r.metrics.render();
     assert!(
-        m.contains(r#"imagegc_config_reloads_total{outcome="failure"} 1"#),
+        m.contains(r#"imagegc_config_reloads_total{outcome="failed"} 1"#),
         "{m}"
     );
     assert!(m.contains("imagegc_config_last_reload_successful 0"), "{m}");

@@ -32,6 +32,10 @@ const DATASOURCE_UID: &str = "${datasource}";
 /// The filter every metric selector must carry.
 const INSTANCE_FILTER: &str = "instance=~\"$instance\"";
 
+/// The one query that is not of an imagegc metric: whether Prometheus can scrape the daemon,
+/// with the job matcher of the alert `ImagegcTargetDown`.
+const UP_QUERY: &str = "up{job=~\".*imagegc.*\", instance=~\"$instance\"}";
+
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
@@ -260,7 +264,12 @@ fn every_query_uses_the_datasource_variable_and_is_filtered_by_instance_and_unit
             );
             let expr = target["expr"].as_str().unwrap_or_default();
             let names = metric_names(expr);
-            assert!(!names.is_empty(), "{t}: {expr:?} queries no imagegc metric");
+            if names.is_empty() {
+                // Prometheus's own `up`, for a daemon that cannot be scraped: only with the
+                // alert's job matcher and the instance filter.
+                assert_eq!(expr, UP_QUERY, "{t}: queries no imagegc metric");
+                continue;
+            }
             for (name, end) in names {
                 let selector = expr[end..]
                     .strip_prefix('{')
@@ -314,10 +323,59 @@ fn dashboard_has_the_promised_panels() {
     panel_with(&["sum by (kind) (increase(imagegc_removal_failures_total{"]);
     panel_with(&["time() - imagegc_last_success_timestamp_seconds{"]);
     panel_with(&["sum by (policy) (imagegc_reclaimable_bytes{"]);
+    panel_with(&[
+        "imagegc_image_bytes{",
+        "imagegc_policy_disk_high_bytes{",
+        "imagegc_policy_disk_low_bytes{",
+    ]);
+    panel_with(&["sum by (policy) (imagegc_reclaimed_bytes_total{"]);
     panel_with(&["imagegc_engine_up{"]);
+    panel_with(&[UP_QUERY]);
     panel_with(&["sum by (outcome) (increase(imagegc_passes_total{"]);
     panel_with(&["imagegc_config_last_reload_successful{"]);
     panel_with(&["imagegc_config_reloads_total{"]);
+}
+
+/// `(title, description, all query text)` of every panel but rows.
+fn panel_texts(dashboard: &Value) -> Vec<(String, String, String)> {
+    all_panels(dashboard)
+        .into_iter()
+        .filter(|p| !is_row(p))
+        .map(|p| {
+            let queries: String = p["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["expr"].as_str())
+                .collect();
+            let description = p["description"].as_str().unwrap_or_default().to_string();
+            (title(p).to_string(), description, queries)
+        })
+        .collect()
+}
+
+#[test]
+fn panel_descriptions_say_what_reclaimable_bytes_and_increase_really_show() {
+    for (t, description, queries) in panel_texts(&dashboard()) {
+        assert!(!description.is_empty(), "{t}: no description");
+        // The gauge is measured after each pass's removals, so it reads 0 after a pass that
+        // did what it planned; it never "keeps rising" between passes.
+        if queries.contains("imagegc_reclaimable_bytes") {
+            assert!(
+                description.contains("right after each pass")
+                    && description.contains("reads 0")
+                    && !description.contains("keeps rising"),
+                "{t}: {description}"
+            );
+        }
+        // increase() of the reclaimed bytes is an estimate that misses a start-up pass.
+        if queries.contains("increase(imagegc_reclaimed_bytes_total") {
+            assert!(
+                description.contains("extrapolates") && description.contains("start-up pass"),
+                "{t}: {description}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -383,6 +441,12 @@ fn samples(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
+/// Metrics imagegc exports that no panel or alert shows, and why.
+const NOT_ON_THE_DASHBOARD: &[&str] = &[
+    // When the daemon started: the "Time since" panels and `up` cover a restart.
+    "imagegc_start_time_seconds",
+];
+
 /// Every `imagegc_` metric name in the alert rules file.
 fn alert_rule_metrics() -> BTreeSet<String> {
     let path = repo_path(ALERTS);
@@ -419,10 +483,69 @@ name = "disk-pressure"
 {sel}
 disk_high = "99%"
 disk_low = "98%"
+[[policy]]
+name = "size-pressure"
+{sel}
+disk_high = "900TiB"
+disk_low = "800TiB"
 "#,
         state = state.display(),
         sel = lab.selector(),
     )
+}
+
+/// Every metric imagegc exports is on a panel or in an alert rule (histogram series count as
+/// their base name), but for the few that are deliberately left off.
+fn every_exported_metric_is_shown(
+    exported: &BTreeMap<String, BTreeSet<String>>,
+    queries: &[(String, String)],
+) {
+    let mut shown: BTreeSet<String> = queries
+        .iter()
+        .flat_map(|(_, expr)| metric_names(expr).into_iter().map(|(n, _)| n))
+        .collect();
+    shown.extend(alert_rule_metrics());
+    let base = |name: &str| {
+        ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name)
+            .to_string()
+    };
+    let shown: BTreeSet<String> = shown.iter().map(|n| base(n)).collect();
+    let unshown: Vec<String> = exported
+        .keys()
+        .map(|n| base(n))
+        .filter(|n| !shown.contains(n) && !NOT_ON_THE_DASHBOARD.contains(&n.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(
+        unshown.is_empty(),
+        "exported but on no panel of {DASHBOARD} and in no rule of {ALERTS} \
+         (add a panel, or list the metric in NOT_ON_THE_DASHBOARD with why): {unshown:?}"
+    );
+}
+
+/// One word for each outcome across the counters that have an `outcome` label.
+fn outcome_words_agree(scrape: &str) {
+    let mut outcomes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((name, rest)) = line.split_once("{outcome=\"") {
+            if let Some((value, _)) = rest.split_once('"') {
+                outcomes
+                    .entry(name.to_string())
+                    .or_default()
+                    .insert(value.to_string());
+            }
+        }
+    }
+    let passes = &outcomes["imagegc_passes_total"];
+    let reloads = &outcomes["imagegc_config_reloads_total"];
+    assert!(
+        reloads.is_subset(passes),
+        "reload outcomes {reloads:?} use words pass outcomes {passes:?} do not"
+    );
 }
 
 #[test]
@@ -494,13 +617,18 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape_that_promtool_a
         "not in the scrape of `imagegc run`:\n  {}\n\nscrape:\n{scrape}",
         missing.join("\n  ")
     );
-    // The watermark gauges exist for the percentage policy only.
+    // The watermark gauges exist for the percentage policy and the size policy.
     for gauge in [
         "imagegc_policy_disk_high_ratio{policy=\"disk-pressure\"} 0.99",
         "imagegc_policy_disk_low_ratio{policy=\"disk-pressure\"} 0.98",
+        "imagegc_policy_disk_high_bytes{policy=\"size-pressure\"} 989560464998400",
+        "imagegc_policy_disk_low_bytes{policy=\"size-pressure\"} 879609302220800",
     ] {
         assert!(scrape.contains(gauge), "{gauge} missing:\n{scrape}");
     }
+
+    every_exported_metric_is_shown(&exported, &queries);
+    outcome_words_agree(&scrape);
 
     // promtool's linter has nothing to say about the live exposition.
     let out = promtool(&["check", "metrics"], Some(&scrape));

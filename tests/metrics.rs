@@ -335,7 +335,7 @@ fn a_fresh_registry_shows_every_labelled_series_at_zero_and_the_build() {
             0.0,
         );
     }
-    for outcome in ["success", "failure"] {
+    for outcome in ["success", "failed"] {
         assert_value(
             &text,
             &format!(r#"imagegc_config_reloads_total{{outcome="{outcome}"}}"#),
@@ -506,7 +506,7 @@ fn reloads_are_counted_and_the_last_one_decides_the_gauge() {
     let text = metrics.render();
     assert_value(
         &text,
-        r#"imagegc_config_reloads_total{outcome="failure"}"#,
+        r#"imagegc_config_reloads_total{outcome="failed"}"#,
         1.0,
     );
     assert_value(&text, "imagegc_config_last_reload_successful", 0.0);

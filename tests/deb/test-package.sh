@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Builds the Debian package with `cargo deb`, installs it on this machine with
-# `dpkg -i`, checks what landed and what did not happen (the service is
-# neither enabled nor started), reinstalls it over an edited policy, and
-# purges it, checking that nothing is left behind.
+# Builds the Debian package with `cargo deb`, runs lintian on it (any error or
+# warning not overridden in debian/imagegc.lintian-overrides fails), installs
+# it on this machine with `dpkg -i`, checks what landed and what did not happen
+# (the service is neither enabled nor started, the maintainer scripts wrote
+# nothing to stderr), reinstalls it over an edited policy, and purges it,
+# checking that nothing is left behind.
 #
 # Usage (as root, from anywhere; .ci/run calls it after `cargo test`):
 #   tests/deb/test-package.sh              # builds with `cargo deb` first
@@ -47,21 +49,49 @@ same_file() {
     ok "$path (= $source)"
 }
 
+# The same for a gzipped file (manual pages, the changelog) and its source.
+same_gzipped() {
+    local path=$1 source=$2
+    [ -f "$path" ] || fail "$path is missing"
+    zcat -- "$path" | cmp -s - "$source" || fail "$path does not unzip to $source"
+    ok "$path (gzip of $source)"
+}
+
+# Runs a dpkg command with its stderr (where dpkg puts what the maintainer
+# scripts write there, and its own warnings) captured: fails if the command
+# fails or if anything reached stderr. A clean install, reinstall or purge
+# says nothing there; a line there is a maintainer script or a dpkg warning
+# no operator should have to read.
+DPKG_STDERR=
+quiet_dpkg() {
+    local rc=0
+    dpkg "$@" </dev/null 2>"$DPKG_STDERR" || rc=$?
+    if [ -s "$DPKG_STDERR" ]; then
+        echo "   dpkg $* wrote to stderr:" >&2
+        sed 's/^/     | /' "$DPKG_STDERR" >&2
+        fail "dpkg $* (or a maintainer script) wrote to stderr"
+    fi
+    [ "$rc" -eq 0 ] || fail "dpkg $* failed (exit $rc)"
+    ok "dpkg $*: nothing on stderr"
+}
+
 # ---------------------------------------------------------------------------
 step "preconditions"
 
 [ "$(id -u)" -eq 0 ] || fail "run as root: the test installs and purges a package with dpkg"
-for tool in dpkg dpkg-query dpkg-deb cmp md5sum; do
+for tool in dpkg dpkg-query dpkg-deb cmp md5sum zcat; do
     command -v "$tool" >/dev/null || fail "$tool is not installed"
 done
-ok "running as root, dpkg tools present"
+command -v lintian >/dev/null || fail "lintian is not installed (apt-get install lintian; .ci/run does this)"
+ok "running as root, dpkg tools and lintian present"
 
 status=$(pkg_status)
 if [ -n "$status" ] && [ "$status" != "not-installed" ]; then
     fail "dpkg already knows an $PKG package (status: $status); this test would replace and purge it. Remove it first (dpkg --purge $PKG) if it is disposable."
 fi
 for path in "$BIN" /etc/imagegc "$UNIT" /lib/systemd/system/imagegc.service \
-    /etc/systemd/system/imagegc.service "$WANTS_LINK" "$DOC"; do
+    /etc/systemd/system/imagegc.service "$WANTS_LINK" "$DOC" \
+    /usr/share/man/man1/imagegc.1.gz /usr/share/lintian/overrides/imagegc; do
     if [ -e "$path" ] || [ -L "$path" ]; then
         fail "$path already exists (installed by hand?); this test would overwrite it and its purge would delete it. Move it away first."
     fi
@@ -89,6 +119,25 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 ok "package $PKG $version-1"
 
 # ---------------------------------------------------------------------------
+step "lintian"
+# Errors and warnings fail; informational tags are shown. The overrides ship in
+# the package (/usr/share/lintian/overrides/imagegc), each with its reason.
+# (Not --show-overrides: with it, lintian 2.116 exits 2 on an overridden tag.)
+lintian_out=$(mktemp)
+lintian_rc=0
+lintian --fail-on error,warning --display-info "$deb" >"$lintian_out" 2>&1 || lintian_rc=$?
+sed 's/^/   | /' "$lintian_out"
+rm -f "$lintian_out"
+[ "$lintian_rc" -eq 0 ] || fail "lintian found errors or warnings in $deb (exit $lintian_rc)"
+ok "lintian: no error or warning"
+
+changelog_version=$(dpkg-parsechangelog -l debian/changelog -S Version 2>/dev/null ||
+    sed -n '1s/^[^ ]* (\([^)]*\)).*/\1/p' debian/changelog)
+[ "$changelog_version" = "$version-1" ] ||
+    fail "debian/changelog's top entry is $changelog_version, the package is $version-1: add an entry"
+ok "debian/changelog's top entry: $changelog_version"
+
+# ---------------------------------------------------------------------------
 # From here on the package may be (partly) installed: purge it on any exit.
 # (A name no function uses for a local: bash scopes locals dynamically, and
 # the trap runs inside whichever function called exit.)
@@ -102,17 +151,19 @@ cleanup() {
             dpkg --purge "$PKG" >/dev/null || echo "   dpkg --purge $PKG failed: purge it by hand" >&2
         fi
     fi
+    [ -z "$DPKG_STDERR" ] || rm -f "$DPKG_STDERR"
     if [ "$rc" -ne 0 ]; then
         echo "test-package.sh: FAILED after $(($(date +%s) - script_start)) s" >&2
     fi
 }
 trap cleanup EXIT
+DPKG_STDERR=$(mktemp)
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 step "dpkg -i"
 PACKAGE_INSTALLED_BY_TEST=1
-dpkg -i "$deb" </dev/null || fail "dpkg -i $deb failed"
+quiet_dpkg -i "$deb"
 [ "$(pkg_status)" = "installed" ] || fail "dpkg status is '$(pkg_status)', expected installed"
 ok "installed"
 
@@ -136,9 +187,15 @@ expected=(
     "$UNIT"
     "$DOC/README.md"
     "$DOC/copyright"
+    "$DOC/changelog.Debian.gz"
+    "$DOC/examples/prometheus.conf"
+    /usr/share/lintian/overrides/imagegc
 )
 for example in config/examples/*.toml; do
     expected+=("$DOC/examples/$(basename "$example")")
+done
+for page in docs/man/*.1; do
+    expected+=("/usr/share/man/man1/$(basename "$page").gz")
 done
 [ -x "$BIN" ] || fail "$BIN is missing or not executable"
 [ "$(stat -c %a "$BIN")" = 755 ] || fail "$BIN has mode $(stat -c %a "$BIN"), expected 755"
@@ -152,8 +209,14 @@ same_file "$DOC/README.md" README.md
 for example in config/examples/*.toml; do
     same_file "$DOC/examples/$(basename "$example")" "$example"
 done
-[ -s "$DOC/copyright" ] || fail "$DOC/copyright is missing or empty"
-ok "$DOC/copyright"
+same_file "$DOC/copyright" debian/copyright
+grep -q '^Copyright: ' "$DOC/copyright" || fail "$DOC/copyright has no Copyright: notice"
+same_gzipped "$DOC/changelog.Debian.gz" debian/changelog
+same_file "$DOC/examples/prometheus.conf" systemd/examples/prometheus.conf
+same_file /usr/share/lintian/overrides/imagegc debian/imagegc.lintian-overrides
+for page in docs/man/*.1; do
+    same_gzipped "/usr/share/man/man1/$(basename "$page").gz" "$page"
+done
 
 # Every file dpkg lists is one we expect, and the other way round.
 mapfile -t listed < <(dpkg -L "$PKG" | while read -r path; do
@@ -219,7 +282,7 @@ fi
 step "reinstall over an edited policy: the operator's edit survives"
 marker="# edited by tests/deb/test-package.sh"
 echo "$marker" >>"$POLICY"
-dpkg -i "$deb" </dev/null || fail "reinstalling $deb failed"
+quiet_dpkg -i "$deb"
 grep -qx "$marker" "$POLICY" || fail "reinstalling the package replaced the edited $POLICY"
 leftovers=$(find /etc/imagegc -name '*.dpkg-*')
 [ -z "$leftovers" ] || fail "dpkg left $leftovers"
@@ -246,7 +309,7 @@ if [ ! -e /var/lib/imagegc ] && [ ! -L /var/lib/imagegc ] && [ ! -e /var/lib/pri
 else
     ok "(/var/lib/imagegc exists already: not simulating service state)"
 fi
-dpkg --purge "$PKG" </dev/null || fail "dpkg --purge $PKG failed"
+quiet_dpkg --purge "$PKG"
 
 step "nothing is left behind"
 status=$(pkg_status)
