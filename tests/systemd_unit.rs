@@ -65,6 +65,62 @@ fn value(text: &str, key: &str) -> String {
     }
 }
 
+/// The `ExecReload=` line that signals the daemon (the last one; the first
+/// checks the policy file).
+fn reload_signal_line(text: &str) -> String {
+    values(text, "ExecReload")
+        .pop()
+        .expect("the unit has an ExecReload=")
+}
+
+/// The `ExecReload=` check of the policy file, with /usr/bin/imagegc replaced
+/// by the binary cargo built and the policy path by `policy`.
+fn reload_check_command(text: &str, policy: &Path) -> Command {
+    let line = values(text, "ExecReload")
+        .into_iter()
+        .next()
+        .expect("the unit has an ExecReload=");
+    let words = command_words(&line);
+    let (program, args) = words.split_first().expect("ExecReload= names a program");
+    assert_eq!(program, "/usr/bin/imagegc", "{line}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_imagegc"));
+    for arg in args {
+        if arg == imagegc::config::DEFAULT_CONFIG_PATH {
+            command.arg(policy);
+        } else {
+            command.arg(arg);
+        }
+    }
+    command
+}
+
+#[test]
+fn a_reload_of_a_policy_the_daemon_would_reject_fails_before_any_signal_is_sent() {
+    // systemd runs the ExecReload= lines in order and stops at the first that
+    // fails, so `systemctl reload` fails, and the signal is never sent.
+    let text = unit_text();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let policy = dir.path().join("imagegc.toml");
+    std::fs::write(&policy, "[[policy]]\nname = \"x\"\nolder_than = \"soon\"\n")
+        .expect("write a broken policy");
+    let out = reload_check_command(&text, &policy)
+        .output()
+        .expect("run the reload check");
+    assert!(!out.status.success(), "a broken policy passed: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("older_than"), "{stderr}");
+
+    std::fs::write(
+        &policy,
+        "[[policy]]\nname = \"x\"\ndangling = true\nolder_than = \"1d\"\n",
+    )
+    .expect("write a good policy");
+    let out = reload_check_command(&text, &policy)
+        .output()
+        .expect("run the reload check");
+    assert!(out.status.success(), "a good policy failed: {out:?}");
+}
+
 #[test]
 fn systemd_accepts_the_unit_without_a_warning() {
     // `verify` checks that ExecStart= names an executable: point it at the
@@ -74,10 +130,15 @@ fn systemd_accepts_the_unit_without_a_warning() {
     let args = exec_start
         .strip_prefix("/usr/bin/imagegc ")
         .unwrap_or_else(|| panic!("ExecStart runs /usr/bin/imagegc: {exec_start}"));
-    let local = text.replace(
-        &format!("ExecStart={exec_start}"),
-        &format!("ExecStart={} {args}", env!("CARGO_BIN_EXE_imagegc")),
-    );
+    let local = text
+        .replace(
+            &format!("ExecStart={exec_start}"),
+            &format!("ExecStart={} {args}", env!("CARGO_BIN_EXE_imagegc")),
+        )
+        .replace(
+            "ExecReload=/usr/bin/imagegc ",
+            &format!("ExecReload={} ", env!("CARGO_BIN_EXE_imagegc")),
+        );
     let dir = tempfile::tempdir().expect("a temporary directory");
     // The file name is the unit name systemd reports.
     let path = dir.path().join("imagegc.service");
@@ -130,8 +191,14 @@ fn the_unit_runs_the_daemon_with_the_paths_it_expects() {
         )
     );
     assert_eq!(
-        value(&text, "ExecReload"),
-        "/bin/sh -c 'kill -HUP $MAINPID'"
+        values(&text, "ExecReload"),
+        [
+            format!(
+                "/usr/bin/imagegc check-config {}",
+                imagegc::config::DEFAULT_CONFIG_PATH
+            ),
+            "/bin/sh -c 'kill -HUP $MAINPID'".to_owned(),
+        ]
     );
 
     // The config and state directories systemd makes are the daemon's defaults.
@@ -275,7 +342,7 @@ fn the_reload_command_sends_sighup_to_the_main_process_with_no_program_but_the_s
     // substituted, MAINPID in the environment, and here no PATH at all, so
     // only the shell's built-ins can help.
     let text = unit_text();
-    let line = value(&text, "ExecReload");
+    let line = reload_signal_line(&text);
     let words: Vec<String> = command_words(&line)
         .into_iter()
         .map(|w| {
