@@ -18,6 +18,11 @@
 //!   depends on a key that was refused is skipped, so one mistake is never
 //!   reported twice.
 //!
+//! Checking is bounded and linear: [`load`] reads only regular files of at
+//! most [`MAX_POLICY_BYTES`], positions and key paths of all errors are found
+//! in one sweep, and at most [`MAX_SHOWN_ERRORS`] are printed. What messages
+//! echo from the file is escaped ([`escape_controls`]).
+//!
 //! Each [`ConfigError`] has the file, the 1-based line and column (counted in
 //! characters), the key path (`safety.min_age`, `policy "stale-ci".older_than`;
 //! `policy[2].name` with a 0-based index where the policy's name is unknown or
@@ -152,13 +157,18 @@ pub fn parse(text: &str, source: &str) -> Result<Policy, ConfigErrors> {
         file: source,
         pending: Vec::new(),
     };
-    let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    let policy = if syntax_errors.is_empty() {
-        let raw = checker.read(document.get_ref());
-        checker.validate(raw)
-    } else {
-        checker.syntax_errors(document.get_ref(), &syntax_errors);
-        None
+    // In a block, so the document and the parser's errors are freed before
+    // `finish` builds the errors of our own (a 1 MiB file can hold 1.5
+    // million syntax errors).
+    let policy = {
+        let (document, syntax_errors) = DeTable::parse_recoverable(text);
+        if syntax_errors.is_empty() {
+            let raw = checker.read(document.get_ref());
+            checker.validate(raw)
+        } else {
+            checker.syntax_errors(document.get_ref(), syntax_errors);
+            None
+        }
     };
     match policy {
         Some(policy) if checker.pending.is_empty() => Ok(policy),
@@ -196,7 +206,13 @@ pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
             // The prefix is valid UTF-8 by definition of `valid_up_to`.
             let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
             let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1;
             let message = format!(
                 "cannot read the policy file: it is not valid UTF-8 text (the byte {:#04x} here \
                  does not start a UTF-8 character); save it as UTF-8",
@@ -467,8 +483,8 @@ impl Checker<'_> {
                     file: file.clone(),
                     line,
                     column,
-                    key: escape_controls(&p.key),
-                    message: escape_controls(&p.message),
+                    key: escape_owned(p.key),
+                    message: escape_owned(p.message),
                 }
             })
             .collect()
@@ -476,11 +492,11 @@ impl Checker<'_> {
 
     /// All syntax errors, each with the key path it is in (found for all of
     /// them in one sweep, see [`paths_at`]).
-    fn syntax_errors(&mut self, partial: &DeTable<'_>, errors: &[toml::de::Error]) {
+    fn syntax_errors(&mut self, partial: &DeTable<'_>, errors: Vec<toml::de::Error>) {
         let spans: Vec<Range<usize>> = errors.iter().map(|e| e.span().unwrap_or(0..0)).collect();
         let offsets: Vec<usize> = spans.iter().map(|span| span.start).collect();
         let keys = paths_at(partial, &offsets);
-        for ((error, span), key) in errors.iter().zip(spans).zip(keys) {
+        for ((error, span), key) in errors.into_iter().zip(spans).zip(keys) {
             let message = if error.message() == "duplicate key" {
                 let name = self.text.get(span.clone()).unwrap_or_default();
                 let mut message = format!(
@@ -1435,7 +1451,7 @@ impl<'a> Columns<'a> {
 }
 
 /// Characters in `bytes` counted by their first bytes (UTF-8 continuation
-/// bytes are 0b10xx_xxxx); a slice that cuts a character does not panic.
+/// bytes are `0b10xx_xxxx`); a slice that cuts a character does not panic.
 fn count_chars(bytes: &[u8]) -> usize {
     bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count()
 }
@@ -1444,12 +1460,7 @@ fn count_chars(bytes: &[u8]) -> usize {
 /// bidirectional overrides written as escapes (`\u{1b}`), so echoing it
 /// cannot move the cursor, recolour or rewrite a terminal line.
 pub fn escape_controls(text: &str) -> String {
-    let bidi = |c: char| {
-        matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
-    if !text.contains(|c: char| c.is_control() || bidi(c)) {
-        return text.to_string();
-    }
+    let bidi = is_bidi_control;
     let mut escaped = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() {
@@ -1463,6 +1474,124 @@ pub fn escape_controls(text: &str) -> String {
     escaped
 }
 
+/// [`escape_controls`] without a copy when there is nothing to escape.
+fn escape_owned(text: String) -> String {
+    if text.contains(|c: char| c.is_control() || is_bidi_control(c)) {
+        escape_controls(&text)
+    } else {
+        text
+    }
+}
+
+/// Unicode's explicit bidirectional formatting characters (marks,
+/// embeddings, overrides, isolates): not control characters, but they
+/// reorder what a terminal shows after them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+// The index behind `paths_at`.
+
+/// One step of a key path: `.key` or `[index]`.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A node of the path tree: its parent and its own step.
+struct Node {
+    parent: Option<usize>,
+    step: Step,
+}
+
+/// Byte range `start..end` that belongs to node `node`; `order` is its
+/// place in the depth-first search.
+struct Region {
+    start: usize,
+    end: usize,
+    node: usize,
+    order: usize,
+}
+
+/// The key paths of a document as a tree, and the spans that lead to them
+/// in the order [`table_path_at`] tries them.
+struct Walk {
+    nodes: Vec<Node>,
+    regions: Vec<Region>,
+}
+
+impl Walk {
+    fn region(&mut self, span: &Range<usize>, end: usize, node: usize) {
+        if span.start < end {
+            let order = self.regions.len();
+            self.regions.push(Region {
+                start: span.start,
+                end,
+                node,
+                order,
+            });
+        }
+    }
+
+    fn node(&mut self, parent: Option<usize>, step: Step) -> usize {
+        self.nodes.push(Node { parent, step });
+        self.nodes.len() - 1
+    }
+
+    fn table(&mut self, parent: Option<usize>, table: &DeTable<'_>, inclusive: bool) {
+        for (key, value) in table {
+            let node = self.node(parent, Step::Key(key.get_ref().to_string()));
+            self.region(&key.span(), key.span().end, node);
+            self.value(node, value.get_ref());
+            let span = value.span();
+            let end = if inclusive && span.end > span.start {
+                span.end + 1
+            } else {
+                span.end
+            };
+            self.region(&span, end, node);
+        }
+    }
+
+    fn value(&mut self, node: usize, value: &DeValue<'_>) {
+        match value {
+            DeValue::Table(table) => self.table(Some(node), table, false),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let element = self.node(Some(node), Step::Index(i));
+                    self.value(element, item.get_ref());
+                    self.region(&item.span(), item.span().end, element);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The key path of `node`, like `policy[2].name`.
+    fn path(&self, node: usize) -> String {
+        let mut steps = Vec::new();
+        let mut at = Some(node);
+        while let Some(n) = at {
+            steps.push(&self.nodes[n].step);
+            at = self.nodes[n].parent;
+        }
+        let mut path = String::new();
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Key(key) if path.is_empty() => path.push_str(key),
+                Step::Key(key) => {
+                    path.push('.');
+                    path.push_str(key);
+                }
+                Step::Index(i) => {
+                    let _ = write!(path, "[{i}]");
+                }
+            }
+        }
+        path
+    }
+}
+
 /// For each offset, the key path of the deepest key or value of `table` at
 /// it, as [`table_path_at`] with `inclusive` finds it, for all offsets in one
 /// sweep: O((keys + offsets) log keys) rather than keys × offsets, which
@@ -1473,95 +1602,6 @@ pub fn escape_controls(text: &str) -> String {
 /// those spans as regions numbered in search order; the answer for an offset
 /// is the lowest-numbered region containing it.
 fn paths_at(table: &DeTable<'_>, offsets: &[usize]) -> Vec<Option<String>> {
-    /// One step of a key path: `.key` or `[index]`.
-    enum Step {
-        Key(String),
-        Index(usize),
-    }
-    /// A node of the path tree: its parent and its own step.
-    struct Node {
-        parent: Option<usize>,
-        step: Step,
-    }
-    /// Byte range `start..end` that belongs to node `node`; `order` is its
-    /// place in the depth-first search.
-    struct Region {
-        start: usize,
-        end: usize,
-        node: usize,
-        order: usize,
-    }
-    struct Walk {
-        nodes: Vec<Node>,
-        regions: Vec<Region>,
-    }
-    impl Walk {
-        fn region(&mut self, span: &Range<usize>, end: usize, node: usize) {
-            if span.start < end {
-                let order = self.regions.len();
-                self.regions.push(Region {
-                    start: span.start,
-                    end,
-                    node,
-                    order,
-                });
-            }
-        }
-        fn node(&mut self, parent: Option<usize>, step: Step) -> usize {
-            self.nodes.push(Node { parent, step });
-            self.nodes.len() - 1
-        }
-        fn table(&mut self, parent: Option<usize>, table: &DeTable<'_>, inclusive: bool) {
-            for (key, value) in table {
-                let node = self.node(parent, Step::Key(key.get_ref().to_string()));
-                self.region(&key.span(), key.span().end, node);
-                self.value(node, value.get_ref());
-                let span = value.span();
-                let end = if inclusive && span.end > span.start {
-                    span.end + 1
-                } else {
-                    span.end
-                };
-                self.region(&span, end, node);
-            }
-        }
-        fn value(&mut self, node: usize, value: &DeValue<'_>) {
-            match value {
-                DeValue::Table(table) => self.table(Some(node), table, false),
-                DeValue::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let element = self.node(Some(node), Step::Index(i));
-                        self.value(element, item.get_ref());
-                        self.region(&item.span(), item.span().end, element);
-                    }
-                }
-                _ => {}
-            }
-        }
-        fn path(&self, node: usize) -> String {
-            let mut steps = Vec::new();
-            let mut at = Some(node);
-            while let Some(n) = at {
-                steps.push(&self.nodes[n].step);
-                at = self.nodes[n].parent;
-            }
-            let mut path = String::new();
-            for step in steps.into_iter().rev() {
-                match step {
-                    Step::Key(key) if path.is_empty() => path.push_str(key),
-                    Step::Key(key) => {
-                        path.push('.');
-                        path.push_str(key);
-                    }
-                    Step::Index(i) => {
-                        let _ = write!(path, "[{i}]");
-                    }
-                }
-            }
-            path
-        }
-    }
-
     let mut walk = Walk {
         nodes: Vec::new(),
         regions: Vec::new(),
@@ -1718,9 +1758,15 @@ mod tests {
     #[test]
     fn control_characters_and_bidi_overrides_are_escaped_and_the_rest_kept() {
         assert_eq!(escape_controls("plain é ß"), "plain é ß");
-        assert_eq!(escape_controls("\u{1b}[31mred\r\n\t"), "\\u{1b}[31mred\\r\\n\\t");
+        assert_eq!(
+            escape_controls("\u{1b}[31mred\r\n\t"),
+            "\\u{1b}[31mred\\r\\n\\t"
+        );
         assert_eq!(escape_controls("\u{9b}2J\u{7f}"), "\\u{9b}2J\\u{7f}");
-        assert_eq!(escape_controls("a\u{202e}b\u{2066}"), "a\\u{202e}b\\u{2066}");
+        assert_eq!(
+            escape_controls("a\u{202e}b\u{2066}"),
+            "a\\u{202e}b\\u{2066}"
+        );
     }
 
     #[test]

@@ -137,9 +137,8 @@ impl Rule {
         }
         let control = name.chars().find(|c| c.is_control())?;
         Some(format!(
-            "the policy name {name:?} contains the control character {:?}: names are shown in \
-             logs and metric labels; use visible text, like \"stale-ci\"",
-            control
+            "the policy name {name:?} contains the control character {control:?}: names are \
+             shown in logs and metric labels; use visible text, like \"stale-ci\""
         ))
     }
 }

@@ -793,7 +793,8 @@ fn a_directory_is_refused_as_not_a_regular_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let err = config::load(dir.path()).unwrap_err();
     assert!(
-        err.to_string().contains("it is a directory, not a regular file"),
+        err.to_string()
+            .contains("it is a directory, not a regular file"),
         "{err}"
     );
 }
@@ -834,7 +835,9 @@ fn eighty_errors_print_the_first_fifty_and_count_the_other_thirty() {
     let rendered = err.to_string();
     let lines: Vec<&str> = rendered.lines().collect();
     assert_eq!(lines.len(), 52, "{rendered}");
-    assert!(lines[..50].iter().all(|l| l.starts_with(&format!("{FILE}:"))));
+    assert!(lines[..50]
+        .iter()
+        .all(|l| l.starts_with(&format!("{FILE}:"))));
     assert!(lines[49].starts_with(&format!("{FILE}:50:1: junk49: unknown key")));
     assert_eq!(lines[50], "… and 30 more errors");
     assert_eq!(lines[51], "80 errors");
@@ -852,11 +855,21 @@ fn thousands_of_keys_and_thousands_of_syntax_errors_are_all_reported_with_their_
     text.push_str(&"=\n".repeat(n));
     let err = config::parse(&text, FILE).unwrap_err();
     assert!(err.errors.len() >= n, "{} errors", err.errors.len());
-    assert!(err.errors.iter().all(|e| e.message.starts_with("invalid TOML")
-        || e.message.starts_with("duplicate key")));
+    assert!(err
+        .errors
+        .iter()
+        .all(|e| e.message.starts_with("invalid TOML") || e.message.starts_with("duplicate key")));
     let first = &err.errors[0];
-    assert_eq!((first.line, first.key.as_str()), (n + 2, "safety.min_age[2]"), "{first}");
-    assert!(err.errors[1..].iter().all(|e| e.line > n + 2), "{}", err.errors[1]);
+    assert_eq!(
+        (first.line, first.key.as_str()),
+        (n + 2, "safety.min_age[2]"),
+        "{first}"
+    );
+    assert!(
+        err.errors[1..].iter().all(|e| e.line > n + 2),
+        "{}",
+        err.errors[1]
+    );
     assert!(err.to_string().ends_with(&format!(
         "… and {} more errors\n{} errors",
         err.errors.len() - 50,
@@ -901,7 +914,8 @@ fn control_characters_in_keys_and_values_are_escaped_in_every_message() {
         "[metrics]\nlisten = \"\\u001b\"\n".to_string(),
         "[[policy]]\nname = \"p\"\nolder_than = \"\\u001b[1m\"\ndisk_high = \"\\u009b2J\"\n"
             .to_string(),
-        "[[policy]]\nname = \"p\"\nrepositories = [\"\\u001b[\"]\nolder_than = \"1d\"\n".to_string(),
+        "[[policy]]\nname = \"p\"\nrepositories = [\"\\u001b[\"]\nolder_than = \"1d\"\n"
+            .to_string(),
         // A bidirectional override that would reverse the rest of the line.
         "\"\u{202e}evil\" = 1\n".to_string(),
     ];
@@ -937,7 +951,10 @@ fn a_file_name_with_control_characters_is_shown_escaped() {
     std::fs::write(&path, "bogus = 1\n").expect("write");
     let rendered = config::load(&path).unwrap_err().to_string();
     assert!(!rendered.contains('\u{1b}'), "{rendered:?}");
-    assert!(rendered.contains("red\\u{1b}[31m.toml:1:1: bogus"), "{rendered:?}");
+    assert!(
+        rendered.contains("red\\u{1b}[31m.toml:1:1: bogus"),
+        "{rendered:?}"
+    );
 }
 
 const FULL: &str = r#"
