@@ -216,7 +216,7 @@ pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
             let message = format!(
                 "cannot read the policy file: it is not valid UTF-8 text (the byte {:#04x} here \
                  does not start a UTF-8 character); save it as UTF-8",
-                bytes[at]
+                bytes.get(at).copied().unwrap_or_default()
             );
             Err(whole_file(line, column, message))
         }
@@ -242,7 +242,7 @@ fn read_policy_file(path: &Path) -> Result<Vec<u8>, String> {
         } else if kind.is_block_device() {
             "a block device"
         } else {
-            "not a file"
+            "something other than a file"
         };
         Err(format!(
             "it is {what}, not a regular file; point imagegc at a TOML file"
