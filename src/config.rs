@@ -18,6 +18,11 @@
 //!   depends on a key that was refused is skipped, so one mistake is never
 //!   reported twice.
 //!
+//! Checking is bounded and linear: [`load`] reads only regular files of at
+//! most [`MAX_POLICY_BYTES`], positions and key paths of all errors are found
+//! in one sweep, and at most [`MAX_SHOWN_ERRORS`] are printed. What messages
+//! echo from the file is escaped ([`escape_controls`]).
+//!
 //! Each [`ConfigError`] has the file, the 1-based line and column (counted in
 //! characters), the key path (`safety.min_age`, `policy "stale-ci".older_than`;
 //! `policy[2].name` with a 0-based index where the policy's name is unknown or
@@ -73,6 +78,13 @@ const NO_POLICIES: &str = "no [[policy]] tables: nothing to do; add at least one
 /// Refused keys reported per table before giving up on it.
 const MAX_REFUSED_PER_TABLE: usize = 32;
 
+/// The largest policy file [`load`] reads. Real ones are a few KiB; a bigger
+/// file is a mistake (or an attack) and would only cost time and memory.
+pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
+
+/// Errors shown by [`ConfigErrors`]'s `Display`; the rest are counted.
+pub const MAX_SHOWN_ERRORS: usize = 50;
+
 /// One problem in a policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -113,10 +125,17 @@ pub struct ConfigErrors {
 }
 
 impl fmt::Display for ConfigErrors {
-    /// One line per error (`file:line:col: key: message`), then the count.
+    /// One line per error (`file:line:col: key: message`), the first
+    /// [`MAX_SHOWN_ERRORS`] only (`… and N more errors` for the rest), then
+    /// the count.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for error in &self.errors {
+        for error in self.errors.iter().take(MAX_SHOWN_ERRORS) {
             writeln!(f, "{error}")?;
+        }
+        match self.errors.len().saturating_sub(MAX_SHOWN_ERRORS) {
+            0 => {}
+            1 => writeln!(f, "… and 1 more error")?,
+            n => writeln!(f, "… and {n} more errors")?,
         }
         match self.errors.len() {
             1 => f.write_str("1 error"),
@@ -126,55 +145,142 @@ impl fmt::Display for ConfigErrors {
 }
 
 /// Parses and validates a policy file. `source` names the file in messages.
+///
+/// Linear in the size of `text`, however many errors it holds: positions and
+/// key paths are found with one sweep over sorted offsets, not a search from
+/// the start per error. Control characters in what the messages echo (keys,
+/// values, the file name) are escaped, so a message cannot drive a terminal.
 pub fn parse(text: &str, source: &str) -> Result<Policy, ConfigErrors> {
     let mut checker = Checker {
-        text,
         lines: Lines::new(text),
+        text,
         file: source,
-        errors: Vec::new(),
+        pending: Vec::new(),
     };
-    let (document, syntax_errors) = DeTable::parse_recoverable(text);
-    let policy = if syntax_errors.is_empty() {
-        let raw = checker.read(document.get_ref());
-        checker.validate(raw)
-    } else {
-        for error in &syntax_errors {
-            checker.syntax_error(document.get_ref(), error);
+    // In a block, so the document and the parser's errors are freed before
+    // `finish` builds the errors of our own (a 1 MiB file can hold 1.5
+    // million syntax errors).
+    let policy = {
+        let (document, syntax_errors) = DeTable::parse_recoverable(text);
+        if syntax_errors.is_empty() {
+            let raw = checker.read(document.get_ref());
+            checker.validate(raw)
+        } else {
+            checker.syntax_errors(document.get_ref(), syntax_errors);
+            None
         }
-        None
     };
     match policy {
-        Some(policy) if checker.errors.is_empty() => Ok(policy),
-        _ => {
-            let mut errors = checker.errors;
-            errors.sort_by_key(|e| (e.line, e.column));
-            Err(ConfigErrors { errors })
-        }
+        Some(policy) if checker.pending.is_empty() => Ok(policy),
+        _ => Err(ConfigErrors {
+            errors: checker.finish(),
+        }),
     }
 }
 
 /// Reads and validates the policy file at `path`.
+///
+/// Refuses, without reading them, anything but a regular file (a FIFO would
+/// block forever, `/dev/zero` would never end) and files over
+/// [`MAX_POLICY_BYTES`]; reads at most that much plus one byte, so a file
+/// that grows while it is read is refused too. Text that is not UTF-8 is
+/// reported at the line and column of its first bad byte.
 pub fn load(path: &Path) -> Result<Policy, ConfigErrors> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    let whole_file = |line: usize, column: usize, message: String| ConfigErrors {
+        errors: vec![ConfigError {
+            file: escape_controls(&file),
+            line,
+            column,
+            key: String::new(),
+            message,
+        }],
+    };
+    let bytes = read_policy_file(path)
+        .map_err(|reason| whole_file(0, 0, format!("cannot read the policy file: {reason}")))?;
+    match String::from_utf8(bytes) {
         Ok(text) => parse(&text, &file),
         Err(error) => {
-            let reason = if error.kind() == std::io::ErrorKind::InvalidData {
-                "it is not valid UTF-8 text".to_string()
-            } else {
-                error.to_string()
-            };
-            Err(ConfigErrors {
-                errors: vec![ConfigError {
-                    file,
-                    line: 0,
-                    column: 0,
-                    key: String::new(),
-                    message: format!("cannot read the policy file: {reason}"),
-                }],
-            })
+            let bytes = error.as_bytes();
+            let at = error.utf8_error().valid_up_to();
+            // The prefix is valid UTF-8 by definition of `valid_up_to`.
+            let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1;
+            let message = format!(
+                "cannot read the policy file: it is not valid UTF-8 text (the byte {:#04x} here \
+                 does not start a UTF-8 character); save it as UTF-8",
+                bytes.get(at).copied().unwrap_or_default()
+            );
+            Err(whole_file(line, column, message))
         }
     }
+}
+
+/// The bytes of the policy file at `path`, or why they cannot be had.
+fn read_policy_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+
+    let refuse_kind = |kind: std::fs::FileType| -> Result<(), String> {
+        let what = if kind.is_file() {
+            return Ok(());
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() {
+            "a character device"
+        } else if kind.is_block_device() {
+            "a block device"
+        } else {
+            "something other than a file"
+        };
+        Err(format!(
+            "it is {what}, not a regular file; point imagegc at a TOML file"
+        ))
+    };
+    let too_large = |size: u64| {
+        format!(
+            "it is {} ({size} bytes), more than the {} a policy file may have",
+            bytesize::ByteSize(size).display().iec(),
+            bytesize::ByteSize(MAX_POLICY_BYTES).display().iec(),
+        )
+    };
+    // Checked before opening: opening a FIFO waits for a writer.
+    let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    refuse_kind(metadata.file_type())?;
+    if metadata.len() > MAX_POLICY_BYTES {
+        return Err(too_large(metadata.len()));
+    }
+    // Non-blocking and checked again on the open file, in case the path was
+    // replaced in between; reads of a regular file ignore O_NONBLOCK.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    refuse_kind(metadata.file_type())?;
+    let mut bytes = Vec::with_capacity(metadata.len().min(MAX_POLICY_BYTES) as usize + 1);
+    file.take(MAX_POLICY_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(format!(
+            "it grew past the {} a policy file may have while it was read",
+            bytesize::ByteSize(MAX_POLICY_BYTES).display().iec(),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The built-in default policy ([`DEFAULT_POLICY_TEXT`]).
@@ -236,8 +342,9 @@ struct RawEntry {
     span: Range<usize>,
     /// `policy "name"`, or `policy[index]` when the name is unknown.
     path: String,
-    /// Keys that were refused while reading; checks that need them are skipped.
-    refused: Vec<String>,
+    /// Keys that were refused while reading, each with the valid key it is
+    /// closest to (worked out once); checks that need them are skipped.
+    refused: Vec<(String, Option<&'static str>)>,
     raw: RawPolicy,
 }
 
@@ -246,9 +353,9 @@ impl RawEntry {
     /// typo of it (`older_tan`): then checks that miss `key` stay quiet, as
     /// the refusal already told the author.
     fn refused_as(&self, key: &str) -> bool {
-        self.refused.iter().any(|refused| {
-            refused == key || closest(refused, Section::Policy.keys().iter().copied()) == Some(key)
-        })
+        self.refused
+            .iter()
+            .any(|(refused, close)| refused == key || *close == Some(key))
     }
 }
 
@@ -336,42 +443,75 @@ impl Section {
     }
 }
 
+/// An error whose position is still a byte offset: positions are worked
+/// out for all errors at once, in [`Checker::finish`].
+struct Pending {
+    offset: usize,
+    key: String,
+    message: String,
+}
+
 /// Collects errors while reading and validating one file.
 struct Checker<'t> {
     text: &'t str,
     lines: Lines,
     file: &'t str,
-    errors: Vec<ConfigError>,
+    pending: Vec<Pending>,
 }
 
 impl Checker<'_> {
     fn error(&mut self, span: &Range<usize>, key: impl Into<String>, message: impl Into<String>) {
-        let (line, column) = self.lines.locate(self.text, span.start);
-        self.errors.push(ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
+        self.pending.push(Pending {
+            offset: span.start,
             key: key.into(),
             message: message.into(),
         });
     }
 
-    fn syntax_error(&mut self, partial: &DeTable<'_>, error: &toml::de::Error) {
-        let span = error.span().unwrap_or(0..0);
-        let message = if error.message() == "duplicate key" {
-            let name = self.text.get(span.clone()).unwrap_or_default();
-            let mut message = format!(
-                "duplicate key `{name}`: a key or table may be defined only once; merge the two"
-            );
-            if name == "policy" {
-                message.push_str("; policies are written [[policy]], with two brackets each");
-            }
-            message
-        } else {
-            format!("invalid TOML: {}", error.message())
-        };
-        let key = table_path_at("", partial, span.start, true).unwrap_or_default();
-        self.error(&span, key, message);
+    /// The errors in file order, with line and column, control characters
+    /// escaped. One sweep over the text: sorted offsets only move forward.
+    fn finish(self) -> Vec<ConfigError> {
+        let mut pending = self.pending;
+        pending.sort_by_key(|p| p.offset.min(self.text.len()));
+        let file = escape_controls(self.file);
+        let mut columns = Columns::new(self.text, &self.lines);
+        pending
+            .into_iter()
+            .map(|p| {
+                let (line, column) = columns.locate(p.offset);
+                ConfigError {
+                    file: file.clone(),
+                    line,
+                    column,
+                    key: escape_owned(p.key),
+                    message: escape_owned(p.message),
+                }
+            })
+            .collect()
+    }
+
+    /// All syntax errors, each with the key path it is in (found for all of
+    /// them in one sweep, see [`paths_at`]).
+    fn syntax_errors(&mut self, partial: &DeTable<'_>, errors: Vec<toml::de::Error>) {
+        let spans: Vec<Range<usize>> = errors.iter().map(|e| e.span().unwrap_or(0..0)).collect();
+        let offsets: Vec<usize> = spans.iter().map(|span| span.start).collect();
+        let keys = paths_at(partial, &offsets);
+        for ((error, span), key) in errors.into_iter().zip(spans).zip(keys) {
+            let message = if error.message() == "duplicate key" {
+                let name = self.text.get(span.clone()).unwrap_or_default();
+                let mut message = format!(
+                    "duplicate key `{name}`: a key or table may be defined only once; merge the \
+                     two"
+                );
+                if name == "policy" {
+                    message.push_str("; policies are written [[policy]], with two brackets each");
+                }
+                message
+            } else {
+                format!("invalid TOML: {}", error.message())
+            };
+            self.error(&span, key.unwrap_or_default(), message);
+        }
     }
 
     /// Stage 1: reads every top-level key into its raw form.
@@ -538,6 +678,13 @@ impl Checker<'_> {
             };
             let path = named.unwrap_or_else(|| format!("policy[{index}]"));
             if let Some((raw, refused)) = self.table::<RawPolicy>(&path, item, Section::Policy) {
+                let refused = refused
+                    .into_iter()
+                    .map(|key| {
+                        let close = closest(&key, Section::Policy.keys().iter().copied());
+                        (key, close)
+                    })
+                    .collect();
                 entries.push(RawEntry {
                     index,
                     span: item.span(),
@@ -742,12 +889,8 @@ impl Checker<'_> {
             }
             return None;
         };
-        if name.get_ref().trim().is_empty() {
-            self.error(
-                &name.span(),
-                key,
-                "the policy name must not be empty: write a short unique name, like \"stale-ci\"",
-            );
+        if let Some(message) = Rule::name_problem(name.get_ref()) {
+            self.error(&name.span(), key, message);
             return None;
         }
         let line = self.lines.locate(self.text, entry.span.start).0;
@@ -814,7 +957,7 @@ impl Checker<'_> {
     fn conditions(&mut self, entry: &RawEntry) -> Option<Conditions> {
         let raw = &entry.raw;
         let path = &entry.path;
-        let before = self.errors.len();
+        let before = self.pending.len();
         let unused_for = self.duration(
             raw.unused_for.as_ref(),
             &format!("{path}.unused_for"),
@@ -864,7 +1007,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        (self.errors.len() == before).then_some(Conditions {
+        (self.pending.len() == before).then_some(Conditions {
             unused_for,
             older_than,
             keep_most_recent,
@@ -1268,14 +1411,227 @@ impl Lines {
         // the first starts at 0.
         let line = self.starts.partition_point(|start| *start <= offset);
         let start = self.starts[line - 1];
-        // Count characters by their first bytes (continuation bytes are 0b10xx_xxxx).
-        let column = text.as_bytes()[start..offset]
-            .iter()
-            .filter(|b| (**b & 0xC0) != 0x80)
-            .count()
-            + 1;
+        let column = count_chars(&text.as_bytes()[start..offset]) + 1;
         (line, column)
     }
+}
+
+/// Line and column of offsets given in increasing order, each counted on
+/// from the one before: finding N positions costs one pass over the text,
+/// even when they are all on one long line.
+struct Columns<'a> {
+    text: &'a str,
+    lines: &'a Lines,
+    /// The last offset located (clamped), its 1-based line and column.
+    last: Option<(usize, usize, usize)>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(text: &'a str, lines: &'a Lines) -> Self {
+        Self {
+            text,
+            lines,
+            last: None,
+        }
+    }
+
+    fn locate(&mut self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.lines.starts.partition_point(|start| *start <= offset);
+        let (line, column) = match self.last {
+            Some((last, last_line, last_column)) if last_line == line && last <= offset => {
+                let more = count_chars(&self.text.as_bytes()[last..offset]);
+                (line, last_column + more)
+            }
+            _ => self.lines.locate(self.text, offset),
+        };
+        self.last = Some((offset, line, column));
+        (line, column)
+    }
+}
+
+/// Characters in `bytes` counted by their first bytes (UTF-8 continuation
+/// bytes are `0b10xx_xxxx`); a slice that cuts a character does not panic.
+fn count_chars(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count()
+}
+
+/// `text` with control characters (ANSI escapes, carriage returns, …) and
+/// bidirectional overrides written as escapes (`\u{1b}`), so echoing it
+/// cannot move the cursor, recolour or rewrite a terminal line.
+pub fn escape_controls(text: &str) -> String {
+    let bidi = is_bidi_control;
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_debug());
+        } else if bidi(c) {
+            let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+/// [`escape_controls`] without a copy when there is nothing to escape.
+fn escape_owned(text: String) -> String {
+    if text.contains(|c: char| c.is_control() || is_bidi_control(c)) {
+        escape_controls(&text)
+    } else {
+        text
+    }
+}
+
+/// Unicode's explicit bidirectional formatting characters (marks,
+/// embeddings, overrides, isolates): not control characters, but they
+/// reorder what a terminal shows after them.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+// The index behind `paths_at`.
+
+/// One step of a key path: `.key` or `[index]`.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A node of the path tree: its parent and its own step.
+struct Node {
+    parent: Option<usize>,
+    step: Step,
+}
+
+/// Byte range `start..end` that belongs to node `node`; `order` is its
+/// place in the depth-first search.
+struct Region {
+    start: usize,
+    end: usize,
+    node: usize,
+    order: usize,
+}
+
+/// The key paths of a document as a tree, and the spans that lead to them
+/// in the order [`table_path_at`] tries them.
+struct Walk {
+    nodes: Vec<Node>,
+    regions: Vec<Region>,
+}
+
+impl Walk {
+    fn region(&mut self, span: &Range<usize>, end: usize, node: usize) {
+        if span.start < end {
+            let order = self.regions.len();
+            self.regions.push(Region {
+                start: span.start,
+                end,
+                node,
+                order,
+            });
+        }
+    }
+
+    fn node(&mut self, parent: Option<usize>, step: Step) -> usize {
+        self.nodes.push(Node { parent, step });
+        self.nodes.len() - 1
+    }
+
+    fn table(&mut self, parent: Option<usize>, table: &DeTable<'_>, inclusive: bool) {
+        for (key, value) in table {
+            let node = self.node(parent, Step::Key(key.get_ref().to_string()));
+            self.region(&key.span(), key.span().end, node);
+            self.value(node, value.get_ref());
+            let span = value.span();
+            let end = if inclusive && span.end > span.start {
+                span.end + 1
+            } else {
+                span.end
+            };
+            self.region(&span, end, node);
+        }
+    }
+
+    fn value(&mut self, node: usize, value: &DeValue<'_>) {
+        match value {
+            DeValue::Table(table) => self.table(Some(node), table, false),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let element = self.node(Some(node), Step::Index(i));
+                    self.value(element, item.get_ref());
+                    self.region(&item.span(), item.span().end, element);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The key path of `node`, like `policy[2].name`.
+    fn path(&self, node: usize) -> String {
+        let mut steps = Vec::new();
+        let mut at = Some(node);
+        while let Some(n) = at {
+            steps.push(&self.nodes[n].step);
+            at = self.nodes[n].parent;
+        }
+        let mut path = String::new();
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Key(key) if path.is_empty() => path.push_str(key),
+                Step::Key(key) => {
+                    path.push('.');
+                    path.push_str(key);
+                }
+                Step::Index(i) => {
+                    let _ = write!(path, "[{i}]");
+                }
+            }
+        }
+        path
+    }
+}
+
+/// For each offset, the key path of the deepest key or value of `table` at
+/// it, as [`table_path_at`] with `inclusive` finds it, for all offsets in one
+/// sweep: O((keys + offsets) log keys) rather than keys × offsets, which
+/// matters for a file with thousands of keys and thousands of syntax errors.
+///
+/// [`table_path_at`] searches depth-first and returns the first key span,
+/// value below, or value span containing the offset. The same walk lays out
+/// those spans as regions numbered in search order; the answer for an offset
+/// is the lowest-numbered region containing it.
+fn paths_at(table: &DeTable<'_>, offsets: &[usize]) -> Vec<Option<String>> {
+    let mut walk = Walk {
+        nodes: Vec::new(),
+        regions: Vec::new(),
+    };
+    walk.table(None, table, true);
+    walk.regions.sort_by_key(|r| r.start);
+    let mut queries: Vec<(usize, usize)> = offsets.iter().copied().zip(0..).collect();
+    queries.sort_unstable();
+    let mut paths = vec![None; offsets.len()];
+    // Regions that start at or before the current offset, lowest order first;
+    // ones that end before it are dropped when they come to the top (offsets
+    // only grow, so they can never contain a later one).
+    let mut active = std::collections::BinaryHeap::new();
+    let mut next = 0;
+    for (offset, index) in queries {
+        while let Some(region) = walk.regions.get(next).filter(|r| r.start <= offset) {
+            active.push(std::cmp::Reverse((region.order, region.end, region.node)));
+            next += 1;
+        }
+        while let Some(std::cmp::Reverse((_, end, _))) = active.peek() {
+            if *end > offset {
+                break;
+            }
+            active.pop();
+        }
+        if let Some(std::cmp::Reverse((_, _, node))) = active.peek() {
+            paths[index] = Some(walk.path(*node));
+        }
+    }
+    paths
 }
 
 fn contains(span: &Range<usize>, offset: usize) -> bool {
@@ -1355,6 +1711,62 @@ mod tests {
         assert_eq!(lines.locate(text, 8), (2, 3));
         assert_eq!(lines.locate(text, 1000), (3, 1));
         assert_eq!(Lines::new("").locate("", 3), (1, 1));
+    }
+
+    /// Texts with nested tables, arrays of tables, inline tables, dotted
+    /// keys and syntax errors, for the position indexes below.
+    const SHAPES: [&str; 6] = [
+        "a = 1\nb = [1, [2, {c = 3}], \"x\"]\n[t]\nd.e = 4\n[[p]]\nname = \"x\"\n[[p]]\nq = [{r = 1}]\n",
+        "schedule = \"@hourly\nbogus = 1\n[safety\nmin_age = \"1h\"\n",
+        "a = [,,,]\nb = {c = 1 d = 2}\n=\n[x.y]\nz = [1 2]\n",
+        "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\n[[policy]]\nname = \"p\"\nx = \n",
+        "\"é\" = [1, 2,, 3]\n[a]\nb = 1\n[a.c]\nd = [[1], [2,]]\ne = \n",
+        "",
+    ];
+
+    #[test]
+    fn one_sweep_finds_the_same_key_paths_as_a_search_per_offset() {
+        for text in SHAPES {
+            let (document, _) = DeTable::parse_recoverable(text);
+            let offsets: Vec<usize> = (0..=text.len() + 1).rev().collect();
+            let swept = paths_at(document.get_ref(), &offsets);
+            for (offset, path) in offsets.into_iter().zip(swept) {
+                let searched = table_path_at("", document.get_ref(), offset, true);
+                assert_eq!(path, searched, "{text:?} at {offset}");
+            }
+        }
+    }
+
+    #[test]
+    fn columns_counted_on_from_the_last_offset_match_counting_from_the_line_start() {
+        for text in SHAPES.into_iter().chain(["é\nàb\n\nc", "ééé"]) {
+            let lines = Lines::new(text);
+            let mut columns = Columns::new(text, &lines);
+            for offset in 0..=text.len() + 2 {
+                // Each offset twice: equal offsets come in a row too.
+                for _ in 0..2 {
+                    assert_eq!(
+                        columns.locate(offset),
+                        lines.locate(text, offset),
+                        "{text:?} at {offset}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn control_characters_and_bidi_overrides_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("plain é ß"), "plain é ß");
+        assert_eq!(
+            escape_controls("\u{1b}[31mred\r\n\t"),
+            "\\u{1b}[31mred\\r\\n\\t"
+        );
+        assert_eq!(escape_controls("\u{9b}2J\u{7f}"), "\\u{9b}2J\\u{7f}");
+        assert_eq!(
+            escape_controls("a\u{202e}b\u{2066}"),
+            "a\\u{202e}b\\u{2066}"
+        );
     }
 
     #[test]

@@ -123,6 +123,26 @@ pub struct Rule {
     pub conditions: Conditions,
 }
 
+impl Rule {
+    /// Why `name` cannot name a policy, if it cannot. A name labels every
+    /// removal log line and metric, so it must be visible text: not empty,
+    /// and without control characters (an ANSI escape in a name would
+    /// recolour or rewrite the operator's terminal each time it is logged).
+    pub fn name_problem(name: &str) -> Option<String> {
+        if name.trim().is_empty() {
+            return Some(
+                "the policy name must not be empty: write a short unique name, like \"stale-ci\""
+                    .to_string(),
+            );
+        }
+        let control = name.chars().find(|c| c.is_control())?;
+        Some(format!(
+            "the policy name {name:?} contains the control character {control:?}: names are \
+             shown in logs and metric labels; use visible text, like \"stale-ci\""
+        ))
+    }
+}
+
 /// Selectors: all given must match. None given selects everything.
 #[derive(Debug, Clone, Default)]
 pub struct Selectors {

@@ -307,6 +307,13 @@ fn broken_files() -> Vec<Case> {
             "the policy name must not be empty",
         ),
         case(
+            "a policy name with an ANSI escape",
+            "[[policy]]\nname = \"ci\\u001b[2J\"\nolder_than = \"1d\"\n",
+            (2, 8),
+            "policy[0].name",
+            "the policy name \"ci\\u{1b}[2J\" contains the control character '\\u{1b}'",
+        ),
+        case(
             "missing policy name",
             format!("{POLICY}[[policy]]\nolder_than = \"1d\"\n"),
             (4, 1),
@@ -719,6 +726,235 @@ fn loading_a_file_that_is_not_utf8_says_so() {
     std::fs::write(&path, b"name = \"\xff\"\n").expect("write policy");
     let err = config::load(&path).unwrap_err();
     assert!(err.to_string().contains("not valid UTF-8"), "{err}");
+}
+
+#[test]
+fn loading_a_file_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("latin1.toml");
+    std::fs::write(&path, b"[[policy]]\nname = \"caf\xe9\"\nbad = \"\xff\"\n").expect("write");
+    let err = config::load(&path).unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    let error = &err.errors[0];
+    // `é` in Latin-1 is the byte 0xE9, the 12th character of line 2.
+    assert_eq!((error.line, error.column), (2, 12), "{err}");
+    let rendered = err.to_string();
+    assert!(
+        rendered.starts_with(&format!(
+            "{}:2:12: cannot read the policy file: it is not valid UTF-8 text (the byte 0xe9",
+            path.display()
+        )),
+        "{rendered}"
+    );
+}
+
+/// `config::load` on another thread, given up after a generous bound so a
+/// blocking read fails the test instead of hanging it.
+fn load_within_30s(path: &Path) -> Result<imagegc::policy::Policy, ConfigErrors> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(config::load(&owned));
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("config::load({}) did not return", path.display()))
+}
+
+#[test]
+fn a_fifo_is_refused_at_once_instead_of_waiting_for_a_writer() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("policy.toml");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+    let err = load_within_30s(&path).unwrap_err();
+    assert_eq!(
+        err.errors[0].to_string(),
+        format!(
+            "{}: cannot read the policy file: it is a FIFO (named pipe), not a regular file; \
+             point imagegc at a TOML file",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn dev_zero_is_refused_as_a_device_without_reading_it() {
+    let err = load_within_30s(Path::new("/dev/zero")).unwrap_err();
+    let rendered = err.to_string();
+    assert!(
+        rendered.starts_with(
+            "/dev/zero: cannot read the policy file: it is a character device, not a regular file"
+        ),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn a_directory_is_refused_as_not_a_regular_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = config::load(dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("it is a directory, not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_policy_file_over_one_mebibyte_is_refused_with_its_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("huge.toml");
+    // Valid TOML all the way, so only the size can be the problem.
+    let line = "# padding padding padding padding padding padding padding padding\n";
+    let text = format!("{}{POLICY}", line.repeat(2 * 1024 * 1024 / line.len()));
+    std::fs::write(&path, &text).expect("write");
+    let err = config::load(&path).unwrap_err();
+    assert_eq!(err.errors.len(), 1, "{err}");
+    assert_eq!(
+        err.errors[0].to_string(),
+        format!(
+            "{}: cannot read the policy file: it is 2.0 MiB ({} bytes), more than the 1.0 MiB \
+             a policy file may have",
+            path.display(),
+            text.len()
+        )
+    );
+    // Exactly at the limit is still read.
+    let text = format!("{POLICY}{}", "#".repeat(1024 * 1024 - POLICY.len()));
+    std::fs::write(&path, &text).expect("write");
+    config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn eighty_errors_print_the_first_fifty_and_count_the_other_thirty() {
+    let keys = (0..80).fold(String::new(), |mut text, i| {
+        let _ = writeln!(text, "junk{i} = 1");
+        text
+    });
+    let err = config::parse(&with_policy(&keys), FILE).unwrap_err();
+    assert_eq!(err.errors.len(), 80);
+    let rendered = err.to_string();
+    let lines: Vec<&str> = rendered.lines().collect();
+    assert_eq!(lines.len(), 52, "{rendered}");
+    assert!(lines[..50]
+        .iter()
+        .all(|l| l.starts_with(&format!("{FILE}:"))));
+    assert!(lines[49].starts_with(&format!("{FILE}:50:1: junk49: unknown key")));
+    assert_eq!(lines[50], "… and 30 more errors");
+    assert_eq!(lines[51], "80 errors");
+}
+
+#[test]
+fn thousands_of_keys_and_thousands_of_syntax_errors_are_all_reported_with_their_keys() {
+    // The shape that took 15.6 s at 16,000 + 16,000 lines; a tenth of it here.
+    let n = 1600;
+    let mut text = (0..n).fold(String::new(), |mut text, i| {
+        let _ = writeln!(text, "k{i} = 1");
+        text
+    });
+    text.push_str("[safety]\nmin_age = [1, \"2\" 3]\n");
+    text.push_str(&"=\n".repeat(n));
+    let err = config::parse(&text, FILE).unwrap_err();
+    assert!(err.errors.len() >= n, "{} errors", err.errors.len());
+    assert!(err
+        .errors
+        .iter()
+        .all(|e| e.message.starts_with("invalid TOML") || e.message.starts_with("duplicate key")));
+    let first = &err.errors[0];
+    assert_eq!(
+        (first.line, first.key.as_str()),
+        (n + 2, "safety.min_age[2]"),
+        "{first}"
+    );
+    assert!(
+        err.errors[1..].iter().all(|e| e.line > n + 2),
+        "{}",
+        err.errors[1]
+    );
+    assert!(err.to_string().ends_with(&format!(
+        "… and {} more errors\n{} errors",
+        err.errors.len() - 50,
+        err.errors.len()
+    )));
+}
+
+#[test]
+fn a_long_line_full_of_errors_gets_every_column_right() {
+    // An error per comma, all on line 1, after a two-byte character.
+    let n = 20_000;
+    let text = format!("\"é\" = [{}]\n{POLICY}", ",".repeat(n));
+    let err = config::parse(&text, FILE).unwrap_err();
+    assert_eq!(err.errors.len(), n, "{}", err.errors[0]);
+    let columns: Vec<usize> = err.errors.iter().map(|e| e.column).collect();
+    assert_eq!(columns, (8..8 + n).collect::<Vec<_>>());
+    assert!(err.errors.iter().all(|e| e.line == 1 && e.key == "é"));
+}
+
+#[test]
+fn a_file_of_nothing_but_equals_signs_is_checked_and_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("equals.toml");
+    std::fs::write(&path, "=\n".repeat(20_000)).expect("write");
+    let err = load_within_30s(&path).unwrap_err();
+    assert!(err.errors.len() >= 20_000, "{}", err.errors.len());
+    assert_eq!(err.errors.last().map(|e| e.line), Some(20_000));
+    assert_eq!(err.to_string().lines().count(), 52);
+}
+
+#[test]
+fn control_characters_in_keys_and_values_are_escaped_in_every_message() {
+    let texts = [
+        // An unknown top-level key that clears the screen.
+        "\"\\u001b[2J\" = 1\n".to_string(),
+        // One in [safety] (serde's message) and one in a policy.
+        "[safety]\n\"min_age\\u001b[31m\" = \"1h\"\n".to_string(),
+        "[[policy]]\nname = \"p\"\nolder_than = \"1d\"\n\"\\u001b]0;owned\\u0007\" = 1\n"
+            .to_string(),
+        // Values quoted back in messages.
+        "schedule = \"\\u001b[31m\"\ntimezone = \"\\r\\u001b[K\"\n".to_string(),
+        "[metrics]\nlisten = \"\\u001b\"\n".to_string(),
+        "[[policy]]\nname = \"p\"\nolder_than = \"\\u001b[1m\"\ndisk_high = \"\\u009b2J\"\n"
+            .to_string(),
+        "[[policy]]\nname = \"p\"\nrepositories = [\"\\u001b[\"]\nolder_than = \"1d\"\n"
+            .to_string(),
+        // A bidirectional override that would reverse the rest of the line.
+        "\"\u{202e}evil\" = 1\n".to_string(),
+    ];
+    for text in texts {
+        let text = with_policy(&text);
+        let rendered = config::parse(&text, FILE).unwrap_err().to_string();
+        assert!(
+            !rendered.contains(|c: char| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{text:?} gave {rendered:?}"
+        );
+        assert!(rendered.contains("\\u{"), "{text:?} gave {rendered:?}");
+    }
+}
+
+#[test]
+fn an_unknown_key_with_an_escape_is_shown_escaped_and_still_found() {
+    let errors = errors_of(&with_policy("\"\\u001b[2Jschedule\" = 1\n"));
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "\\u{1b}[2Jschedule");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("unknown key `\\u{1b}[2Jschedule`, expected one of"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_file_name_with_control_characters_is_shown_escaped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("red\u{1b}[31m.toml");
+    std::fs::write(&path, "bogus = 1\n").expect("write");
+    let rendered = config::load(&path).unwrap_err().to_string();
+    assert!(!rendered.contains('\u{1b}'), "{rendered:?}");
+    assert!(
+        rendered.contains("red\\u{1b}[31m.toml:1:1: bogus"),
+        "{rendered:?}"
+    );
 }
 
 const FULL: &str = r#"
