@@ -249,6 +249,34 @@ if command -v systemd-analyze >/dev/null; then
     ok "systemd-analyze verify $UNIT"
 fi
 
+step "the installed unit's reload, as systemd runs it, with no PATH (so no /bin/kill)"
+# systemd runs the ExecReload= lines in order and stops at the first that
+# fails; MAINPID is in the environment. A stand-in main process exits 42 on
+# SIGHUP. No PATH: only the installed binary and the shell's built-ins help.
+mapfile -t reload_lines < <(sed -n 's/^ExecReload=//p' "$UNIT")
+[ "${#reload_lines[@]}" -eq 2 ] || fail "expected two ExecReload= lines in $UNIT, found ${#reload_lines[@]}"
+sh -c "trap 'exit 42' HUP; while :; do sleep 0.1; done" &
+standin=$!
+sleep 0.3
+for line in "${reload_lines[@]}"; do
+    # The lines are: a plain command, then /bin/sh -c '...' (one quoted word).
+    eval "set -- $line"
+    env -i MAINPID="$standin" "$@" || fail "ExecReload=$line failed"
+done
+standin_rc=0
+wait "$standin" || standin_rc=$?
+[ "$standin_rc" -eq 42 ] || fail "the reload did not deliver SIGHUP to MAINPID (stand-in exit $standin_rc)"
+ok "both ExecReload= lines ran and SIGHUP reached MAINPID"
+broken=$(mktemp)
+printf '[[policy]]\nname = "x"\nolder_than = "soon"\n' >"$broken"
+eval "set -- ${reload_lines[0]}"
+[ "$1" = "$BIN" ] || fail "the first ExecReload= does not run $BIN: ${reload_lines[0]}"
+check_rc=0
+env -i "$1" check-config "$broken" >/dev/null 2>&1 || check_rc=$?
+rm -f "$broken"
+[ "$check_rc" -ne 0 ] || fail "the reload check passed a broken policy file"
+ok "the reload check fails for a broken policy file (exit $check_rc), so no signal is sent"
+
 step "conffile"
 conffiles=$(dpkg-query -W -f='${Conffiles}' "$PKG")
 echo "   ${conffiles# }"
