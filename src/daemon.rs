@@ -287,9 +287,32 @@ struct Loop<E: Engine + 'static> {
     reload_rejected: Option<String>,
     /// The last state write failed (logged once, not at every attempt).
     save_failing: bool,
+    /// When an engine call outside a pass (start-up reads, connects, the
+    /// gauges' refresh) last finished: the watchdog is fed during those
+    /// only while calls keep finishing, as during a pass.
+    progress: Arc<Progress>,
 }
 
 impl<E: Engine + 'static> Loop<E> {
+    /// The engine, with every finished call noted in `progress`.
+    fn watched(&self) -> Watched<'_, E> {
+        Watched {
+            inner: &*self.d.engine,
+            progress: &self.progress,
+        }
+    }
+
+    /// What feeds the watchdog while engine work outside a pass runs:
+    /// pings while calls keep finishing, and returns (with how long none
+    /// finished) once none did for `pass_stall`.
+    fn feeder(&self) -> impl std::future::Future<Output = Duration> + use<E> {
+        let notifier = Arc::clone(&self.d.notifier);
+        let progress = Arc::clone(&self.progress);
+        let (tick, stall) = (self.tick(), self.d.pass_stall);
+        progress.touch();
+        async move { keep_alive(&*notifier, &progress, tick, stall).await }
+    }
+
     async fn start(d: Daemon<E>, shutdown: &CancellationToken) -> Self {
         let now = d.clock.now();
         let path = d.policy.state.path.clone();
@@ -302,9 +325,14 @@ impl<E: Engine + 'static> Loop<E> {
             last_status: String::from("no pass yet"),
             reload_rejected: None,
             save_failing: false,
+            progress: Arc::new(Progress::new()),
         };
         // Every wait here gives way to shutdown: an engine that accepts but
         // never answers must not keep SIGTERM waiting for call deadlines.
+        // The watchdog is fed while the start-up reads make progress (a host
+        // with thousands of containers takes a while); reads that stall are
+        // given up, and the first pass tries again.
+        let feeder = lp.feeder();
         tokio::select! {
             () = async {
                 if lp.connect().await {
@@ -312,6 +340,10 @@ impl<E: Engine + 'static> Loop<E> {
                 }
             } => {}
             () = shutdown.cancelled() => {}
+            quiet = feeder => warn!(
+                stalled_for = %humantime::format_duration(Duration::from_secs(quiet.as_secs())),
+                "start-up: no engine call finished for a long time; giving up the start-up reads"
+            ),
         }
         let waiting = format!("waiting; {}", lp.last_status);
         lp.publish_status(&waiting);
@@ -323,7 +355,8 @@ impl<E: Engine + 'static> Loop<E> {
         if self.root_dir.is_some() {
             return true;
         }
-        match self.d.engine.info().await {
+        let info = self.watched().info().await;
+        match info {
             Ok(info) => {
                 info!(version = %info.server_version, api = %info.api_version, root_dir = %info.root_dir, "engine answers");
                 self.root_dir = Some(info.root_dir);
@@ -343,7 +376,8 @@ impl<E: Engine + 'static> Loop<E> {
     async fn reconcile(&mut self) {
         let now = self.d.clock.now();
         if self.memory.state.baseline_pending {
-            if let Ok(images) = self.d.engine.list_images().await {
+            let images = self.watched().list_images().await;
+            if let Ok(images) = images {
                 self.memory
                     .state
                     .observe(images.iter().map(|i| i.id.as_str()), now);
@@ -353,7 +387,8 @@ impl<E: Engine + 'static> Loop<E> {
                 );
             }
         }
-        match events::reconcile(&*self.d.engine).await {
+        let reconciled = events::reconcile(&self.watched()).await;
+        match reconciled {
             Ok(updates) => {
                 for u in &updates {
                     self.apply(u);
@@ -365,7 +400,8 @@ impl<E: Engine + 'static> Loop<E> {
             }
             Err(e) => warn!(error = %e, "cannot reconcile last-use times from containers"),
         }
-        match pass::find_orphans(&*self.d.engine, None, &[]).await {
+        let orphans = pass::find_orphans(&self.watched(), None, &[]).await;
+        match orphans {
             Ok(orphans) => {
                 pass::log_orphans(&orphans);
                 self.d.metrics.set_orphaned_containers(orphans.len());
@@ -498,9 +534,11 @@ impl<E: Engine + 'static> Loop<E> {
                 self.d.metrics.record_inventory(&o.snapshot, &o.plan);
             }
             _ if outcome != "cancelled" && !shutdown.is_cancelled() => {
+                let feeder = self.feeder();
                 tokio::select! {
                     () = Box::pin(self.refresh_inventory()) => {}
                     () = shutdown.cancelled() => {}
+                    _ = feeder => debug!("the gauges' refresh made no progress; given up"),
                 }
             }
             _ => {}
@@ -526,9 +564,11 @@ impl<E: Engine + 'static> Loop<E> {
         started: DateTime<Utc>,
     ) -> (Option<Result<Outcome, EngineError>>, Option<Duration>) {
         let tick = self.tick();
+        let feeder = self.feeder();
         let connected = tokio::select! {
             connected = self.connect() => connected,
             () = shutdown.cancelled() => false,
+            _ = feeder => false,
         };
         let mut stalled = None;
         let result = if connected {
@@ -662,8 +702,12 @@ impl<E: Engine + 'static> Loop<E> {
     async fn refresh_inventory(&mut self) {
         let now = self.d.clock.now();
         let never = CancellationToken::new();
+        let engine = Watched {
+            inner: &*self.d.engine,
+            progress: &self.progress,
+        };
         match pass::run(
-            &*self.d.engine,
+            &engine,
             &self.d.policy,
             self.root_dir.as_deref(),
             &mut self.memory,

@@ -696,3 +696,30 @@ async fn a_long_pass_whose_calls_keep_finishing_keeps_the_watchdog_fed() {
     shutdown.cancel();
     task.await.expect("daemon task");
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_up_reads_that_keep_finishing_keep_the_watchdog_fed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = FakeEngine::new();
+    old_dangling(&engine, 1);
+    // Every list takes 100 s: the start-up reads (images, containers,
+    // orphans) take minutes, longer than a watchdog interval.
+    engine.set_list_delay(Duration::from_secs(100));
+    let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling")
+        .replace("run_on_start = false", "run_on_start = true");
+    let mut r = rig(Arc::new(engine), &text, None, t("2026-11-28T10:00:00Z"));
+    r.daemon.max_sleep = Duration::from_secs(30);
+    r.daemon.pass_stall = Duration::from_secs(600);
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    // Before the first pass starts, start-up has read for at least 300 s.
+    tokio::time::sleep(Duration::from_secs(250)).await;
+    let pings = r.notifier.watchdogs.load(Ordering::Relaxed);
+    assert!(
+        pings >= 6,
+        "only {pings} watchdog pings in 250 s of start-up reads"
+    );
+    shutdown.cancel();
+    task.await.expect("daemon task");
+}
