@@ -13,12 +13,19 @@
 //! - [`plan`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`.
 //! - [`execute`]: carries out a plan, children before parents, never forced.
 //! - [`explain`]: everything imagegc knows and decides about one image.
-//! - [`pass`]: one pass, snapshot → plan → execute → state.
+//! - [`pass`]: one pass, snapshot → plan → execute → state; what started it
+//!   (`Trigger`), how it ended (`PassOutcome`) and its `PassSummary`.
 //! - [`state`]: first-seen / last-used store with atomic writes.
 //! - [`events`]: the engine's event stream → last-use updates, with reconnects.
 //! - [`metrics`]: Prometheus metrics in a registry of their own, and the
 //!   `/metrics` and `/healthz` endpoint; the only module that knows the crate.
-//! - [`daemon`]: the schedule loop, state upkeep, reload and shutdown.
+//! - [`daemon`]: the service loop (triggers, passes that never overlap,
+//!   state upkeep, reload, shutdown) and `daemon::serve`, the wiring `run`
+//!   uses; `daemon::{triggers, signals, clock, notify, reload}` hold its
+//!   parts.
+//! - [`sources`]: where the policy (`PolicySource`) and the engine
+//!   (`EngineSpec`) come from; each precedence rule once.
+//! - [`app`]: the composition root: a parsed command line → an exit code.
 //! - [`cli`]: the command line (clap), shared by the binary and the manual
 //!   page generator.
 //! - [`fake`]: an in-memory engine for tests and benchmarks.
@@ -26,6 +33,7 @@
 //! - [`logging`]: the log writer: stderr, with journald level prefixes.
 
 pub mod accounting;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -43,4 +51,5 @@ pub mod plan;
 pub mod policy;
 pub mod schedule;
 pub mod snapshot;
+pub mod sources;
 pub mod state;

@@ -154,6 +154,37 @@ impl Drop for EventWriter {
     }
 }
 
+/// Installs the process's log subscriber: the level from `-q`/`-v` (or
+/// `IMAGEGC_LOG`), text or JSON lines on stderr, with journald's level
+/// prefixes and without timestamps or colours under systemd.
+pub fn init(cli: &crate::cli::Cli) {
+    use crate::cli::LogFormat;
+    use tracing_subscriber::EnvFilter;
+    let level = if cli.quiet {
+        "warn"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_env("IMAGEGC_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("imagegc={level},warn")));
+    let journal = stderr_is_journal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(Stderr { journal })
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text if journal => builder.without_time().with_ansi(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,27 +66,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// clients that send their headers a byte at a time.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How a pass ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassOutcome {
-    /// The pass ran to the end (removal conflicts and 404s are normal).
-    Success,
-    /// The pass could not run or lost the engine.
-    Failed,
-    /// Shutdown stopped the pass between removals.
-    Cancelled,
-}
-
-impl PassOutcome {
-    /// The `passes_total{outcome}` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-}
+/// How a pass ended: pass vocabulary, defined in [`crate::pass`] and
+/// re-exported here, where it was first.
+pub use crate::pass::PassOutcome;
+use crate::pass::{PassSummary, Trigger};
 
 /// What `/healthz` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +94,7 @@ pub struct Metrics {
     deleted_images: IntCounterVec,
     /// Removals that did not happen, per error kind.
     removal_failures: IntCounterVec,
-    /// Passes, per outcome: alerts on `failed` growing.
+    /// Passes, per outcome and trigger: alerts on `failed` growing.
     passes: IntCounterVec,
     /// How long passes take.
     pass_duration: Histogram,
@@ -204,11 +187,15 @@ impl Metrics {
             ),
             passes: register(
                 r,
-                counter_vec(
-                    "imagegc_passes_total",
-                    "Garbage-collection passes, by outcome: success, failed or cancelled.",
-                    "outcome",
-                ),
+                IntCounterVec::new(
+                    Opts::new(
+                        "imagegc_passes_total",
+                        "Garbage-collection passes, by outcome (success, failed or cancelled) \
+                         and trigger (start, schedule or reload).",
+                    ),
+                    &["outcome", "trigger"],
+                )
+                .expect("metric names, help and labels are valid constants"),
             ),
             pass_duration: register(
                 r,
@@ -374,12 +361,12 @@ impl Metrics {
         for kind in FAILURE_KINDS {
             metrics.removal_failures.with_label_values(&[kind]);
         }
-        for outcome in [
-            PassOutcome::Success,
-            PassOutcome::Failed,
-            PassOutcome::Cancelled,
-        ] {
-            metrics.passes.with_label_values(&[outcome.as_str()]);
+        for outcome in PassOutcome::ALL {
+            for trigger in Trigger::ALL {
+                metrics
+                    .passes
+                    .with_label_values(&[outcome.label(), trigger.label()]);
+            }
         }
         for state in IMAGE_STATES {
             metrics.images.with_label_values(&[state]);
@@ -436,8 +423,20 @@ impl Metrics {
         }
     }
 
-    /// Counts a finished pass and, when it got as far as removing, what it
-    /// removed and what failed.
+    /// Counts a finished pass and, when it got as far as removing, what its
+    /// `report` says it removed and what failed.
+    pub fn record_summary(&self, summary: &PassSummary, report: Option<&Report>) {
+        self.count_pass(
+            summary.outcome,
+            summary.trigger,
+            report,
+            summary.duration,
+            summary.finished,
+        );
+    }
+
+    /// [`Metrics::record_summary`] for a caller without a summary (a `once`
+    /// style pass run by hand): counted as a `schedule` pass.
     pub fn record_pass(
         &self,
         outcome: PassOutcome,
@@ -445,7 +444,20 @@ impl Metrics {
         duration: Duration,
         finished_at: DateTime<Utc>,
     ) {
-        self.passes.with_label_values(&[outcome.as_str()]).inc();
+        self.count_pass(outcome, Trigger::Schedule, report, duration, finished_at);
+    }
+
+    fn count_pass(
+        &self,
+        outcome: PassOutcome,
+        trigger: Trigger,
+        report: Option<&Report>,
+        duration: Duration,
+        finished_at: DateTime<Utc>,
+    ) {
+        self.passes
+            .with_label_values(&[outcome.label(), trigger.label()])
+            .inc();
         self.pass_duration.observe(duration.as_secs_f64());
         let at = finished_at.timestamp_millis() as f64 / 1000.0;
         self.last_pass.set(at);

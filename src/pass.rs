@@ -11,9 +11,14 @@
 //! removal (`docker rmi -f`). No client can prevent that; imagegc names each
 //! one at warning level, with the removal of the pass that deleted the image
 //! when it was one of ours.
+//!
+//! It also owns the pass vocabulary the daemon, the metrics and the log
+//! share: what started a pass ([`Trigger`]), how it ended ([`PassOutcome`]),
+//! and the one [`PassSummary`] each finished pass is reduced to.
 
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use tracing::{debug, info, warn};
@@ -34,6 +39,273 @@ pub enum Mode {
     DryRun,
     /// Plan, remove, record.
     Execute,
+}
+
+/// What started a pass. Label values are fixed words, so the
+/// `imagegc_passes_total{trigger}` series are known in advance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// The daemon started and the policy says `run_on_start`.
+    Start,
+    /// A fire time of the policy's schedule.
+    Schedule,
+    /// A policy reload asked for a pass.
+    Reload,
+}
+
+impl Trigger {
+    /// Every trigger, in label order (the metrics zero-fill these).
+    pub const ALL: [Trigger; 3] = [Trigger::Start, Trigger::Schedule, Trigger::Reload];
+
+    /// The `trigger` label value and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Schedule => "schedule",
+            Self::Reload => "reload",
+        }
+    }
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PassOutcome {
+    /// The pass ran to the end (removal conflicts and 404s are normal).
+    Success,
+    /// The pass could not run, lost the engine, or was abandoned.
+    Failed,
+    /// Shutdown stopped the pass between removals.
+    Cancelled,
+}
+
+impl PassOutcome {
+    /// Every outcome, in label order (the metrics zero-fill these).
+    pub const ALL: [PassOutcome; 3] = [
+        PassOutcome::Success,
+        PassOutcome::Failed,
+        PassOutcome::Cancelled,
+    ];
+
+    /// The `outcome` label value and log field.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::fmt::Display for PassOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// A finished pass reduced to what its observers need: the metrics, the
+/// systemd status line and the log line are all made from this one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassSummary {
+    /// What started the pass.
+    pub trigger: Trigger,
+    /// How it ended.
+    pub outcome: PassOutcome,
+    /// When it started, by the daemon's clock.
+    pub started: DateTime<Utc>,
+    /// When it ended, by the daemon's clock.
+    pub finished: DateTime<Utc>,
+    /// How long it took, by the monotonic clock (a wall-clock jump does not
+    /// stretch it).
+    pub duration: Duration,
+    /// What the pass did; `None` when it failed before it had a plan.
+    pub work: Option<PassWork>,
+}
+
+/// What a pass that got as far as a plan did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassWork {
+    /// A dry run: the plan is the whole story.
+    DryRun {
+        /// References the plan would remove.
+        would_remove: usize,
+        /// Bytes the plan predicts those removals free.
+        would_free_bytes: u64,
+    },
+    /// Removals were carried out.
+    Executed {
+        /// References removed.
+        removed: usize,
+        /// Images the engine deleted as a result.
+        deleted_images: usize,
+        /// Removals that failed.
+        failed: usize,
+        /// Removals not attempted (a limit, or a cancellation).
+        skipped: usize,
+        /// Bytes the removals freed.
+        reclaimed_bytes: u64,
+        /// Bytes the plan predicted.
+        predicted_bytes: u64,
+        /// References the plan kept.
+        kept: usize,
+    },
+}
+
+impl PassSummary {
+    /// A pass that produced `outcome`; `Failed` when its report says it lost
+    /// the engine, `Cancelled` when shutdown stopped it.
+    pub fn of(
+        trigger: Trigger,
+        outcome: &Outcome,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        duration: Duration,
+    ) -> Self {
+        let (result, work) = match &outcome.report {
+            None => (
+                PassOutcome::Success,
+                PassWork::DryRun {
+                    would_remove: outcome.plan.removals.len(),
+                    would_free_bytes: outcome.plan.reclaim_bytes,
+                },
+            ),
+            Some(report) => (
+                if report.cancelled {
+                    PassOutcome::Cancelled
+                } else if report.engine_lost {
+                    PassOutcome::Failed
+                } else {
+                    PassOutcome::Success
+                },
+                PassWork::Executed {
+                    removed: report.removed.len(),
+                    deleted_images: report.deleted_images(),
+                    failed: report.failed.len(),
+                    skipped: report.skipped,
+                    reclaimed_bytes: report.reclaimed_bytes,
+                    predicted_bytes: outcome.plan.reclaim_bytes,
+                    kept: outcome.plan.kept.len(),
+                },
+            ),
+        };
+        Self {
+            trigger,
+            outcome: result,
+            started,
+            finished,
+            duration,
+            work: Some(work),
+        }
+    }
+
+    /// A pass that failed before it had a plan (no engine, a failed listing,
+    /// abandoned).
+    pub fn failed(
+        trigger: Trigger,
+        started: DateTime<Utc>,
+        finished: DateTime<Utc>,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            trigger,
+            outcome: PassOutcome::Failed,
+            started,
+            finished,
+            duration,
+            work: None,
+        }
+    }
+
+    /// References removed (0 for a dry run or a pass without a plan).
+    pub fn removed(&self) -> usize {
+        match self.work {
+            Some(PassWork::Executed { removed, .. }) => removed,
+            _ => 0,
+        }
+    }
+
+    /// The one-line status for `systemctl status`.
+    pub fn status_line(&self) -> String {
+        let at = self.finished.format("%H:%M");
+        match (self.outcome, self.work) {
+            (PassOutcome::Failed, _) | (_, None) => format!("last pass {at} failed"),
+            (
+                _,
+                Some(PassWork::DryRun {
+                    would_remove,
+                    would_free_bytes,
+                }),
+            ) => format!(
+                "last pass {at} (dry run): would remove {}, free {}",
+                crate::output::count(would_remove, "reference", "references"),
+                crate::output::size(would_free_bytes)
+            ),
+            (
+                outcome,
+                Some(PassWork::Executed {
+                    removed,
+                    reclaimed_bytes,
+                    ..
+                }),
+            ) => format!(
+                "last pass {at}: removed {}, freed {}{}",
+                crate::output::count(removed, "reference", "references"),
+                crate::output::size(reclaimed_bytes),
+                match outcome {
+                    PassOutcome::Success => String::new(),
+                    other => format!(" ({other})"),
+                }
+            ),
+        }
+    }
+
+    /// The `pass finished` log line, for a pass that had a plan. (A pass
+    /// without one says why in its own error line.)
+    pub fn log(&self) {
+        let duration_ms = self.duration.as_millis() as u64;
+        let (trigger, outcome) = (self.trigger.label(), self.outcome.label());
+        match self.work {
+            None => {}
+            Some(PassWork::DryRun {
+                would_remove,
+                would_free_bytes,
+            }) => info!(
+                trigger,
+                outcome,
+                dry_run = true,
+                would_remove,
+                would_free_bytes,
+                duration_ms,
+                "pass finished"
+            ),
+            Some(PassWork::Executed {
+                removed,
+                deleted_images,
+                failed,
+                skipped,
+                reclaimed_bytes,
+                predicted_bytes,
+                kept,
+            }) => info!(
+                trigger,
+                outcome,
+                removed,
+                deleted_images,
+                failed,
+                skipped,
+                reclaimed_bytes,
+                predicted_bytes,
+                kept,
+                duration_ms,
+                "pass finished"
+            ),
+        }
+    }
 }
 
 /// Everything a pass produced.

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use globset::GlobMatcher;
 
-/// A whole validated policy file.
-#[derive(Debug, Clone)]
+/// A whole validated policy file. Compared by value: a reload describes
+/// what changed from these comparisons.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     /// Where the policy came from (a path, or `<built-in>`), for log lines.
     pub source: String,
@@ -55,7 +56,7 @@ pub struct StateSettings {
 }
 
 /// `[safety]`: protections no policy can override.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Safety {
     /// Grace period counted from max(created, last tagged, first seen). Default 1h.
     pub min_age: Duration,
@@ -75,6 +76,16 @@ pub struct Glob {
     /// Compiled with `literal_separator`, so `*` stays within one `/` segment.
     pub matcher: GlobMatcher,
 }
+
+/// Two globs are equal when their patterns are: the matcher is compiled
+/// from the pattern with fixed options.
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for Glob {}
 
 impl Glob {
     /// True when `text` matches.
@@ -113,7 +124,7 @@ impl std::fmt::Display for LabelMatch {
 }
 
 /// One `[[policy]]` table.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// Unique name; every removal carries it.
     pub name: String,
@@ -144,7 +155,7 @@ impl Rule {
 }
 
 /// Selectors: all given must match. None given selects everything.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selectors {
     /// `Some(true)`: untagged images only; `Some(false)`: tagged references only.
     pub dangling: Option<bool>,
@@ -156,7 +167,7 @@ pub struct Selectors {
 }
 
 /// Conditions: all given must hold.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Conditions {
     /// Last used longer ago than this.
     pub unused_for: Option<Duration>,

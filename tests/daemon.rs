@@ -16,6 +16,7 @@ use imagegc::daemon::{Control, Daemon, Notifier, PassRecord, TokioClock};
 use imagegc::engine::{Engine, EngineError};
 use imagegc::fake::{self, FakeEngine};
 use imagegc::metrics::Metrics;
+use imagegc::pass::{PassOutcome, Trigger};
 use imagegc::state::State;
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -104,7 +105,7 @@ async fn fire_times(schedule: &str, timezone: &str, wall: &str, n: usize) -> Vec
     let mut out = Vec::new();
     while out.len() < n {
         let rec = r.passes.recv().await.expect("a pass");
-        assert_eq!(rec.outcome, "success");
+        assert_eq!(rec.outcome, PassOutcome::Success);
         out.push(rec.started);
     }
     shutdown.cancel();
@@ -259,11 +260,15 @@ async fn a_failing_pass_does_not_stop_the_next_one() {
     let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
 
     let first = r.passes.recv().await.expect("first pass");
-    assert_eq!(first.outcome, "failed");
+    assert_eq!(first.outcome, PassOutcome::Failed);
     assert!(r.metrics.render().contains("imagegc_engine_up 0"));
     engine.fail_everything(None);
     let second = r.passes.recv().await.expect("second pass");
-    assert_eq!(second.outcome, "success");
+    assert_eq!(second.outcome, PassOutcome::Success);
+    assert_eq!(
+        (first.trigger, second.trigger),
+        (Trigger::Schedule, Trigger::Schedule)
+    );
     assert_eq!(
         second.removed, 1,
         "the image the failed pass missed goes now"
@@ -273,11 +278,11 @@ async fn a_failing_pass_does_not_stop_the_next_one() {
     task.await.expect("daemon task");
     let text = r.metrics.render();
     assert!(
-        text.contains(r#"imagegc_passes_total{outcome="failed"} 1"#),
+        text.contains(r#"imagegc_passes_total{outcome="failed",trigger="schedule"} 1"#),
         "{text}"
     );
     assert!(
-        text.contains(r#"imagegc_passes_total{outcome="success"} 1"#),
+        text.contains(r#"imagegc_passes_total{outcome="success",trigger="schedule"} 1"#),
         "{text}"
     );
     assert!(text.contains("imagegc_engine_up 1"), "{text}");
@@ -368,7 +373,7 @@ async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_
     let rec = r.passes.recv().await.expect("the pass");
     task.await.expect("daemon task");
 
-    assert_eq!(rec.outcome, "cancelled");
+    assert_eq!(rec.outcome, PassOutcome::Cancelled);
     assert_eq!(
         rec.removed, 2,
         "the removal in flight finished, no new one started"
@@ -650,7 +655,7 @@ async fn a_pass_stuck_on_the_engine_stops_the_watchdog_fails_and_healthz_says_wh
 
     let rec = r.passes.recv().await.expect("the pass");
     let pings = r.notifier.watchdogs.load(Ordering::Relaxed);
-    assert_eq!(rec.outcome, "failed", "{rec:?}");
+    assert_eq!(rec.outcome, PassOutcome::Failed, "{rec:?}");
     let took = (rec.finished - rec.started).num_seconds();
     assert!((600..=630).contains(&took), "abandoned after {took} s");
     // One ping per 30 s while calls finished; none once the pass was stuck
@@ -686,7 +691,7 @@ async fn a_long_pass_whose_calls_keep_finishing_keeps_the_watchdog_fed() {
 
     let rec = r.passes.recv().await.expect("the pass");
     let pings = r.notifier.watchdogs.load(Ordering::Relaxed);
-    assert_eq!(rec.outcome, "success", "{rec:?}");
+    assert_eq!(rec.outcome, PassOutcome::Success, "{rec:?}");
     assert_eq!(rec.removed, 30);
     assert!(
         pings >= 55,

@@ -123,7 +123,7 @@ fn daemon_reclaims_on_schedule_and_reports_the_engines_bytes_and_tracks_use_from
     assert_eq!(status, 200, "{body}");
     let (_, metrics) = http_get(port, "/metrics").expect("metrics");
     for name in [
-        "imagegc_passes_total{outcome=\"success\"}",
+        "imagegc_passes_total{outcome=\"success\",trigger=\"start\"}",
         "imagegc_engine_up 1",
         "imagegc_images{state=\"in_use\"}",
         "imagegc_image_bytes",
@@ -173,7 +173,7 @@ fn daemon_reclaims_on_schedule_and_reports_the_engines_bytes_and_tracks_use_from
     );
     // Two more passes, and `used` is still there.
     let passes =
-        |m: &str| metric_sum(m, "imagegc_passes_total{outcome=\"success\"}").unwrap_or(0.0);
+        |m: &str| metric_sum(m, "imagegc_passes_total{outcome=\"success\",").unwrap_or(0.0);
     let now = passes(&metrics);
     wait_for("two more passes", Duration::from_secs(30), || {
         let (_, m) = http_get(port, "/metrics")?;

@@ -573,9 +573,10 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape_that_promtool_a
             let s = samples(&body);
             let passed = body
                 .lines()
-                .find_map(|l| l.strip_prefix("imagegc_passes_total{outcome=\"success\"} "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .is_some_and(|v| v >= 1.0);
+                .filter(|l| l.starts_with("imagegc_passes_total{outcome=\"success\","))
+                .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+                .sum::<f64>()
+                >= 1.0;
             (status == 200 && passed && s.contains_key("imagegc_disk_used_ratio")).then_some(body)
         },
     );

@@ -14,6 +14,7 @@ use imagegc::accounting::Layer;
 use imagegc::engine::{Container, DiskUsage, ImageSummary};
 use imagegc::execute::{Failed, Removed, Report};
 use imagegc::metrics::{serve, Metrics, PassOutcome};
+use imagegc::pass::{PassSummary, Trigger};
 use imagegc::plan::{plan, Plan};
 use imagegc::policy::Policy;
 use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
@@ -329,11 +330,13 @@ fn a_fresh_registry_shows_every_labelled_series_at_zero_and_the_build() {
         );
     }
     for outcome in ["success", "failed", "cancelled"] {
-        assert_value(
-            &text,
-            &format!(r#"imagegc_passes_total{{outcome="{outcome}"}}"#),
-            0.0,
-        );
+        for trigger in ["start", "schedule", "reload"] {
+            assert_value(
+                &text,
+                &format!(r#"imagegc_passes_total{{outcome="{outcome}",trigger="{trigger}"}}"#),
+                0.0,
+            );
+        }
     }
     for outcome in ["success", "failed"] {
         assert_value(
@@ -422,12 +425,15 @@ fn a_pass_adds_what_it_removed_per_policy_and_what_failed_per_kind() {
         ..Report::default()
     };
     let finished = now();
-    metrics.record_pass(
-        PassOutcome::Success,
-        Some(&report),
-        Duration::from_millis(1500),
+    let summary = PassSummary {
+        trigger: Trigger::Start,
+        outcome: PassOutcome::Success,
+        started: finished - TimeDelta::milliseconds(1500),
         finished,
-    );
+        duration: Duration::from_millis(1500),
+        work: None,
+    };
+    metrics.record_summary(&summary, Some(&report));
     let text = metrics.render();
 
     assert_value(
@@ -470,7 +476,11 @@ fn a_pass_adds_what_it_removed_per_policy_and_what_failed_per_kind() {
         r#"imagegc_removal_failures_total{kind="engine"}"#,
         0.0,
     );
-    assert_value(&text, r#"imagegc_passes_total{outcome="success"}"#, 1.0);
+    assert_value(
+        &text,
+        r#"imagegc_passes_total{outcome="success",trigger="start"}"#,
+        1.0,
+    );
     assert_value(&text, "imagegc_pass_duration_seconds_count", 1.0);
     assert_value(&text, "imagegc_pass_duration_seconds_sum", 1.5);
     assert_value(
@@ -494,7 +504,11 @@ fn a_pass_adds_what_it_removed_per_policy_and_what_failed_per_kind() {
         finished + TimeDelta::hours(1),
     );
     let text = metrics.render();
-    assert_value(&text, r#"imagegc_passes_total{outcome="failed"}"#, 1.0);
+    assert_value(
+        &text,
+        r#"imagegc_passes_total{outcome="failed",trigger="schedule"}"#,
+        1.0,
+    );
     assert_value(&text, "imagegc_last_pass_timestamp_seconds", at + 3600.0);
     assert_value(&text, "imagegc_last_success_timestamp_seconds", at);
 }

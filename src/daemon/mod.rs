@@ -1,7 +1,10 @@
-//! The long-running service: schedule loop, state upkeep, reload, shutdown.
+//! The long-running service: triggers and passes, state upkeep, reload,
+//! shutdown; and [`serve`], the wiring around it that `imagegc run` uses
+//! (metrics endpoint, `READY=1`, engine connection with backoff).
 //!
-//! One task owns the policy, the inspect cache and the state. It sleeps until
-//! the next fire time, runs a pass (passes never overlap: they run inline),
+//! One task owns the policy, the inspect cache and the state. It waits for
+//! the next trigger ([`triggers`]: the schedule, `run_on_start`, or a source
+//! that sends one), runs a pass (passes never overlap: they run inline),
 //! applies last-use updates that the event follower sends, writes the state
 //! at most every few seconds while updates arrive, reloads the policy on
 //! request, and pings the systemd watchdog from this same loop, so a hung
@@ -11,6 +14,12 @@
 //!
 //! Everything it touches is passed in (engine, clock, metrics, notifier,
 //! shutdown token), so tests drive it with a fake engine and paused time.
+
+pub mod clock;
+pub mod notify;
+pub mod reload;
+pub mod signals;
+pub mod triggers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,95 +31,23 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config;
 use crate::engine::{Engine, EngineError};
 use crate::events::{self, Update};
-use crate::metrics::{Metrics, PassOutcome};
-use crate::pass::{self, Memory, Mode, Outcome};
+use crate::metrics::Metrics;
+use crate::pass::{self, Memory, Mode, Outcome, PassOutcome, PassSummary};
 use crate::policy::Policy;
+use crate::sources::PolicySource;
 use crate::state::State;
+
+#[cfg(feature = "test-support")]
+pub use clock::TokioClock;
+pub use clock::{Clock, SystemClock};
+pub use notify::{Notifier, SystemdNotifier};
+pub use reload::describe_changes;
+pub use triggers::{Trigger, TriggerReceiver, TriggerSender, Triggers};
 
 /// Default [`Daemon::pass_stall`].
 pub const DEFAULT_PASS_STALL: Duration = Duration::from_secs(300);
-
-/// Where "now" comes from.
-pub trait Clock: Send + Sync {
-    /// The current wall-clock time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The system's wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A wall clock that moves with tokio's clock, so tests with paused time see
-/// time pass exactly as the daemon's timers do.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    wall: DateTime<Utc>,
-    start: Instant,
-}
-
-impl TokioClock {
-    /// A clock that reads `wall` now.
-    pub fn starting_at(wall: DateTime<Utc>) -> Self {
-        Self {
-            wall,
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now(&self) -> DateTime<Utc> {
-        let elapsed =
-            chrono::TimeDelta::from_std(self.start.elapsed()).unwrap_or(chrono::TimeDelta::MAX);
-        self.wall + elapsed
-    }
-}
-
-/// Messages to systemd (or to a test).
-pub trait Notifier: Send + Sync {
-    /// Start-up is complete.
-    fn ready(&self);
-    /// One-line status for `systemctl status`.
-    fn status(&self, text: &str);
-    /// Watchdog keep-alive.
-    fn watchdog(&self);
-    /// Shutdown has begun.
-    fn stopping(&self);
-    /// The watchdog interval systemd expects, if any.
-    fn watchdog_interval(&self) -> Option<Duration>;
-}
-
-/// `sd_notify` over `$NOTIFY_SOCKET`; silent when not run by systemd.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemdNotifier;
-
-impl Notifier for SystemdNotifier {
-    fn ready(&self) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    }
-    fn status(&self, text: &str) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Status(text)]);
-    }
-    fn watchdog(&self) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-    }
-    fn stopping(&self) {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    }
-    fn watchdog_interval(&self) -> Option<Duration> {
-        let mut usec = 0u64;
-        sd_notify::watchdog_enabled(false, &mut usec).then(|| Duration::from_micros(usec))
-    }
-}
 
 /// Requests from outside the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,12 +59,14 @@ pub enum Control {
 /// A finished pass, for observers (tests, logs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassRecord {
+    /// What started the pass.
+    pub trigger: Trigger,
     /// When the pass started, by the daemon's clock.
     pub started: DateTime<Utc>,
     /// When it finished.
     pub finished: DateTime<Utc>,
     /// How it ended.
-    pub outcome: &'static str,
+    pub outcome: PassOutcome,
     /// Removals carried out.
     pub removed: usize,
     /// The policy source and rule names in force.
@@ -138,8 +77,8 @@ pub struct PassRecord {
 pub struct Daemon<E: Engine + 'static> {
     /// The engine to clean.
     pub engine: Arc<E>,
-    /// The policy file to re-read on reload; `None` means the built-in one.
-    pub config_path: Option<PathBuf>,
+    /// Where the policy is re-read from on reload.
+    pub source: PolicySource,
     /// The policy in force.
     pub policy: Policy,
     /// Metric handles.
@@ -157,6 +96,9 @@ pub struct Daemon<E: Engine + 'static> {
     pub follow_events: bool,
     /// Told about every finished pass.
     pub on_pass: Option<mpsc::UnboundedSender<PassRecord>>,
+    /// Triggers from sources outside the daemon (a disk-pressure poller);
+    /// `None` means the schedule and `run_on_start` only. Default `None`.
+    pub triggers: Option<TriggerReceiver>,
     /// Longest a pass may go without any engine call finishing. Past it the
     /// watchdog is no longer fed and the pass is abandoned as failed, which
     /// `/healthz` reports until a pass succeeds. Every engine call has a
@@ -167,7 +109,9 @@ pub struct Daemon<E: Engine + 'static> {
 
 impl<E: Engine + 'static> Daemon<E> {
     /// A daemon with production defaults for everything but the engine,
-    /// policy and metrics.
+    /// policy and metrics. `config_path` is the policy file to re-read on
+    /// reload; `None` means the built-in policy (which adopts a file that
+    /// appears at the default path). Set [`Daemon::source`] for any other.
     pub fn new(
         engine: Arc<E>,
         config_path: Option<PathBuf>,
@@ -176,7 +120,7 @@ impl<E: Engine + 'static> Daemon<E> {
     ) -> Self {
         Self {
             engine,
-            config_path,
+            source: PolicySource::from(config_path),
             policy,
             metrics,
             clock: Arc::new(SystemClock),
@@ -185,6 +129,7 @@ impl<E: Engine + 'static> Daemon<E> {
             save_every: Duration::from_secs(5),
             follow_events: true,
             on_pass: None,
+            triggers: None,
             pass_stall: DEFAULT_PASS_STALL,
         }
     }
@@ -192,10 +137,11 @@ impl<E: Engine + 'static> Daemon<E> {
     /// Run until `shutdown` is cancelled. `controls` carries reload requests.
     /// Returns after the state has been written.
     pub async fn run(
-        self,
+        mut self,
         mut controls: mpsc::UnboundedReceiver<Control>,
         shutdown: CancellationToken,
     ) {
+        let pushed = self.triggers.take();
         let mut lp = Loop::start(self, &shutdown).await;
         let (tx, mut updates) = mpsc::unbounded_channel::<Update>();
         let tracker = tokio_util::task::TaskTracker::new();
@@ -214,33 +160,31 @@ impl<E: Engine + 'static> Daemon<E> {
             drop(tx);
         }
         tracker.close();
-        let mut next = lp.first_fire();
+        let mut triggers = Triggers::new(&lp.d.policy, lp.d.clock.now(), pushed);
         let mut save_at: Option<Instant> = None;
         let mut controls_open = true;
         let mut updates_open = true;
         loop {
             let now = lp.d.clock.now();
-            if let Some(at) = next {
-                if now >= at {
-                    lp.pass(&shutdown).await;
-                    if shutdown.is_cancelled() {
-                        break;
-                    }
-                    next = lp.next_fire(lp.d.clock.now());
-                    continue;
+            if let Some(trigger) = triggers.due(now) {
+                lp.pass(trigger, &shutdown).await;
+                if shutdown.is_cancelled() {
+                    break;
                 }
+                triggers.rearm(&lp.d.policy, lp.d.clock.now());
+                triggers.coalesce();
+                continue;
             }
-            let until_fire = next.map_or(lp.d.max_sleep, |at| {
-                (at - now).to_std().unwrap_or(Duration::ZERO)
-            });
+            let until_fire = triggers.until_next(now).unwrap_or(lp.d.max_sleep);
             let slice = until_fire.min(lp.tick());
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(slice) => lp.d.notifier.watchdog(),
+                () = triggers.recv() => {}
                 ctrl = controls.recv(), if controls_open => match ctrl {
                     Some(Control::Reload) => {
                         if lp.reload() {
-                            next = lp.next_fire(lp.d.clock.now());
+                            triggers.rearm(&lp.d.policy, lp.d.clock.now());
                         }
                     }
                     None => controls_open = false,
@@ -266,6 +210,117 @@ impl<E: Engine + 'static> Daemon<E> {
         }
         lp.save();
         info!("stopped");
+    }
+}
+
+/// What [`serve`] wires around the daemon.
+pub struct Wiring {
+    /// The policy the daemon starts with.
+    pub policy: Policy,
+    /// Where it came from, to re-read on reload.
+    pub source: PolicySource,
+    /// Metric handles, shared by the endpoint and the daemon.
+    pub metrics: Arc<Metrics>,
+    /// systemd notifications, shared by start-up and the daemon.
+    pub notifier: Arc<dyn Notifier>,
+    /// The metrics endpoint's listener, already bound (a bind failure is
+    /// the caller's to report); `None` when `[metrics]` is disabled.
+    pub listener: Option<tokio::net::TcpListener>,
+    /// Reload requests (SIGHUP).
+    pub controls: mpsc::UnboundedReceiver<Control>,
+}
+
+/// `imagegc run` once the policy is loaded and the listener bound: serves
+/// `/metrics` and `/healthz`, says `READY=1`, connects with `connect`
+/// (retried with backoff, feeding the watchdog, until `shutdown`), then runs
+/// the daemon: the wiring's policy, source, metrics and notifier with the
+/// engine and production defaults, adjusted by `configure`. Returns once the
+/// daemon has written its state and the endpoint has stopped.
+pub async fn serve<E, C, F>(
+    wiring: Wiring,
+    mut connect: C,
+    configure: impl FnOnce(Daemon<E>) -> Daemon<E>,
+    shutdown: CancellationToken,
+) where
+    E: Engine + 'static,
+    C: FnMut() -> F,
+    F: std::future::Future<Output = Result<E, EngineError>>,
+{
+    let Wiring {
+        policy,
+        source,
+        metrics,
+        notifier,
+        listener,
+        controls,
+    } = wiring;
+    let server = listener.map(|listener| {
+        if let Ok(at) = listener.local_addr() {
+            info!(listen = %at, "metrics on /metrics, health on /healthz");
+        }
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            shutdown.clone(),
+        ))
+    });
+    notifier.ready();
+    info!(policy = %policy.source, schedule = %policy.schedule, timezone = %policy.timezone, policies = policy.rules.len(), "imagegc started");
+
+    let tick = watchdog_tick(&*notifier, Duration::from_secs(30));
+    let mut backoff = Duration::from_millis(500);
+    let engine = loop {
+        // A silent engine must not keep SIGTERM waiting for the deadline,
+        // nor starve the watchdog while one attempt waits for it.
+        let attempt = tokio::select! {
+            attempt = connect() => attempt,
+            () = shutdown.cancelled() => break None,
+            () = ping_forever(&*notifier, tick) => unreachable!("pings never end"),
+        };
+        match attempt {
+            Ok(engine) => break Some(engine),
+            Err(e) => {
+                metrics.set_engine_up(false);
+                warn!(error = %e, retry_in = ?backoff, "engine unreachable; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => break None,
+                    () = tokio::time::sleep(backoff) => notifier.watchdog(),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    if let Some(engine) = engine {
+        let mut daemon = Daemon::new(Arc::new(engine), None, policy, Arc::clone(&metrics));
+        daemon.source = source;
+        daemon.notifier = Arc::clone(&notifier);
+        configure(daemon).run(controls, shutdown.clone()).await;
+    }
+    shutdown.cancel();
+    if let Some(server) = server {
+        match server.await {
+            Ok(Err(e)) => warn!(error = %e, "metrics endpoint stopped with an error"),
+            Err(e) => warn!(error = %e, "metrics endpoint task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// How often to ping the watchdog: half the interval systemd asks for, at
+/// most `max`, at least 10 ms.
+fn watchdog_tick(notifier: &dyn Notifier, max: Duration) -> Duration {
+    let mut tick = max;
+    if let Some(w) = notifier.watchdog_interval() {
+        tick = tick.min(w / 2);
+    }
+    tick.max(Duration::from_millis(10))
+}
+
+/// Pings the watchdog every `tick`; never returns.
+async fn ping_forever(notifier: &dyn Notifier, tick: Duration) {
+    loop {
+        tokio::time::sleep(tick).await;
+        notifier.watchdog();
     }
 }
 
@@ -421,34 +476,7 @@ impl<E: Engine + 'static> Loop<E> {
     }
 
     fn tick(&self) -> Duration {
-        let mut tick = self.d.max_sleep;
-        if let Some(w) = self.d.notifier.watchdog_interval() {
-            tick = tick.min(w / 2);
-        }
-        tick.max(Duration::from_millis(10))
-    }
-
-    fn first_fire(&self) -> Option<DateTime<Utc>> {
-        let now = self.d.clock.now();
-        if self.d.policy.run_on_start {
-            Some(now)
-        } else {
-            self.next_fire(now)
-        }
-    }
-
-    fn next_fire(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let next = self
-            .d
-            .policy
-            .schedule
-            .next_after(after, self.d.policy.timezone);
-        if let Some(at) = next {
-            debug!(next = %at, "next pass");
-        } else {
-            warn!(schedule = %self.d.policy.schedule, "schedule never fires again; no further passes");
-        }
-        next
+        watchdog_tick(&*self.d.notifier, self.d.max_sleep)
     }
 
     fn apply(&mut self, u: &Update) {
@@ -474,7 +502,7 @@ impl<E: Engine + 'static> Loop<E> {
     }
 
     /// One pass, its metrics, its log line and its status.
-    async fn pass(&mut self, shutdown: &CancellationToken) {
+    async fn pass(&mut self, trigger: Trigger, shutdown: &CancellationToken) {
         let started = self.d.clock.now();
         let clock_start = Instant::now();
         let mode = if self.d.policy.dry_run {
@@ -482,6 +510,7 @@ impl<E: Engine + 'static> Loop<E> {
         } else {
             Mode::Execute
         };
+        debug!(trigger = trigger.label(), "pass starting");
         let (result, stalled) = self.run_watched(shutdown, mode, started).await;
         let duration = clock_start.elapsed();
         let finished = self.d.clock.now();
@@ -492,40 +521,42 @@ impl<E: Engine + 'static> Loop<E> {
         {
             self.d.metrics.set_orphaned_containers(orphans.len());
         }
-        let (outcome, removed) = match &result {
-            Some(Ok(o)) => self.finish_ok(o, duration, finished),
-            None if stalled.is_some() => {
-                self.record_stalled(stalled.unwrap_or_default(), duration, finished);
-                ("failed", 0)
+        let summary = match &result {
+            Some(Ok(o)) => PassSummary::of(trigger, o, started, finished, duration),
+            _ => PassSummary::failed(trigger, started, finished, duration),
+        };
+        let trigger = trigger.label();
+        match &result {
+            Some(Ok(o)) => {
+                if o.report.as_ref().is_some_and(|r| r.engine_lost) {
+                    self.d.metrics.set_engine_up(false);
+                    self.root_dir = None;
+                }
             }
+            None if stalled.is_some() => {}
             Some(Err(e)) => {
-                error!(error = %e, "pass failed");
+                error!(trigger, error = %e, "pass failed");
                 if e.is_unreachable() {
                     self.d.metrics.set_engine_up(false);
                     self.root_dir = None;
                 }
-                self.d
-                    .metrics
-                    .record_pass(PassOutcome::Failed, None, duration, finished);
-                ("failed", 0)
             }
-            None => {
-                if shutdown.is_cancelled() {
-                    error!(
-                        "pass abandoned: the engine did not answer within the shutdown grace time"
-                    );
-                } else {
-                    error!("pass failed: the engine is unreachable");
-                }
-                self.d
-                    .metrics
-                    .record_pass(PassOutcome::Failed, None, duration, finished);
-                ("failed", 0)
-            }
-        };
-        if outcome == "failed" {
-            self.last_status = format!("last pass {} failed", finished.format("%H:%M"));
+            None if shutdown.is_cancelled() => error!(
+                trigger,
+                "pass abandoned: the engine did not answer within the shutdown grace time"
+            ),
+            None => error!(trigger, "pass failed: the engine is unreachable"),
         }
+        summary.log();
+        let report = match &result {
+            Some(Ok(o)) => o.report.as_ref(),
+            _ => None,
+        };
+        self.d.metrics.record_summary(&summary, report);
+        if let (None, Some(quiet)) = (&result, stalled) {
+            self.record_stalled(trigger, quiet, finished);
+        }
+        self.last_status = summary.status_line();
         self.publish_status(&self.last_status);
         self.save();
         match &result {
@@ -533,7 +564,7 @@ impl<E: Engine + 'static> Loop<E> {
             Some(Ok(o)) if o.report.as_ref().is_none_or(|r| r.removed.is_empty()) => {
                 self.d.metrics.record_inventory(&o.snapshot, &o.plan);
             }
-            _ if outcome != "cancelled" && !shutdown.is_cancelled() => {
+            _ if summary.outcome != PassOutcome::Cancelled && !shutdown.is_cancelled() => {
                 let feeder = self.feeder();
                 tokio::select! {
                     () = Box::pin(self.refresh_inventory()) => {}
@@ -545,10 +576,11 @@ impl<E: Engine + 'static> Loop<E> {
         }
         if let Some(tx) = &self.d.on_pass {
             let _ = tx.send(PassRecord {
+                trigger: summary.trigger,
                 started,
                 finished,
-                outcome,
-                removed,
+                outcome: summary.outcome,
+                removed: summary.removed(),
                 policies: self.d.policy.rules.iter().map(|r| r.name.clone()).collect(),
             });
         }
@@ -611,91 +643,19 @@ impl<E: Engine + 'static> Loop<E> {
         (result, stalled)
     }
 
-    /// A pass abandoned because no engine call finished for `quiet`.
-    fn record_stalled(&self, quiet: Duration, duration: Duration, finished: DateTime<Utc>) {
+    /// A pass abandoned because no engine call finished for `quiet`: said
+    /// in the log and kept for `/healthz` (after the pass was counted).
+    fn record_stalled(&self, trigger: &str, quiet: Duration, finished: DateTime<Utc>) {
         let quiet = humantime::format_duration(Duration::from_secs(quiet.as_secs()));
         error!(
+            trigger,
             stalled_for = %quiet,
             "pass abandoned: no engine call finished for {quiet}; the engine or its disk seems hung"
         );
-        self.d
-            .metrics
-            .record_pass(PassOutcome::Failed, None, duration, finished);
         self.d.metrics.record_stall(&format!(
             "the last pass was abandoned at {}: no engine call finished for {quiet}",
             finished.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ));
-    }
-
-    fn finish_ok(
-        &mut self,
-        o: &Outcome,
-        duration: Duration,
-        finished: DateTime<Utc>,
-    ) -> (&'static str, usize) {
-        let Some(report) = &o.report else {
-            // Dry run: the plan is the whole story.
-            info!(
-                outcome = "success",
-                dry_run = true,
-                would_remove = o.plan.removals.len(),
-                would_free_bytes = o.plan.reclaim_bytes,
-                duration_ms = duration.as_millis() as u64,
-                "pass finished"
-            );
-            self.d
-                .metrics
-                .record_pass(PassOutcome::Success, None, duration, finished);
-            self.last_status = format!(
-                "last pass {} (dry run): would remove {}, free {}",
-                finished.format("%H:%M"),
-                crate::output::count(o.plan.removals.len(), "reference", "references"),
-                crate::output::size(o.plan.reclaim_bytes)
-            );
-            return ("success", 0);
-        };
-        let outcome = if report.cancelled {
-            PassOutcome::Cancelled
-        } else if report.engine_lost {
-            PassOutcome::Failed
-        } else {
-            PassOutcome::Success
-        };
-        let label = match outcome {
-            PassOutcome::Success => "success",
-            PassOutcome::Failed => "failed",
-            PassOutcome::Cancelled => "cancelled",
-        };
-        if report.engine_lost {
-            self.d.metrics.set_engine_up(false);
-            self.root_dir = None;
-        }
-        info!(
-            outcome = label,
-            removed = report.removed.len(),
-            deleted_images = report.deleted_images(),
-            failed = report.failed.len(),
-            skipped = report.skipped,
-            reclaimed_bytes = report.reclaimed_bytes,
-            predicted_bytes = o.plan.reclaim_bytes,
-            kept = o.plan.kept.len(),
-            duration_ms = duration.as_millis() as u64,
-            "pass finished"
-        );
-        self.d
-            .metrics
-            .record_pass(outcome, Some(report), duration, finished);
-        self.last_status = format!(
-            "last pass {}: removed {}, freed {}{}",
-            finished.format("%H:%M"),
-            crate::output::count(report.removed.len(), "reference", "references"),
-            crate::output::size(report.reclaimed_bytes),
-            match label {
-                "success" => String::new(),
-                other => format!(" ({other})"),
-            }
-        );
-        (label, report.removed.len())
     }
 
     /// Image gauges and what the next pass would free, after this pass.
@@ -724,20 +684,14 @@ impl<E: Engine + 'static> Loop<E> {
 
     /// Re-read the policy. Returns true when a new policy took effect.
     fn reload(&mut self) -> bool {
-        // Started on the built-in policy: a file put at the default path
-        // since then is what the operator wants now.
-        if self.d.config_path.is_none() {
-            let default = std::path::Path::new(config::DEFAULT_CONFIG_PATH);
-            if default.exists() {
-                info!(path = %default.display(), "policy file appeared at the default path; reading it");
-                self.d.config_path = Some(default.to_path_buf());
+        let source = self.d.source.on_reload();
+        if source != self.d.source {
+            if let Some(path) = source.path() {
+                info!(path = %path.display(), "policy file appeared at the default path; reading it");
             }
+            self.d.source = source;
         }
-        let loaded = match &self.d.config_path {
-            Some(path) => config::load(path),
-            None => Ok(config::builtin()),
-        };
-        match loaded {
+        match self.d.source.load() {
             Ok(new) => {
                 let changes = describe_changes(&self.d.policy, &new);
                 if changes.is_empty() {
@@ -762,13 +716,10 @@ impl<E: Engine + 'static> Loop<E> {
             Err(errors) => {
                 error!(errors = %errors, "policy reload rejected; the current policy stays in force");
                 self.d.metrics.record_reload(false);
-                let file = self.d.config_path.as_ref().map_or_else(
-                    || config::BUILTIN_SOURCE.to_string(),
-                    |p| p.display().to_string(),
-                );
                 self.reload_rejected = Some(format!(
-                    "policy reload rejected: {} in {file}; running the previous policy",
+                    "policy reload rejected: {} in {}; running the previous policy",
                     crate::output::count(errors.errors.len(), "error", "errors"),
+                    self.d.source.file_name(),
                 ));
                 self.publish_status(&self.last_status);
                 false
@@ -887,41 +838,4 @@ impl<E: Engine> Engine for Watched<'_, E> {
     async fn resolve_image(&self, reference: &str) -> Result<String, crate::engine::EngineError> {
         self.noted(self.inner.resolve_image(reference)).await
     }
-}
-
-/// What differs between two policies, in words.
-pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
-    let mut out = Vec::new();
-    if old.schedule != new.schedule {
-        out.push(format!("schedule {} -> {}", old.schedule, new.schedule));
-    }
-    if old.timezone != new.timezone {
-        out.push(format!("timezone {} -> {}", old.timezone, new.timezone));
-    }
-    if old.dry_run != new.dry_run {
-        out.push(format!("dry_run {} -> {}", old.dry_run, new.dry_run));
-    }
-    if format!("{:?}", old.safety) != format!("{:?}", new.safety) {
-        out.push("[safety] changed".to_string());
-    }
-    let names = |p: &Policy| p.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>();
-    let (old_names, new_names) = (names(old), names(new));
-    for n in &new_names {
-        if !old_names.contains(n) {
-            out.push(format!("policy {n} added"));
-        }
-    }
-    for n in &old_names {
-        if !new_names.contains(n) {
-            out.push(format!("policy {n} removed"));
-        }
-    }
-    for r in &new.rules {
-        if let Some(o) = old.rules.iter().find(|o| o.name == r.name) {
-            if format!("{o:?}") != format!("{r:?}") {
-                out.push(format!("policy {} changed", r.name));
-            }
-        }
-    }
-    out
 }

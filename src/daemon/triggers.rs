@@ -1,0 +1,135 @@
+//! What starts a pass. The daemon asks [`Triggers`] for the next one: the
+//! policy's schedule (and `run_on_start`) are computed here from the wall
+//! clock; every other source (a disk-pressure poller, later engine events)
+//! sends through a [`TriggerSender`]. Passes never overlap: triggers that a
+//! source sends while a pass runs are coalesced into one pass after it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+pub use crate::pass::Trigger;
+use crate::policy::Policy;
+
+/// The sending half a trigger source holds (a poller task, a test).
+#[derive(Debug, Clone)]
+pub struct TriggerSender(mpsc::UnboundedSender<Trigger>);
+
+impl TriggerSender {
+    /// Asks for a pass. False when the daemon has stopped.
+    pub fn send(&self, trigger: Trigger) -> bool {
+        self.0.send(trigger).is_ok()
+    }
+}
+
+/// The receiving half, given to the daemon.
+#[derive(Debug)]
+pub struct TriggerReceiver(mpsc::UnboundedReceiver<Trigger>);
+
+/// A channel for a trigger source outside the daemon.
+pub fn channel() -> (TriggerSender, TriggerReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (TriggerSender(tx), TriggerReceiver(rx))
+}
+
+/// Where the daemon's passes come from.
+#[derive(Debug)]
+pub struct Triggers {
+    /// The next timed trigger: the schedule's next fire time (or `Start`,
+    /// now, once); `None` when the schedule never fires again.
+    next: Option<(DateTime<Utc>, Trigger)>,
+    /// A trigger a source sent, not yet served.
+    pending: Option<Trigger>,
+    /// Triggers from outside; `None` once every sender is gone (or there
+    /// never was one).
+    pushed: Option<TriggerReceiver>,
+}
+
+impl Triggers {
+    /// The triggers of a daemon starting at `now` under `policy`: `Start` at
+    /// once when it says `run_on_start`, else its first fire time.
+    pub fn new(policy: &Policy, now: DateTime<Utc>, pushed: Option<TriggerReceiver>) -> Self {
+        let mut triggers = Self {
+            next: None,
+            pending: None,
+            pushed,
+        };
+        if policy.run_on_start {
+            triggers.next = Some((now, Trigger::Start));
+        } else {
+            triggers.rearm(policy, now);
+        }
+        triggers
+    }
+
+    /// Sets the timed trigger to the schedule's first fire time after
+    /// `after` (after a pass, or when a reload changed the schedule). Fire
+    /// times that passed while a pass ran are skipped, not made up.
+    pub fn rearm(&mut self, policy: &Policy, after: DateTime<Utc>) {
+        self.next = policy
+            .schedule
+            .next_after(after, policy.timezone)
+            .map(|at| (at, Trigger::Schedule));
+        match self.next {
+            Some((at, _)) => debug!(next = %at, "next pass"),
+            None => {
+                warn!(schedule = %policy.schedule, "schedule never fires again; no further passes");
+            }
+        }
+    }
+
+    /// The trigger due at `now`, if any, taken: a sent one first, then the
+    /// timed one.
+    pub fn due(&mut self, now: DateTime<Utc>) -> Option<Trigger> {
+        if let Some(trigger) = self.pending.take() {
+            return Some(trigger);
+        }
+        match self.next {
+            Some((at, trigger)) if now >= at => {
+                self.next = None;
+                Some(trigger)
+            }
+            _ => None,
+        }
+    }
+
+    /// How long from `now` until the timed trigger; `None` when there is
+    /// none.
+    pub fn until_next(&self, now: DateTime<Utc>) -> Option<Duration> {
+        self.next
+            .map(|(at, _)| (at - now).to_std().unwrap_or(Duration::ZERO))
+    }
+
+    /// Waits for a source to send a trigger, and keeps it for [`Self::due`].
+    /// Never returns once every sender is gone.
+    pub async fn recv(&mut self) {
+        let Some(pushed) = &mut self.pushed else {
+            return std::future::pending().await;
+        };
+        match pushed.0.recv().await {
+            Some(trigger) => self.pending = Some(trigger),
+            None => self.pushed = None,
+        }
+    }
+
+    /// Called after a pass: what sources sent while it ran becomes one
+    /// pending trigger (the first), so the pass it asks for still runs, once.
+    pub fn coalesce(&mut self) {
+        let Some(pushed) = &mut self.pushed else {
+            return;
+        };
+        let mut merged = 0usize;
+        while let Ok(trigger) = pushed.0.try_recv() {
+            if self.pending.is_none() {
+                self.pending = Some(trigger);
+            } else {
+                merged += 1;
+            }
+        }
+        if merged > 0 {
+            debug!(merged, "triggers sent during a pass: one pass follows");
+        }
+    }
+}
