@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use imagegc::config;
-use imagegc::daemon::{Control, Daemon, Notifier, PassRecord, TokioClock};
+use imagegc::daemon::{self, triggers, Control, Daemon, Notifier, PassRecord, TokioClock, Wiring};
 use imagegc::engine::{Engine, EngineError};
 use imagegc::fake::{self, FakeEngine};
 use imagegc::metrics::Metrics;
@@ -28,10 +28,13 @@ fn t(s: &str) -> DateTime<Utc> {
 struct Recorder {
     statuses: Mutex<Vec<String>>,
     watchdogs: AtomicUsize,
+    readies: AtomicUsize,
 }
 
 impl Notifier for Recorder {
-    fn ready(&self) {}
+    fn ready(&self) {
+        self.readies.fetch_add(1, Ordering::Relaxed);
+    }
     fn status(&self, text: &str) {
         self.statuses.lock().expect("lock").push(text.to_string());
     }
@@ -320,6 +323,11 @@ async fn reload_with_a_broken_file_keeps_the_old_policy_and_a_good_file_changes_
     controls.send(Control::Reload).expect("send reload");
     let p2 = r.passes.recv().await.expect("pass 2");
     assert_eq!(p2.policies, vec!["first"], "a broken file changes nothing");
+    assert_eq!(
+        p2.trigger,
+        Trigger::Schedule,
+        "a reload starts no pass of its own"
+    );
     let m = r.metrics.render();
     assert!(
         m.contains(r#"imagegc_config_reloads_total{outcome="failed"} 1"#),
@@ -727,4 +735,223 @@ async fn slow_start_up_reads_that_keep_finishing_keep_the_watchdog_fed() {
     );
     shutdown.cancel();
     task.await.expect("daemon task");
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_on_start_passes_are_triggered_by_start_and_later_ones_by_the_schedule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = policy_text(dir.path(), "*/15 * * * *", "UTC", "dangling")
+        .replace("run_on_start = false", "run_on_start = true");
+    let mut r = rig(
+        Arc::new(FakeEngine::new()),
+        &text,
+        None,
+        t("2026-11-28T10:07:00Z"),
+    );
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+    let first = r.passes.recv().await.expect("the start pass");
+    let second = r.passes.recv().await.expect("the first scheduled pass");
+    shutdown.cancel();
+    task.await.expect("daemon task");
+
+    assert_eq!(first.trigger, Trigger::Start);
+    assert_times(&[first.started], &["2026-11-28T10:07:00Z"]);
+    assert_eq!(second.trigger, Trigger::Schedule);
+    assert_times(&[second.started], &["2026-11-28T10:15:00Z"]);
+    let m = r.metrics.render();
+    for (trigger, n) in [("start", 1), ("schedule", 1), ("reload", 0)] {
+        let series =
+            format!(r#"imagegc_passes_total{{outcome="success",trigger="{trigger}"}} {n}"#);
+        assert!(m.contains(&series), "{series} missing:\n{m}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn triggers_sent_during_a_pass_start_one_pass_after_it_never_an_overlapping_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Arc::new(FakeEngine::new());
+    old_dangling(&engine, 1);
+    engine.set_remove_delay(Duration::from_secs(20));
+    let (sender, receiver) = triggers::channel();
+    engine.on_remove(move |_| {
+        for _ in 0..3 {
+            assert!(sender.send(Trigger::Reload), "the daemon listens");
+        }
+    });
+    let text = policy_text(dir.path(), "0 * * * *", "UTC", "dangling");
+    let mut r = rig(Arc::clone(&engine), &text, None, t("2026-11-28T10:59:00Z"));
+    r.daemon.triggers = Some(receiver);
+    let shutdown = CancellationToken::new();
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(r.daemon.run(control_rx, shutdown.clone()));
+
+    let first = r.passes.recv().await.expect("the scheduled pass");
+    let second = r
+        .passes
+        .recv()
+        .await
+        .expect("the pass the triggers asked for");
+    let third = tokio::time::timeout(Duration::from_secs(50 * 60), r.passes.recv()).await;
+    shutdown.cancel();
+    task.await.expect("daemon task");
+
+    assert_eq!((first.trigger, first.removed), (Trigger::Schedule, 1));
+    assert_eq!(second.trigger, Trigger::Reload);
+    assert!(
+        second.started >= first.finished,
+        "pass started at {} before the previous one finished at {}",
+        second.started,
+        first.finished
+    );
+    assert!(
+        third.is_err(),
+        "three triggers sent during one pass made more than one pass: {third:?}"
+    );
+}
+
+/// A minimal HTTP/1.0 GET: the status code and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((status, body.to_string()))
+}
+
+#[tokio::test]
+async fn serve_says_ready_retries_the_engine_runs_passes_serves_metrics_and_stops_on_shutdown() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling")
+        .replace("run_on_start = false", "run_on_start = true");
+    let policy = config::parse(&text, "test.toml").expect("valid test policy");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("local address");
+    let notifier = Arc::new(Recorder::default());
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let wiring = Wiring {
+        source: policy_source(None),
+        policy,
+        metrics: Arc::new(Metrics::new()),
+        notifier: Arc::clone(&notifier) as Arc<dyn Notifier>,
+        listener: Some(listener),
+        controls: control_rx,
+    };
+    // The engine answers from the second attempt on.
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let connect = {
+        let attempts = Arc::clone(&attempts);
+        move || {
+            let n = attempts.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    return Err(EngineError::Unavailable {
+                        address: "unix:///fake.sock".into(),
+                        reason: "not up yet".into(),
+                    });
+                }
+                let engine = FakeEngine::new();
+                old_dangling(&engine, 1);
+                Ok(engine)
+            }
+        }
+    };
+    let (tx, mut passes) = mpsc::unbounded_channel();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon::serve(
+        wiring,
+        connect,
+        move |mut d: Daemon<FakeEngine>| {
+            d.follow_events = false;
+            d.on_pass = Some(tx);
+            d
+        },
+        shutdown.clone(),
+    ));
+
+    let pass = tokio::time::timeout(Duration::from_secs(30), passes.recv())
+        .await
+        .expect("a pass within 30 s")
+        .expect("a pass record");
+    assert_eq!(
+        (pass.trigger, pass.outcome, pass.removed),
+        (Trigger::Start, PassOutcome::Success, 1)
+    );
+    assert_eq!(
+        attempts.load(Ordering::SeqCst),
+        2,
+        "one retry after the failed connect"
+    );
+    assert_eq!(notifier.readies.load(Ordering::Relaxed), 1);
+    let (status, body) = http_get(addr, "/metrics").await.expect("metrics answer");
+    assert_eq!(status, 200, "{body}");
+    for line in [
+        r#"imagegc_passes_total{outcome="success",trigger="start"} 1"#,
+        r#"imagegc_removed_references_total{policy="dangling"} 1"#,
+        "imagegc_engine_up 1",
+    ] {
+        assert!(body.contains(line), "{line} missing:\n{body}");
+    }
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("serve returns after shutdown")
+        .expect("serve task");
+    assert!(
+        http_get(addr, "/metrics").await.is_err(),
+        "the endpoint stopped with serve"
+    );
+    let state = std::fs::read_to_string(dir.path().join("state.json")).expect("state written");
+    assert!(state.contains("\"version\""), "{state}");
+}
+
+fn policy_source(path: Option<PathBuf>) -> imagegc::app::PolicySource {
+    imagegc::app::PolicySource::from(path)
+}
+
+#[tokio::test(start_paused = true)]
+async fn serve_feeds_the_watchdog_while_a_connect_attempt_waits_for_its_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = policy_text(dir.path(), "0 * * * *", "UTC", "dangling");
+    let notifier = Arc::new(Recorder::default());
+    let (_controls, control_rx) = mpsc::unbounded_channel();
+    let wiring = Wiring {
+        source: policy_source(None),
+        policy: config::parse(&text, "test.toml").expect("valid test policy"),
+        metrics: Arc::new(Metrics::new()),
+        notifier: Arc::clone(&notifier) as Arc<dyn Notifier>,
+        listener: None,
+        controls: control_rx,
+    };
+    // An engine that accepts the connection and answers only at a 2-minute deadline.
+    let connect = || async {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        Err::<FakeEngine, _>(EngineError::Unavailable {
+            address: "unix:///fake.sock".into(),
+            reason: "deadline".into(),
+        })
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon::serve(wiring, connect, |d| d, shutdown.clone()));
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let pings = notifier.watchdogs.load(Ordering::Relaxed);
+    shutdown.cancel();
+    task.await.expect("serve task");
+    assert!(
+        pings >= 3,
+        "{pings} watchdog pings in 100 s of one connect attempt (every 30 s expected)"
+    );
 }
