@@ -554,4 +554,6 @@ async fn a_pass_on_an_engine_whose_root_dir_is_not_on_this_host_probes_no_disk()
     .expect("the fake engine answers");
 
     assert_eq!(outcome.snapshot.disk, None);
+    // The snapshot carries what the engine declared, for the planner.
+    assert_eq!(outcome.snapshot.capabilities, engine.capabilities());
 }

@@ -4,7 +4,7 @@
 //! an image, a container, a use and a removal outcome look like, what an
 //! engine can and cannot do ([`Capabilities`]), and which errors a caller can
 //! branch on. It knows nothing about any engine's wire or quirks: each
-//! adapter ([`docker`] over bollard; [`fake`] in memory, for tests) turns its
+//! adapter ([`docker`] over bollard; `fake` in memory, for tests) turns its
 //! engine's answers into these types, computing image facts (sized layers,
 //! exactness) and event meanings ([`Use`]) its own way. The disk is not the
 //! engine's: [`crate::host::disk`] probes it where [`EngineInfo::root_dir`]
@@ -337,8 +337,9 @@ pub trait Engine: Send + Sync {
         target: &str,
     ) -> impl Future<Output = Result<Vec<DeleteItem>, EngineError>> + Send;
 
-    /// Container and image events as [`Use`]s, replaying the engine's buffered events with a time at or after
-    /// `since`, then following live ones. The stream ends when the engine
+    /// Container and image events as [`Use`]s, replaying the engine's
+    /// buffered events with a time at or after `since`, then following live
+    /// ones. The stream ends when the engine
     /// closes it (an engine restart); a failure is an `Err` item, after which
     /// the stream is over.
     ///

@@ -2,10 +2,11 @@
 //!
 //! This is the only module that knows the wire: it imports bollard and hyper,
 //! turns the engine's answers into the engine-neutral types of
-//! [`crate::engine`] (image facts in [`layers`], events as [`Use`]s in
-//! `events.rs`), declares what Docker can do ([`Capabilities`]), and maps
-//! transport and HTTP failures onto [`EngineError`]. It also owns what
-//! bollard cannot do for us: the bounds on every call.
+//! [`crate::engine`] (image facts in [`layers`], events as
+//! [`Use`](crate::engine::Use)s in `events.rs`), declares what Docker can do
+//! ([`Capabilities`]), and maps transport and HTTP failures onto
+//! [`EngineError`]. It also owns what bollard cannot do for us: the bounds on
+//! every call.
 //!
 //! Every call is bounded twice. A deadline covers the whole exchange
 //! (connect, headers and body; bollard's own timeout stops at the headers),
