@@ -11,7 +11,7 @@
 //! Every call is bounded twice. A deadline covers the whole exchange
 //! (connect, headers and body; bollard's own timeout stops at the headers),
 //! [`DEFAULT_CALL_TIMEOUT`] unless `IMAGEGC_ENGINE_TIMEOUT` says otherwise.
-//! And the bytes read are capped per call ([`answer_limit`]): bollard reads
+//! And the bytes read are capped per call (`answer_limit`): bollard reads
 //! whole answers into memory, so each call goes over a connection of its own
 //! whose reader fails past the cap. The event stream is the exception to
 //! both: it is endless by design, and `events.rs` watches it for silence.
