@@ -9,19 +9,17 @@
 //! reconnect also re-reads the containers' times: what the replay misses,
 //! the newest use of each container still tells.
 //!
-//! What the engine (20.10, API 1.41) sends, and how each becomes an image ID:
-//! - container `create`, `start`, `die`, `destroy`: `Actor.ID` is the
-//!   container ID; `Actor.Attributes.image` is the image *as typed* at create
-//!   time (`app:1`, a short ID), which may name another image by now. The
-//!   image ID comes from container inspect, remembered per container so that
-//!   `destroy` (the container is gone by then) still resolves.
-//! - image `tag`, `untag`, `load`, `import`, `delete`: `Actor.ID` is the image
-//!   ID (`untag` and `load` also put it in `name`; `tag` puts the new
-//!   reference there).
-//! - image `pull`: `Actor.ID` is the reference pulled (`busybox:latest`),
-//!   resolved with image inspect.
+//! Events arrive as engine-neutral [`Use`]s (each adapter maps its own
+//! vocabulary), and each becomes an image ID:
+//! - a container use names the container; the image ID comes from container
+//!   inspect, remembered per container so that a destroy (the container is
+//!   gone by then) still resolves, with the image as typed at create time
+//!   (which may name another image by now) as the last resort.
+//! - a tag, untag, load or import names the image (its ID, or a name that is
+//!   resolved with image inspect).
+//! - a pull names the reference pulled, resolved with image inspect.
 //!
-//! `delete` makes no update: the image is gone, and passes drop vanished IDs.
+//! A delete makes no update: the image is gone, and passes drop vanished IDs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -33,7 +31,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Container, Engine, EngineError, EngineEvent, EventScope};
+use crate::engine::{Container, ContainerRef, Engine, EngineError, EngineEvent, Use};
 
 /// The first reconnect delay.
 const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
@@ -180,7 +178,7 @@ struct Resume {
     since: DateTime<Utc>,
     /// Events seen with exactly the time `since`: the engine sends them again
     /// (its `since` is inclusive), and they are skipped then.
-    seen_at_since: HashSet<(EventScope, String, String)>,
+    seen_at_since: HashSet<Use>,
 }
 
 impl Resume {
@@ -193,7 +191,7 @@ impl Resume {
 
     /// Records `event`; false when it was seen already.
     fn is_new(&mut self, event: &EngineEvent) -> bool {
-        let key = (event.scope, event.action.clone(), event.actor_id.clone());
+        let key = event.what.clone();
         if event.time == self.since {
             return self.seen_at_since.insert(key);
         }
@@ -386,10 +384,20 @@ impl<E: Engine + 'static> Follower<E> {
 
     /// The use `event` stands for, if it is one and its image can be named.
     async fn update_for(&mut self, event: &EngineEvent) -> Option<Update> {
-        let (image_id, by) = match event.scope {
-            EventScope::Container => self.container_event(event).await?,
-            EventScope::Image => self.image_event(event).await?,
-            EventScope::Other => return None,
+        let (image_id, by) = match &event.what {
+            Use::ContainerCreated(c) => (self.container_image(c, false).await?, "container create"),
+            Use::ContainerStarted(c) => (self.container_image(c, false).await?, "container start"),
+            Use::ContainerDied(c) => (self.container_image(c, false).await?, "container die"),
+            Use::ContainerDestroyed(c) => {
+                (self.container_image(c, true).await?, "container destroy")
+            }
+            // The reference pulled, never an ID.
+            Use::ImagePulled { reference } => (resolve(&*self.engine, reference).await?, "pull"),
+            Use::ImageTagged { image } => (image_id_of(&*self.engine, image).await?, "tag"),
+            Use::ImageUntagged { image } => (image_id_of(&*self.engine, image).await?, "untag"),
+            Use::ImageLoaded { image } => (image_id_of(&*self.engine, image).await?, "load"),
+            Use::ImageImported { image } => (image_id_of(&*self.engine, image).await?, "import"),
+            Use::ImageDeleted { .. } => return None,
         };
         Some(Update {
             image_id,
@@ -398,61 +406,39 @@ impl<E: Engine + 'static> Follower<E> {
         })
     }
 
-    async fn container_event(&mut self, event: &EngineEvent) -> Option<(String, &'static str)> {
-        let by = match event.action.as_str() {
-            "create" => "container create",
-            "start" => "container start",
-            "die" => "container die",
-            "destroy" => "container destroy",
-            _ => return None,
-        };
-        let container = &event.actor_id;
-        let known = if by == "container destroy" {
-            self.containers.remove(container)
+    /// The image ID of the container an event is about. `destroyed`: the
+    /// container is gone, so only what was remembered (or typed) names it.
+    async fn container_image(
+        &mut self,
+        container: &ContainerRef,
+        destroyed: bool,
+    ) -> Option<String> {
+        let id = &container.id;
+        let known = if destroyed {
+            self.containers.remove(id)
         } else {
-            self.containers.get(container).cloned()
+            self.containers.get(id).cloned()
         };
-        if let Some(image_id) = known {
-            return Some((image_id, by));
+        if known.is_some() {
+            return known;
         }
-        if by != "container destroy" {
-            match self.engine.container_times(container).await {
+        if !destroyed {
+            match self.engine.container_times(id).await {
                 Ok(times) => {
-                    self.containers
-                        .insert(container.clone(), times.image_id.clone());
-                    return Some((times.image_id, by));
+                    self.containers.insert(id.clone(), times.image_id.clone());
+                    return Some(times.image_id);
                 }
                 Err(EngineError::NotFound(_)) => {}
                 Err(error) => {
-                    tracing::debug!(%container, %error, "cannot inspect the container of an event");
+                    tracing::debug!(container = %id, %error, "cannot inspect the container of an event");
                     return None;
                 }
             }
         }
         // Gone already (an event replayed after a reconnect, a short-lived
         // `docker run --rm`): fall back to the image as typed at create.
-        let typed = event.attributes.get("image")?;
-        let image_id = image_id_of(&*self.engine, typed).await?;
-        Some((image_id, by))
-    }
-
-    async fn image_event(&mut self, event: &EngineEvent) -> Option<(String, &'static str)> {
-        let by = match event.action.as_str() {
-            "pull" => "pull",
-            "tag" => "tag",
-            "untag" => "untag",
-            "load" => "load",
-            "import" => "import",
-            // "delete" and the rest (save, push, prune) are no use.
-            _ => return None,
-        };
-        let image_id = if by == "pull" {
-            // The actor is the reference pulled, never an ID.
-            resolve(&*self.engine, &event.actor_id).await?
-        } else {
-            image_id_of(&*self.engine, &event.actor_id).await?
-        };
-        Some((image_id, by))
+        let typed = container.image_as_typed.as_deref()?;
+        image_id_of(&*self.engine, typed).await
     }
 }
 

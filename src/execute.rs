@@ -4,20 +4,25 @@
 //! forced. A 409 (now in use, has children) or 404 (already gone) is a normal
 //! outcome: counted, logged at info, and the pass goes on. Cancellation is
 //! checked between removals only, so a removal in flight always finishes.
-//! The bytes reported are the sizes of the layer chain IDs the engine says it
-//! deleted, not the prediction.
+//!
+//! Where the reclaimed bytes come from is the engine's capability
+//! ([`ReclaimSource`]): on an engine that lists the layers a removal
+//! deleted (Docker), they are the sizes of those layer chain IDs, not the
+//! prediction; on one that lists none, they are the ledger's prediction for
+//! the removals that succeeded, and the report says they are estimated.
 
 use std::collections::{HashMap, HashSet};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::engine::{DeleteItem, Engine, EngineError};
-use crate::plan::Plan;
+use crate::accounting::Ledger;
+use crate::engine::{Capabilities, DeleteItem, Engine, EngineError};
+use crate::plan::{Plan, Removal};
 use crate::snapshot::Snapshot;
 
 /// What a pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// Removals the engine carried out.
     pub removed: Vec<Removed>,
@@ -25,12 +30,51 @@ pub struct Report {
     pub failed: Vec<Failed>,
     /// Removals not attempted: the pass was cancelled or lost the engine.
     pub skipped: usize,
-    /// Bytes of the layers the engine deleted.
+    /// Bytes of the layers the engine deleted (see `reclaimed_exact`).
     pub reclaimed_bytes: u64,
+    /// True when the bytes are what the engine reported deleting; false
+    /// when they are the ledger's estimate ([`ReclaimSource::Predicted`]).
+    pub reclaimed_exact: bool,
     /// True when cancellation stopped the pass early.
     pub cancelled: bool,
     /// True when the engine stopped answering during the pass.
     pub engine_lost: bool,
+}
+
+impl Default for Report {
+    /// Nothing done, nothing reclaimed (exactly).
+    fn default() -> Self {
+        Self {
+            removed: Vec::new(),
+            failed: Vec::new(),
+            skipped: 0,
+            reclaimed_bytes: 0,
+            reclaimed_exact: true,
+            cancelled: false,
+            engine_lost: false,
+        }
+    }
+}
+
+/// Where reclaimed bytes and deleted images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReclaimSource {
+    /// The layer chain IDs (and image IDs) the engine lists as deleted.
+    ReportedLayers,
+    /// The engine lists nothing: the ledger's prediction for the removals
+    /// the engine carried out, replayed against the snapshot. An estimate.
+    Predicted,
+}
+
+impl ReclaimSource {
+    /// The source an engine with `capabilities` allows.
+    pub fn for_engine(capabilities: &Capabilities) -> Self {
+        if capabilities.reports_deleted_layers {
+            Self::ReportedLayers
+        } else {
+            Self::Predicted
+        }
+    }
 }
 
 impl Report {
@@ -86,7 +130,13 @@ pub async fn execute<E: Engine>(
         .map(|l| (l.chain_id.as_str(), l.size))
         .collect();
     let image_ids: HashSet<&str> = snapshot.images.iter().map(|i| i.id.as_str()).collect();
-    let mut report = Report::default();
+    let source = ReclaimSource::for_engine(&engine.capabilities());
+    // Replays only the removals that happened, so a refusal frees nothing.
+    let mut ledger = (source == ReclaimSource::Predicted).then(|| Ledger::new(snapshot));
+    let mut report = Report {
+        reclaimed_exact: source == ReclaimSource::ReportedLayers,
+        ..Report::default()
+    };
     for (n, removal) in plan.removals.iter().enumerate() {
         if cancel.is_cancelled() {
             report.cancelled = true;
@@ -116,6 +166,9 @@ pub async fn execute<E: Engine>(
                             }
                         }
                     }
+                }
+                if let Some(ledger) = ledger.as_mut() {
+                    predict(ledger, snapshot, removal, &mut done);
                 }
                 report.reclaimed_bytes =
                     report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
@@ -161,4 +214,22 @@ pub async fn execute<E: Engine>(
         }
     }
     report
+}
+
+/// Fills in what `removal` freed and deleted from the ledger's replay, for an
+/// engine whose answer lists nothing deleted. Image IDs the engine did list
+/// are kept.
+fn predict(ledger: &mut Ledger<'_>, snapshot: &Snapshot, removal: &Removal, done: &mut Removed) {
+    let effect = if removal.reference.is_some() {
+        ledger.remove_reference(removal.image)
+    } else {
+        ledger.remove_untagged(removal.image)
+    };
+    done.reclaimed_bytes = done.reclaimed_bytes.saturating_add(effect.freed);
+    for i in effect.deleted {
+        let id = &snapshot.images[i].id;
+        if !done.deleted_images.contains(id) {
+            done.deleted_images.push(id.clone());
+        }
+    }
 }

@@ -5,11 +5,18 @@
 //!   `file:line:column` errors.
 //! - [`policy`]: the validated policy types the rest of the crate reads.
 //! - [`schedule`]: crontab expression → next fire time (pure).
-//! - [`engine`]: the [`engine::Engine`] trait and domain types.
-//! - [`docker`]: `Engine` over bollard; the only module that knows the wire.
+//! - [`engine`]: the [`engine::Engine`] trait, its [`engine::Capabilities`]
+//!   and the engine-neutral types (image facts, uses, errors).
+//!   - `engine::docker` (also [`docker`]): `Engine` over bollard; the only
+//!     module that knows the wire, Docker's layer heuristics and its event
+//!     vocabulary.
+//!   - `engine::fake` (also `fake`, `test-support` feature only): an
+//!     in-memory engine for tests and benchmarks.
+//! - [`host`]: facts about this machine: the disk under the engine's root dir
+//!   ([`host::disk::DiskProbe`], statvfs).
 //! - [`snapshot`]: one consistent view of the engine, with the per-image-ID
 //!   inspect cache.
-//! - [`accounting`]: chain IDs, layer sizes, and the bytes a set of removals frees.
+//! - [`accounting`]: the bytes a set of removals frees.
 //! - [`plan`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`.
 //! - [`execute`]: carries out a plan, children before parents, never forced.
 //! - [`explain`]: everything imagegc knows and decides about one image.
@@ -28,7 +35,6 @@
 //! - [`app`]: the composition root: a parsed command line → an exit code.
 //! - [`cli`]: the command line (clap), shared by the binary and the manual
 //!   page generator.
-//! - [`fake`]: an in-memory engine for tests and benchmarks.
 //! - [`output`]: plan and report as a table or JSON.
 //! - [`logging`]: the log writer: stderr, with journald level prefixes.
 
@@ -37,12 +43,14 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod docker;
 pub mod engine;
+pub use engine::docker;
 pub mod events;
 pub mod execute;
 pub mod explain;
-pub mod fake;
+#[cfg(feature = "test-support")]
+pub use engine::fake;
+pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod output;

@@ -18,6 +18,7 @@
 
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::engine::{Container, Engine, EngineError};
 use crate::execute::{execute, Removed, Report};
+use crate::host::disk::{DiskProbe, Statvfs};
 use crate::plan::{plan, Plan};
 use crate::policy::Policy;
 use crate::snapshot::{collect, DetailsCache, Snapshot};
@@ -343,6 +345,9 @@ pub struct Memory {
     pub cache: DetailsCache,
     /// First-seen and last-used times; saving it is the caller's job.
     pub state: State,
+    /// How the disk under the engine's root dir is read: statvfs, unless a
+    /// test swaps in a fake with [`Memory::with_disk_probe`].
+    pub disk: Arc<dyn DiskProbe>,
 }
 
 impl Memory {
@@ -351,7 +356,15 @@ impl Memory {
         Self {
             cache: DetailsCache::new(),
             state,
+            disk: Arc::new(Statvfs),
         }
+    }
+
+    /// The same memory, reading the disk through `probe`.
+    #[must_use]
+    pub fn with_disk_probe(mut self, probe: Arc<dyn DiskProbe>) -> Self {
+        self.disk = probe;
+        self
     }
 }
 
@@ -366,10 +379,10 @@ pub async fn run<E: Engine>(
     now: DateTime<Utc>,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
-    let Memory { cache, state } = memory;
+    let Memory { cache, state, disk } = memory;
     let snapshot = {
         let st = &*state;
-        collect(engine, root_dir, cache, &|id| st.tracked(id, now)).await?
+        collect(engine, disk, root_dir, cache, &|id| st.tracked(id, now)).await?
     };
     if mode != Mode::Plan {
         state.observe(snapshot.images.iter().map(|i| i.id.as_str()), now);

@@ -15,19 +15,12 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::accounting::{self, Layer};
-use crate::engine::{Container, DiskUsage, Engine, EngineError, ImageSummary};
+use crate::engine::{Capabilities, Container, DiskUsage, Engine, EngineError, ImageSummary, Layer};
+use crate::host::disk::{self, DiskProbe};
 
-/// What is known about an image beyond the image list.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ImageFacts {
-    /// Sized layers, bottom first.
-    pub layers: Vec<Layer>,
-    /// False when sizes could not be matched to layers one to one.
-    pub sizes_exact: bool,
-    /// From inspect; a last-used time.
-    pub last_tag_time: Option<DateTime<Utc>>,
-}
+/// What is known about an image beyond the image list (computed by the
+/// engine adapter; defined in [`crate::engine`]).
+pub use crate::engine::ImageFacts;
 
 /// Per-image times kept by imagegc itself (the state file).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,6 +118,9 @@ pub struct Snapshot {
     pub disk: Option<DiskUsage>,
     /// Image ID → index.
     pub by_id: HashMap<String, usize>,
+    /// What the engine the snapshot was taken from can do; Docker 20.10's
+    /// unless [`Snapshot::with_capabilities`] says otherwise.
+    pub capabilities: Capabilities,
 }
 
 /// Input for one image when building a snapshot.
@@ -212,7 +208,15 @@ impl Snapshot {
             containers,
             disk,
             by_id,
+            capabilities: Capabilities::DOCKER_20_10,
         }
+    }
+
+    /// The same snapshot, taken from an engine with these capabilities.
+    #[must_use]
+    pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
+        self.capabilities = capabilities;
+        self
     }
 
     /// Unique layer bytes of every image on the engine (saturating at
@@ -330,13 +334,16 @@ impl DetailsCache {
 }
 
 /// Images, containers and disk of the engine, with facts from the cache and
-/// times from `tracked`.
+/// times from `tracked`. The disk is `disk`'s reading at `root_dir`, when the
+/// engine's root dir is on this host.
 pub async fn collect<E: Engine>(
     engine: &E,
+    disk: &Arc<dyn DiskProbe>,
     root_dir: Option<&str>,
     cache: &mut DetailsCache,
     tracked: &(dyn Fn(&str) -> Tracked + Sync),
 ) -> Result<Snapshot, EngineError> {
+    let capabilities = engine.capabilities();
     let summaries = engine.list_images().await?;
     let containers = engine.list_containers().await?;
     let mut inputs = Vec::with_capacity(summaries.len());
@@ -345,13 +352,8 @@ pub async fn collect<E: Engine>(
             Arc::clone(f)
         } else {
             match engine.image_details(&summary.id).await {
-                Ok(details) => {
-                    let layers = accounting::image_layers(&details);
-                    let facts = Arc::new(ImageFacts {
-                        layers: layers.layers,
-                        sizes_exact: layers.exact,
-                        last_tag_time: details.last_tag_time,
-                    });
+                Ok(facts) => {
+                    let facts = Arc::new(facts);
                     cache.entries.insert(summary.id.clone(), Arc::clone(&facts));
                     facts
                 }
@@ -370,11 +372,8 @@ pub async fn collect<E: Engine>(
     let live: HashSet<&str> = inputs.iter().map(|i| i.summary.id.as_str()).collect();
     cache.retain(&live);
     let disk = match root_dir {
-        Some(dir) => engine.disk_usage(dir).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read disk usage of the engine's root dir");
-            None
-        }),
-        None => None,
+        Some(dir) if capabilities.root_dir_on_host => disk::usage_of(disk, dir).await,
+        _ => None,
     };
-    Ok(Snapshot::build(inputs, containers, disk))
+    Ok(Snapshot::build(inputs, containers, disk).with_capabilities(capabilities))
 }

@@ -552,7 +552,7 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
 
 #[tokio::test(start_paused = true)]
 async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state() {
-    use imagegc::engine::{Container, ContainerTimes, EngineEvent, EventScope};
+    use imagegc::engine::{Container, ContainerRef, ContainerTimes, EngineEvent, Use};
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Arc::new(FakeEngine::new());
     let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling");
@@ -571,10 +571,9 @@ async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state(
     let t0 = t("2026-11-28T10:00:10Z");
     engine.push_event(EngineEvent {
         time: t0 - TimeDelta::seconds(1),
-        scope: EventScope::Image,
-        action: "load".to_owned(),
-        actor_id: "sha256:loaded".to_owned(),
-        attributes: std::collections::BTreeMap::new(),
+        what: Use::ImageLoaded {
+            image: "sha256:loaded".to_owned(),
+        },
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -610,14 +609,15 @@ async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state(
                 finished_at: None,
             },
         );
-        for (action, at) in [("create", created), ("start", started)] {
-            engine.push_event(EngineEvent {
-                time: at,
-                scope: EventScope::Container,
-                action: action.to_owned(),
-                actor_id: id.clone(),
-                attributes: std::iter::once(("image".to_owned(), image_of(i))).collect(),
-            });
+        let container = ContainerRef {
+            id: id.clone(),
+            image_as_typed: Some(image_of(i)),
+        };
+        for (what, at) in [
+            (Use::ContainerCreated(container.clone()), created),
+            (Use::ContainerStarted(container), started),
+        ] {
+            engine.push_event(EngineEvent { time: at, what });
         }
     }
     wait_until("the event stream is back", || {

@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use imagegc::engine::{Container, ContainerTimes, Engine, EngineError, EngineEvent, EventScope};
+use imagegc::engine::{
+    Capabilities, Container, ContainerRef, ContainerTimes, Engine, EngineError, EngineEvent, Use,
+};
 use imagegc::events::{follow, reconcile, Update};
 use imagegc::fake::{image, FakeEngine};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
@@ -21,22 +22,24 @@ fn t(s: &str) -> DateTime<Utc> {
     s.parse().expect("test timestamp")
 }
 
-fn event(scope: EventScope, action: &str, actor: &str, at: &str) -> EngineEvent {
-    EngineEvent {
-        time: t(at),
-        scope,
-        action: action.to_owned(),
-        actor_id: actor.to_owned(),
-        attributes: BTreeMap::new(),
-    }
+fn event(what: Use, at: &str) -> EngineEvent {
+    EngineEvent { time: t(at), what }
 }
 
 /// A container event as the engine sends it: the image as typed at create.
-fn container_event(action: &str, container: &str, typed_image: &str, at: &str) -> EngineEvent {
-    let mut e = event(EventScope::Container, action, container, at);
-    e.attributes
-        .insert("image".to_owned(), typed_image.to_owned());
-    e
+fn container_event(
+    what: fn(ContainerRef) -> Use,
+    container: &str,
+    typed_image: &str,
+    at: &str,
+) -> EngineEvent {
+    event(
+        what(ContainerRef {
+            id: container.to_owned(),
+            image_as_typed: Some(typed_image.to_owned()),
+        }),
+        at,
+    )
 }
 
 fn container(id: &str, image_id: &str, created: &str) -> Container {
@@ -156,7 +159,7 @@ async fn a_container_start_event_is_a_use_of_the_image_the_container_was_created
 
     // Typed as a tag that has moved on since: the container's image counts.
     engine.push_event(container_event(
-        "start",
+        Use::ContainerStarted,
         "c1",
         "tool:latest",
         "2026-02-01T00:00:05Z",
@@ -183,7 +186,7 @@ async fn a_destroy_event_resolves_through_the_container_seen_at_create_after_it_
     );
     let mut follower = Follower::open(&engine).await;
     engine.push_event(container_event(
-        "create",
+        Use::ContainerCreated,
         "c2",
         "tool:latest",
         "2026-02-01T00:00:00Z",
@@ -195,13 +198,13 @@ async fn a_destroy_event_resolves_through_the_container_seen_at_create_after_it_
 
     engine.remove_container("c2");
     engine.push_event(container_event(
-        "die",
+        Use::ContainerDied,
         "c2",
         "tool:latest",
         "2026-02-01T00:01:00Z",
     ));
     engine.push_event(container_event(
-        "destroy",
+        Use::ContainerDestroyed,
         "c2",
         "tool:latest",
         "2026-02-01T00:01:01Z",
@@ -231,7 +234,7 @@ async fn containers_present_when_following_starts_resolve_without_an_inspect() {
 
     engine.remove_container("c3");
     engine.push_event(container_event(
-        "destroy",
+        Use::ContainerDestroyed,
         "c3",
         "tool:latest",
         "2026-02-01T00:00:00Z",
@@ -252,7 +255,7 @@ async fn a_container_gone_before_its_first_event_is_read_falls_back_to_the_image
 
     // `docker run --rm` that ended before its create event was handled.
     engine.push_event(container_event(
-        "create",
+        Use::ContainerCreated,
         "c4",
         "tool",
         "2026-02-01T00:00:00Z",
@@ -270,14 +273,12 @@ async fn a_tag_event_is_a_use_of_the_image_it_names_by_id() {
     let engine = engine();
     let mut follower = Follower::open(&engine).await;
 
-    let mut tag = event(
-        EventScope::Image,
-        "tag",
-        "sha256:app",
+    let tag = event(
+        Use::ImageTagged {
+            image: "sha256:app".to_owned(),
+        },
         "2026-02-02T00:00:00Z",
     );
-    tag.attributes
-        .insert("name".to_owned(), "app:latest".to_owned());
     engine.push_event(tag);
 
     assert_eq!(
@@ -294,22 +295,22 @@ async fn a_pull_event_resolves_the_reference_pulled_and_a_delete_event_is_no_use
     let mut follower = Follower::open(&engine).await;
 
     engine.push_event(event(
-        EventScope::Image,
-        "delete",
-        "sha256:gone",
+        Use::ImageDeleted {
+            image: "sha256:gone".to_owned(),
+        },
         "2026-02-03T00:00:00Z",
     ));
     // Pulled and removed again before the event was read: nothing to name.
     engine.push_event(event(
-        EventScope::Image,
-        "pull",
-        "vanished:1",
+        Use::ImagePulled {
+            reference: "vanished:1".to_owned(),
+        },
         "2026-02-03T00:00:01Z",
     ));
     engine.push_event(event(
-        EventScope::Image,
-        "pull",
-        "tool:latest",
+        Use::ImagePulled {
+            reference: "tool:latest".to_owned(),
+        },
         "2026-02-03T00:00:02Z",
     ));
 
@@ -326,9 +327,9 @@ async fn when_the_engine_closes_the_stream_follow_reconnects_since_the_last_even
     let engine = engine();
     let mut follower = Follower::open(&engine).await;
     let first = event(
-        EventScope::Image,
-        "load",
-        "sha256:app",
+        Use::ImageLoaded {
+            image: "sha256:app".to_owned(),
+        },
         "2026-02-04T00:00:00Z",
     );
     engine.push_event(first.clone());
@@ -356,9 +357,9 @@ async fn when_the_engine_closes_the_stream_follow_reconnects_since_the_last_even
     // The engine's `since` is inclusive: it sent `first` again, and follow
     // dropped it. The next update is the next event.
     engine.push_event(event(
-        EventScope::Image,
-        "import",
-        "sha256:tool",
+        Use::ImageImported {
+            image: "sha256:tool".to_owned(),
+        },
         "2026-02-04T00:00:01Z",
     ));
     assert_eq!(
@@ -373,9 +374,9 @@ async fn a_stream_silent_for_five_minutes_is_reopened_since_the_last_event_witho
     let engine = engine();
     let mut follower = Follower::open(&engine).await;
     let seen = event(
-        EventScope::Image,
-        "load",
-        "sha256:app",
+        Use::ImageLoaded {
+            image: "sha256:app".to_owned(),
+        },
         "2026-02-06T00:00:00Z",
     );
     engine.push_event(seen.clone());
@@ -401,9 +402,9 @@ async fn a_stream_silent_for_five_minutes_is_reopened_since_the_last_event_witho
         "a silent stream is not an outage"
     );
     engine.push_event(event(
-        EventScope::Image,
-        "tag",
-        "sha256:tool",
+        Use::ImageTagged {
+            image: "sha256:tool".to_owned(),
+        },
         "2026-02-06T00:10:00Z",
     ));
     assert_eq!(
@@ -429,9 +430,9 @@ async fn events_sent_while_disconnected_arrive_after_the_reconnect() {
     let engine = engine();
     let mut follower = Follower::open(&engine).await;
     engine.push_event(event(
-        EventScope::Image,
-        "tag",
-        "sha256:app",
+        Use::ImageTagged {
+            image: "sha256:app".to_owned(),
+        },
         "2026-02-05T00:00:00Z",
     ));
     follower.next_update().await;
@@ -442,9 +443,9 @@ async fn events_sent_while_disconnected_arrive_after_the_reconnect() {
         reason: "connection refused".to_owned(),
     });
     engine.push_event(event(
-        EventScope::Image,
-        "untag",
-        "sha256:tool",
+        Use::ImageUntagged {
+            image: "sha256:tool".to_owned(),
+        },
         "2026-02-05T00:00:01Z",
     ));
 
@@ -535,9 +536,9 @@ async fn follow_stops_when_nobody_receives_updates() {
     let mut follower = Follower::open(&engine).await;
     follower.updates.close();
     engine.push_event(event(
-        EventScope::Image,
-        "tag",
-        "sha256:app",
+        Use::ImageTagged {
+            image: "sha256:app".to_owned(),
+        },
         "2026-02-06T00:00:00Z",
     ));
     tokio::time::timeout(Duration::from_secs(1), follower.task)
@@ -709,17 +710,14 @@ impl Engine for BreakingStream {
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
         self.inner.list_containers().await
     }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
     async fn image_details(
         &self,
         image_id: &str,
-    ) -> Result<imagegc::engine::ImageDetails, EngineError> {
+    ) -> Result<imagegc::engine::ImageFacts, EngineError> {
         self.inner.image_details(image_id).await
-    }
-    async fn disk_usage(
-        &self,
-        root_dir: &str,
-    ) -> Result<Option<imagegc::engine::DiskUsage>, EngineError> {
-        self.inner.disk_usage(root_dir).await
     }
     async fn remove_image(
         &self,

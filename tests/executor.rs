@@ -6,10 +6,12 @@ mod support;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use imagegc::engine::{Container, Engine, EngineError};
+use imagegc::engine::{Capabilities, Container, Engine, EngineError};
 use imagegc::execute::{execute, Report};
 use imagegc::fake::{self, FakeEngine, FakeImage};
+use imagegc::host::disk::{DiskProbe, FixedDisk};
 use imagegc::pass::{self, Memory, Mode, Outcome};
 use imagegc::plan::{plan, Plan, Removal};
 use imagegc::policy::Policy;
@@ -82,7 +84,8 @@ fn three_images() -> FakeEngine {
 }
 
 async fn snapshot_of<E: Engine>(engine: &E) -> Snapshot {
-    collect(engine, None, &mut DetailsCache::new(), &|_| {
+    let no_disk: Arc<dyn DiskProbe> = Arc::new(FixedDisk::new(None));
+    collect(engine, &no_disk, None, &mut DetailsCache::new(), &|_| {
         Tracked::default()
     })
     .await
@@ -141,6 +144,8 @@ async fn a_plan_runs_exactly_as_planned_in_order_and_reclaims_the_predicted_byte
     // with the protected image that shares it.
     assert_eq!(planned.reclaim_bytes, 250);
     assert_eq!(report.reclaimed_bytes, planned.reclaim_bytes);
+    // Counted from the layers the engine said it deleted.
+    assert!(report.reclaimed_exact);
     let per_removal: Vec<u64> = report.removed.iter().map(|r| r.reclaimed_bytes).collect();
     let predicted: Vec<u64> = planned.removals.iter().map(|r| r.reclaim_bytes).collect();
     assert_eq!(per_removal, predicted);
@@ -153,6 +158,60 @@ async fn a_plan_runs_exactly_as_planned_in_order_and_reclaims_the_predicted_byte
         sorted(engine.tags()),
         vec!["keep/os:2", "keep/tool:1", "web:1"]
     );
+}
+
+/// An engine whose removal answers list nothing deleted (as CRI's).
+fn silent_about_layers(engine: &FakeEngine) {
+    engine.set_capabilities(Capabilities {
+        reports_deleted_layers: false,
+        ..engine.capabilities()
+    });
+}
+
+#[tokio::test]
+async fn on_an_engine_that_reports_no_deleted_layers_the_reclaimed_bytes_are_the_ledgers_estimate_and_say_so(
+) {
+    let engine = stocked_engine();
+    silent_about_layers(&engine);
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(done_targets(&report), targets(&planned));
+    assert!(
+        report.removed.iter().all(|r| r.untagged.len() <= 1),
+        "the engine answered only untags: {:?}",
+        report.removed
+    );
+    assert_eq!(report.reclaimed_bytes, 250);
+    assert!(!report.reclaimed_exact, "an estimate must be marked");
+    let per_removal: Vec<u64> = report.removed.iter().map(|r| r.reclaimed_bytes).collect();
+    let predicted: Vec<u64> = planned.removals.iter().map(|r| r.reclaim_bytes).collect();
+    assert_eq!(per_removal, predicted);
+    // The deleted images come from the ledger too, so the state drops them.
+    assert_eq!(report.deleted_images(), 3);
+    assert_eq!(
+        sorted(engine.image_ids()),
+        vec!["sha256:pinned", "sha256:tool", "sha256:used"]
+    );
+}
+
+#[tokio::test]
+async fn the_estimate_counts_only_the_removals_the_engine_carried_out() {
+    let engine = three_images();
+    silent_about_layers(&engine);
+    let (snap, planned) = plan_for(&engine, &stale_policy()).await;
+    engine.fail_removal_of(
+        "b:1",
+        EngineError::Conflict("image is being used by running container 0123".into()),
+    );
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(done_targets(&report), vec!["a:1", "c:1"]);
+    assert_eq!(report.reclaimed_bytes, 400, "not b:1's 200 bytes");
+    assert!(!report.reclaimed_exact);
+    assert_eq!(report.deleted_images(), 2);
 }
 
 #[tokio::test]
@@ -438,14 +497,18 @@ async fn a_pass_reads_the_engines_disk_and_relieves_pressure_down_to_the_low_wat
     let engine = three_images();
     // 900 of 1000 bytes used: above 85 %; freeing a:1 (100) leaves 80 %,
     // freeing b:1 (200) too leaves 60 %, at or below 70 %.
-    engine.set_disk(Some(DiskUsage {
+    engine.set_capabilities(Capabilities {
+        root_dir_on_host: true,
+        ..engine.capabilities()
+    });
+    let disk = Arc::new(FixedDisk::new(Some(DiskUsage {
         total_bytes: 1000,
         used_bytes: 900,
-    }));
+    })));
     let p = policy(vec![rule("pressure")
         .disk(Threshold::Ratio(0.85), Threshold::Ratio(0.70))
         .build()]);
-    let mut memory = Memory::new(State::fresh(ago(DAY)));
+    let mut memory = Memory::new(State::fresh(ago(DAY))).with_disk_probe(disk);
     let outcome = pass::run(
         &engine,
         &p,
@@ -462,4 +525,35 @@ async fn a_pass_reads_the_engines_disk_and_relieves_pressure_down_to_the_low_wat
     let report = outcome.report.expect("executed");
     assert_eq!(report.reclaimed_bytes, 300);
     assert_eq!(engine.image_ids(), vec!["sha256:c"]);
+}
+
+#[tokio::test]
+async fn a_pass_on_an_engine_whose_root_dir_is_not_on_this_host_probes_no_disk() {
+    use imagegc::engine::DiskUsage;
+
+    let engine = three_images();
+    engine.set_capabilities(Capabilities {
+        root_dir_on_host: false,
+        ..engine.capabilities()
+    });
+    let disk = Arc::new(FixedDisk::new(Some(DiskUsage {
+        total_bytes: 1000,
+        used_bytes: 900,
+    })));
+    let mut memory = Memory::new(State::fresh(ago(DAY))).with_disk_probe(disk);
+    let outcome = pass::run(
+        &engine,
+        &dangling_policy(),
+        Some("/var/lib/docker"),
+        &mut memory,
+        Mode::Plan,
+        now(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("the fake engine answers");
+
+    assert_eq!(outcome.snapshot.disk, None);
+    // The snapshot carries what the engine declared, for the planner.
+    assert_eq!(outcome.snapshot.capabilities, engine.capabilities());
 }

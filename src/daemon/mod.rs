@@ -808,17 +808,14 @@ impl<E: Engine> Engine for Watched<'_, E> {
     ) -> Result<Vec<crate::engine::Container>, crate::engine::EngineError> {
         self.noted(self.inner.list_containers()).await
     }
+    fn capabilities(&self) -> crate::engine::Capabilities {
+        self.inner.capabilities()
+    }
     async fn image_details(
         &self,
         image_id: &str,
-    ) -> Result<crate::engine::ImageDetails, crate::engine::EngineError> {
+    ) -> Result<crate::engine::ImageFacts, crate::engine::EngineError> {
         self.noted(self.inner.image_details(image_id)).await
-    }
-    async fn disk_usage(
-        &self,
-        root_dir: &str,
-    ) -> Result<Option<crate::engine::DiskUsage>, crate::engine::EngineError> {
-        self.noted(self.inner.disk_usage(root_dir)).await
     }
     async fn remove_image(
         &self,

@@ -1,15 +1,26 @@
-//! The `Engine` trait and the domain types every other module speaks.
+//! The `Engine` trait and the engine-neutral types every other module speaks.
 //!
 //! This module owns the boundary between imagegc and a container engine: what
-//! an image, a container and a removal outcome look like, and which errors a
-//! caller can branch on. It knows nothing about the wire; `docker.rs`
-//! implements the trait over bollard, and tests implement it in memory.
+//! an image, a container, a use and a removal outcome look like, what an
+//! engine can and cannot do ([`Capabilities`]), and which errors a caller can
+//! branch on. It knows nothing about any engine's wire or quirks: each
+//! adapter ([`docker`] over bollard; `fake` in memory, for tests) turns its
+//! engine's answers into these types, computing image facts (sized layers,
+//! exactness) and event meanings ([`Use`]) its own way. The disk is not the
+//! engine's: [`crate::host::disk`] probes it where [`EngineInfo::root_dir`]
+//! says the engine keeps its data.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
 use futures_util::stream::BoxStream;
+
+pub mod docker;
+#[cfg(feature = "test-support")]
+pub mod fake;
+
+pub use crate::host::disk::DiskUsage;
 
 /// One image as the engine's image list reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,27 +40,85 @@ pub struct ImageSummary {
     pub labels: BTreeMap<String, String>,
 }
 
-/// One entry of an image's history, oldest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryEntry {
-    /// Bytes of the layer this step made (the layer store's diff size), 0 for
-    /// metadata-only steps.
+/// One layer of an image, identified by its chain ID.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Layer {
+    /// `sha256:<hex>` chain ID: the layer store's key, and what removal answers
+    /// list as `Deleted` on engines that report deleted layers.
+    pub chain_id: String,
+    /// The layer's own bytes (its diff size).
     pub size: u64,
-    /// The command that made the step; used only to tell empty steps from
-    /// zero-byte layers when the two cannot be told apart by count.
-    pub created_by: String,
 }
 
-/// What inspect and history say about one image. Immutable for a given image
-/// ID except `last_tag_time`, which only tag events change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageDetails {
-    /// `RootFS.Layers`: the diff IDs of the image's layers, bottom first.
-    pub diff_ids: Vec<String>,
-    /// The image history, oldest first.
-    pub history: Vec<HistoryEntry>,
-    /// When a reference was last put on the image (pull, tag, load), if ever.
+/// What the engine knows about one image beyond its list entry, as its
+/// adapter computes it. Immutable for a given image ID except
+/// `last_tag_time`, which only tag events change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// Sized layers, bottom first.
+    pub layers: Vec<Layer>,
+    /// False when the adapter could only guess some layer sizes (Docker: the
+    /// history could not be matched to the layers one to one); the byte
+    /// figures of such an image may then be off and are flagged.
+    pub sizes_exact: bool,
+    /// When a reference was last put on the image (pull, tag, load), if the
+    /// engine says; a last-used time.
     pub last_tag_time: Option<DateTime<Utc>>,
+}
+
+/// What an engine can and cannot do, where engines differ. The planner and
+/// the executor read these instead of assuming Docker 20.10, so that an
+/// engine which deletes whole images or reports no layers stays exact and
+/// safe. [`Capabilities::DOCKER_20_10`] is today's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[allow(clippy::struct_excessive_bools)] // independent yes/no facts, one each
+pub struct Capabilities {
+    /// Removing `repo:tag` removes only that reference; the image goes with
+    /// its last one. False for engines that delete the whole image whatever
+    /// reference names it (CRI's `RemoveImage`).
+    pub untags_single_reference: bool,
+    /// A removal's answer lists the layer chain IDs it deleted, so reclaimed
+    /// bytes can be counted from them; otherwise they are the prediction.
+    pub reports_deleted_layers: bool,
+    /// Images can have parent images (the classic builder's chains), which
+    /// hold their parents until they go.
+    pub has_parents: bool,
+    /// A removal also deletes the parents it leaves dangling (`podman rmi`).
+    /// imagegc asks Docker not to (`noprune`) and plans parents itself.
+    pub prunes_parents: bool,
+    /// The event stream reports image events (pull, tag, load, …), not only
+    /// container ones.
+    pub image_events: bool,
+    /// The engine keeps a build cache besides images.
+    pub build_cache: bool,
+    /// The engine refuses to remove an image a container uses (without
+    /// force), so a container created after the snapshot still protects it.
+    pub protects_in_use: bool,
+    /// The engine runs on this machine, so the filesystem at
+    /// [`EngineInfo::root_dir`] can be probed here; false for a remote one.
+    pub root_dir_on_host: bool,
+}
+
+impl Capabilities {
+    /// The Docker Engine 20.10 (API 1.41) on this machine, as imagegc drives
+    /// it: never forced, never pruning parents.
+    pub const DOCKER_20_10: Self = Self {
+        untags_single_reference: true,
+        reports_deleted_layers: true,
+        has_parents: true,
+        prunes_parents: false,
+        image_events: true,
+        build_cache: true,
+        protects_in_use: true,
+        root_dir_on_host: true,
+    };
+}
+
+impl Default for Capabilities {
+    /// [`Capabilities::DOCKER_20_10`].
+    fn default() -> Self {
+        Self::DOCKER_20_10
+    }
 }
 
 /// One container, in any state.
@@ -79,34 +148,6 @@ pub struct EngineInfo {
     pub root_dir: String,
 }
 
-/// Size and use of the filesystem holding the engine's root directory, as
-/// `df` counts them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DiskUsage {
-    /// The bytes `df`'s `Use%` is a share of: used plus available to
-    /// unprivileged users. The blocks reserved for root are left out, so
-    /// this is less than the filesystem's size.
-    pub total_bytes: u64,
-    /// Bytes in use (size minus free), as `df` counts them.
-    pub used_bytes: u64,
-}
-
-impl DiskUsage {
-    /// Bytes unprivileged users (dockerd's writes count as such once the
-    /// root reserve is gone) may still write: `df`'s `Avail`.
-    pub fn free_bytes(&self) -> u64 {
-        self.total_bytes.saturating_sub(self.used_bytes)
-    }
-
-    /// Fraction of the filesystem in use, 0.0 to 1.0: `df`'s `Use%`.
-    pub fn used_ratio(&self) -> f64 {
-        if self.total_bytes == 0 {
-            return 0.0;
-        }
-        self.used_bytes as f64 / self.total_bytes as f64
-    }
-}
-
 /// One line of the engine's answer to an image removal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteItem {
@@ -116,34 +157,71 @@ pub enum DeleteItem {
     Deleted(String),
 }
 
-/// What kind of object an [`EngineEvent`] is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventScope {
-    /// A container: `Actor.ID` is the container ID.
-    Container,
-    /// An image: `Actor.ID` is the image ID, or the reference for `pull`.
-    Image,
-    /// Anything else (networks, volumes, …); imagegc ignores these.
-    Other,
+/// A container an event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ContainerRef {
+    /// The container ID.
+    pub id: String,
+    /// The image as typed when the container was created (`app:1`, a short
+    /// ID), which may name another image by now; the fallback for naming
+    /// the image of a container that is gone.
+    pub image_as_typed: Option<String>,
+}
+
+/// What an engine event means for last-use tracking, mapped from the
+/// engine's own vocabulary by its adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Use {
+    /// A container was created: a use of its image.
+    ContainerCreated(ContainerRef),
+    /// A container started.
+    ContainerStarted(ContainerRef),
+    /// A container stopped (exited or was killed).
+    ContainerDied(ContainerRef),
+    /// A container was removed; its image ID must be known from before.
+    ContainerDestroyed(ContainerRef),
+    /// An image was pulled; `reference` is what was pulled
+    /// (`busybox:latest`), never an ID.
+    ImagePulled {
+        /// The reference pulled.
+        reference: String,
+    },
+    /// A reference was put on an image.
+    ImageTagged {
+        /// The image ID (or a name for it).
+        image: String,
+    },
+    /// A reference was taken off an image.
+    ImageUntagged {
+        /// The image ID (or a name for it).
+        image: String,
+    },
+    /// An image was loaded from an archive.
+    ImageLoaded {
+        /// The image ID (or a name for it).
+        image: String,
+    },
+    /// An image was imported from a root filesystem.
+    ImageImported {
+        /// The image ID (or a name for it).
+        image: String,
+    },
+    /// An image was deleted: no use, but an event all the same (it moves
+    /// the point the stream resumes from).
+    ImageDeleted {
+        /// The image ID.
+        image: String,
+    },
 }
 
 /// One engine event, reduced to what imagegc needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineEvent {
-    /// When the engine logged the event (`timeNano`); also the `since` to
-    /// resume from after the stream breaks.
+    /// When the engine logged the event; also the `since` to resume from
+    /// after the stream breaks.
     pub time: DateTime<Utc>,
-    /// The kind of object the event is about.
-    pub scope: EventScope,
-    /// The event name: `create`, `start`, `die`, `destroy`, `pull`, `tag`, …
-    pub action: String,
-    /// `Actor.ID`: a container ID, an image ID, or for `pull` the reference
-    /// pulled (`busybox:latest`).
-    pub actor_id: String,
-    /// `Actor.Attributes`: for containers `image` (the image as typed at
-    /// create time, not necessarily an ID) and `name`; for images `name`;
-    /// plus the object's labels.
-    pub attributes: BTreeMap<String, String>,
+    /// What happened.
+    pub what: Use,
 }
 
 /// The boxed stream [`Engine::events`] returns. It ends (`None`) when the
@@ -240,30 +318,28 @@ pub trait Engine: Send + Sync {
     /// Every container in every state.
     fn list_containers(&self) -> impl Future<Output = Result<Vec<Container>, EngineError>> + Send;
 
-    /// Inspect and history of one image.
+    /// What this engine can do where engines differ. Cheap: no round trip.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Sized layers, exactness and last tag time of one image, computed by
+    /// the adapter from whatever its engine reports.
     fn image_details(
         &self,
         image_id: &str,
-    ) -> impl Future<Output = Result<ImageDetails, EngineError>> + Send;
-
-    /// Size and use of the filesystem at `root_dir`, when the engine runs on
-    /// this machine; `Ok(None)` for a remote engine.
-    fn disk_usage(
-        &self,
-        root_dir: &str,
-    ) -> impl Future<Output = Result<Option<DiskUsage>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<ImageFacts, EngineError>> + Send;
 
     /// Remove one reference (`repo:tag`, `repo@digest`) or one image by ID.
-    /// Never forced; never prunes untagged parents (the planner decides those).
+    /// Never forced. What else goes with it (the whole image, pruned
+    /// parents) and what the answer lists are the engine's
+    /// [`Capabilities`].
     fn remove_image(
         &self,
         target: &str,
     ) -> impl Future<Output = Result<Vec<DeleteItem>, EngineError>> + Send;
 
-    /// Container and image events (container `create`, `start`, `die`,
-    /// `destroy`; image `pull`, `tag`, `untag`, `delete`, `load`, `import`),
-    /// replaying the engine's buffered events with a time at or after
-    /// `since`, then following live ones. The stream ends when the engine
+    /// Container and image events as [`Use`]s, replaying the engine's
+    /// buffered events with a time at or after `since`, then following live
+    /// ones. The stream ends when the engine
     /// closes it (an engine restart); a failure is an `Err` item, after which
     /// the stream is over.
     ///

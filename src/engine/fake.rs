@@ -1,11 +1,17 @@
-//! An in-memory [`Engine`] for tests and benchmarks.
+//! An in-memory [`Engine`] for tests and benchmarks (`test-support` feature:
+//! not in the release library).
 //!
 //! It behaves like the Docker Engine where imagegc depends on it: removing a
 //! tag untags, removing the last tag deletes the image unless a container or
 //! a child holds it, deleting an image releases the layers no other image
-//! uses and reports their chain IDs as `Deleted`. Failures can be scripted
-//! per target, and every method counts its calls so tests can assert, for
-//! example, that a second pass makes no inspect calls.
+//! uses and reports their chain IDs as `Deleted`. Its [`Capabilities`] are
+//! settable: with `reports_deleted_layers` off, its removal answers list no
+//! `Deleted` lines at all, as CRI's `RemoveImage` answers nothing. (The
+//! other capabilities are declared, for code that reads them; the removal
+//! semantics stay Docker's.) Unless told, it is not on this host
+//! (`root_dir_on_host` off), so no pass probes a disk for it. Failures can be
+//! scripted per target, and every method counts its calls so tests can
+//! assert, for example, that a second pass makes no inspect calls.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +20,10 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
-use crate::accounting::chain_ids;
+use crate::engine::docker::layers::chain_ids;
 use crate::engine::{
-    Container, ContainerTimes, DeleteItem, DiskUsage, Engine, EngineError, EngineEvent, EngineInfo,
-    EventStream, HistoryEntry, ImageDetails, ImageSummary,
+    Capabilities, Container, ContainerTimes, DeleteItem, Engine, EngineError, EngineEvent,
+    EngineInfo, EventStream, ImageFacts, ImageSummary, Layer,
 };
 
 /// How many of the newest events the fake replays to `events(since)`, as
@@ -33,11 +39,10 @@ pub struct FakeImage {
     pub layers: Vec<(String, u64)>,
 }
 
-#[derive(Default)]
 struct Inner {
+    capabilities: Capabilities,
     images: Vec<FakeImage>,
     containers: Vec<Container>,
-    disk: Option<DiskUsage>,
     fail_remove: HashMap<String, EngineError>,
     fail_all: Option<EngineError>,
     removals: Vec<String>,
@@ -62,6 +67,33 @@ struct Inner {
     racing_creates: HashMap<String, Container>,
     /// `LastTagTime` of images, by ID (none when absent, as after a load).
     last_tag_times: HashMap<String, DateTime<Utc>>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            capabilities: Capabilities {
+                root_dir_on_host: false,
+                ..Capabilities::DOCKER_20_10
+            },
+            images: Vec::new(),
+            containers: Vec::new(),
+            fail_remove: HashMap::new(),
+            fail_all: None,
+            removals: Vec::new(),
+            container_times: HashMap::new(),
+            event_log: Vec::new(),
+            event_streams: Vec::new(),
+            event_failures: VecDeque::new(),
+            event_requests: Vec::new(),
+            list_delay: std::time::Duration::ZERO,
+            remove_delay: std::time::Duration::ZERO,
+            remove_hook: None,
+            vanished: std::collections::HashSet::new(),
+            racing_creates: HashMap::new(),
+            last_tag_times: HashMap::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -143,9 +175,10 @@ impl FakeEngine {
         self.lock().containers.push(container);
     }
 
-    /// Set the disk usage `disk_usage` reports.
-    pub fn set_disk(&self, disk: Option<DiskUsage>) {
-        self.lock().disk = disk;
+    /// Declare these capabilities from now on (see the module doc for
+    /// which ones change the fake's behaviour).
+    pub fn set_capabilities(&self, capabilities: Capabilities) {
+        self.lock().capabilities = capabilities;
     }
 
     /// Make removals of `target` fail with `error`.
@@ -293,6 +326,10 @@ pub fn image(id: &str, tags: &[&str], created: DateTime<Utc>, layers: &[(&str, u
 }
 
 impl Engine for FakeEngine {
+    fn capabilities(&self) -> Capabilities {
+        self.lock().capabilities
+    }
+
     async fn info(&self) -> Result<EngineInfo, EngineError> {
         self.check()?;
         Ok(EngineInfo {
@@ -321,7 +358,8 @@ impl Engine for FakeEngine {
         Ok(self.lock().containers.clone())
     }
 
-    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
+    /// Exact sizes, as given: the fake knows each layer's bytes.
+    async fn image_details(&self, image_id: &str) -> Result<ImageFacts, EngineError> {
         self.calls.image_details.fetch_add(1, Ordering::Relaxed);
         self.check()?;
         let inner = self.lock();
@@ -330,23 +368,16 @@ impl Engine for FakeEngine {
             .iter()
             .find(|i| i.summary.id == image_id)
             .ok_or_else(|| EngineError::NotFound(format!("no such image: {image_id}")))?;
-        Ok(ImageDetails {
-            diff_ids: img.layers.iter().map(|(d, _)| d.clone()).collect(),
-            history: img
-                .layers
-                .iter()
-                .map(|(_, s)| HistoryEntry {
-                    size: *s,
-                    created_by: "fake layer".into(),
-                })
+        let diffs: Vec<String> = img.layers.iter().map(|(d, _)| d.clone()).collect();
+        Ok(ImageFacts {
+            layers: chain_ids(&diffs)
+                .into_iter()
+                .zip(img.layers.iter().map(|(_, size)| *size))
+                .map(|(chain_id, size)| Layer { chain_id, size })
                 .collect(),
+            sizes_exact: true,
             last_tag_time: inner.last_tag_times.get(image_id).copied(),
         })
-    }
-
-    async fn disk_usage(&self, _root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
-        self.check()?;
-        Ok(self.lock().disk)
     }
 
     async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
@@ -423,6 +454,9 @@ impl Engine for FakeEngine {
             if !still_used.contains(&chain) {
                 items.push(DeleteItem::Deleted(chain));
             }
+        }
+        if !inner.capabilities.reports_deleted_layers {
+            items.retain(|item| !matches!(item, DeleteItem::Deleted(_)));
         }
         Ok(items)
     }

@@ -1,17 +1,17 @@
 //! [`Engine`] over the Docker Engine API, through bollard.
 //!
 //! This is the only module that knows the wire: it imports bollard and hyper,
-//! turns the engine's answers into the domain types of [`crate::engine`], and
-//! maps transport and HTTP failures onto [`EngineError`]. It also owns the
-//! things bollard cannot do for us: `statvfs` of the engine's root directory
-//! (a local fact, not an API call), `GET /system/df`, whose bollard model has
-//! the API 1.52 shape and reads an older engine's answer as all `None`, and
-//! the bounds on every call.
+//! turns the engine's answers into the engine-neutral types of
+//! [`crate::engine`] (image facts in [`layers`], events as
+//! [`Use`](crate::engine::Use)s in `events.rs`), declares what Docker can do
+//! ([`Capabilities`]), and maps transport and HTTP failures onto
+//! [`EngineError`]. It also owns what bollard cannot do for us: the bounds on
+//! every call.
 //!
 //! Every call is bounded twice. A deadline covers the whole exchange
 //! (connect, headers and body; bollard's own timeout stops at the headers),
 //! [`DEFAULT_CALL_TIMEOUT`] unless `IMAGEGC_ENGINE_TIMEOUT` says otherwise.
-//! And the bytes read are capped per call ([`answer_limit`]): bollard reads
+//! And the bytes read are capped per call (`answer_limit`): bollard reads
 //! whole answers into memory, so each call goes over a connection of its own
 //! whose reader fails past the cap. The event stream is the exception to
 //! both: it is endless by design, and `events.rs` watches it for silence.
@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{
     EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
@@ -35,13 +34,18 @@ use bollard::query_parameters::{
 use bollard::BollardRequest;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{
-    Container, ContainerTimes, DeleteItem, DiskUsage, Engine, EngineError, EngineEvent, EngineInfo,
-    EventScope, EventStream, HistoryEntry, ImageDetails, ImageSummary,
+    Capabilities, Container, ContainerTimes, DeleteItem, Engine, EngineError, EngineInfo,
+    EventStream, ImageFacts, ImageSummary,
 };
+
+mod events;
+pub mod layers;
+
+use layers::{HistoryEntry, ImageDetails};
 
 /// Where dockerd listens when neither `--engine` nor `DOCKER_HOST` says otherwise.
 const DEFAULT_ADDRESS: &str = "unix:///var/run/docker.sock";
@@ -69,12 +73,6 @@ pub const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 const NONE_TAG: &str = "<none>:<none>";
 const NONE_DIGEST: &str = "<none>@<none>";
 
-/// The container events that are uses of the container's image.
-const CONTAINER_ACTIONS: [&str; 4] = ["create", "start", "die", "destroy"];
-
-/// The image events that put a reference on an image or take one away.
-const IMAGE_ACTIONS: [&str; 6] = ["pull", "tag", "untag", "delete", "load", "import"];
-
 /// A connection to one Docker Engine. Cheap to clone: clones share the
 /// underlying HTTP client.
 #[derive(Debug, Clone)]
@@ -84,8 +82,8 @@ pub struct Docker {
     /// The engine's address as a URL (`unix:///var/run/docker.sock`,
     /// `tcp://host:2375`), named in every connection error.
     address: String,
-    /// How to reach the engine without bollard (for `/system/df`), and whether
-    /// it runs on this machine (only then is its root directory ours to stat).
+    /// How to reach the engine, and whether it runs on this machine (only
+    /// then is its root directory on this host's disk).
     endpoint: Endpoint,
     /// The deadline of every call but the event stream.
     call_timeout: Duration,
@@ -188,21 +186,6 @@ impl Docker {
         self.call_timeout
     }
 
-    /// The engine's own figure for the bytes of all image layers
-    /// (`LayersSize` of `GET /system/df`), to check exact accounting against.
-    pub async fn layers_size(&self) -> Result<u64, EngineError> {
-        let body = self.raw_get("/system/df").await?;
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-            EngineError::Other(format!("cannot parse the answer to GET /system/df: {e}"))
-        })?;
-        layers_size_of(&value).ok_or_else(|| {
-            EngineError::Other(
-                "the answer to GET /system/df has neither LayersSize nor ImageUsage.TotalSize"
-                    .to_owned(),
-            )
-        })
-    }
-
     /// Maps a bollard error for this engine.
     fn err(&self, e: &BollardError) -> EngineError {
         map_error(&self.address, e)
@@ -244,50 +227,6 @@ impl Docker {
                     humantime::format_duration(self.call_timeout)
                 ))))
             }
-        }
-    }
-
-    /// `GET path` over a fresh connection, HTTP/1.0 so the answer is neither
-    /// chunked nor kept alive; returns the body of a 2xx answer.
-    async fn raw_get(&self, path: &str) -> Result<Vec<u8>, EngineError> {
-        let what = format!("GET {path}");
-        let unavailable = |reason: String| EngineError::Unavailable {
-            address: self.address.clone(),
-            reason,
-        };
-        let limit = answer_limit(path).unwrap_or(MAX_ANSWER_BYTES);
-        let exchange = async {
-            let raw = match &self.endpoint {
-                Endpoint::Unix(socket) => match tokio::net::UnixStream::connect(socket).await {
-                    Ok(stream) => http_get(stream, "localhost", path, limit).await,
-                    Err(e) => Err(e),
-                },
-                Endpoint::Tcp(authority) => {
-                    match tokio::net::TcpStream::connect(authority.as_str()).await {
-                        Ok(stream) => http_get(stream, authority, path, limit).await,
-                        Err(e) => Err(e),
-                    }
-                }
-            };
-            raw.map_err(|e| {
-                if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    EngineError::PermissionDenied {
-                        address: self.address.clone(),
-                    }
-                } else if let Some(too_large) = too_large(&e) {
-                    too_large.into_error(&self.address)
-                } else {
-                    unavailable(format!("{what}: {e}"))
-                }
-            })
-        };
-        let raw = self.bounded(&what, exchange).await?;
-        let (status, body) =
-            split_http_response(&raw).map_err(|reason| unavailable(format!("{what}: {reason}")))?;
-        if (200..300).contains(&status) {
-            Ok(body)
-        } else {
-            Err(status_error(status, server_message(&body)))
         }
     }
 }
@@ -539,6 +478,13 @@ fn excerpt(text: &str) -> String {
 }
 
 impl Engine for Docker {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            root_dir_on_host: matches!(self.endpoint, Endpoint::Unix(_)),
+            ..Capabilities::DOCKER_20_10
+        }
+    }
+
     async fn info(&self) -> Result<EngineInfo, EngineError> {
         let (version, info) = self
             .call(
@@ -607,7 +553,7 @@ impl Engine for Docker {
             .collect())
     }
 
-    async fn image_details(&self, image_id: &str) -> Result<ImageDetails, EngineError> {
+    async fn image_details(&self, image_id: &str) -> Result<ImageFacts, EngineError> {
         let (inspect, history) = self
             .call(
                 &format!("GET /images/{image_id}/json and /history"),
@@ -621,7 +567,7 @@ impl Engine for Docker {
             .metadata
             .and_then(|m| m.last_tag_time)
             .and_then(|t| parse_engine_time(&t));
-        Ok(ImageDetails {
+        Ok(layers::image_facts(&ImageDetails {
             diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
             // The engine lists history newest first.
             history: history
@@ -633,39 +579,7 @@ impl Engine for Docker {
                 })
                 .collect(),
             last_tag_time,
-        })
-    }
-
-    async fn disk_usage(&self, root_dir: &str) -> Result<Option<DiskUsage>, EngineError> {
-        if !matches!(self.endpoint, Endpoint::Unix(_)) {
-            return Ok(None);
-        }
-        let path = root_dir.to_owned();
-        let task = tokio::task::spawn_blocking(move || nix::sys::statvfs::statvfs(path.as_str()));
-        // A hung filesystem (a dead NFS mount) must not hang the pass: the
-        // blocking thread is left behind and the disk counts as unknown.
-        let Ok(stat) = tokio::time::timeout(self.call_timeout, task).await else {
-            tracing::warn!(
-                root_dir,
-                "statvfs of the engine root directory did not return in time"
-            );
-            return Ok(None);
-        };
-        let stat = stat.map_err(|e| EngineError::Other(format!("statvfs task failed: {e}")))?;
-        match stat {
-            // The counts are narrower than u64 on 32-bit targets.
-            #[allow(clippy::useless_conversion)]
-            Ok(s) => Ok(Some(df_usage(
-                s.blocks().into(),
-                s.blocks_free().into(),
-                s.blocks_available().into(),
-                s.fragment_size().into(),
-            ))),
-            Err(errno) => {
-                tracing::debug!(root_dir, error = %errno, "cannot statvfs the engine root directory");
-                Ok(None)
-            }
-        }
+        }))
     }
 
     async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
@@ -695,25 +609,24 @@ impl Engine for Docker {
     fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
         let filters = std::collections::HashMap::from([
             ("type", vec!["container", "image"]),
-            (
-                "event",
-                CONTAINER_ACTIONS
-                    .iter()
-                    .chain(IMAGE_ACTIONS.iter())
-                    .copied()
-                    .collect(),
-            ),
+            ("event", events::FILTER_ACTIONS.to_vec()),
         ]);
         let mut options = EventsOptionsBuilder::new().filters(&filters);
         if let Some(since) = since {
-            options = options.since(&since_param(since));
+            options = options.since(&events::since_param(since));
         }
         // bollard's stream holds its own handle on the transport, so it
         // outlives `self` (the compiler checks the `'static`).
         let address = self.address.clone();
         self.client
             .events(Some(options.build()))
-            .map(move |item| item.map(engine_event).map_err(|e| map_error(&address, &e)))
+            .filter_map(move |item| {
+                let mapped = match item {
+                    Ok(message) => events::engine_event(message).map(Ok),
+                    Err(e) => Some(Err(map_error(&address, &e))),
+                };
+                std::future::ready(mapped)
+            })
             .boxed()
     }
 
@@ -756,37 +669,6 @@ impl Engine for Docker {
                 "the inspect answer for {reference} has no image ID"
             ))
         })
-    }
-}
-
-/// The `since` query value for `GET /events`: Unix seconds with nanoseconds,
-/// the engine's own `timeNano` precision.
-fn since_param(time: DateTime<Utc>) -> String {
-    format!("{}.{:09}", time.timestamp(), time.timestamp_subsec_nanos())
-}
-
-/// An engine event in the domain shape. The time comes from `timeNano`
-/// (`time`, whole seconds, on engines that leave it out).
-fn engine_event(message: EventMessage) -> EngineEvent {
-    let time = message
-        .time_nano
-        .map(DateTime::from_timestamp_nanos)
-        .or_else(|| message.time.and_then(from_unix_seconds))
-        // Every engine since API 1.22 sends both; a missing time must not
-        // move `since` backwards, so "now" is the safe stand-in.
-        .unwrap_or_else(Utc::now);
-    let scope = match message.typ {
-        Some(EventMessageTypeEnum::CONTAINER) => EventScope::Container,
-        Some(EventMessageTypeEnum::IMAGE) => EventScope::Image,
-        _ => EventScope::Other,
-    };
-    let actor = message.actor.unwrap_or_default();
-    EngineEvent {
-        time,
-        scope,
-        action: message.action.unwrap_or_default(),
-        actor_id: actor.id.unwrap_or_default(),
-        attributes: actor.attributes.unwrap_or_default().into_iter().collect(),
     }
 }
 
@@ -966,110 +848,6 @@ fn parse_engine_time(text: &str) -> Option<DateTime<Utc>> {
     (time > DateTime::UNIX_EPOCH).then_some(time)
 }
 
-/// Filesystem use the way `df` counts it: used is total minus free, and the
-/// size a percentage is taken of is used plus what unprivileged users may
-/// still write (`f_bavail`), leaving out the blocks reserved for root.
-fn df_usage(blocks: u64, blocks_free: u64, blocks_available: u64, fragment_size: u64) -> DiskUsage {
-    let used = blocks
-        .saturating_sub(blocks_free)
-        .saturating_mul(fragment_size);
-    let available = blocks_available.saturating_mul(fragment_size);
-    DiskUsage {
-        total_bytes: used.saturating_add(available),
-        used_bytes: used,
-    }
-}
-
-/// `LayersSize` from a `/system/df` answer; API 1.52+ engines report the same
-/// figure as `ImageUsage.TotalSize` instead.
-fn layers_size_of(df: &serde_json::Value) -> Option<u64> {
-    df.get("LayersSize")
-        .or_else(|| df.pointer("/ImageUsage/TotalSize"))
-        .and_then(serde_json::Value::as_u64)
-}
-
-/// The `message` of an engine error body, or the body itself.
-fn server_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned())
-}
-
-/// Sends an HTTP/1.0 GET and reads the whole answer; more than `limit`
-/// bytes is an [`AnswerTooLarge`] error.
-async fn http_get<S>(stream: S, host: &str, path: &str, limit: u64) -> std::io::Result<Vec<u8>>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut stream = Capped::new(stream, Some(limit), path.to_owned());
-    let request =
-        format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nAccept: application/json\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    stream.flush().await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    Ok(raw)
-}
-
-/// Splits a raw HTTP/1.x answer into its status code and body, undoing a
-/// chunked transfer encoding should the server use one.
-fn split_http_response(raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let header_end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no end of headers")?;
-    let head = std::str::from_utf8(&raw[..header_end])
-        .map_err(|_| "the answer's headers are not UTF-8")?;
-    let body = &raw[header_end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/"))
-        .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("transfer-encoding")
-                && value.trim().eq_ignore_ascii_case("chunked")
-        })
-    });
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_vec()
-    };
-    Ok((status, body))
-}
-
-/// Decodes a chunked HTTP body.
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("truncated chunked body")?;
-        let size_text = std::str::from_utf8(&rest[..line_end])
-            .map_err(|_| "bad chunk size")?
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-        rest = &rest[line_end + 2..];
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = rest.get(..size).ok_or("truncated chunk")?;
-        body.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).ok_or("truncated chunk")?;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1214,76 +992,6 @@ mod tests {
     }
 
     #[test]
-    fn since_is_sent_in_unix_seconds_with_nanoseconds() {
-        let time = DateTime::from_timestamp_nanos(1_795_827_421_005_985_018);
-        assert_eq!(since_param(time), "1795827421.005985018");
-        let whole = DateTime::from_timestamp_nanos(1_795_827_421_000_000_000);
-        assert_eq!(since_param(whole), "1795827421.000000000");
-    }
-
-    #[test]
-    fn container_events_of_engine_20_10_carry_the_image_as_typed() {
-        // As `docker events` printed it on 20.10.24 (legacy fields included).
-        let line = r#"{"status":"create","id":"f7c1","from":"app:1","Type":"container",
-            "Action":"create","Actor":{"ID":"f7c1","Attributes":{"image":"app:1",
-            "name":"bold_ritchie"}},"scope":"local","time":1795827421,
-            "timeNano":1795827421123328827}"#;
-        let message: EventMessage = serde_json::from_str(line).unwrap_or_default();
-        let event = engine_event(message);
-        assert_eq!(event.scope, EventScope::Container);
-        assert_eq!(event.action, "create");
-        assert_eq!(event.actor_id, "f7c1");
-        assert_eq!(
-            event.attributes.get("image").map(String::as_str),
-            Some("app:1")
-        );
-        assert_eq!(
-            event.time.timestamp_nanos_opt(),
-            Some(1_795_827_421_123_328_827)
-        );
-    }
-
-    #[test]
-    fn untag_events_of_engine_20_10_carry_the_image_id_as_actor_and_name() {
-        let line = r#"{"status":"untag","id":"sha256:0d24","Type":"image","Action":"untag",
-            "Actor":{"ID":"sha256:0d24","Attributes":{"name":"sha256:0d24"}},
-            "scope":"local","time":1795827421,"timeNano":1795827421087881993}"#;
-        let message: EventMessage = serde_json::from_str(line).unwrap_or_default();
-        let event = engine_event(message);
-        assert_eq!(event.scope, EventScope::Image);
-        assert_eq!(event.action, "untag");
-        assert_eq!(event.actor_id, "sha256:0d24");
-        assert_eq!(
-            event.attributes.get("name").map(String::as_str),
-            Some("sha256:0d24")
-        );
-    }
-
-    #[test]
-    fn events_without_nanoseconds_fall_back_to_whole_seconds() {
-        let message = EventMessage {
-            typ: Some(EventMessageTypeEnum::NETWORK),
-            time: Some(1_795_827_421),
-            ..EventMessage::default()
-        };
-        let event = engine_event(message);
-        assert_eq!(event.scope, EventScope::Other);
-        assert_eq!(event.time.timestamp(), 1_795_827_421);
-    }
-
-    #[test]
-    fn disk_usage_counts_like_df() {
-        // 1000 blocks, 250 free of which 200 are available to unprivileged
-        // users (50 reserved for root): df says 750 used, 200 available,
-        // Use% = 750 / 950 = 79%, not 750 / 1000.
-        let usage = df_usage(1000, 250, 200, 4096);
-        assert_eq!(usage.used_bytes, 750 * 4096);
-        assert_eq!(usage.total_bytes, 950 * 4096);
-        assert_eq!(usage.free_bytes(), 200 * 4096);
-        assert!((usage.used_ratio() - 750.0 / 950.0).abs() < 1e-12);
-    }
-
-    #[test]
     fn list_answers_get_the_large_cap_the_event_stream_none_and_the_rest_the_small_one() {
         for path in [
             "/images/json",
@@ -1338,34 +1046,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains('…') && !text.contains('\n'), "{text}");
-    }
-
-    #[test]
-    fn layers_size_is_read_from_old_and_new_df_shapes() {
-        let old = serde_json::json!({"LayersSize": 1234, "Images": []});
-        assert_eq!(layers_size_of(&old), Some(1234));
-        let new = serde_json::json!({"ImageUsage": {"TotalSize": 99}});
-        assert_eq!(layers_size_of(&new), Some(99));
-        assert_eq!(layers_size_of(&serde_json::json!({})), None);
-    }
-
-    #[test]
-    fn raw_answers_are_split_into_status_and_body() {
-        let plain = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"LayersSize\":0}";
-        assert_eq!(
-            split_http_response(plain),
-            Ok((200, b"{\"LayersSize\":0}".to_vec()))
-        );
-        let chunked =
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3\r\n:1}\r\n0\r\n\r\n";
-        assert_eq!(
-            split_http_response(chunked),
-            Ok((200, b"{\"a\":1}".to_vec()))
-        );
-        let error = b"HTTP/1.0 404 Not Found\r\n\r\n{\"message\":\"page not found\"}";
-        let (status, body) = split_http_response(error).unwrap_or_default();
-        assert_eq!(status, 404);
-        assert_eq!(server_message(&body), "page not found");
-        assert!(split_http_response(b"garbage").is_err());
     }
 }

@@ -1,0 +1,177 @@
+//! Size and use of a filesystem on this machine, for disk-pressure policies.
+//!
+//! The disk is a host fact, not an engine call: the engine only says where
+//! it keeps its data ([`crate::engine::EngineInfo::root_dir`]), and a
+//! [`DiskProbe`] measures the filesystem there. [`Statvfs`] is the real one
+//! (the only user of `nix`); tests swap in a `FixedDisk`
+//! (`test-support` feature). A probe is blocking by design (statvfs of a
+//! dead NFS mount hangs), so [`usage_of`] runs it on a blocking thread under
+//! a deadline and reports an unknown disk rather than a hung pass.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Size and use of the filesystem holding the engine's root directory, as
+/// `df` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The bytes `df`'s `Use%` is a share of: used plus available to
+    /// unprivileged users. The blocks reserved for root are left out, so
+    /// this is less than the filesystem's size.
+    pub total_bytes: u64,
+    /// Bytes in use (size minus free), as `df` counts them.
+    pub used_bytes: u64,
+}
+
+impl DiskUsage {
+    /// Bytes unprivileged users (dockerd's writes count as such once the
+    /// root reserve is gone) may still write: `df`'s `Avail`.
+    pub fn free_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.used_bytes)
+    }
+
+    /// Fraction of the filesystem in use, 0.0 to 1.0: `df`'s `Use%`.
+    pub fn used_ratio(&self) -> f64 {
+        if self.total_bytes == 0 {
+            return 0.0;
+        }
+        self.used_bytes as f64 / self.total_bytes as f64
+    }
+}
+
+/// How long [`usage_of`] waits for a probe before counting the disk as
+/// unknown: as long as one engine call may take by default.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Measures the filesystem holding a path. Blocking; call it through
+/// [`usage_of`].
+pub trait DiskProbe: Send + Sync + std::fmt::Debug {
+    /// Size and use of the filesystem holding `path`.
+    fn usage(&self, path: &Path) -> std::io::Result<DiskUsage>;
+}
+
+/// The real probe: `statvfs(2)`, counted the way `df` counts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Statvfs;
+
+impl DiskProbe for Statvfs {
+    fn usage(&self, path: &Path) -> std::io::Result<DiskUsage> {
+        let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+        // The counts are narrower than u64 on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        Ok(df_usage(
+            s.blocks().into(),
+            s.blocks_free().into(),
+            s.blocks_available().into(),
+            s.fragment_size().into(),
+        ))
+    }
+}
+
+/// The disk at `path` through `probe`, on a blocking thread under
+/// [`PROBE_TIMEOUT`]; `None` (logged) when it fails or does not return in
+/// time. A hung probe's thread is left behind: the pass must not hang.
+pub async fn usage_of(probe: &Arc<dyn DiskProbe>, path: &str) -> Option<DiskUsage> {
+    let task = {
+        let probe = Arc::clone(probe);
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || probe.usage(Path::new(&path)))
+    };
+    let Ok(joined) = tokio::time::timeout(PROBE_TIMEOUT, task).await else {
+        tracing::warn!(
+            root_dir = path,
+            "statvfs of the engine root directory did not return in time"
+        );
+        return None;
+    };
+    match joined {
+        Ok(Ok(usage)) => Some(usage),
+        Ok(Err(error)) => {
+            tracing::debug!(root_dir = path, %error, "cannot statvfs the engine root directory");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "cannot read disk usage of the engine's root dir");
+            None
+        }
+    }
+}
+
+/// Filesystem use the way `df` counts it: used is total minus free, and the
+/// size a percentage is taken of is used plus what unprivileged users may
+/// still write (`f_bavail`), leaving out the blocks reserved for root.
+pub fn df_usage(
+    blocks: u64,
+    blocks_free: u64,
+    blocks_available: u64,
+    fragment_size: u64,
+) -> DiskUsage {
+    let used = blocks
+        .saturating_sub(blocks_free)
+        .saturating_mul(fragment_size);
+    let available = blocks_available.saturating_mul(fragment_size);
+    DiskUsage {
+        total_bytes: used.saturating_add(available),
+        used_bytes: used,
+    }
+}
+
+/// A probe for tests: reports what it was given, whatever the path
+/// (`None`: the filesystem cannot be read).
+#[cfg(feature = "test-support")]
+#[derive(Debug, Default)]
+pub struct FixedDisk {
+    usage: std::sync::Mutex<Option<DiskUsage>>,
+}
+
+#[cfg(feature = "test-support")]
+impl FixedDisk {
+    /// A probe that reports `usage`.
+    pub fn new(usage: Option<DiskUsage>) -> Self {
+        Self {
+            usage: std::sync::Mutex::new(usage),
+        }
+    }
+
+    /// Report `usage` from now on.
+    pub fn set(&self, usage: Option<DiskUsage>) {
+        *self
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = usage;
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl DiskProbe for FixedDisk {
+    fn usage(&self, _path: &Path) -> std::io::Result<DiskUsage> {
+        self.usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .ok_or_else(|| std::io::Error::other("the fixed disk has no usage set"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_usage_counts_like_df() {
+        // 1000 blocks, 250 free of which 200 are available to unprivileged
+        // users (50 reserved for root): df says 750 used, 200 available,
+        // Use% = 750 / 950 = 79%, not 750 / 1000.
+        let usage = df_usage(1000, 250, 200, 4096);
+        assert_eq!(usage.used_bytes, 750 * 4096);
+        assert_eq!(usage.total_bytes, 950 * 4096);
+        assert_eq!(usage.free_bytes(), 200 * 4096);
+        assert!((usage.used_ratio() - 750.0 / 950.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn statvfs_of_the_root_filesystem_reports_a_used_share_below_one() {
+        let usage = Statvfs.usage(Path::new("/")).expect("statvfs /");
+        assert!(usage.total_bytes > 0 && usage.used_bytes <= usage.total_bytes);
+    }
+}
