@@ -421,6 +421,109 @@ mod tests {
         fields
     }
 
+    /// Stage 1 over `text`: its errors as `key: message`.
+    fn errors_of(text: &str, top: &'static Section) -> Vec<String> {
+        let (document, syntax) = DeTable::parse_recoverable(text);
+        assert!(syntax.is_empty(), "{syntax:?}");
+        let mut checker = Checker::new(text, "t");
+        let mut reader = Reader {
+            checker: &mut checker,
+            entries: Vec::new(),
+            written: Vec::new(),
+        };
+        let span = document.span();
+        reader.table("", document.into_inner(), &span, top, false);
+        let errors = checker.finish();
+        errors
+            .into_iter()
+            .map(|e| format!("{}: {}", e.key, e.message))
+            .collect()
+    }
+
+    #[test]
+    fn numbers_no_type_can_hold_are_reported_as_toml_reports_them() {
+        let said = errors_of(
+            "schedule = 1e999
+timezone = nan
+engine = 9223372036854775808
+             [safety]
+max_removals_per_run = 170141183460469231731687303715884105728
+             protect = [\"a\", 999999999999999999999999999999999999999999]\n",
+            &TOP,
+        );
+        assert_eq!(
+            said,
+            [
+                "schedule: floating-point number overflowed",
+                "timezone: expected an IANA time zone name string, like \"UTC\" or \
+                 \"Europe/Berlin\", found the number nan",
+                "engine: expected an engine address string, like \
+                 \"unix:///var/run/docker.sock\", found the integer 9223372036854775808",
+                "safety.max_removals_per_run: expected a positive integer, like 500, found the \
+                 integer 170141183460469231731687303715884105728 (too large)",
+                "safety.protect[1]: integer number overflowed",
+            ]
+        );
+    }
+
+    /// A section that is not in the policy file yet, to show that stage 1
+    /// needs nothing but its entry in a schema.
+    static CACHE: Section = Section {
+        name: "build_cache",
+        place: "in a [[build_cache]] table",
+        noun: "build-cache rule",
+        required: None,
+        columns: &[],
+        keys: &[
+            Key {
+                name: "unused_for",
+                kind: Kind::String,
+                expected: "a duration string, like \"7d\"",
+                doc: crate::config::schema::Doc::WithPrevious,
+            },
+            Key {
+                name: "keep_storage",
+                kind: Kind::String,
+                expected: "a size string, like \"20GiB\"",
+                doc: crate::config::schema::Doc::WithPrevious,
+            },
+        ],
+    };
+
+    static WITH_CACHE: Section = Section {
+        name: "",
+        place: "at the top level",
+        noun: "",
+        required: None,
+        columns: &[],
+        keys: &[Key {
+            name: "build_cache",
+            kind: Kind::Tables(&CACHE),
+            expected: "",
+            doc: crate::config::schema::Doc::Section,
+        }],
+    };
+
+    #[test]
+    fn a_new_section_in_the_schema_gets_unknown_keys_hints_and_kind_errors_without_more_code() {
+        let said = errors_of(
+            "[[build_cache]]\nunused_fr = \"1d\"\nkeep_storage = 5\n[[build_cache]]\n\
+             keep_storage = \"1GiB\"\n\
+             [build_cache.x]\n",
+            &WITH_CACHE,
+        );
+        assert_eq!(
+            said,
+            [
+                "build_cache[0].unused_fr: unknown key `unused_fr`, expected `unused_for` or \
+                 `keep_storage`; did you mean `unused_for`?",
+                "build_cache[0].keep_storage: expected a size string, like \"20GiB\", found \
+                 the integer 5",
+                "build_cache[1].x: unknown key `x`, expected `unused_for` or `keep_storage`",
+            ]
+        );
+    }
+
     #[test]
     fn the_raw_structs_have_exactly_the_keys_of_the_schema_in_its_order() {
         let pairs: [(&Section, &[&str]); 5] = [
