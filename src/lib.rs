@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //! - [`config`]: policy file (raw TOML) → validated [`policy::Policy`], with
-//!   `file:line:column` errors.
+//!   `file:line:column` errors; stages around one table of keys
+//!   ([`config::schema`]).
 //! - [`policy`]: the validated policy types the rest of the crate reads.
 //! - [`schedule`]: crontab expression → next fire time (pure).
 //! - [`engine`]: the [`engine::Engine`] trait, its [`engine::Capabilities`]
