@@ -248,7 +248,7 @@ async fn connect_once(
 ) -> Option<(Docker, EngineInfo)> {
     let connected = tokio::select! {
         connected = async {
-            let engine = Docker::connect_with(Some(&spec.address), interrupt.clone()).await?;
+            let engine = Docker::connect_with(&spec.address, interrupt.clone()).await?;
             let info = engine.info().await?;
             Ok::<_, EngineError>((engine, info))
         } => connected,
@@ -335,7 +335,7 @@ async fn run_daemon(
     let address = spec.address.clone();
     let connect = move || {
         let address = address.clone();
-        async move { Docker::connect(Some(&address)).await }
+        async move { Docker::connect(&address).await }
     };
     daemon::serve(
         wiring,

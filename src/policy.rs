@@ -1,6 +1,6 @@
 //! Validated policy: the only configuration type the planner and daemon see.
 //!
-//! `config.rs` turns a policy file into these types; everything here has
+//! `config` (`src/config/`) turns a policy file into these types; everything here has
 //! already been checked (durations parsed, globs compiled, watermarks ordered),
 //! so consumers never re-validate.
 

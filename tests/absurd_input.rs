@@ -223,7 +223,7 @@ async fn an_image_the_engine_lists_with_an_impossible_created_time_is_left_out_a
         listed("sha256:also-good", 0),
     ]))
     .await;
-    let engine = imagegc::docker::Docker::connect(Some(&address))
+    let engine = imagegc::docker::Docker::connect(&address)
         .await
         .expect("connect to the stand-in engine");
     let log = Log::default();

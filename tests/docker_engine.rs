@@ -26,7 +26,7 @@ fn address() -> String {
 
 async fn engine() -> Docker {
     let address = address();
-    match Docker::connect(Some(&address)).await {
+    match Docker::connect(&address).await {
         Ok(docker) => docker,
         Err(e) => panic!("these tests need the Docker Engine at {address}: {e}"),
     }
@@ -360,7 +360,7 @@ async fn an_image_used_by_a_created_container_is_a_conflict_until_the_container_
 
 #[tokio::test]
 async fn a_missing_socket_is_unavailable_and_the_message_names_it() {
-    let err = Docker::connect(Some("unix:///nonexistent.sock"))
+    let err = Docker::connect("unix:///nonexistent.sock")
         .await
         .expect_err("no engine there");
     assert!(
@@ -381,16 +381,14 @@ async fn a_socket_nobody_listens_on_is_unavailable() {
     drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
     let address = path_str(&path).to_owned();
 
-    let err = Docker::connect(Some(&address))
-        .await
-        .expect_err("nobody listens");
+    let err = Docker::connect(&address).await.expect_err("nobody listens");
     assert!(err.is_unreachable(), "{err:?}");
     assert!(err.to_string().contains(&address), "{err}");
 }
 
 #[tokio::test]
 async fn a_tcp_address_nobody_listens_on_is_unavailable() {
-    let err = Docker::connect(Some("tcp://127.0.0.1:1"))
+    let err = Docker::connect("tcp://127.0.0.1:1")
         .await
         .expect_err("nobody listens");
     assert!(matches!(&err, EngineError::Unavailable { .. }), "{err:?}");

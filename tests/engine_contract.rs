@@ -142,7 +142,7 @@ async fn the_docker_engine_behaves_as_it_declares() {
     let second = lab.reference("contract", "2");
     let loaded = lab.load_image(&common::ImageSpec::new().tag(first.clone()));
     lab.tag(&loaded.id, &second);
-    let docker = imagegc::docker::Docker::connect(None)
+    let docker = imagegc::docker::Docker::connect(&common::engine_address())
         .await
         .expect("these tests need the Docker Engine");
     let subject = Subject {

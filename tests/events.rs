@@ -604,7 +604,7 @@ async fn follow_reports_a_container_created_on_the_real_engine() {
     let lab = common::Lab::new();
     let loaded = lab.load_image(&common::ImageSpec::new().tag(lab.reference("events", "1")));
     let engine = Arc::new(
-        imagegc::docker::Docker::connect(None)
+        imagegc::docker::Docker::connect(&common::engine_address())
             .await
             .expect("connect to the engine"),
     );
@@ -653,7 +653,7 @@ async fn the_real_engine_reports_container_times_and_resolves_references() {
             lab.exited_container(&reference),
         )
     });
-    let engine = imagegc::docker::Docker::connect(None)
+    let engine = imagegc::docker::Docker::connect(&common::engine_address())
         .await
         .expect("connect to the engine");
 
@@ -753,7 +753,7 @@ async fn a_container_created_while_the_stream_is_down_is_reported_after_the_reco
     let loaded = lab.load_image(&common::ImageSpec::new().tag(lab.reference("outage", "1")));
     let cut = Arc::new(tokio::sync::Notify::new());
     let engine = Arc::new(BreakingStream {
-        inner: imagegc::docker::Docker::connect(None)
+        inner: imagegc::docker::Docker::connect(&common::engine_address())
             .await
             .expect("connect to the engine"),
         first: std::sync::atomic::AtomicBool::new(true),

@@ -110,6 +110,12 @@ fn flock(arg: FlockArg) -> Flock<File> {
 /// Blocks until every other holder (exclusive or shared) is gone. Hold it for the whole window
 /// in which a test compares [`layers_size`] values. Not re-entrant: panics if this thread holds
 /// it already.
+/// The engine the tests use, resolved as imagegc resolves it (`DOCKER_HOST`,
+/// else the local socket).
+pub fn engine_address() -> String {
+    imagegc::sources::EngineSpec::resolve(None, |k| std::env::var(k).ok(), None).address
+}
+
 pub fn engine_lock() -> EngineLock {
     assert!(
         !HOLDS_ENGINE_LOCK.with(Cell::get),

@@ -36,7 +36,7 @@ pub fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// A glob compiled the way `config.rs` compiles them (`*` stays in a segment).
+/// A glob compiled the way `config::values` compiles them (`*` stays in a segment).
 pub fn glob(pattern: &str) -> Glob {
     let matcher = globset::GlobBuilder::new(pattern)
         .literal_separator(true)

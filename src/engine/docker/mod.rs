@@ -47,9 +47,6 @@ pub mod layers;
 
 use layers::{HistoryEntry, ImageDetails};
 
-/// Where dockerd listens when neither `--engine` nor `DOCKER_HOST` says otherwise.
-const DEFAULT_ADDRESS: &str = "unix:///var/run/docker.sock";
-
 /// The deadline of one engine call, from connect to the last byte of the
 /// answer, unless [`CALL_TIMEOUT_ENV`] sets another. Inspect and removal
 /// answer in milliseconds; listing 100,000 images or `/system/df` on a big
@@ -102,31 +99,25 @@ enum Endpoint {
 }
 
 impl Docker {
-    /// Connects to the engine at `address` (the `--engine` value), or when
-    /// `None` at `DOCKER_HOST`, or else at the local socket
-    /// `/var/run/docker.sock`. Accepts `unix:///path`, a bare socket path,
-    /// `tcp://host:port` and `http://host:port`.
+    /// Connects to the engine at `address`, resolved by the caller (the
+    /// precedence of `--engine`, `DOCKER_HOST` and the policy is
+    /// `sources::EngineSpec::resolve`'s alone). Accepts `unix:///path`, a bare
+    /// socket path, `tcp://host:port` and `http://host:port`.
     ///
     /// Negotiates the API version with the engine, so an unreachable engine,
     /// a socket we may not open or a server that is not a Docker Engine is
     /// reported here, not on the first pass.
-    pub async fn connect(address: Option<&str>) -> Result<Docker, EngineError> {
+    pub async fn connect(address: &str) -> Result<Docker, EngineError> {
         Self::connect_with(address, CancellationToken::new()).await
     }
 
     /// [`Docker::connect`], with every call of this connection (the version
     /// negotiation included) failing at once when `interrupt` is cancelled.
     pub async fn connect_with(
-        address: Option<&str>,
+        address: &str,
         interrupt: CancellationToken,
     ) -> Result<Docker, EngineError> {
-        let raw = match address {
-            Some(a) => a.to_owned(),
-            None => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_ADDRESS.to_owned()),
-        };
+        let raw = address.to_owned();
         let (endpoint, address) =
             parse_address(&raw).map_err(|reason| EngineError::Unavailable {
                 address: raw.clone(),
