@@ -360,10 +360,7 @@ fn max_removals_per_run_caps_the_removals_and_keeps_the_rest_with_that_reason() 
         assert_eq!(why, &KeptBecause::RemovalLimit { max: two });
     }
     assert!(
-        planned
-            .notes
-            .iter()
-            .any(|n| *n == Note::RemovalLimit { max: two }),
+        planned.notes.contains(&Note::RemovalLimit { max: two }),
         "{:?}",
         planned.notes
     );
@@ -710,11 +707,10 @@ fn disk_pressure_does_nothing_below_disk_high_and_says_so() {
 
     assert!(planned.removals.is_empty(), "{:?}", targets(&planned));
     assert!(
-        planned
-            .notes
-            .iter()
-            .any(|n| matches!(n, Note::BelowDiskHigh { policy, high: Threshold::Ratio(h), .. }
-                if policy == "pressure" && (h - 0.85).abs() < 1e-12)),
+        planned.notes.iter().any(
+            |n| matches!(n, Note::BelowDiskHigh { policy, high: Threshold::Ratio(h), .. }
+                if policy == "pressure" && (h - 0.85).abs() < 1e-12)
+        ),
         "{:?}",
         planned.notes
     );
@@ -735,7 +731,11 @@ fn disk_pressure_removes_least_recently_used_first_and_stops_at_disk_low() {
         assert!(
             matches!(
                 r.reason.0.as_slice(),
-                [Reason::DiskPressure { .. }, .., Reason::LeastRecentlyUsed { .. }]
+                [
+                    Reason::DiskPressure { .. },
+                    ..,
+                    Reason::LeastRecentlyUsed { .. }
+                ]
             ),
             "{:?}",
             r.reason

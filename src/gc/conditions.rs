@@ -35,8 +35,12 @@ impl Condition {
     /// told in): `unused_for`, `older_than`, `keep_most_recent`, disk.
     pub fn of(conditions: &Conditions) -> impl Iterator<Item = Condition> {
         [
-            conditions.unused_for.map(|d| Self::UnusedFor(std_to_delta(d))),
-            conditions.older_than.map(|d| Self::OlderThan(std_to_delta(d))),
+            conditions
+                .unused_for
+                .map(|d| Self::UnusedFor(std_to_delta(d))),
+            conditions
+                .older_than
+                .map(|d| Self::OlderThan(std_to_delta(d))),
             conditions.keep_most_recent.map(Self::KeepMostRecent),
             conditions.disk.map(Self::DiskHigh),
         ]

@@ -258,14 +258,14 @@ impl<'a> Planner<'a> {
     }
 
     /// The facts of the conditions that held (disk pressure aside); for an
-    /// untagged image with none, that it is dangling.
+    /// image without tags and with none, that it is dangling.
     fn held(&self, view: &RuleView<'_>, target: Target) -> Vec<Reason> {
         let mut out: Vec<Reason> = self
             .checks(view, target)
             .filter(|c| c.holds)
             .filter_map(|c| c.fact.reason())
             .collect();
-        if out.is_empty() && matches!(target, Target::Untagged(_)) {
+        if out.is_empty() && self.snap.images[target.image()].tags.is_empty() {
             out.push(Reason::Dangling);
         }
         out
@@ -412,9 +412,7 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
-            let after = self
-                .projected(disk.low)
-                .map(|v| Usage::like(v, disk.low));
+            let after = self.projected(disk.low).map(|v| Usage::like(v, disk.low));
             self.notes.push(Note::DiskPressure {
                 policy,
                 usage,

@@ -176,8 +176,7 @@ impl<'a> PassJson<'a> {
         report: Option<&'a Report>,
         dry_run: bool,
     ) -> Self {
-        let (removed, failed, reclaimed_bytes, deleted_images, skipped, cancelled) = match report
-        {
+        let (removed, failed, reclaimed_bytes, deleted_images, skipped, cancelled) = match report {
             Some(r) => (
                 r.removed
                     .iter()
