@@ -7,6 +7,11 @@
 //! image a policy wanted, and predicts the bytes each removal frees using the
 //! [`Ledger`]. Removals come out children before parents, the order the
 //! executor runs them in.
+//!
+//! Each condition is evaluated once, in [`conditions`], and each safety rule
+//! once, in [`safety`]: the decision, the removal's [`Reasons`] and
+//! `imagegc explain` ([`judge`]) all read those checks. What the planner
+//! decides is data ([`plan`]); the words are made in `report::text`.
 
 pub mod conditions;
 pub mod ledger;

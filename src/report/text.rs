@@ -213,3 +213,124 @@ impl Display for Check<'_> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use crate::gc::plan::Usage;
+    use crate::inventory::LastUsedSource;
+    use crate::policy::Threshold;
+
+    fn days(n: i64) -> TimeDelta {
+        TimeDelta::days(n)
+    }
+
+    #[test]
+    fn every_reason_reads_as_the_plan_table_has_always_printed_it() {
+        let reasons = Reasons(vec![
+            Reason::DiskPressure {
+                usage: Usage::Ratio(0.9),
+                high: Threshold::Ratio(0.85),
+            },
+            Reason::UnusedFor {
+                idle: days(30),
+                limit: days(7),
+                source: LastUsedSource::Event,
+            },
+            Reason::OlderThan {
+                age: TimeDelta::hours(76),
+                limit: TimeDelta::hours(1),
+            },
+            Reason::NotAmongNewest {
+                n: 3,
+                repository: "ci/app".into(),
+            },
+            Reason::LeastRecentlyUsed {
+                idle: days(12),
+                source: LastUsedSource::Container,
+            },
+        ]);
+        assert_eq!(
+            reasons.to_string(),
+            "usage 90.0% at or above disk_high 85%, \
+             unused for 30d (unused_for 7d; last use: event), \
+             created 3d 4h ago (older_than 1h), \
+             not among the 3 newest of ci/app (keep_most_recent 3), \
+             least recently used (last use 12d ago: container)"
+        );
+        assert_eq!(Reasons(vec![Reason::Dangling]).to_string(), "dangling");
+        assert_eq!(Reasons::default().to_string(), "");
+    }
+
+    #[test]
+    fn every_safety_rule_and_note_reads_as_before() {
+        let two = NonZeroUsize::new(2).expect("2 is not zero");
+        let cases = [
+            (
+                KeptBecause::InUse {
+                    container: format!("sha256:{}", "3f2a1b2c3d4e".repeat(5)),
+                    state: "exited".into(),
+                }
+                .to_string(),
+                "in use by container 3f2a1b2c3d4e (exited)",
+            ),
+            (
+                KeptBecause::ProtectLabel {
+                    label: "tier=prod".into(),
+                }
+                .to_string(),
+                "protected by label tier=prod",
+            ),
+            (
+                KeptBecause::ProtectGlob {
+                    pattern: "base/*".into(),
+                }
+                .to_string(),
+                "protected by glob base/*",
+            ),
+            (
+                KeptBecause::TooYoung {
+                    min_age: TimeDelta::hours(1),
+                    since: "first seen",
+                    age: TimeDelta::minutes(12),
+                }
+                .to_string(),
+                "younger than min_age 1h (first seen 12m ago)",
+            ),
+            (
+                KeptBecause::RemovalLimit { max: two }.to_string(),
+                "max_removals_per_run 2 reached",
+            ),
+            (
+                Note::RemovalLimit { max: two }.to_string(),
+                "max_removals_per_run 2 reached; the rest waits for the next pass",
+            ),
+            (
+                Note::BelowDiskHigh {
+                    policy: "p".into(),
+                    usage: Usage::Bytes(1024),
+                    high: Threshold::Bytes(4096),
+                }
+                .to_string(),
+                "policy p: usage 1.0 KiB is below disk_high 4.0 KiB",
+            ),
+            (
+                Note::DiskPressure {
+                    policy: "p".into(),
+                    usage: Usage::Ratio(0.9),
+                    high: Threshold::Ratio(0.85),
+                    removals: 3,
+                    after: None,
+                    low: Threshold::Ratio(0.7),
+                }
+                .to_string(),
+                "policy p: usage 90.0% at or above disk_high 85%; 3 removals bring it to  (disk_low 70%)",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+}
