@@ -17,12 +17,12 @@ use crate::config;
 use crate::daemon::{self, signals, Daemon, SystemdNotifier, Wiring};
 use crate::docker::Docker;
 use crate::engine::{Engine, EngineError, EngineInfo};
-use crate::explain;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::output::{self, Format};
 use crate::pass::{self, Memory, Mode};
 use crate::policy::Policy;
+use crate::report::explain;
+use crate::report::table::{self as output, Format};
 pub use crate::sources::{EngineKind, EngineSpec, PolicySource};
 use crate::state::State;
 
@@ -288,10 +288,10 @@ fn print_explanation(
 /// The result of `plan` or `once` in the chosen format.
 fn render(format: Format, mode: Mode, outcome: &pass::Outcome) -> anyhow::Result<String> {
     Ok(match (format, &outcome.report) {
-        (Format::Json, _) if mode == Mode::Plan => {
-            serde_json::to_string_pretty(&output::plan_json(&outcome.plan, &outcome.snapshot))?
-        }
-        (Format::Json, report) => serde_json::to_string_pretty(&output::pass_json(
+        (Format::Json, _) if mode == Mode::Plan => serde_json::to_string_pretty(
+            &crate::report::json::plan_json(&outcome.plan, &outcome.snapshot),
+        )?,
+        (Format::Json, report) => serde_json::to_string_pretty(&crate::report::json::pass_json(
             &outcome.plan,
             &outcome.snapshot,
             report.as_ref(),

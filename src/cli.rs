@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::output::Format;
+use crate::report::table::Format;
 
 /// Garbage collector for container images on build hosts.
 ///

@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::accounting::Ledger;
 use crate::engine::{Capabilities, DeleteItem, Engine, EngineError};
-use crate::plan::{Plan, Removal};
-use crate::snapshot::Snapshot;
+use crate::gc::ledger::Ledger;
+use crate::gc::{Plan, Removal};
+use crate::inventory::Snapshot;
 
 /// What a pass did.
 #[derive(Debug, Clone, PartialEq, Eq)]

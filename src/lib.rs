@@ -15,12 +15,21 @@
 //!     in-memory engine for tests and benchmarks.
 //! - [`host`]: facts about this machine: the disk under the engine's root dir
 //!   ([`host::disk::DiskProbe`], statvfs).
-//! - [`snapshot`]: one consistent view of the engine, with the per-image-ID
-//!   inspect cache.
-//! - [`accounting`]: the bytes a set of removals frees.
-//! - [`plan`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`.
+//! - [`model`]: engine-neutral helpers: references (`repository_of`, `short_id`).
+//! - [`inventory`]: one consistent view of the engine (`Snapshot`, the one
+//!   definition of dangling, the engine's capabilities), with the
+//!   per-image-ID inspect cache.
+//! - [`gc`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`:
+//!   `gc::ledger` (the bytes a set of removals frees), `gc::conditions` (one
+//!   evaluator per condition), `gc::safety` (one per safety rule),
+//!   `gc::plan` (the plan as data: typed reasons).
 //! - [`execute`]: carries out a plan, children before parents, never forced.
-//! - [`explain`]: everything imagegc knows and decides about one image.
+//! - [`report`]: the edge where plans become words: `report::table`,
+//!   `report::text` (`Display` of reasons, durations), `report::json` (the
+//!   typed JSON contract, `schema_version`), `report::explain` (everything
+//!   imagegc knows and decides about one image).
+//! - [`snapshot`], [`plan`], [`accounting`], [`output`], [`explain`]: old
+//!   paths, re-exported so existing code keeps compiling.
 //! - [`pass`]: one pass, snapshot → plan → execute → state; what started it
 //!   (`Trigger`), how it ended (`PassOutcome`) and its `PassSummary`.
 //! - [`state`]: first-seen / last-used store with atomic writes.
@@ -36,10 +45,8 @@
 //! - [`app`]: the composition root: a parsed command line → an exit code.
 //! - [`cli`]: the command line (clap), shared by the binary and the manual
 //!   page generator.
-//! - [`output`]: plan and report as a table or JSON.
 //! - [`logging`]: the log writer: stderr, with journald level prefixes.
 
-pub mod accounting;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -48,17 +55,47 @@ pub mod engine;
 pub use engine::docker;
 pub mod events;
 pub mod execute;
-pub mod explain;
 #[cfg(feature = "test-support")]
 pub use engine::fake;
+pub mod gc;
 pub mod host;
+pub mod inventory;
 pub mod logging;
 pub mod metrics;
-pub mod output;
+pub mod model;
 pub mod pass;
-pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod schedule;
-pub mod snapshot;
 pub mod sources;
 pub mod state;
+
+/// The old path of [`inventory`].
+pub mod snapshot {
+    pub use crate::inventory::*;
+}
+
+/// The old paths of the layer and ledger types.
+pub mod accounting {
+    pub use crate::engine::docker::layers::{chain_ids, image_layers, ImageLayers};
+    pub use crate::engine::Layer;
+    pub use crate::gc::ledger::{Effect, Ledger};
+}
+
+/// The old path of [`gc`], with the text helpers that used to live there.
+pub mod plan {
+    pub use crate::gc::*;
+    pub use crate::model::{repository_of, short_id};
+    pub use crate::report::text::human_duration;
+}
+
+/// The old path of [`report::table`] and [`report::json`].
+pub mod output {
+    pub use crate::report::json::{pass_json, plan_json};
+    pub use crate::report::table::*;
+}
+
+/// The old path of [`report::explain`].
+pub mod explain {
+    pub use crate::report::explain::*;
+}

@@ -34,9 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::execute::Report;
-use crate::plan::Plan;
+use crate::gc::{KeptBecause, Plan};
+use crate::inventory::Snapshot;
 use crate::policy::{DiskPressure, Policy, Threshold};
-use crate::snapshot::Snapshot;
 
 /// `removal_failures_total{kind}` values: [`crate::engine::EngineError::kind`].
 const FAILURE_KINDS: [&str; 3] = ["conflict", "not_found", "engine"];
@@ -108,6 +108,9 @@ pub struct Metrics {
     image_bytes: IntGauge,
     /// What the next pass would free now, per policy.
     reclaimable_bytes: IntGaugeVec,
+    /// What policies wanted but a safety rule kept, by rule
+    /// ([`KeptBecause::word`]), from the last plan.
+    kept: IntGaugeVec,
     /// Disk use of the engine's root dir; no label, but a vector so the series
     /// can be absent while the disk is unknown (a remote engine) instead of a
     /// misleading 0.
@@ -246,6 +249,16 @@ impl Metrics {
                     &["policy"],
                 ),
             ),
+            kept: register(
+                r,
+                int_gauge_vec(
+                    "imagegc_kept",
+                    "References and untagged images a policy wanted to remove but a safety rule \
+                     kept, in the last plan, by rule: in_use, protect_label, protect_glob, \
+                     min_age, removal_limit.",
+                    &["reason"],
+                ),
+            ),
             disk_used_ratio: register(
                 r,
                 gauge_vec(
@@ -370,6 +383,9 @@ impl Metrics {
         }
         for state in IMAGE_STATES {
             metrics.images.with_label_values(&[state]);
+        }
+        for word in KeptBecause::WORDS {
+            metrics.kept.with_label_values(&[word]);
         }
         for outcome in ["success", "failed"] {
             metrics.config_reloads.with_label_values(&[outcome]);
@@ -502,12 +518,11 @@ impl Metrics {
     /// image counts, image bytes, disk use and what each policy would free.
     pub fn record_inventory(&self, snapshot: &Snapshot, plan: &Plan) {
         let mut counts = [0i64; IMAGE_STATES.len()];
-        for (i, image) in snapshot.images.iter().enumerate() {
+        for i in 0..snapshot.images.len() {
             let in_use = snapshot.in_use.get(i).copied().unwrap_or(false);
-            let childless = snapshot.children.get(i).is_none_or(Vec::is_empty);
             let state = if in_use {
                 1
-            } else if image.tags.is_empty() && childless {
+            } else if snapshot.is_dangling(i) {
                 0
             } else {
                 2
@@ -533,6 +548,17 @@ impl Metrics {
             self.reclaimable_bytes
                 .with_label_values(&[name])
                 .set(saturating_i64(*bytes));
+        }
+
+        // Every reason word, set once each, so none is ever missing.
+        let mut kept = KeptBecause::WORDS.map(|word| (word, 0i64));
+        for k in &plan.kept {
+            if let Some(slot) = kept.iter_mut().find(|(word, _)| *word == k.reason.word()) {
+                slot.1 += 1;
+            }
+        }
+        for (word, count) in kept {
+            self.kept.with_label_values(&[word]).set(count);
         }
 
         if let Some(disk) = snapshot.disk {

@@ -26,10 +26,10 @@ use tracing::{debug, info, warn};
 
 use crate::engine::{Container, Engine, EngineError};
 use crate::execute::{execute, Removed, Report};
+use crate::gc::{plan, Plan};
 use crate::host::disk::{DiskProbe, Statvfs};
-use crate::plan::{plan, Plan};
+use crate::inventory::{collect, DetailsCache, Snapshot};
 use crate::policy::Policy;
-use crate::snapshot::{collect, DetailsCache, Snapshot};
 use crate::state::State;
 
 /// What a pass is allowed to do.
@@ -244,8 +244,8 @@ impl PassSummary {
                 }),
             ) => format!(
                 "last pass {at} (dry run): would remove {}, free {}",
-                crate::output::count(would_remove, "reference", "references"),
-                crate::output::size(would_free_bytes)
+                crate::report::table::count(would_remove, "reference", "references"),
+                crate::report::text::size(would_free_bytes)
             ),
             (
                 outcome,
@@ -256,8 +256,8 @@ impl PassSummary {
                 }),
             ) => format!(
                 "last pass {at}: removed {}, freed {}{}",
-                crate::output::count(removed, "reference", "references"),
-                crate::output::size(reclaimed_bytes),
+                crate::report::table::count(removed, "reference", "references"),
+                crate::report::text::size(reclaimed_bytes),
                 match outcome {
                     PassOutcome::Success => String::new(),
                     other => format!(" ({other})"),

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::snapshot::{FirstSeenBasis, Tracked};
+use crate::inventory::{FirstSeenBasis, Tracked};
 
 /// Schema version written into the file.
 pub const SCHEMA_VERSION: u32 = 1;

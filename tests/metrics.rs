@@ -275,6 +275,49 @@ fn reclaimable_bytes_drop_to_zero_when_the_next_plan_frees_nothing() {
 }
 
 #[test]
+fn kept_counts_the_last_plan_by_safety_rule_and_shows_every_rule_at_zero() {
+    use imagegc::plan::{Kept, KeptBecause};
+    let metrics = Metrics::new();
+    let snap = snapshot();
+    let kept = |reason: KeptBecause| Kept {
+        image: 0,
+        image_id: id("a"),
+        reference: None,
+        policy: "dangling".into(),
+        reason,
+    };
+    let in_use = || {
+        kept(KeptBecause::InUse {
+            container: id("c"),
+            state: "exited".into(),
+        })
+    };
+    let planned = Plan {
+        kept: vec![
+            in_use(),
+            in_use(),
+            kept(KeptBecause::TooYoung {
+                min_age: TimeDelta::hours(1),
+                since: "created",
+                age: TimeDelta::minutes(5),
+            }),
+        ],
+        ..Plan::default()
+    };
+    let fresh = metrics.render();
+    for word in KeptBecause::WORDS {
+        assert_value(&fresh, &format!("imagegc_kept{{reason=\"{word}\"}}"), 0.0);
+    }
+    metrics.record_inventory(&snap, &planned);
+    let text = metrics.render();
+    assert_value(&text, r#"imagegc_kept{reason="in_use"}"#, 2.0);
+    assert_value(&text, r#"imagegc_kept{reason="min_age"}"#, 1.0);
+    assert_value(&text, r#"imagegc_kept{reason="protect_glob"}"#, 0.0);
+    metrics.record_inventory(&snap, &Plan::default());
+    assert_value(&metrics.render(), r#"imagegc_kept{reason="in_use"}"#, 0.0);
+}
+
+#[test]
 fn disk_used_ratio_is_absent_while_the_disk_is_unknown() {
     let policy = parse(POLICY);
     let metrics = Metrics::new();

@@ -718,7 +718,7 @@ impl<E: Engine + 'static> Loop<E> {
                 self.d.metrics.record_reload(false);
                 self.reload_rejected = Some(format!(
                     "policy reload rejected: {} in {}; running the previous policy",
-                    crate::output::count(errors.errors.len(), "error", "errors"),
+                    crate::report::table::count(errors.errors.len(), "error", "errors"),
                     self.d.source.file_name(),
                 ));
                 self.publish_status(&self.last_status);

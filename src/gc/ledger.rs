@@ -1,15 +1,11 @@
-//! Exact space accounting: the bytes a set of removals frees.
+//! The ledger: replays removals against a snapshot and says which images the
+//! engine will delete, which become dangling, and the bytes that frees.
 //!
-//! The engine's own figures over-count (`Size` includes shared layers, `docker
-//! system df` RECLAIMABLE ignores sharing). The truth comes from layers: a
-//! layer's bytes come back only when the last image using it is deleted. This
-//! module owns that rule: [`Ledger`] replays removals against a snapshot and
-//! says which images the engine will delete and what that frees. Sized layers
-//! come from each engine adapter (Docker's: `engine::docker::layers`).
+//! A layer's bytes come back only when the last image using it is deleted;
+//! this module owns that rule for the planner, `explain` and the tests.
 
-pub use crate::engine::docker::layers::{chain_ids, image_layers, ImageLayers};
-pub use crate::engine::Layer;
-use crate::snapshot::Snapshot;
+use crate::inventory::{dangling, Snapshot};
+use crate::model::repository_of;
 
 /// What one removal did, as the ledger predicts it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,8 +72,8 @@ impl<'a> Ledger<'a> {
                 .map(|i| {
                     !i.tags.is_empty()
                         && i.digests.iter().any(|d| {
-                            let repo = crate::plan::repository_of(d);
-                            !i.tags.iter().any(|t| crate::plan::repository_of(t) == repo)
+                            let repo = repository_of(d);
+                            !i.tags.iter().any(|t| repository_of(t) == repo)
                         })
                 })
                 .collect(),
@@ -93,9 +89,14 @@ impl<'a> Ledger<'a> {
         self.freed
     }
 
-    /// True when `image` has no tag left and no child left, and is not deleted.
+    /// [`Snapshot::is_dangling`] after the removals so far: no tag left, no
+    /// child left, and not deleted.
     pub fn is_dangling(&self, image: usize) -> bool {
-        !self.deleted[image] && self.refs_left[image] == 0 && self.live_children[image] == 0
+        !self.deleted[image]
+            && dangling(
+                self.refs_left[image] as usize,
+                self.live_children[image] as usize,
+            )
     }
 
     /// Remove one tag reference of `image`.

@@ -134,6 +134,13 @@ pub struct ImageInput {
     pub tracked: Tracked,
 }
 
+/// The one definition of "dangling": no tag reference left and no child
+/// image left. [`Snapshot::is_dangling`] applies it to a snapshot, and the
+/// ledger to a snapshot with some removals replayed.
+pub fn dangling(tags_left: usize, children_left: usize) -> bool {
+    tags_left == 0 && children_left == 0
+}
+
 impl Snapshot {
     /// Index images, layers and containers.
     pub fn build(
@@ -227,6 +234,16 @@ impl Snapshot {
             .fold(0u64, |total, l| total.saturating_add(l.size))
     }
 
+    /// True when image `image` is dangling ([`dangling`]): untagged, with no
+    /// child image. Whether a container uses it is a separate fact
+    /// ([`Snapshot::in_use`]).
+    pub fn is_dangling(&self, image: usize) -> bool {
+        dangling(
+            self.images[image].tags.len(),
+            self.children.get(image).map_or(0, Vec::len),
+        )
+    }
+
     /// Number of ancestors of an image present in the snapshot.
     pub fn depth(&self, image: usize) -> usize {
         let mut d = 0;
@@ -281,7 +298,8 @@ impl Snapshot {
 }
 
 /// Where a last-used time came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LastUsedSource {
     /// The image's created time.
     Created,

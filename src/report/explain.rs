@@ -10,13 +10,15 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::accounting::Ledger;
-use crate::output::size;
-use crate::plan::{self, human_duration, Plan, Protection, Verdict};
+use super::json::{self, ExplainJson};
+use super::text::{human_duration, size};
+use crate::gc::plan::{KeptBecause, Plan, Reasons};
+use crate::gc::{self, Ledger, Protection, Verdict};
+use crate::inventory::{FirstSeenBasis, Snapshot};
+use crate::model::{repository_of, short_id};
 use crate::policy::Policy;
-use crate::snapshot::{FirstSeenBasis, Snapshot};
 
 /// Why a target names no single image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,7 +38,7 @@ pub enum LookupError {
 
 /// Find the image a reference or an ID (prefix) names.
 pub fn find(snapshot: &Snapshot, target: &str) -> Result<usize, LookupError> {
-    let with_latest = if plan::repository_of(target) == target && !target.contains('@') {
+    let with_latest = if repository_of(target) == target && !target.contains('@') {
         Some(format!("{target}:latest"))
     } else {
         None
@@ -109,8 +111,8 @@ pub struct Explanation {
     pub last_used: DateTime<Utc>,
     /// Where the last-used time came from.
     pub last_used_source: &'static str,
-    /// Containers using it: (short ID, name, state).
-    pub containers: Vec<(String, String, String)>,
+    /// Containers using it.
+    pub containers: Vec<ContainerUse>,
     /// Parent image ID, when the engine knows one.
     pub parent: Option<String>,
     /// Number of child images.
@@ -119,12 +121,47 @@ pub struct Explanation {
     pub verdicts: Vec<Verdict>,
     /// Safety rules that protect it.
     pub protections: Vec<Protection>,
-    /// What the next pass would do with it: (reference, policy, reason, bytes).
-    pub removals: Vec<(Option<String>, String, String, u64)>,
-    /// What the next pass would keep for a safety reason: (reference, policy, reason).
-    pub kept: Vec<(Option<String>, String, String)>,
+    /// What the next pass would do with it.
+    pub removals: Vec<NextRemoval>,
+    /// What the next pass would keep for a safety reason.
+    pub kept: Vec<NextKept>,
     /// When this was worked out.
     pub now: DateTime<Utc>,
+}
+
+/// A container that uses the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerUse {
+    /// Short container ID.
+    pub id: String,
+    /// Its first name, or empty.
+    pub name: String,
+    /// Its state (`running`, `exited`, …).
+    pub state: String,
+}
+
+/// A removal of the image the next pass would make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextRemoval {
+    /// The tag, or `None` for the untagged image.
+    pub reference: Option<String>,
+    /// The policy that removes it.
+    pub policy: String,
+    /// Why.
+    pub reason: Reasons,
+    /// Bytes it frees in plan order.
+    pub reclaim_bytes: u64,
+}
+
+/// A reference (or the untagged image) the next pass would keep for safety.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextKept {
+    /// The tag, or `None` for the untagged image.
+    pub reference: Option<String>,
+    /// The policy that wanted it.
+    pub policy: String,
+    /// The rule that keeps it.
+    pub reason: KeptBecause,
 }
 
 /// Explain image `i` of `snapshot` under `policy` at `now`, given the full
@@ -137,7 +174,7 @@ pub fn explain(
     i: usize,
 ) -> Explanation {
     let img = &snapshot.images[i];
-    let (verdicts, protections) = plan::judge(policy, snapshot, now, i);
+    let (verdicts, protections) = gc::judge(policy, snapshot, now, i);
     let mut ledger = Ledger::new(snapshot);
     let mut orphaned_parents = Vec::new();
     for _ in &img.tags {
@@ -176,11 +213,11 @@ pub fn explain(
             .iter()
             .map(|&c| {
                 let c = &snapshot.containers[c].container;
-                (
-                    plan::short_id(&c.id).to_string(),
-                    c.names.first().cloned().unwrap_or_default(),
-                    c.state.clone(),
-                )
+                ContainerUse {
+                    id: short_id(&c.id).to_string(),
+                    name: c.names.first().cloned().unwrap_or_default(),
+                    state: c.state.clone(),
+                }
             })
             .collect(),
         parent: snapshot.parent[i].map(|p| snapshot.images[p].id.clone()),
@@ -191,20 +228,22 @@ pub fn explain(
             .removals
             .iter()
             .filter(|r| r.image == i)
-            .map(|r| {
-                (
-                    r.reference.clone(),
-                    r.policy.clone(),
-                    r.reason.clone(),
-                    r.reclaim_bytes,
-                )
+            .map(|r| NextRemoval {
+                reference: r.reference.clone(),
+                policy: r.policy.clone(),
+                reason: r.reason.clone(),
+                reclaim_bytes: r.reclaim_bytes,
             })
             .collect(),
         kept: plan
             .kept
             .iter()
             .filter(|k| k.image == i)
-            .map(|k| (k.reference.clone(), k.policy.clone(), k.reason.clone()))
+            .map(|k| NextKept {
+                reference: k.reference.clone(),
+                policy: k.policy.clone(),
+                reason: k.reason.clone(),
+            })
             .collect(),
         now,
     }
@@ -218,8 +257,11 @@ impl Explanation {
     /// One-line answer: will the next pass remove it?
     pub fn summary(&self) -> String {
         if self.removals.is_empty() {
-            if let Some((_, policy, reason)) = self.kept.first() {
-                format!("kept: policy {policy} would remove it, but it is {reason}")
+            if let Some(k) = self.kept.first() {
+                format!(
+                    "kept: policy {} would remove it, but it is {}",
+                    k.policy, k.reason
+                )
             } else if self.verdicts.iter().any(|v| v.selected) {
                 "kept: the policies that select it have conditions that do not hold".to_string()
             } else {
@@ -235,55 +277,15 @@ impl Explanation {
                 size(
                     self.removals
                         .iter()
-                        .fold(0u64, |total, r| total.saturating_add(r.3))
+                        .fold(0u64, |total, r| total.saturating_add(r.reclaim_bytes))
                 )
             )
         }
     }
 
-    /// As JSON.
+    /// As JSON: [`ExplainJson`].
     pub fn to_json(&self) -> Value {
-        json!({
-            "image_id": self.image_id,
-            "references": self.references,
-            "digests": self.digests,
-            "size_bytes": self.size_bytes,
-            "unique_bytes": self.unique_bytes,
-            "with_parents_bytes": self.with_parents_bytes,
-            "parents_freed": self.parents_freed,
-            "created": self.created,
-            "first_seen": self.first_seen,
-            "first_seen_basis": self.first_seen_basis.as_str(),
-            "last_tagged": self.last_tagged,
-            "last_used": self.last_used,
-            "last_used_source": self.last_used_source,
-            "containers": self.containers.iter().map(|(id, name, state)| json!({
-                "id": id, "name": name, "state": state,
-            })).collect::<Vec<_>>(),
-            "parent": self.parent,
-            "children": self.children,
-            "policies": self.verdicts.iter().map(|v| json!({
-                "policy": v.policy,
-                "reference": v.reference,
-                "selected": v.selected,
-                "conditions": v.conditions.iter().map(|c| json!({
-                    "condition": c.condition, "holds": c.holds, "detail": c.detail,
-                })).collect::<Vec<_>>(),
-                "conditions_hold": v.selected && v.conditions.iter().all(|c| c.holds),
-            })).collect::<Vec<_>>(),
-            "safety": self.protections.iter().map(|p| json!({
-                "reference": p.reference, "rule": p.rule,
-            })).collect::<Vec<_>>(),
-            "next_pass": {
-                "removals": self.removals.iter().map(|(r, p, why, b)| json!({
-                    "reference": r, "policy": p, "reason": why, "reclaim_bytes": b,
-                })).collect::<Vec<_>>(),
-                "kept": self.kept.iter().map(|(r, p, why)| json!({
-                    "reference": r, "policy": p, "reason": why,
-                })).collect::<Vec<_>>(),
-            },
-            "summary": self.summary(),
-        })
+        json::to_value(&ExplainJson::new(self))
     }
 
     /// As text for a terminal.
@@ -368,8 +370,8 @@ impl Explanation {
         if self.children > 0 {
             let _ = writeln!(o, "children     {} (kept while they exist)", self.children);
         }
-        for (id, name, state) in &self.containers {
-            let _ = writeln!(o, "container    {id} {name} ({state})");
+        for c in &self.containers {
+            let _ = writeln!(o, "container    {} {} ({})", c.id, c.name, c.state);
         }
         self.decisions_text(&mut o);
         o
@@ -395,13 +397,7 @@ impl Explanation {
                 if all { "hold" } else { "do not hold" }
             );
             for c in &v.conditions {
-                let _ = writeln!(
-                    o,
-                    "    [{}] {}: {}",
-                    if c.holds { "x" } else { " " },
-                    c.condition,
-                    c.detail
-                );
+                let _ = writeln!(o, "    {c}");
             }
         }
         o.push_str("\nSafety:\n");
@@ -412,19 +408,23 @@ impl Explanation {
             let _ = writeln!(o, "  {}: {}", shown(p.reference.as_ref()), p.rule);
         }
         o.push_str("\nNext pass:\n");
-        for (r, p, why, b) in &self.removals {
+        for r in &self.removals {
             let _ = writeln!(
                 o,
-                "  remove {} (policy {p}, frees {}): {why}",
-                shown(r.as_ref()),
-                size(*b)
+                "  remove {} (policy {}, frees {}): {}",
+                shown(r.reference.as_ref()),
+                r.policy,
+                size(r.reclaim_bytes),
+                r.reason
             );
         }
-        for (r, p, why) in &self.kept {
+        for k in &self.kept {
             let _ = writeln!(
                 o,
-                "  keep {} (policy {p} would remove it): {why}",
-                shown(r.as_ref())
+                "  keep {} (policy {} would remove it): {}",
+                shown(k.reference.as_ref()),
+                k.policy,
+                k.reason
             );
         }
         let _ = writeln!(o, "  => {}", self.summary());

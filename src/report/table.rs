@@ -1,16 +1,13 @@
-//! Plans and reports for people (a table) and for programs (JSON).
-//!
-//! The JSON field names are a stable interface: `removals[]`, `kept[]`,
-//! `reclaim_bytes`, and after a pass `removed[]`, `failed[]`,
-//! `reclaimed_bytes`. Sizes are bytes in JSON and IEC units in the table.
+//! Plans and reports for people: tables with a summary line, sizes in IEC
+//! units. (For programs, the JSON is in [`super::json`].)
 
 use std::fmt::Write;
 
-use serde_json::{json, Value};
-
 use crate::execute::Report;
-use crate::plan::{short_id, Plan};
-use crate::snapshot::Snapshot;
+use crate::gc::plan::Plan;
+use crate::model::short_id;
+
+pub use super::text::size;
 
 /// `table` or `json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -27,82 +24,11 @@ pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
 }
 
-/// Human size, IEC units.
-pub fn size(bytes: u64) -> String {
-    bytesize::ByteSize::b(bytes).display().iec().to_string()
-}
-
 fn shown_ref(reference: Option<&str>, image_id: &str) -> String {
     match reference {
         Some(r) => r.to_string(),
         None => format!("<untagged> {}", short_id(image_id)),
     }
-}
-
-/// The plan as JSON.
-pub fn plan_json(plan: &Plan, snapshot: &Snapshot) -> Value {
-    json!({
-        "removals": plan.removals.iter().map(|r| json!({
-            "image_id": r.image_id,
-            "reference": r.reference,
-            "policy": r.policy,
-            "reason": r.reason,
-            "reclaim_bytes": r.reclaim_bytes,
-            "deletes_image": r.deletes_image,
-            "sizes_exact": snapshot.images[r.image].sizes_exact,
-        })).collect::<Vec<_>>(),
-        "kept": plan.kept.iter().map(|k| json!({
-            "image_id": k.image_id,
-            "reference": k.reference,
-            "policy": k.policy,
-            "reason": k.reason,
-        })).collect::<Vec<_>>(),
-        "reclaim_bytes": plan.reclaim_bytes,
-        "notes": plan.notes,
-        "images": snapshot.images.len(),
-        "image_bytes": snapshot.image_bytes(),
-    })
-}
-
-/// The plan and what execution did, as JSON (the `once` output).
-pub fn pass_json(
-    plan: &Plan,
-    snapshot: &Snapshot,
-    report: Option<&Report>,
-    dry_run: bool,
-) -> Value {
-    let mut v = plan_json(plan, snapshot);
-    let empty = Report::default();
-    let report = report.unwrap_or(&empty);
-    v["dry_run"] = json!(dry_run);
-    v["removed"] = json!(report
-        .removed
-        .iter()
-        .map(|r| json!({
-            "image_id": r.image_id,
-            "reference": r.reference,
-            "policy": r.policy,
-            "reclaimed_bytes": r.reclaimed_bytes,
-            "deleted_images": r.deleted_images,
-            "untagged": r.untagged,
-        }))
-        .collect::<Vec<_>>());
-    v["failed"] = json!(report
-        .failed
-        .iter()
-        .map(|f| json!({
-            "image_id": f.image_id,
-            "reference": f.reference,
-            "policy": f.policy,
-            "kind": f.kind,
-            "message": f.message,
-        }))
-        .collect::<Vec<_>>());
-    v["reclaimed_bytes"] = json!(report.reclaimed_bytes);
-    v["deleted_images"] = json!(report.deleted_images());
-    v["skipped"] = json!(report.skipped);
-    v["cancelled"] = json!(report.cancelled);
-    v
 }
 
 /// Columns padded to their widest cell, two spaces apart; the column named
@@ -161,7 +87,7 @@ fn plan_table_as(plan: &Plan, summary: &str) -> String {
                     shown_ref(r.reference.as_deref(), &r.image_id),
                     r.policy.clone(),
                     size(r.reclaim_bytes),
-                    r.reason.clone(),
+                    r.reason.to_string(),
                 ]
             })
             .collect();
@@ -180,7 +106,7 @@ fn plan_table_as(plan: &Plan, summary: &str) -> String {
                 [
                     shown_ref(k.reference.as_deref(), &k.image_id),
                     k.policy.clone(),
-                    k.reason.clone(),
+                    k.reason.to_string(),
                 ]
             })
             .collect();
@@ -277,7 +203,8 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
 mod tests {
     use super::*;
     use crate::execute::Removed;
-    use crate::plan::Removal;
+    use crate::gc::plan::{Reason, Reasons, Removal};
+    use chrono::TimeDelta;
 
     fn one_removal() -> Plan {
         Plan {
@@ -286,7 +213,10 @@ mod tests {
                 image_id: format!("sha256:{:0>64}", "a"),
                 reference: None,
                 policy: "dangling".into(),
-                reason: "created 2d ago (older_than 1h)".into(),
+                reason: Reasons(vec![Reason::OlderThan {
+                    age: TimeDelta::days(2),
+                    limit: TimeDelta::hours(1),
+                }]),
                 reclaim_bytes: 1024,
                 deletes_image: true,
             }],

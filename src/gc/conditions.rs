@@ -1,0 +1,285 @@
+//! One evaluator per policy condition.
+//!
+//! [`check`] answers, for one condition and one target, whether the condition
+//! holds and the figures behind the answer ([`Fact`]). The planner decides
+//! with it, names removals from the facts that held, and `imagegc explain`
+//! shows the same checks, so `explain` cannot disagree with a pass. A new
+//! condition is one [`Condition`] variant and one arm of [`check`].
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::plan::{Reason, Usage};
+use super::Target;
+use crate::inventory::{LastUsedSource, Snapshot};
+use crate::model::repository_of;
+use crate::policy::{Conditions, DiskPressure, Threshold};
+
+/// One condition a policy sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Condition {
+    /// `unused_for`: last used longer ago than this.
+    UnusedFor(TimeDelta),
+    /// `older_than`: created longer ago than this.
+    OlderThan(TimeDelta),
+    /// `keep_most_recent`: not among this many newest of its repository.
+    KeepMostRecent(usize),
+    /// `disk_high`/`disk_low`: usage at or above the high watermark.
+    DiskHigh(DiskPressure),
+}
+
+impl Condition {
+    /// The conditions a rule sets, in a fixed order (the order reasons are
+    /// told in): `unused_for`, `older_than`, `keep_most_recent`, disk.
+    pub fn of(conditions: &Conditions) -> impl Iterator<Item = Condition> {
+        [
+            conditions
+                .unused_for
+                .map(|d| Self::UnusedFor(std_to_delta(d))),
+            conditions
+                .older_than
+                .map(|d| Self::OlderThan(std_to_delta(d))),
+            conditions.keep_most_recent.map(Self::KeepMostRecent),
+            conditions.disk.map(Self::DiskHigh),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The condition's key in the policy file (`disk_high` for the disk pair).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::UnusedFor(_) => "unused_for",
+            Self::OlderThan(_) => "older_than",
+            Self::KeepMostRecent(_) => "keep_most_recent",
+            Self::DiskHigh(_) => "disk_high",
+        }
+    }
+}
+
+/// One condition checked against one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check<'s> {
+    /// The condition's key: `unused_for`, `older_than`, `keep_most_recent`, `disk_high`.
+    pub condition: &'static str,
+    /// Whether it holds now.
+    pub holds: bool,
+    /// The figures behind the answer.
+    pub fact: Fact<'s>,
+}
+
+/// A check that owns its figures, as `explain` keeps them.
+pub type ConditionCheck = Check<'static>;
+
+impl Check<'_> {
+    /// The same check, owning its figures.
+    pub fn into_owned(self) -> ConditionCheck {
+        Check {
+            condition: self.condition,
+            holds: self.holds,
+            fact: self.fact.into_owned(),
+        }
+    }
+}
+
+/// The figures behind a check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fact<'s> {
+    /// Last used `idle` ago (from `source`); the policy says `limit`.
+    UnusedFor {
+        /// Since the last use.
+        idle: TimeDelta,
+        /// `unused_for`.
+        limit: TimeDelta,
+        /// Where the last-use time came from.
+        source: LastUsedSource,
+    },
+    /// Created `age` ago; the policy says `limit`.
+    OlderThan {
+        /// Since created.
+        age: TimeDelta,
+        /// `older_than`.
+        limit: TimeDelta,
+    },
+    /// The tag's rank among the selected tags of its repository.
+    Rank {
+        /// `keep_most_recent`.
+        n: usize,
+        /// The repository.
+        repository: Cow<'s, str>,
+        /// True when it is among the `n` newest (so kept).
+        among_newest: bool,
+    },
+    /// An untagged image has no repository to rank in.
+    Unranked,
+    /// The disk is unknown (remote engine).
+    DiskUnknown,
+    /// Usage before any removal of this pass, against the watermarks.
+    Disk {
+        /// Usage in the watermarks' unit.
+        usage: Usage,
+        /// `disk_high`/`disk_low`.
+        disk: DiskPressure,
+    },
+}
+
+impl Fact<'_> {
+    /// The same fact, owning its figures.
+    pub fn into_owned(self) -> Fact<'static> {
+        match self {
+            Fact::UnusedFor {
+                idle,
+                limit,
+                source,
+            } => Fact::UnusedFor {
+                idle,
+                limit,
+                source,
+            },
+            Fact::OlderThan { age, limit } => Fact::OlderThan { age, limit },
+            Fact::Rank {
+                n,
+                repository,
+                among_newest,
+            } => Fact::Rank {
+                n,
+                repository: Cow::Owned(repository.into_owned()),
+                among_newest,
+            },
+            Fact::Unranked => Fact::Unranked,
+            Fact::DiskUnknown => Fact::DiskUnknown,
+            Fact::Disk { usage, disk } => Fact::Disk { usage, disk },
+        }
+    }
+
+    /// What a removal says about a condition that held; `None` for the disk
+    /// condition (a disk removal tells the pressure its own way) and for
+    /// facts that never hold.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Fact::UnusedFor {
+                idle,
+                limit,
+                source,
+            } => Some(Reason::UnusedFor {
+                idle: *idle,
+                limit: *limit,
+                source: *source,
+            }),
+            Fact::OlderThan { age, limit } => Some(Reason::OlderThan {
+                age: *age,
+                limit: *limit,
+            }),
+            Fact::Rank {
+                n,
+                repository,
+                among_newest: false,
+            } => Some(Reason::NotAmongNewest {
+                n: *n,
+                repository: repository.to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What a check reads besides the condition and the target.
+pub(super) struct Context<'s, 'k> {
+    /// The snapshot.
+    pub snap: &'s Snapshot,
+    /// The instant of the plan.
+    pub now: DateTime<Utc>,
+    /// The tags the rule's `keep_most_recent` keeps.
+    pub kept_recent: &'k HashSet<(usize, usize)>,
+}
+
+/// Check one condition against one target. Allocation-free: it runs for
+/// every candidate and rule.
+pub(super) fn check<'s>(cx: &Context<'s, '_>, condition: Condition, target: Target) -> Check<'s> {
+    let snap = cx.snap;
+    let i = target.image();
+    let (holds, fact) = match condition {
+        Condition::UnusedFor(limit) => {
+            let (last, source) = snap.last_used(i);
+            let idle = cx.now - last;
+            (
+                idle > limit,
+                Fact::UnusedFor {
+                    idle,
+                    limit,
+                    source,
+                },
+            )
+        }
+        Condition::OlderThan(limit) => {
+            let age = cx.now - snap.images[i].created;
+            (age > limit, Fact::OlderThan { age, limit })
+        }
+        Condition::KeepMostRecent(n) => match target {
+            Target::Tag(_, t) => {
+                let among_newest = cx.kept_recent.contains(&(i, t));
+                (
+                    !among_newest,
+                    Fact::Rank {
+                        n,
+                        repository: Cow::Borrowed(repository_of(&snap.images[i].tags[t])),
+                        among_newest,
+                    },
+                )
+            }
+            // Untagged images have no repository to rank in: never removed
+            // by a rule that keeps the most recent.
+            Target::Untagged(_) => (false, Fact::Unranked),
+        },
+        Condition::DiskHigh(disk) => disk_high(snap, disk),
+    };
+    Check {
+        condition: condition.key(),
+        holds,
+        fact,
+    }
+}
+
+/// The disk condition, which looks at the whole snapshot, not a target:
+/// whether usage before any removal of this pass is at or above `disk_high`.
+pub(super) fn disk_high(snap: &Snapshot, disk: DiskPressure) -> (bool, Fact<'static>) {
+    match usage_now(snap, disk.high) {
+        None => (false, Fact::DiskUnknown),
+        Some(v) => (
+            at_or_above(v, disk.high),
+            Fact::Disk {
+                usage: Usage::like(v, disk.high),
+                disk,
+            },
+        ),
+    }
+}
+
+/// Usage before any removal of this pass, in the threshold's unit; `None`
+/// when the disk is unknown (remote engine).
+fn usage_now(snap: &Snapshot, like: Threshold) -> Option<f64> {
+    match like {
+        Threshold::Ratio(_) => snap.disk.map(|d| d.used_ratio()),
+        Threshold::Bytes(_) => Some(snap.image_bytes() as f64),
+    }
+}
+
+fn at_or_above(value: f64, threshold: Threshold) -> bool {
+    match threshold {
+        Threshold::Ratio(h) => value >= h - 1e-12,
+        Threshold::Bytes(h) => value >= h as f64,
+    }
+}
+
+pub(super) fn at_or_below(value: f64, threshold: Threshold) -> bool {
+    match threshold {
+        Threshold::Ratio(r) => value <= r + 1e-12,
+        Threshold::Bytes(b) => value <= b as f64,
+    }
+}
+
+pub(super) fn std_to_delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}

@@ -1,0 +1,504 @@
+//! The pure planner: `plan(&Policy, &Snapshot, now) -> Plan`.
+//!
+//! No engine, no clock, no filesystem: everything the decision needs is in
+//! its arguments, so every rule in docs/ARCHITECTURE.md is unit- and property-tested
+//! here. The planner decides which references and untagged images go, names
+//! the policy and the reason for each, says which safety rule kept each
+//! image a policy wanted, and predicts the bytes each removal frees using the
+//! [`Ledger`]. Removals come out children before parents, the order the
+//! executor runs them in.
+//!
+//! Each condition is evaluated once, in [`conditions`], and each safety rule
+//! once, in [`safety`]: the decision, the removal's [`Reasons`] and
+//! `imagegc explain` ([`judge`]) all read those checks. What the planner
+//! decides is data ([`plan`]); the words are made in `report::text`.
+
+pub mod conditions;
+pub mod ledger;
+pub mod plan;
+pub mod safety;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::inventory::Snapshot;
+use crate::model::repository_of;
+use crate::policy::{Policy, Rule, Threshold};
+use conditions::{at_or_below, check, Context};
+pub use conditions::{Check, Condition, ConditionCheck, Fact};
+pub use ledger::{Effect, Ledger};
+pub use plan::{Kept, KeptBecause, Note, Plan, Reason, Reasons, Removal, Usage};
+
+/// A removal candidate: one tag of an image, or an untagged image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Target {
+    Tag(usize, usize),
+    Untagged(usize),
+}
+
+impl Target {
+    fn image(self) -> usize {
+        match self {
+            Self::Tag(i, _) | Self::Untagged(i) => i,
+        }
+    }
+}
+
+/// Disk-pressure candidates, least recently used first (then oldest, then
+/// first found).
+type DiskHeap = BinaryHeap<Reverse<(DateTime<Utc>, DateTime<Utc>, usize, Target)>>;
+
+/// Per-rule precomputed data.
+struct RuleView<'p> {
+    rule: &'p Rule,
+    /// Tags kept by `keep_most_recent` (the N newest selected per repository).
+    kept_recent: HashSet<(usize, usize)>,
+}
+
+struct Planner<'a> {
+    policy: &'a Policy,
+    snap: &'a Snapshot,
+    now: DateTime<Utc>,
+    rules: Vec<RuleView<'a>>,
+    ledger: Ledger<'a>,
+    planned: HashSet<Target>,
+    /// Selected removals in selection order, with policy index and reason.
+    selected: Vec<(Target, usize, Reasons)>,
+    kept: Vec<Kept>,
+    kept_seen: HashSet<Target>,
+    notes: Vec<Note>,
+    limit_hit: bool,
+}
+
+/// Plan one pass.
+pub fn plan(policy: &Policy, snap: &Snapshot, now: DateTime<Utc>) -> Plan {
+    let mut p = Planner::new(policy, snap, now);
+    p.age_and_usage_phase();
+    p.disk_phase();
+    p.finish()
+}
+
+/// How one policy sees one reference (or an untagged image).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The policy's name.
+    pub policy: String,
+    /// The tag, or `None` for the untagged image itself.
+    pub reference: Option<String>,
+    /// Whether the policy's selectors pick it.
+    pub selected: bool,
+    /// Each condition the policy sets (empty when not selected).
+    pub conditions: Vec<ConditionCheck>,
+}
+
+/// A safety rule that protects a reference (or the untagged image).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// The tag, or `None` for the untagged image itself.
+    pub reference: Option<String>,
+    /// The rule and its figures.
+    pub rule: KeptBecause,
+}
+
+/// Every policy's verdict and every safety rule, for one image: what
+/// `imagegc explain` shows. The checks are the planner's own
+/// ([`conditions`], [`safety`]); the plan itself says what the next pass does.
+pub fn judge(
+    policy: &Policy,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+    image: usize,
+) -> (Vec<Verdict>, Vec<Protection>) {
+    let p = Planner::new(policy, snap, now);
+    let img = &snap.images[image];
+    let targets: Vec<Target> = if img.tags.is_empty() {
+        vec![Target::Untagged(image)]
+    } else {
+        (0..img.tags.len()).map(|t| Target::Tag(image, t)).collect()
+    };
+    let mut verdicts = Vec::new();
+    let mut protections = Vec::new();
+    for &target in &targets {
+        let reference = p.reference(target);
+        for view in &p.rules {
+            let selected = selects(view.rule, snap, target);
+            let conditions = if selected {
+                p.checks(view, target).map(Check::into_owned).collect()
+            } else {
+                Vec::new()
+            };
+            verdicts.push(Verdict {
+                policy: view.rule.name.clone(),
+                reference: reference.clone(),
+                selected,
+                conditions,
+            });
+        }
+        for rule in safety::protections(&policy.safety, snap, now, target) {
+            protections.push(Protection {
+                reference: reference.clone(),
+                rule,
+            });
+        }
+    }
+    (verdicts, protections)
+}
+
+/// The newest `keep_most_recent` selected tags per repository, by created time;
+/// on a tie the tag that sorts last counts as newer (`build-102` over
+/// `build-101`, as with reproducible builds that share a created time).
+fn keep_most_recent(rule: &Rule, snap: &Snapshot) -> HashSet<(usize, usize)> {
+    let Some(n) = rule.conditions.keep_most_recent else {
+        return HashSet::new();
+    };
+    let mut by_repo: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (i, img) in snap.images.iter().enumerate() {
+        for (t, tag) in img.tags.iter().enumerate() {
+            if selects(rule, snap, Target::Tag(i, t)) {
+                by_repo.entry(repository_of(tag)).or_default().push((i, t));
+            }
+        }
+    }
+    let mut keep = HashSet::new();
+    for refs in by_repo.values_mut() {
+        refs.sort_by(|a, b| {
+            let (ia, ib) = (&snap.images[a.0], &snap.images[b.0]);
+            ib.created
+                .cmp(&ia.created)
+                .then_with(|| ib.tags[b.1].cmp(&ia.tags[a.1]))
+        });
+        keep.extend(refs.iter().take(n).copied());
+    }
+    keep
+}
+
+/// Selectors: all given must match.
+fn selects(rule: &Rule, snap: &Snapshot, target: Target) -> bool {
+    let sel = &rule.selectors;
+    let img = &snap.images[target.image()];
+    match (target, sel.dangling) {
+        (Target::Tag(..), Some(true)) | (Target::Untagged(_), Some(false)) => return false,
+        _ => {}
+    }
+    if !sel.repositories.is_empty() {
+        let Target::Tag(_, t) = target else {
+            return false;
+        };
+        let repo = repository_of(&img.tags[t]);
+        if !sel.repositories.iter().any(|g| g.is_match(repo)) {
+            return false;
+        }
+    }
+    sel.labels.iter().all(|l| l.matches(&img.labels))
+}
+
+impl<'a> Planner<'a> {
+    fn new(policy: &'a Policy, snap: &'a Snapshot, now: DateTime<Utc>) -> Self {
+        let rules = policy
+            .rules
+            .iter()
+            .map(|rule| RuleView {
+                rule,
+                kept_recent: keep_most_recent(rule, snap),
+            })
+            .collect();
+        Planner {
+            policy,
+            snap,
+            now,
+            rules,
+            ledger: Ledger::new(snap),
+            planned: HashSet::new(),
+            selected: Vec::new(),
+            kept: Vec::new(),
+            kept_seen: HashSet::new(),
+            notes: Vec::new(),
+            limit_hit: false,
+        }
+    }
+
+    fn context<'k>(&self, view: &'k RuleView<'_>) -> Context<'a, 'k> {
+        Context {
+            snap: self.snap,
+            now: self.now,
+            kept_recent: &view.kept_recent,
+        }
+    }
+
+    /// Every condition of a rule, checked against a target, lazily.
+    fn checks<'k>(
+        &self,
+        view: &'k RuleView<'_>,
+        target: Target,
+    ) -> impl Iterator<Item = Check<'a>> + 'k
+    where
+        'a: 'k,
+    {
+        let cx = self.context(view);
+        Condition::of(&view.rule.conditions).map(move |c| check(&cx, c, target))
+    }
+
+    fn candidates(&self) -> Vec<Target> {
+        let mut out = Vec::new();
+        for (i, img) in self.snap.images.iter().enumerate() {
+            out.extend((0..img.tags.len()).map(|t| Target::Tag(i, t)));
+            // Dangling after the removals planned so far: an earlier policy
+            // may have removed its last child, or its last tag while a
+            // digest reference still holds it.
+            if self.ledger.is_dangling(i) {
+                out.push(Target::Untagged(i));
+            }
+        }
+        out
+    }
+
+    /// True when every condition but disk pressure holds.
+    fn conditions_met(&self, view: &RuleView<'_>, target: Target) -> bool {
+        let cx = self.context(view);
+        Condition::of(&view.rule.conditions)
+            .filter(|c| !matches!(c, Condition::DiskHigh(_)))
+            .all(|c| check(&cx, c, target).holds)
+    }
+
+    /// The facts of the conditions that held (disk pressure aside); for an
+    /// image without tags and with none, that it is dangling.
+    fn held(&self, view: &RuleView<'_>, target: Target) -> Vec<Reason> {
+        let mut out: Vec<Reason> = self
+            .checks(view, target)
+            .filter(|c| c.holds)
+            .filter_map(|c| c.fact.reason())
+            .collect();
+        if out.is_empty() && self.snap.images[target.image()].tags.is_empty() {
+            out.push(Reason::Dangling);
+        }
+        out
+    }
+
+    fn keep(&mut self, target: Target, rule: usize, reason: KeptBecause) {
+        if self.kept_seen.insert(target) {
+            let i = target.image();
+            self.kept.push(Kept {
+                image: i,
+                image_id: self.snap.images[i].id.clone(),
+                reference: self.reference(target),
+                policy: self.rules[rule].rule.name.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn reference(&self, target: Target) -> Option<String> {
+        match target {
+            Target::Tag(i, t) => Some(self.snap.images[i].tags[t].clone()),
+            Target::Untagged(_) => None,
+        }
+    }
+
+    /// Safety, then the removal limit, then the ledger. Returns the images
+    /// that became dangling, or `None` when the target was kept.
+    fn try_remove(&mut self, target: Target, rule: usize, reason: Reasons) -> Option<Vec<usize>> {
+        let first = safety::protections(&self.policy.safety, self.snap, self.now, target).next();
+        if let Some(why) = first {
+            self.keep(target, rule, why);
+            return None;
+        }
+        if let Some(max) = self.policy.safety.max_removals_per_run {
+            if self.selected.len() >= max.get() {
+                if !self.limit_hit {
+                    self.notes.push(Note::RemovalLimit { max });
+                    self.limit_hit = true;
+                }
+                self.keep(target, rule, KeptBecause::RemovalLimit { max });
+                return None;
+            }
+        }
+        self.planned.insert(target);
+        self.selected.push((target, rule, reason));
+        let effect = match target {
+            Target::Tag(i, _) => self.ledger.remove_reference(i),
+            Target::Untagged(i) => self.ledger.remove_untagged(i),
+        };
+        Some(effect.newly_dangling)
+    }
+
+    /// Every rule without disk watermarks, in file order; the first rule
+    /// whose selectors and conditions hold names the removal.
+    fn age_and_usage_phase(&mut self) {
+        let mut queue: std::collections::VecDeque<Target> = self.candidates().into();
+        while let Some(target) = queue.pop_front() {
+            if self.planned.contains(&target) {
+                continue;
+            }
+            let hit = (0..self.rules.len()).find_map(|r| {
+                let view = &self.rules[r];
+                (view.rule.conditions.disk.is_none()
+                    && selects(view.rule, self.snap, target)
+                    && self.conditions_met(view, target))
+                .then(|| (r, Reasons(self.held(view, target))))
+            });
+            if let Some((r, reason)) = hit {
+                if let Some(dangling) = self.try_remove(target, r, reason) {
+                    queue.extend(dangling.into_iter().map(Target::Untagged));
+                }
+            }
+        }
+    }
+
+    /// Where usage stands for a threshold, after the removals planned so far.
+    fn projected(&self, threshold: Threshold) -> Option<f64> {
+        match threshold {
+            Threshold::Ratio(_) => self.snap.disk.map(|d| {
+                let used = d.used_bytes.saturating_sub(self.ledger.freed());
+                if d.total_bytes == 0 {
+                    0.0
+                } else {
+                    used as f64 / d.total_bytes as f64
+                }
+            }),
+            Threshold::Bytes(_) => {
+                Some(self.snap.image_bytes().saturating_sub(self.ledger.freed()) as f64)
+            }
+        }
+    }
+
+    /// Disk-pressure rules, in file order: each acts when usage is at or above
+    /// its high watermark (the `disk_high` check) and removes
+    /// least-recently-used first until the projected usage reaches its low
+    /// watermark.
+    fn disk_phase(&mut self) {
+        for r in 0..self.rules.len() {
+            let Some(disk) = self.rules[r].rule.conditions.disk else {
+                continue;
+            };
+            let policy = self.rules[r].rule.name.clone();
+            // Activation looks at usage before any removal of this pass.
+            let (high_reached, fact) = conditions::disk_high(self.snap, disk);
+            let Fact::Disk { usage, .. } = fact else {
+                self.notes.push(Note::DiskUnknown { policy });
+                continue;
+            };
+            if !high_reached {
+                self.notes.push(Note::BelowDiskHigh {
+                    policy,
+                    usage,
+                    high: disk.high,
+                });
+                continue;
+            }
+            let mut heap = BinaryHeap::new();
+            let mut seq = 0usize;
+            let candidates = self.candidates();
+            for target in candidates {
+                self.push_disk_candidate(&mut heap, &mut seq, r, target);
+            }
+            let mut removals = 0usize;
+            while let Some(Reverse((_, _, _, target))) = heap.pop() {
+                let Some(now) = self.projected(disk.low) else {
+                    break;
+                };
+                if at_or_below(now, disk.low) {
+                    break;
+                }
+                if self.planned.contains(&target) {
+                    continue;
+                }
+                if let Target::Untagged(i) = target {
+                    if !self.ledger.is_dangling(i) {
+                        continue;
+                    }
+                }
+                let reason = self.disk_reason(r, target, usage, disk.high);
+                if let Some(dangling) = self.try_remove(target, r, reason) {
+                    removals += 1;
+                    for d in dangling {
+                        self.push_disk_candidate(&mut heap, &mut seq, r, Target::Untagged(d));
+                    }
+                }
+            }
+            let after = self.projected(disk.low).map(|v| Usage::like(v, disk.low));
+            self.notes.push(Note::DiskPressure {
+                policy,
+                usage,
+                high: disk.high,
+                removals,
+                after,
+                low: disk.low,
+            });
+        }
+    }
+
+    fn push_disk_candidate(&self, heap: &mut DiskHeap, seq: &mut usize, r: usize, target: Target) {
+        if self.planned.contains(&target) {
+            return;
+        }
+        let view = &self.rules[r];
+        if !selects(view.rule, self.snap, target) || !self.conditions_met(view, target) {
+            return;
+        }
+        let i = target.image();
+        *seq += 1;
+        heap.push(Reverse((
+            self.snap.last_used(i).0,
+            self.snap.images[i].created,
+            *seq,
+            target,
+        )));
+    }
+
+    /// The pressure, the other conditions that held, and the last use.
+    fn disk_reason(&self, r: usize, target: Target, usage: Usage, high: Threshold) -> Reasons {
+        let (last, source) = self.snap.last_used(target.image());
+        let mut out = vec![Reason::DiskPressure { usage, high }];
+        out.extend(
+            self.held(&self.rules[r], target)
+                .into_iter()
+                .filter(|c| *c != Reason::Dangling),
+        );
+        out.push(Reason::LeastRecentlyUsed {
+            idle: self.now - last,
+            source,
+        });
+        Reasons(out)
+    }
+
+    /// Order children before parents and price each removal in that order.
+    fn finish(self) -> Plan {
+        let snap = self.snap;
+        let mut order: Vec<(usize, (Target, usize, Reasons))> = self
+            .selected
+            .into_iter()
+            .map(|s| (snap.depth(s.0.image()), s))
+            .collect();
+        // Deeper images first; stable, so selection order holds within a depth.
+        order.sort_by_key(|(depth, _)| Reverse(*depth));
+        let mut ledger = Ledger::new(snap);
+        let mut removals = Vec::with_capacity(order.len());
+        for (_, (target, rule, reason)) in order {
+            let i = target.image();
+            let effect = match target {
+                Target::Tag(..) => ledger.remove_reference(i),
+                Target::Untagged(_) => ledger.remove_untagged(i),
+            };
+            removals.push(Removal {
+                image: i,
+                image_id: snap.images[i].id.clone(),
+                reference: match target {
+                    Target::Tag(i, t) => Some(snap.images[i].tags[t].clone()),
+                    Target::Untagged(_) => None,
+                },
+                policy: self.rules[rule].rule.name.clone(),
+                reason,
+                reclaim_bytes: effect.freed,
+                deletes_image: effect.deleted.contains(&i),
+            });
+        }
+        Plan {
+            removals,
+            kept: self.kept,
+            reclaim_bytes: ledger.freed(),
+            notes: self.notes,
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! What the planner decides, as data: removals with the facts behind them,
+//! what safety kept and why, and notes. Nothing here is text; the words are
+//! rendered at the edge by the `Display` impls in [`crate::report::text`],
+//! and the JSON comes from the `Serialize` impls (durations in seconds).
+
+use std::num::NonZeroUsize;
+
+use chrono::TimeDelta;
+use serde::{Serialize, Serializer};
+
+use crate::inventory::LastUsedSource;
+use crate::policy::Threshold;
+
+/// What a pass would do.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Removals in execution order (children before parents).
+    pub removals: Vec<Removal>,
+    /// What a policy wanted to remove but a safety rule (or a limit) kept.
+    pub kept: Vec<Kept>,
+    /// Bytes the whole plan frees.
+    pub reclaim_bytes: u64,
+    /// Facts about the plan worth a log line (inactive disk policies, limits).
+    pub notes: Vec<Note>,
+}
+
+/// One removal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Removal {
+    /// Snapshot index of the image.
+    pub image: usize,
+    /// `sha256:<hex>`.
+    pub image_id: String,
+    /// The tag removed, or `None` when an untagged image is removed by ID.
+    pub reference: Option<String>,
+    /// Name of the `[[policy]]` that removes it.
+    pub policy: String,
+    /// Why: the conditions that held.
+    pub reason: Reasons,
+    /// Bytes this removal frees when run in plan order.
+    pub reclaim_bytes: u64,
+    /// True when the engine deletes the image with this removal.
+    pub deletes_image: bool,
+}
+
+impl Removal {
+    /// What to pass to the engine: the tag, or the image ID.
+    pub fn target(&self) -> &str {
+        self.reference.as_deref().unwrap_or(&self.image_id)
+    }
+}
+
+/// A reference or image a policy would remove, kept by a safety rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// Snapshot index of the image.
+    pub image: usize,
+    /// `sha256:<hex>`.
+    pub image_id: String,
+    /// The tag, or `None` for an untagged image.
+    pub reference: Option<String>,
+    /// The policy that wanted it.
+    pub policy: String,
+    /// The safety rule (or limit) that kept it.
+    pub reason: KeptBecause,
+}
+
+/// The facts behind one removal, in the order they are told: for an
+/// age/usage policy its conditions that held (or [`Reason::Dangling`] when
+/// the policy sets none); for a disk policy the pressure, those conditions
+/// and the last use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Reasons(pub Vec<Reason>);
+
+/// One fact behind a removal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// `unused_for` held: last used `idle` ago, longer than `limit`.
+    UnusedFor {
+        /// Since the last use.
+        #[serde(rename = "idle_seconds", serialize_with = "seconds")]
+        idle: TimeDelta,
+        /// The policy's `unused_for`.
+        #[serde(rename = "limit_seconds", serialize_with = "seconds")]
+        limit: TimeDelta,
+        /// Where the last-use time came from.
+        source: LastUsedSource,
+    },
+    /// `older_than` held: created `age` ago, longer than `limit`.
+    OlderThan {
+        /// Since the image was created.
+        #[serde(rename = "age_seconds", serialize_with = "seconds")]
+        age: TimeDelta,
+        /// The policy's `older_than`.
+        #[serde(rename = "limit_seconds", serialize_with = "seconds")]
+        limit: TimeDelta,
+    },
+    /// `keep_most_recent` held: the tag is not among the `n` newest of its
+    /// repository.
+    NotAmongNewest {
+        /// The policy's `keep_most_recent`.
+        n: usize,
+        /// The repository the tags are ranked in.
+        repository: String,
+    },
+    /// An untagged image removed by a policy that sets no condition.
+    Dangling,
+    /// A disk policy acts: usage at the start of the pass is at or above
+    /// `high`.
+    DiskPressure {
+        /// Usage before any removal of this pass.
+        usage: Usage,
+        /// The policy's `disk_high`.
+        #[serde(serialize_with = "threshold")]
+        high: Threshold,
+    },
+    /// The disk policy takes the least recently used first.
+    LeastRecentlyUsed {
+        /// Since the last use.
+        #[serde(rename = "idle_seconds", serialize_with = "seconds")]
+        idle: TimeDelta,
+        /// Where the last-use time came from.
+        source: LastUsedSource,
+    },
+}
+
+/// Why a safety rule (or the removal limit) kept what a policy wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum KeptBecause {
+    /// A container, in any state, uses the image.
+    InUse {
+        /// The container's full ID.
+        container: String,
+        /// Its state (`running`, `exited`, `created`, …).
+        state: String,
+    },
+    /// The image carries a label `[safety] protect_labels` names.
+    ProtectLabel {
+        /// The matching `protect_labels` entry (`key` or `key=value`).
+        label: String,
+    },
+    /// A reference matches a `[safety] protect` glob.
+    ProtectGlob {
+        /// The glob as written.
+        pattern: String,
+    },
+    /// The image is younger than `min_age`.
+    #[serde(rename = "min_age")]
+    TooYoung {
+        /// `[safety] min_age`.
+        #[serde(rename = "min_age_seconds", serialize_with = "seconds")]
+        min_age: TimeDelta,
+        /// Where the grace period starts: `created`, `last tagged` or
+        /// `first seen`.
+        since: &'static str,
+        /// Time since then.
+        #[serde(rename = "age_seconds", serialize_with = "seconds")]
+        age: TimeDelta,
+    },
+    /// `max_removals_per_run` was reached.
+    RemovalLimit {
+        /// The limit.
+        max: NonZeroUsize,
+    },
+}
+
+impl KeptBecause {
+    /// Every [`KeptBecause::word`], so a metric can show each one at 0.
+    pub const WORDS: [&'static str; 5] = [
+        "in_use",
+        "protect_label",
+        "protect_glob",
+        "min_age",
+        "removal_limit",
+    ];
+
+    /// One fixed word per kind: a metric label, and the JSON `kind`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Self::InUse { .. } => "in_use",
+            Self::ProtectLabel { .. } => "protect_label",
+            Self::ProtectGlob { .. } => "protect_glob",
+            Self::TooYoung { .. } => "min_age",
+            Self::RemovalLimit { .. } => "removal_limit",
+        }
+    }
+}
+
+/// A fact about the plan worth a log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Note {
+    /// `max_removals_per_run` was reached; the rest waits for the next pass.
+    RemovalLimit {
+        /// The limit.
+        max: NonZeroUsize,
+    },
+    /// A disk policy was not evaluated: the disk is unknown (remote engine).
+    DiskUnknown {
+        /// The policy's name.
+        policy: String,
+    },
+    /// A disk policy did not act: usage is below its `disk_high`.
+    BelowDiskHigh {
+        /// The policy's name.
+        policy: String,
+        /// Usage before any removal of this pass.
+        usage: Usage,
+        /// The policy's `disk_high`.
+        #[serde(serialize_with = "threshold")]
+        high: Threshold,
+    },
+    /// A disk policy acted.
+    DiskPressure {
+        /// The policy's name.
+        policy: String,
+        /// Usage before any removal of this pass.
+        usage: Usage,
+        /// The policy's `disk_high`.
+        #[serde(serialize_with = "threshold")]
+        high: Threshold,
+        /// Removals it planned.
+        removals: usize,
+        /// Projected usage after them; `None` when unknown.
+        after: Option<Usage>,
+        /// The policy's `disk_low`.
+        #[serde(serialize_with = "threshold")]
+        low: Threshold,
+    },
+}
+
+/// Usage in a watermark's unit: a share of the filesystem, or bytes of
+/// image data.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Usage {
+    /// Fraction 0.0..=1.0 of the filesystem in use.
+    Ratio(f64),
+    /// Unique image layer bytes.
+    Bytes(u64),
+}
+
+impl Usage {
+    /// `value` in the unit of `like`.
+    pub fn like(value: f64, like: Threshold) -> Self {
+        match like {
+            Threshold::Ratio(_) => Self::Ratio(value),
+            // Saturating float-to-int: an absurd figure shows as u64::MAX.
+            Threshold::Bytes(_) => Self::Bytes(value as u64),
+        }
+    }
+}
+
+// Bit equality, so `Eq`-like comparisons of plans are exact (the values are
+// finite ratios and byte counts; no NaN reaches here).
+impl PartialEq for Usage {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Ratio(a), Self::Ratio(b)) => a.to_bits() == b.to_bits(),
+            (Self::Bytes(a), Self::Bytes(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn seconds<S: Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(d.num_seconds())
+}
+
+/// A watermark as `{"ratio": 0.8}` or `{"bytes": 1000}`, like [`Usage`].
+fn threshold<S: Serializer>(t: &Threshold, s: S) -> Result<S::Ok, S::Error> {
+    match *t {
+        Threshold::Ratio(r) => Usage::Ratio(r).serialize(s),
+        Threshold::Bytes(b) => Usage::Bytes(b).serialize(s),
+    }
+}

@@ -1,0 +1,462 @@
+//! The JSON contract of `plan`, `once` and `explain` (`--output json`), as
+//! types: every field a program may read is a field here, and the output is
+//! these structs serialized, nothing hand-built. The field names and their
+//! values are a stable interface; `schema_version` changes when one does.
+//! A field is only ever added within a version.
+//!
+//! Each removal and kept entry has its `reason` in words (as the table shows
+//! it) and `why`, the same facts typed: objects with a `kind` and their
+//! figures, durations in seconds.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use chrono::{DateTime, Utc};
+
+use super::explain::Explanation;
+use crate::execute::{Failed, Report};
+use crate::gc::plan::{KeptBecause, Plan, Reasons};
+use crate::inventory::Snapshot;
+
+/// The version of every JSON document below.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `imagegc plan --output json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanJson<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// What the pass removes, in execution order.
+    pub removals: Vec<RemovalJson<'a>>,
+    /// What a policy wanted but a safety rule or the limit kept.
+    pub kept: Vec<KeptJson<'a>>,
+    /// Bytes the whole plan frees.
+    pub reclaim_bytes: u64,
+    /// The plan's notes, in words.
+    pub notes: Vec<String>,
+    /// Images in the snapshot.
+    pub images: usize,
+    /// Unique layer bytes of every image.
+    pub image_bytes: u64,
+}
+
+/// One planned removal.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovalJson<'a> {
+    /// `sha256:<hex>`.
+    pub image_id: &'a str,
+    /// The tag, or `null` for an untagged image removed by ID.
+    pub reference: Option<&'a str>,
+    /// The policy that removes it.
+    pub policy: &'a str,
+    /// Why, in words.
+    pub reason: String,
+    /// Why, typed.
+    pub why: &'a Reasons,
+    /// Bytes it frees in plan order.
+    pub reclaim_bytes: u64,
+    /// True when the engine deletes the image with it.
+    pub deletes_image: bool,
+    /// False when the image's layer sizes are a best guess.
+    pub sizes_exact: bool,
+}
+
+/// One reference or image kept by a safety rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptJson<'a> {
+    /// `sha256:<hex>`.
+    pub image_id: &'a str,
+    /// The tag, or `null` for an untagged image.
+    pub reference: Option<&'a str>,
+    /// The policy that wanted it.
+    pub policy: &'a str,
+    /// The rule, in words.
+    pub reason: String,
+    /// The rule, typed (`kind` is the `imagegc_kept` metric's `reason`).
+    pub why: &'a KeptBecause,
+}
+
+/// `imagegc once --output json`: the plan, and what the pass did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PassJson<'a> {
+    /// The plan's fields, `schema_version` included.
+    #[serde(flatten)]
+    pub plan: PlanJson<'a>,
+    /// True when nothing was removed on purpose.
+    pub dry_run: bool,
+    /// Removals the engine carried out.
+    pub removed: Vec<RemovedJson<'a>>,
+    /// Removals that did not happen.
+    pub failed: Vec<FailedJson<'a>>,
+    /// Bytes of the layers the engine deleted.
+    pub reclaimed_bytes: u64,
+    /// Images the engine deleted.
+    pub deleted_images: usize,
+    /// Removals not attempted (cancelled, or the engine was lost).
+    pub skipped: usize,
+    /// True when cancellation stopped the pass.
+    pub cancelled: bool,
+}
+
+/// One removal the engine carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedJson<'a> {
+    /// The image the removal was for.
+    pub image_id: &'a str,
+    /// The tag removed, or `null`.
+    pub reference: Option<&'a str>,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// Bytes of the layers it deleted.
+    pub reclaimed_bytes: u64,
+    /// Image IDs the engine deleted.
+    pub deleted_images: &'a [String],
+    /// References the engine removed.
+    pub untagged: &'a [String],
+}
+
+/// One removal that did not happen.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedJson<'a> {
+    /// The image the removal was for.
+    pub image_id: &'a str,
+    /// The tag, or `null`.
+    pub reference: Option<&'a str>,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// `conflict`, `not_found` or `engine`.
+    pub kind: &'a str,
+    /// The engine's words.
+    pub message: &'a str,
+}
+
+impl<'a> PlanJson<'a> {
+    /// The document for `plan` made from `snapshot`.
+    pub fn new(plan: &'a Plan, snapshot: &Snapshot) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            removals: plan
+                .removals
+                .iter()
+                .map(|r| RemovalJson {
+                    image_id: &r.image_id,
+                    reference: r.reference.as_deref(),
+                    policy: &r.policy,
+                    reason: r.reason.to_string(),
+                    why: &r.reason,
+                    reclaim_bytes: r.reclaim_bytes,
+                    deletes_image: r.deletes_image,
+                    sizes_exact: snapshot.images[r.image].sizes_exact,
+                })
+                .collect(),
+            kept: plan
+                .kept
+                .iter()
+                .map(|k| KeptJson {
+                    image_id: &k.image_id,
+                    reference: k.reference.as_deref(),
+                    policy: &k.policy,
+                    reason: k.reason.to_string(),
+                    why: &k.reason,
+                })
+                .collect(),
+            reclaim_bytes: plan.reclaim_bytes,
+            notes: plan.notes.iter().map(ToString::to_string).collect(),
+            images: snapshot.images.len(),
+            image_bytes: snapshot.image_bytes(),
+        }
+    }
+}
+
+impl<'a> PassJson<'a> {
+    /// The document for `once`; `report` is `None` when nothing ran.
+    pub fn new(
+        plan: &'a Plan,
+        snapshot: &Snapshot,
+        report: Option<&'a Report>,
+        dry_run: bool,
+    ) -> Self {
+        let (removed, failed, reclaimed_bytes, deleted_images, skipped, cancelled) = match report {
+            Some(r) => (
+                r.removed
+                    .iter()
+                    .map(|r| RemovedJson {
+                        image_id: &r.image_id,
+                        reference: r.reference.as_deref(),
+                        policy: &r.policy,
+                        reclaimed_bytes: r.reclaimed_bytes,
+                        deleted_images: &r.deleted_images,
+                        untagged: &r.untagged,
+                    })
+                    .collect(),
+                r.failed.iter().map(FailedJson::from).collect(),
+                r.reclaimed_bytes,
+                r.deleted_images(),
+                r.skipped,
+                r.cancelled,
+            ),
+            None => (Vec::new(), Vec::new(), 0, 0, 0, false),
+        };
+        Self {
+            plan: PlanJson::new(plan, snapshot),
+            dry_run,
+            removed,
+            failed,
+            reclaimed_bytes,
+            deleted_images,
+            skipped,
+            cancelled,
+        }
+    }
+}
+
+impl<'a> From<&'a Failed> for FailedJson<'a> {
+    fn from(f: &'a Failed) -> Self {
+        Self {
+            image_id: &f.image_id,
+            reference: f.reference.as_deref(),
+            policy: &f.policy,
+            kind: f.kind,
+            message: &f.message,
+        }
+    }
+}
+
+/// `imagegc explain IMAGE --output json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainJson<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `sha256:<hex>`.
+    pub image_id: &'a str,
+    /// Tag references.
+    pub references: &'a [String],
+    /// Digest references.
+    pub digests: &'a [String],
+    /// Bytes of all its layers, shared ones included.
+    pub size_bytes: u64,
+    /// Bytes deleting it alone would free.
+    pub unique_bytes: u64,
+    /// Bytes deleting it with the untagged parents only it holds would free.
+    pub with_parents_bytes: u64,
+    /// How many such parents.
+    pub parents_freed: usize,
+    /// Created time.
+    pub created: DateTime<Utc>,
+    /// First seen by imagegc, or `null`.
+    pub first_seen: Option<DateTime<Utc>>,
+    /// `seen`, `baseline`, `no_state_yet` or `tracking_restarted`.
+    pub first_seen_basis: &'static str,
+    /// When the engine last put a reference on it, or `null`.
+    pub last_tagged: Option<DateTime<Utc>>,
+    /// Last used.
+    pub last_used: DateTime<Utc>,
+    /// `created`, `tagged`, `container` or `event`.
+    pub last_used_source: &'static str,
+    /// Containers using it.
+    pub containers: Vec<ContainerJson<'a>>,
+    /// Parent image ID, or `null`.
+    pub parent: Option<&'a str>,
+    /// Number of child images.
+    pub children: usize,
+    /// How each policy sees each reference.
+    pub policies: Vec<PolicyJson<'a>>,
+    /// Every safety rule that protects it.
+    pub safety: Vec<SafetyJson<'a>>,
+    /// What the next pass would do with it.
+    pub next_pass: NextPassJson<'a>,
+    /// The one-line answer.
+    pub summary: String,
+}
+
+/// A container using the image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerJson<'a> {
+    /// Short container ID.
+    pub id: &'a str,
+    /// First name, or empty.
+    pub name: &'a str,
+    /// State.
+    pub state: &'a str,
+}
+
+/// One policy's view of one reference.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyJson<'a> {
+    /// The policy's name.
+    pub policy: &'a str,
+    /// The tag, or `null` for the untagged image.
+    pub reference: Option<&'a str>,
+    /// Whether its selectors pick it.
+    pub selected: bool,
+    /// Each condition it sets (empty when not selected).
+    pub conditions: Vec<ConditionJson>,
+    /// Selected and every condition holds.
+    pub conditions_hold: bool,
+}
+
+/// One condition, checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConditionJson {
+    /// `unused_for`, `older_than`, `keep_most_recent` or `disk_high`.
+    pub condition: &'static str,
+    /// Whether it holds.
+    pub holds: bool,
+    /// The figures, in words.
+    pub detail: String,
+}
+
+/// A safety rule that protects a reference (or the untagged image).
+#[derive(Debug, Clone, Serialize)]
+pub struct SafetyJson<'a> {
+    /// The tag, or `null`.
+    pub reference: Option<&'a str>,
+    /// The rule, in words.
+    pub rule: String,
+    /// The rule, typed.
+    pub why: &'a KeptBecause,
+}
+
+/// The next pass, for this image.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextPassJson<'a> {
+    /// Its removals.
+    pub removals: Vec<NextRemovalJson<'a>>,
+    /// What safety keeps.
+    pub kept: Vec<NextKeptJson<'a>>,
+}
+
+/// A removal of the next pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextRemovalJson<'a> {
+    /// The tag, or `null`.
+    pub reference: Option<&'a str>,
+    /// The policy.
+    pub policy: &'a str,
+    /// Why, in words.
+    pub reason: String,
+    /// Why, typed.
+    pub why: &'a Reasons,
+    /// Bytes it frees in plan order.
+    pub reclaim_bytes: u64,
+}
+
+/// A reference the next pass keeps.
+#[derive(Debug, Clone, Serialize)]
+pub struct NextKeptJson<'a> {
+    /// The tag, or `null`.
+    pub reference: Option<&'a str>,
+    /// The policy that wanted it.
+    pub policy: &'a str,
+    /// The rule, in words.
+    pub reason: String,
+    /// The rule, typed.
+    pub why: &'a KeptBecause,
+}
+
+impl<'a> ExplainJson<'a> {
+    /// The document for one explanation.
+    pub fn new(e: &'a Explanation) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            image_id: &e.image_id,
+            references: &e.references,
+            digests: &e.digests,
+            size_bytes: e.size_bytes,
+            unique_bytes: e.unique_bytes,
+            with_parents_bytes: e.with_parents_bytes,
+            parents_freed: e.parents_freed,
+            created: e.created,
+            first_seen: e.first_seen,
+            first_seen_basis: e.first_seen_basis.as_str(),
+            last_tagged: e.last_tagged,
+            last_used: e.last_used,
+            last_used_source: e.last_used_source,
+            containers: e
+                .containers
+                .iter()
+                .map(|c| ContainerJson {
+                    id: &c.id,
+                    name: &c.name,
+                    state: &c.state,
+                })
+                .collect(),
+            parent: e.parent.as_deref(),
+            children: e.children,
+            policies: e
+                .verdicts
+                .iter()
+                .map(|v| PolicyJson {
+                    policy: &v.policy,
+                    reference: v.reference.as_deref(),
+                    selected: v.selected,
+                    conditions: v
+                        .conditions
+                        .iter()
+                        .map(|c| ConditionJson {
+                            condition: c.condition,
+                            holds: c.holds,
+                            detail: c.fact.to_string(),
+                        })
+                        .collect(),
+                    conditions_hold: v.selected && v.conditions.iter().all(|c| c.holds),
+                })
+                .collect(),
+            safety: e
+                .protections
+                .iter()
+                .map(|p| SafetyJson {
+                    reference: p.reference.as_deref(),
+                    rule: p.rule.to_string(),
+                    why: &p.rule,
+                })
+                .collect(),
+            next_pass: NextPassJson {
+                removals: e
+                    .removals
+                    .iter()
+                    .map(|r| NextRemovalJson {
+                        reference: r.reference.as_deref(),
+                        policy: &r.policy,
+                        reason: r.reason.to_string(),
+                        why: &r.reason,
+                        reclaim_bytes: r.reclaim_bytes,
+                    })
+                    .collect(),
+                kept: e
+                    .kept
+                    .iter()
+                    .map(|k| NextKeptJson {
+                        reference: k.reference.as_deref(),
+                        policy: &k.policy,
+                        reason: k.reason.to_string(),
+                        why: &k.reason,
+                    })
+                    .collect(),
+            },
+            summary: e.summary(),
+        }
+    }
+}
+
+/// A document as a JSON value: object keys sorted, as the output has always
+/// printed them.
+pub fn to_value<T: Serialize>(document: &T) -> Value {
+    // Serializing these structs (strings, numbers, lists) cannot fail.
+    serde_json::to_value(document).expect("a JSON document serializes")
+}
+
+/// The plan as JSON.
+pub fn plan_json(plan: &Plan, snapshot: &Snapshot) -> Value {
+    to_value(&PlanJson::new(plan, snapshot))
+}
+
+/// The plan and what execution did, as JSON (the `once` output).
+pub fn pass_json(
+    plan: &Plan,
+    snapshot: &Snapshot,
+    report: Option<&Report>,
+    dry_run: bool,
+) -> Value {
+    to_value(&PassJson::new(plan, snapshot, report, dry_run))
+}

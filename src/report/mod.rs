@@ -1,0 +1,10 @@
+//! The edge where decisions become words and JSON: tables, the text of
+//! reasons and durations, the typed JSON contract, and the `explain` view.
+//! Nothing below this layer formats text for people.
+
+pub mod explain;
+pub mod json;
+pub mod table;
+pub mod text;
+
+pub use table::Format;

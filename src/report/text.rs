@@ -1,0 +1,336 @@
+//! Text for people: durations, sizes, and the `Display` of every reason,
+//! safety rule, note and condition check the planner returns. The words are
+//! a stable interface too (logs, tables, `explain`, the JSON `reason`
+//! fields), so they are written here once.
+
+use std::fmt::{self, Display, Formatter};
+
+use chrono::TimeDelta;
+
+use crate::gc::conditions::{Check, Fact};
+use crate::gc::plan::{KeptBecause, Note, Reason, Reasons, Usage};
+use crate::model::short_id;
+
+/// A compact duration: `12d`, `3d 4h`, `5h 12m`, `40s`.
+///
+/// ```
+/// use chrono::TimeDelta;
+/// use imagegc::report::text::human_duration;
+/// assert_eq!(human_duration(TimeDelta::days(12)), "12d");
+/// assert_eq!(human_duration(TimeDelta::hours(76)), "3d 4h");
+/// assert_eq!(human_duration(TimeDelta::minutes(312)), "5h 12m");
+/// assert_eq!(human_duration(TimeDelta::seconds(40)), "40s");
+/// ```
+pub fn human_duration(d: TimeDelta) -> String {
+    let secs = d.num_seconds().max(0);
+    let (days, hours, mins) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    match (days, hours, mins) {
+        (d, 0, _) if d > 0 => format!("{d}d"),
+        (d, h, _) if d > 0 && d < 10 => format!("{d}d {h}h"),
+        (d, _, _) if d > 0 => format!("{d}d"),
+        (_, h, 0) if h > 0 => format!("{h}h"),
+        (_, h, m) if h > 0 => format!("{h}h {m}m"),
+        (_, _, m) if m > 0 => format!("{m}m"),
+        _ => format!("{secs}s"),
+    }
+}
+
+/// Human size, IEC units.
+pub fn size(bytes: u64) -> String {
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
+}
+
+impl Display for Usage {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Ratio(r) => write!(f, "{:.1}%", r * 100.0),
+            Self::Bytes(b) => f.write_str(&size(b)),
+        }
+    }
+}
+
+impl Display for Reason {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnusedFor {
+                idle,
+                limit,
+                source,
+            } => write!(
+                f,
+                "unused for {} (unused_for {}; last use: {})",
+                human_duration(*idle),
+                human_duration(*limit),
+                source.as_str()
+            ),
+            Self::OlderThan { age, limit } => write!(
+                f,
+                "created {} ago (older_than {})",
+                human_duration(*age),
+                human_duration(*limit)
+            ),
+            Self::NotAmongNewest { n, repository } => write!(
+                f,
+                "not among the {n} newest of {repository} (keep_most_recent {n})"
+            ),
+            Self::Dangling => f.write_str("dangling"),
+            Self::DiskPressure { usage, high } => {
+                write!(f, "usage {usage} at or above disk_high {high}")
+            }
+            Self::LeastRecentlyUsed { idle, source } => write!(
+                f,
+                "least recently used (last use {} ago: {})",
+                human_duration(*idle),
+                source.as_str()
+            ),
+        }
+    }
+}
+
+impl Display for Reasons {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        for (n, reason) in self.0.iter().enumerate() {
+            if n > 0 {
+                f.write_str(", ")?;
+            }
+            Display::fmt(reason, f)?;
+        }
+        Ok(())
+    }
+}
+
+impl Display for KeptBecause {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InUse { container, state } => {
+                write!(f, "in use by container {} ({state})", short_id(container))
+            }
+            Self::ProtectLabel { label } => write!(f, "protected by label {label}"),
+            Self::ProtectGlob { pattern } => write!(f, "protected by glob {pattern}"),
+            Self::TooYoung {
+                min_age,
+                since,
+                age,
+            } => write!(
+                f,
+                "younger than min_age {} ({since} {} ago)",
+                human_duration(*min_age),
+                human_duration(*age)
+            ),
+            Self::RemovalLimit { max } => write!(f, "max_removals_per_run {max} reached"),
+        }
+    }
+}
+
+impl Display for Note {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RemovalLimit { max } => write!(
+                f,
+                "max_removals_per_run {max} reached; the rest waits for the next pass"
+            ),
+            Self::DiskUnknown { policy } => write!(
+                f,
+                "policy {policy}: disk usage of the engine's root dir is unknown (remote engine?); disk_high not evaluated"
+            ),
+            Self::BelowDiskHigh {
+                policy,
+                usage,
+                high,
+            } => write!(f, "policy {policy}: usage {usage} is below disk_high {high}"),
+            Self::DiskPressure {
+                policy,
+                usage,
+                high,
+                removals,
+                after,
+                low,
+            } => {
+                write!(
+                    f,
+                    "policy {policy}: usage {usage} at or above disk_high {high}; {removals} removals bring it to "
+                )?;
+                if let Some(after) = after {
+                    Display::fmt(after, f)?;
+                }
+                write!(f, " (disk_low {low})")
+            }
+        }
+    }
+}
+
+/// The detail `explain` shows for a condition: the figures behind the answer.
+impl Display for Fact<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnusedFor {
+                idle,
+                limit,
+                source,
+            } => write!(
+                f,
+                "last used {} ago ({}); unused_for {}",
+                human_duration(*idle),
+                source.as_str(),
+                human_duration(*limit)
+            ),
+            Self::OlderThan { age, limit } => write!(
+                f,
+                "created {} ago; older_than {}",
+                human_duration(*age),
+                human_duration(*limit)
+            ),
+            Self::Rank {
+                n,
+                repository,
+                among_newest: true,
+            } => write!(f, "among the {n} newest of {repository}: kept"),
+            Self::Rank {
+                n,
+                repository,
+                among_newest: false,
+            } => write!(f, "not among the {n} newest of {repository}"),
+            Self::Unranked => f.write_str("untagged images have no repository to rank in"),
+            Self::DiskUnknown => f.write_str("disk usage unknown"),
+            Self::Disk { usage, disk } => write!(
+                f,
+                "usage {usage} vs disk_high {} (then least recently used first down to disk_low {})",
+                disk.high, disk.low
+            ),
+        }
+    }
+}
+
+/// `[x] key: detail`, as `explain` lists a policy's conditions.
+impl Display for Check<'_> {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{}] {}: {}",
+            if self.holds { "x" } else { " " },
+            self.condition,
+            self.fact
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use crate::gc::plan::Usage;
+    use crate::inventory::LastUsedSource;
+    use crate::policy::Threshold;
+
+    fn days(n: i64) -> TimeDelta {
+        TimeDelta::days(n)
+    }
+
+    #[test]
+    fn every_reason_reads_as_the_plan_table_has_always_printed_it() {
+        let reasons = Reasons(vec![
+            Reason::DiskPressure {
+                usage: Usage::Ratio(0.9),
+                high: Threshold::Ratio(0.85),
+            },
+            Reason::UnusedFor {
+                idle: days(30),
+                limit: days(7),
+                source: LastUsedSource::Event,
+            },
+            Reason::OlderThan {
+                age: TimeDelta::hours(76),
+                limit: TimeDelta::hours(1),
+            },
+            Reason::NotAmongNewest {
+                n: 3,
+                repository: "ci/app".into(),
+            },
+            Reason::LeastRecentlyUsed {
+                idle: days(12),
+                source: LastUsedSource::Container,
+            },
+        ]);
+        assert_eq!(
+            reasons.to_string(),
+            "usage 90.0% at or above disk_high 85%, \
+             unused for 30d (unused_for 7d; last use: event), \
+             created 3d 4h ago (older_than 1h), \
+             not among the 3 newest of ci/app (keep_most_recent 3), \
+             least recently used (last use 12d ago: container)"
+        );
+        assert_eq!(Reasons(vec![Reason::Dangling]).to_string(), "dangling");
+        assert_eq!(Reasons::default().to_string(), "");
+    }
+
+    #[test]
+    fn every_safety_rule_and_note_reads_as_before() {
+        let two = NonZeroUsize::new(2).expect("2 is not zero");
+        let cases = [
+            (
+                KeptBecause::InUse {
+                    container: format!("sha256:{}", "3f2a1b2c3d4e".repeat(5)),
+                    state: "exited".into(),
+                }
+                .to_string(),
+                "in use by container 3f2a1b2c3d4e (exited)",
+            ),
+            (
+                KeptBecause::ProtectLabel {
+                    label: "tier=prod".into(),
+                }
+                .to_string(),
+                "protected by label tier=prod",
+            ),
+            (
+                KeptBecause::ProtectGlob {
+                    pattern: "base/*".into(),
+                }
+                .to_string(),
+                "protected by glob base/*",
+            ),
+            (
+                KeptBecause::TooYoung {
+                    min_age: TimeDelta::hours(1),
+                    since: "first seen",
+                    age: TimeDelta::minutes(12),
+                }
+                .to_string(),
+                "younger than min_age 1h (first seen 12m ago)",
+            ),
+            (
+                KeptBecause::RemovalLimit { max: two }.to_string(),
+                "max_removals_per_run 2 reached",
+            ),
+            (
+                Note::RemovalLimit { max: two }.to_string(),
+                "max_removals_per_run 2 reached; the rest waits for the next pass",
+            ),
+            (
+                Note::BelowDiskHigh {
+                    policy: "p".into(),
+                    usage: Usage::Bytes(1024),
+                    high: Threshold::Bytes(4096),
+                }
+                .to_string(),
+                "policy p: usage 1.0 KiB is below disk_high 4.0 KiB",
+            ),
+            (
+                Note::DiskPressure {
+                    policy: "p".into(),
+                    usage: Usage::Ratio(0.9),
+                    high: Threshold::Ratio(0.85),
+                    removals: 3,
+                    after: None,
+                    low: Threshold::Ratio(0.7),
+                }
+                .to_string(),
+                "policy p: usage 90.0% at or above disk_high 85%; 3 removals bring it to  (disk_low 70%)",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+}
