@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use imagegc::engine::DiskUsage;
+use imagegc::engine::{Capabilities, DiskUsage};
 use imagegc::plan::{plan, KeptBecause, Note, Plan, Reason, Removal};
 use imagegc::policy::{Policy, Rule, Threshold};
 use imagegc::snapshot::Snapshot;
@@ -472,6 +472,50 @@ fn an_image_tagged_twice_where_one_tag_matches_is_untagged_but_not_deleted() {
     assert!(!r.deletes_image);
     assert_eq!(r.reclaim_bytes, 0);
     assert_eq!(planned.reclaim_bytes, 0);
+}
+
+#[test]
+fn on_an_engine_that_deletes_whole_images_only_an_images_sole_reference_is_removed() {
+    let p = policy(vec![rule("ci")
+        .repositories(&["ci/*"])
+        .older_than(secs(DAY))
+        .build()]);
+    let whole_image = Capabilities {
+        untags_single_reference: false,
+        ..Capabilities::DOCKER_20_10
+    };
+    let snap = snapshot(
+        &[
+            img("twice", 10 * DAY)
+                .tags(&["ci/a:1", "ci/b:1"])
+                .layer("l", 300),
+            img("once", 10 * DAY).tags(&["ci/c:1"]).layer("m", 70),
+        ],
+        vec![],
+    )
+    .with_capabilities(whole_image);
+
+    let planned = plan(&p, &snap, now());
+
+    // Removing ci/a:1 would take ci/b:1 with it on such an engine: both are
+    // kept, the sole reference of the other image goes, and the bytes follow.
+    assert_eq!(targets(&planned), vec!["ci/c:1"]);
+    assert_eq!(planned.reclaim_bytes, 70);
+    for tag in ["ci/a:1", "ci/b:1"] {
+        assert_eq!(
+            kept_reason(&planned, Some(tag), &id("twice")),
+            Some(&KeptBecause::WholeImage { references: 2 }),
+            "{tag}"
+        );
+    }
+    // The same snapshot on Docker, which untags one reference at a time,
+    // removes all three references.
+    let docker = plan(
+        &p,
+        &snap.with_capabilities(Capabilities::DOCKER_20_10),
+        now(),
+    );
+    assert_eq!(targets(&docker), vec!["ci/a:1", "ci/b:1", "ci/c:1"]);
 }
 
 #[test]

@@ -165,16 +165,25 @@ pub enum KeptBecause {
         /// The limit.
         max: NonZeroUsize,
     },
+    /// The engine deletes the whole image whatever reference names it
+    /// (`Capabilities::untags_single_reference` is false), and the image has
+    /// other references: removing this one would take them too, so only an
+    /// image's sole reference is removed on such an engine.
+    WholeImage {
+        /// How many references the image has.
+        references: usize,
+    },
 }
 
 impl KeptBecause {
     /// Every [`KeptBecause::word`], so a metric can show each one at 0.
-    pub const WORDS: [&'static str; 5] = [
+    pub const WORDS: [&'static str; 6] = [
         "in_use",
         "protect_label",
         "protect_glob",
         "min_age",
         "removal_limit",
+        "whole_image",
     ];
 
     /// One fixed word per kind: a metric label, and the JSON `kind`.
@@ -185,6 +194,7 @@ impl KeptBecause {
             Self::ProtectGlob { .. } => "protect_glob",
             Self::TooYoung { .. } => "min_age",
             Self::RemovalLimit { .. } => "removal_limit",
+            Self::WholeImage { .. } => "whole_image",
         }
     }
 }

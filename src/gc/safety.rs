@@ -2,7 +2,8 @@
 //! protects a target with.
 //!
 //! [`protections`] chains them lazily in a fixed order (containers, labels,
-//! globs, `min_age`): the planner takes the first, `explain` shows them all,
+//! globs, `min_age`, and on an engine that deletes whole images, the other
+//! references of the image): the planner takes the first, `explain` shows them all,
 //! and both read the same code. `max_removals_per_run` is a limit on the
 //! plan, not a property of a target, so the planner applies it itself.
 
@@ -26,6 +27,19 @@ pub(super) fn protections<'s>(
         .chain(protect_labels(safety, snap, target))
         .chain(protect_globs(safety, snap, target))
         .chain(std::iter::once_with(move || min_age(safety, snap, now, target)).flatten())
+        .chain(whole_image(snap, target))
+}
+
+/// On an engine whose removal of one reference deletes the whole image
+/// (`Capabilities::untags_single_reference` false), a tag of an image with
+/// other references is kept: its removal would delete references that no
+/// policy chose, or that safety keeps. Docker untags one reference at a time,
+/// so there this never holds.
+fn whole_image(snap: &Snapshot, target: Target) -> Option<KeptBecause> {
+    let references = snap.images[target.image()].tags.len();
+    let tag = matches!(target, Target::Tag(..));
+    (tag && references > 1 && !snap.capabilities.untags_single_reference)
+        .then_some(KeptBecause::WholeImage { references })
 }
 
 /// A container in any state uses the image: one answer per container.

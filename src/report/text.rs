@@ -118,6 +118,10 @@ impl Display for KeptBecause {
                 human_duration(*age)
             ),
             Self::RemovalLimit { max } => write!(f, "max_removals_per_run {max} reached"),
+            Self::WholeImage { references } => write!(
+                f,
+                "the engine deletes whole images and this one has {references} references"
+            ),
         }
     }
 }
@@ -302,6 +306,10 @@ mod tests {
             (
                 KeptBecause::RemovalLimit { max: two }.to_string(),
                 "max_removals_per_run 2 reached",
+            ),
+            (
+                KeptBecause::WholeImage { references: 3 }.to_string(),
+                "the engine deletes whole images and this one has 3 references",
             ),
             (
                 Note::RemovalLimit { max: two }.to_string(),
