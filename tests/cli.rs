@@ -486,12 +486,16 @@ fn under_journald_every_line_carries_the_priority_of_its_level() {
         ),
     )
     .expect("write policy");
+    // The engine the other tests use (DOCKER_HOST, else the local socket),
+    // resolved as imagegc resolves it.
+    let engine =
+        imagegc::sources::EngineSpec::resolve(None, |k| std::env::var(k).ok(), None).address;
     let args = [
         "-v",
         "--config",
         policy.to_str().expect("utf-8"),
         "--engine",
-        "unix:///var/run/docker.sock",
+        &engine,
         "once",
         "--dry-run",
     ];

@@ -791,7 +791,6 @@ fn error_chain(err: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// Drops the placeholders older APIs put in `RepoTags` / `RepoDigests`.
 /// One entry of `GET /images/json`; `None` (with a warning naming the image
 /// and the value) when its `Created` is no time at all, so that one absurd
 /// image is left alone and the pass goes on with the others.
@@ -817,6 +816,7 @@ fn image_summary(image: bollard::models::ImageSummary) -> Option<ImageSummary> {
     })
 }
 
+/// Drops the placeholders older APIs put in `RepoTags` / `RepoDigests`.
 fn without_placeholder(references: Vec<String>, placeholder: &str) -> Vec<String> {
     references
         .into_iter()
