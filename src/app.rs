@@ -12,19 +12,19 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Level};
 
+use crate::cli::logging;
 use crate::cli::{Cli, Command, LogFormat};
 use crate::config;
 use crate::daemon::{self, signals, Daemon, SystemdNotifier, Wiring};
 use crate::docker::Docker;
 use crate::engine::{Engine, EngineError, EngineInfo};
-use crate::logging;
-use crate::metrics::Metrics;
-use crate::pass::{self, Memory, Mode};
 use crate::policy::Policy;
 use crate::report::explain;
 use crate::report::table::{self as output, Format};
+use crate::run::state::State;
+use crate::run::{self, Memory, Mode};
 pub use crate::sources::{EngineKind, EngineSpec, PolicySource};
-use crate::state::State;
+use crate::telemetry::Metrics;
 
 /// Exit codes, as the README lists them.
 pub mod exit {
@@ -194,7 +194,7 @@ async fn one_pass(cli: &Cli, policy: &Policy, spec: &EngineSpec) -> anyhow::Resu
         State::load_or_fresh(state_path, now)
     };
     let mut memory = Memory::new(state);
-    let result = pass::run(
+    let result = run::run(
         &engine,
         policy,
         Some(&engine_info.root_dir),
@@ -264,7 +264,7 @@ async fn connect_once(
 fn print_explanation(
     cli: &Cli,
     policy: &Policy,
-    outcome: &pass::Outcome,
+    outcome: &run::Outcome,
     target: &str,
     format: Format,
     now: chrono::DateTime<chrono::Utc>,
@@ -286,7 +286,7 @@ fn print_explanation(
 }
 
 /// The result of `plan` or `once` in the chosen format.
-fn render(format: Format, mode: Mode, outcome: &pass::Outcome) -> anyhow::Result<String> {
+fn render(format: Format, mode: Mode, outcome: &run::Outcome) -> anyhow::Result<String> {
     Ok(match (format, &outcome.report) {
         (Format::Json, _) if mode == Mode::Plan => serde_json::to_string_pretty(
             &crate::report::json::plan_json(&outcome.plan, &outcome.snapshot),

@@ -1,51 +1,56 @@
 //! imagegc: a garbage collector for container images on build hosts.
 //!
 //! # Layout
-//! - [`config`]: policy file (raw TOML) → validated [`policy::Policy`], with
-//!   `file:line:column` errors; stages around one table of keys
-//!   ([`config::schema`]).
-//! - [`policy`]: the validated policy types the rest of the crate reads.
-//! - [`schedule`]: crontab expression → next fire time (pure).
-//! - [`engine`]: the [`engine::Engine`] trait, its [`engine::Capabilities`]
-//!   and the engine-neutral types (image facts, uses, errors).
-//!   - `engine::docker` (also [`docker`]): `Engine` over bollard; the only
-//!     module that knows the wire, Docker's layer heuristics and its event
-//!     vocabulary.
-//!   - `engine::fake` (also `fake`, `test-support` feature only): an
-//!     in-memory engine for tests and benchmarks.
-//! - [`host`]: facts about this machine: the disk under the engine's root dir
-//!   ([`host::disk::DiskProbe`], statvfs).
-//! - [`model`]: engine-neutral helpers: references (`repository_of`, `short_id`).
-//! - [`inventory`]: one consistent view of the engine (`Snapshot`, the one
-//!   definition of dangling, the engine's capabilities), with the
-//!   per-image-ID inspect cache.
-//! - [`gc`]: the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`:
+//!
+//! One entry per module of `src/`, in the order of the tree; a folder is a
+//! concern with several files, and its entry names them.
+//! - [`app`] (`app.rs`): the composition root: a parsed command line → an exit code.
+//! - [`cli`] (`cli/`): the command line (clap), shared by the binary and the
+//!   manual page generator; `cli::logging` (also [`logging`]), the log
+//!   writer: stderr, with journald level prefixes.
+//! - [`config`] (`config/`): policy file (raw TOML) → validated
+//!   [`policy::Policy`], with `file:line:column` errors; stages around one
+//!   table of keys ([`config::schema`]).
+//! - [`daemon`] (`daemon/`): the service loop (triggers, passes that never
+//!   overlap, state upkeep, reload, shutdown) and `daemon::serve`, the wiring
+//!   `run` uses; `daemon::{triggers, signals, clock, notify, reload}` hold its parts.
+//! - [`engine`] (`engine/`): the [`engine::Engine`] trait, its
+//!   [`engine::Capabilities`] and the engine-neutral types (image facts, uses,
+//!   errors); `engine::docker` (also [`docker`]): `Engine` over bollard, the
+//!   only module that knows the wire, Docker's layer heuristics and its event
+//!   vocabulary; `engine::fake` (also `fake`, `test-support` feature only): an
+//!   in-memory engine for tests and benchmarks.
+//! - [`events`] (`events.rs`): the engine's event stream → last-use updates, with reconnects.
+//! - [`gc`] (`gc/`): the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`:
 //!   `gc::ledger` (the bytes a set of removals frees), `gc::conditions` (one
-//!   evaluator per condition), `gc::safety` (one per safety rule),
-//!   `gc::plan` (the plan as data: typed reasons).
-//! - [`execute`]: carries out a plan, children before parents, never forced.
-//! - [`report`]: the edge where plans become words: `report::table`,
-//!   `report::text` (`Display` of reasons, durations), `report::json` (the
-//!   typed JSON contract, `schema_version`), `report::explain` (everything
-//!   imagegc knows and decides about one image).
-//! - [`snapshot`], [`plan`], [`accounting`], [`output`], [`explain`]: old
-//!   paths, re-exported so existing code keeps compiling.
-//! - [`pass`]: one pass, snapshot → plan → execute → state; what started it
-//!   (`Trigger`), how it ended (`PassOutcome`) and its `PassSummary`.
-//! - [`state`]: first-seen / last-used store with atomic writes.
-//! - [`events`]: the engine's event stream → last-use updates, with reconnects.
-//! - [`metrics`]: Prometheus metrics in a registry of their own, and the
-//!   `/metrics` and `/healthz` endpoint; the only module that knows the crate.
-//! - [`daemon`]: the service loop (triggers, passes that never overlap,
-//!   state upkeep, reload, shutdown) and `daemon::serve`, the wiring `run`
-//!   uses; `daemon::{triggers, signals, clock, notify, reload}` hold its
-//!   parts.
-//! - [`sources`]: where the policy (`PolicySource`) and the engine
-//!   (`EngineSpec`) come from; each precedence rule once.
-//! - [`app`]: the composition root: a parsed command line → an exit code.
-//! - [`cli`]: the command line (clap), shared by the binary and the manual
-//!   page generator.
-//! - [`logging`]: the log writer: stderr, with journald level prefixes.
+//!   evaluator per condition), `gc::safety` (one per safety rule), `gc::plan`
+//!   (the plan as data: typed reasons).
+//! - [`host`] (`host/`): facts about this machine: the disk under the
+//!   engine's root dir ([`host::disk::DiskProbe`], statvfs).
+//! - [`inventory`] (`inventory/`): one consistent view of the engine
+//!   (`Snapshot`, the one definition of dangling, the engine's capabilities),
+//!   with the per-image-ID inspect cache.
+//! - [`model`] (`model/`): engine-neutral helpers: references (`repository_of`, `short_id`).
+//! - [`policy`] (`policy.rs`): the validated policy types the rest of the crate reads.
+//! - [`report`] (`report/`): the edge where plans become words:
+//!   `report::table`, `report::text` (`Display` of reasons, durations),
+//!   `report::json` (the typed JSON contract, `schema_version`),
+//!   `report::explain` (everything imagegc knows and decides about one image).
+//! - [`run`] (`run/`): one pass, snapshot → plan → execute → state; what
+//!   started it (`Trigger`), how it ended (`PassOutcome`) and its
+//!   `PassSummary`; `run::execute` carries out a plan, children before
+//!   parents, never forced; `run::state` is the first-seen / last-used store
+//!   with atomic writes.
+//! - [`schedule`] (`schedule.rs`): crontab expression → next fire time (pure).
+//! - [`sources`] (`sources.rs`): where the policy (`PolicySource`) and the
+//!   engine (`EngineSpec`) come from; each precedence rule once.
+//! - [`telemetry`] (`telemetry/`): Prometheus metrics in a registry of their
+//!   own ([`telemetry::Metrics`]), and `telemetry::http`, the `/metrics` and
+//!   `/healthz` endpoint; the only module that knows the `prometheus` and
+//!   `axum` crates.
+//! - [`snapshot`], [`plan`], [`accounting`], [`output`], [`explain`],
+//!   [`pass`], [`execute`], [`state`], [`metrics`], [`logging`]: old paths,
+//!   re-exported so existing code keeps compiling.
 
 pub mod app;
 pub mod cli;
@@ -54,21 +59,18 @@ pub mod daemon;
 pub mod engine;
 pub use engine::docker;
 pub mod events;
-pub mod execute;
 #[cfg(feature = "test-support")]
 pub use engine::fake;
 pub mod gc;
 pub mod host;
 pub mod inventory;
-pub mod logging;
-pub mod metrics;
 pub mod model;
-pub mod pass;
 pub mod policy;
 pub mod report;
+pub mod run;
 pub mod schedule;
 pub mod sources;
-pub mod state;
+pub mod telemetry;
 
 /// The old path of [`inventory`].
 pub mod snapshot {
@@ -98,4 +100,31 @@ pub mod output {
 /// The old path of [`report::explain`].
 pub mod explain {
     pub use crate::report::explain::*;
+}
+
+/// The old path of [`cli::logging`].
+pub mod logging {
+    pub use crate::cli::logging::*;
+}
+
+/// The old path of [`telemetry`] and its endpoint, [`telemetry::http`].
+pub mod metrics {
+    pub use crate::run::PassOutcome;
+    pub use crate::telemetry::http::{serve, Health, MAX_CONNECTIONS, REQUEST_TIMEOUT};
+    pub use crate::telemetry::*;
+}
+
+/// The old path of [`run`], one pass.
+pub mod pass {
+    pub use crate::run::*;
+}
+
+/// The old path of [`run::execute`].
+pub mod execute {
+    pub use crate::run::execute::*;
+}
+
+/// The old path of [`run::state`].
+pub mod state {
+    pub use crate::run::state::*;
 }

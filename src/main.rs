@@ -10,6 +10,6 @@ use imagegc::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    imagegc::logging::init(&cli);
+    imagegc::cli::logging::init(&cli);
     imagegc::app::main(&cli)
 }

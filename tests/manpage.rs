@@ -82,7 +82,7 @@ fn the_committed_manual_pages_are_what_the_command_line_renders() {
         .collect();
     assert!(
         differ.is_empty(),
-        "{MAN_DIR}/ is not what src/cli.rs renders (missing, stale or different: {differ:?}). \
+        "{MAN_DIR}/ is not what src/cli/mod.rs renders (missing, stale or different: {differ:?}). \
          Regenerate it with `IMAGEGC_UPDATE_MAN=1 cargo test --test manpage` and commit it."
     );
 }

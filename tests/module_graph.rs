@@ -27,7 +27,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `src/gc/mod.rs` → `gc`, `src/metrics.rs` → `metrics`.
+/// `src/gc/mod.rs` → `gc`, `src/run/execute.rs` → `run`, `src/events.rs` → `events`.
 fn top_module(path: &Path) -> String {
     let rel = path.strip_prefix(src()).expect("a file under src/");
     let first = rel.components().next().expect("a path component");
@@ -230,10 +230,81 @@ fn the_top_level_modules_import_each_other_without_a_cycle() {
 }
 
 #[test]
+fn the_nodes_are_the_top_level_modules_and_old_paths_are_no_nodes() {
+    let graph = graph();
+    for module in [
+        "run",
+        "telemetry",
+        "cli",
+        "daemon",
+        "report",
+        "gc",
+        "inventory",
+    ] {
+        assert!(graph.contains_key(module), "{module} is a node: {graph:?}");
+    }
+    // `pass`, `execute`, `state`, `metrics` and `logging` are old paths
+    // (`pub mod pass { pub use crate::run::*; }` in lib.rs): an import through
+    // one is an edge to the module it names.
+    for alias in [
+        "pass", "execute", "state", "metrics", "logging", "plan", "snapshot",
+    ] {
+        assert!(
+            !graph.contains_key(alias) && graph.values().all(|deps| !deps.contains(alias)),
+            "{alias} is an old path, not a module: {graph:?}"
+        );
+    }
+}
+
+/// Each outside crate named here is known to one folder of `src/` only.
+#[test]
+fn each_owned_outside_crate_is_used_only_by_its_owner() {
+    let owners = [
+        ("prometheus", "telemetry"),
+        ("axum", "telemetry"),
+        ("bollard", "engine/docker"),
+        ("hyper", "engine/docker"),
+    ];
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut used = BTreeSet::new();
+    for file in files {
+        let rel = file.strip_prefix(src()).expect("a file under src/");
+        let rel = rel.to_string_lossy().replace('\\', "/");
+        let text = code(&std::fs::read_to_string(&file).expect("read a source file"));
+        for (krate, owner) in owners {
+            let named =
+                text.contains(&format!("{krate}::")) || text.contains(&format!("use {krate}"));
+            if !named {
+                continue;
+            }
+            used.insert(krate);
+            assert!(
+                rel.starts_with(&format!("{owner}/")),
+                "src/{rel} uses the {krate} crate; only src/{owner}/ may"
+            );
+        }
+    }
+    assert_eq!(
+        used.len(),
+        owners.len(),
+        "every owned crate is used: {used:?}"
+    );
+}
+
+#[test]
 fn the_pure_core_imports_nothing_from_the_layers_above_it() {
     let graph = graph();
     let above = [
-        "report", "execute", "pass", "daemon", "metrics", "cli", "state", "events", "docker",
+        "report",
+        "run",
+        "daemon",
+        "telemetry",
+        "cli",
+        "app",
+        "sources",
+        "events",
+        "docker",
         "fake",
     ];
     for (module, allowed_below) in [

@@ -33,11 +33,11 @@ use tracing::{debug, error, info, warn};
 
 use crate::engine::{Engine, EngineError};
 use crate::events::{self, Update};
-use crate::metrics::Metrics;
-use crate::pass::{self, Memory, Mode, Outcome, PassOutcome, PassSummary};
 use crate::policy::Policy;
+use crate::run::state::State;
+use crate::run::{self, Memory, Mode, Outcome, PassOutcome, PassSummary};
 use crate::sources::PolicySource;
-use crate::state::State;
+use crate::telemetry::Metrics;
 
 #[cfg(feature = "test-support")]
 pub use clock::TokioClock;
@@ -258,7 +258,7 @@ pub async fn serve<E, C, F>(
         if let Ok(at) = listener.local_addr() {
             info!(listen = %at, "metrics on /metrics, health on /healthz");
         }
-        tokio::spawn(crate::metrics::serve(
+        tokio::spawn(crate::telemetry::http::serve(
             listener,
             Arc::clone(&metrics),
             shutdown.clone(),
@@ -455,10 +455,10 @@ impl<E: Engine + 'static> Loop<E> {
             }
             Err(e) => warn!(error = %e, "cannot reconcile last-use times from containers"),
         }
-        let orphans = pass::find_orphans(&self.watched(), None, &[]).await;
+        let orphans = run::find_orphans(&self.watched(), None, &[]).await;
         match orphans {
             Ok(orphans) => {
-                pass::log_orphans(&orphans);
+                run::log_orphans(&orphans);
                 self.d.metrics.set_orphaned_containers(orphans.len());
             }
             Err(e) => warn!(error = %e, "cannot check for containers whose image is gone"),
@@ -610,7 +610,7 @@ impl<E: Engine + 'static> Loop<E> {
                 progress: &progress,
             };
             // On the heap: the daemon's own future stays small.
-            let run = Box::pin(pass::run(
+            let run = Box::pin(run::run(
                 &engine,
                 &self.d.policy,
                 self.root_dir.as_deref(),
@@ -666,7 +666,7 @@ impl<E: Engine + 'static> Loop<E> {
             inner: &*self.d.engine,
             progress: &self.progress,
         };
-        match pass::run(
+        match run::run(
             &engine,
             &self.d.policy,
             self.root_dir.as_deref(),

@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-pub use crate::pass::Trigger;
 use crate::policy::Policy;
+pub use crate::run::Trigger;
 
 /// The sending half a trigger source holds (a poller task, a test).
 #[derive(Debug, Clone)]

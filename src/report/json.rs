@@ -14,9 +14,9 @@ use serde_json::Value;
 use chrono::{DateTime, Utc};
 
 use super::explain::Explanation;
-use crate::execute::{Failed, Report};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::inventory::Snapshot;
+use crate::run::execute::{Failed, Report};
 
 /// The version of every JSON document below.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
-use crate::execute::Report;
 use crate::gc::plan::Plan;
 use crate::model::short_id;
+use crate::run::execute::Report;
 
 pub use super::text::size;
 
@@ -202,8 +202,8 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::execute::Removed;
     use crate::gc::plan::{Reason, Reasons, Removal};
+    use crate::run::execute::Removed;
     use chrono::TimeDelta;
 
     fn one_removal() -> Plan {

@@ -10,6 +10,7 @@ use chrono::TimeDelta;
 use crate::gc::conditions::{Check, Fact};
 use crate::gc::plan::{KeptBecause, Note, Reason, Reasons, Usage};
 use crate::model::short_id;
+use crate::run::{PassOutcome, PassSummary, PassWork};
 
 /// A compact duration: `12d`, `3d 4h`, `5h 12m`, `40s`.
 ///
@@ -215,6 +216,45 @@ impl Display for Check<'_> {
             self.condition,
             self.fact
         )
+    }
+}
+
+// The words of a pass summary live here with the others (a `PassSummary` is
+// made in `run`, its text at this edge).
+impl PassSummary {
+    /// The one-line status for `systemctl status`.
+    pub fn status_line(&self) -> String {
+        let at = self.finished.format("%H:%M");
+        match (self.outcome, self.work) {
+            (PassOutcome::Failed, _) | (_, None) => format!("last pass {at} failed"),
+            (
+                _,
+                Some(PassWork::DryRun {
+                    would_remove,
+                    would_free_bytes,
+                }),
+            ) => format!(
+                "last pass {at} (dry run): would remove {}, free {}",
+                super::table::count(would_remove, "reference", "references"),
+                size(would_free_bytes)
+            ),
+            (
+                outcome,
+                Some(PassWork::Executed {
+                    removed,
+                    reclaimed_bytes,
+                    ..
+                }),
+            ) => format!(
+                "last pass {at}: removed {}, freed {}{}",
+                super::table::count(removed, "reference", "references"),
+                size(reclaimed_bytes),
+                match outcome {
+                    PassOutcome::Success => String::new(),
+                    other => format!(" ({other})"),
+                }
+            ),
+        }
     }
 }
 

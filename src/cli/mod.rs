@@ -5,6 +5,12 @@
 // Doc comments here are `--help` text for people, not rustdoc.
 #![allow(clippy::doc_markdown)]
 
+// The log writer: set up from the command line's `-q`/`-v`/`--log-format`.
+// Its doc comments are rustdoc, so the lint the `--help` text is spared
+// applies there again.
+#[warn(clippy::doc_markdown)]
+pub mod logging;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -24,13 +24,17 @@ use tokio_util::sync::CancellationToken;
 
 use tracing::{debug, info, warn};
 
+pub mod execute;
+pub mod state;
+
 use crate::engine::{Container, Engine, EngineError};
-use crate::execute::{execute, Removed, Report};
 use crate::gc::{plan, Plan};
 use crate::host::disk::{DiskProbe, Statvfs};
 use crate::inventory::{collect, DetailsCache, Snapshot};
 use crate::policy::Policy;
-use crate::state::State;
+
+use self::execute::{execute, Removed, Report};
+use self::state::State;
 
 /// What a pass is allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,41 +232,6 @@ impl PassSummary {
         match self.work {
             Some(PassWork::Executed { removed, .. }) => removed,
             _ => 0,
-        }
-    }
-
-    /// The one-line status for `systemctl status`.
-    pub fn status_line(&self) -> String {
-        let at = self.finished.format("%H:%M");
-        match (self.outcome, self.work) {
-            (PassOutcome::Failed, _) | (_, None) => format!("last pass {at} failed"),
-            (
-                _,
-                Some(PassWork::DryRun {
-                    would_remove,
-                    would_free_bytes,
-                }),
-            ) => format!(
-                "last pass {at} (dry run): would remove {}, free {}",
-                crate::report::table::count(would_remove, "reference", "references"),
-                crate::report::text::size(would_free_bytes)
-            ),
-            (
-                outcome,
-                Some(PassWork::Executed {
-                    removed,
-                    reclaimed_bytes,
-                    ..
-                }),
-            ) => format!(
-                "last pass {at}: removed {}, freed {}{}",
-                crate::report::table::count(removed, "reference", "references"),
-                crate::report::text::size(reclaimed_bytes),
-                match outcome {
-                    PassOutcome::Success => String::new(),
-                    other => format!(" ({other})"),
-                }
-            ),
         }
     }
 
