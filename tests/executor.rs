@@ -185,6 +185,10 @@ async fn on_an_engine_that_reports_no_deleted_layers_the_reclaimed_bytes_are_the
     );
     assert_eq!(report.reclaimed_bytes, 250);
     assert!(!report.reclaimed_exact, "an estimate must be marked");
+    // The JSON of `once` says so too.
+    let json = imagegc::output::pass_json(&planned, &snap, Some(&report), false);
+    assert_eq!(json["reclaimed_exact"], serde_json::json!(false), "{json}");
+    assert_eq!(json["reclaimed_bytes"], serde_json::json!(250), "{json}");
     let per_removal: Vec<u64> = report.removed.iter().map(|r| r.reclaimed_bytes).collect();
     let predicted: Vec<u64> = planned.removals.iter().map(|r| r.reclaim_bytes).collect();
     assert_eq!(per_removal, predicted);

@@ -68,6 +68,7 @@ struct PassOut {
     removed: Vec<RemovedOut>,
     failed: Vec<FailedOut>,
     reclaimed_bytes: u64,
+    reclaimed_exact: bool,
     deleted_images: usize,
     skipped: usize,
     cancelled: bool,
@@ -304,6 +305,7 @@ older_than = "1m"
         "{pass:?}"
     );
     assert_eq!((pass.reclaimed_bytes, pass.deleted_images), (0, 0));
+    assert!(pass.reclaimed_exact, "Docker reports what it deleted");
     assert_eq!((pass.skipped, pass.cancelled), (0, false));
     assert_eq!(pass.removals.len(), 1);
     assert_eq!(pass.removals[0].image_id, dangling.id);

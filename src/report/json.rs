@@ -90,6 +90,10 @@ pub struct PassJson<'a> {
     pub failed: Vec<FailedJson<'a>>,
     /// Bytes of the layers the engine deleted.
     pub reclaimed_bytes: u64,
+    /// True when `reclaimed_bytes` counts the layers the engine reported
+    /// deleted; false when the engine reports none and the figure is the
+    /// ledger's prediction for the removals that happened.
+    pub reclaimed_exact: bool,
     /// Images the engine deleted.
     pub deleted_images: usize,
     /// Removals not attempted (cancelled, or the engine was lost).
@@ -176,6 +180,7 @@ impl<'a> PassJson<'a> {
         report: Option<&'a Report>,
         dry_run: bool,
     ) -> Self {
+        let exact = report.is_none_or(|r| r.reclaimed_exact);
         let (removed, failed, reclaimed_bytes, deleted_images, skipped, cancelled) = match report {
             Some(r) => (
                 r.removed
@@ -203,6 +208,7 @@ impl<'a> PassJson<'a> {
             removed,
             failed,
             reclaimed_bytes,
+            reclaimed_exact: exact,
             deleted_images,
             skipped,
             cancelled,
