@@ -14,7 +14,9 @@
 //!   (created, last tagged), and a new install can clean up at once.
 //! - **State lost**: the file does not parse (corrupt, truncated, empty, a
 //!   newer schema, unknown fields; moved aside to `<name>.corrupt-<timestamp>`),
-//!   or cannot be read (permissions, a symlink, not a regular file). Tracking
+//!   or cannot be read (permissions, an I/O error, a symlink, not a regular
+//!   file; moved aside to `<name>.unreadable-<timestamp>`, never written over:
+//!   it may be a good file unreadable only at that instant). Tracking
 //!   restarts: every image present counts as first seen now, so the grace
 //!   period runs again from now for all of them, and the restart is written at
 //!   once so it holds across restarts of imagegc.
@@ -180,18 +182,34 @@ impl State {
     /// into a first install next time. Warns saying what happened.
     pub fn load_or_fresh(path: &Path, now: DateTime<Utc>) -> Self {
         remove_orphaned_temp_files(path);
-        let state = match Self::read(path) {
+        Self::start_from(path, Self::read(path), now)
+    }
+
+    /// [`State::load_or_fresh`] once the file has been read.
+    fn start_from(path: &Path, found: Found, now: DateTime<Utc>) -> Self {
+        let state = match found {
             Found::Parsed(state) => return state,
             Found::Missing if dir_writable(path) => return Self::fresh(now),
             Found::Missing => {
                 tracing::warn!(path = %path.display(), "no state file and its directory cannot be written: tracking restarts now, every image present counts as first seen now, and min_age protects them all (give imagegc a writable [state] path)");
                 return Self::restarted(now);
             }
-            Found::Unreadable(why) => {
-                tracing::warn!(path = %path.display(), reason = %why, "state file unreadable: tracking restarts now, every image present counts as first seen now");
-                Self::restarted(now)
-            }
-            Found::Invalid(why) => match Self::move_aside(path, now) {
+            // A file that exists but cannot be read now (EACCES, EIO,
+            // EMFILE, not a regular file) may be a good one: it is never
+            // written over. Moved aside it keeps every byte for the operator,
+            // and the restart is written in its place so what is tracked from
+            // now on is kept; when it cannot be moved, nothing is written.
+            Found::Unreadable(why) => match Self::move_aside(path, "unreadable", now) {
+                Ok(aside) => {
+                    tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = %why, "state file exists but cannot be read; moved aside (not overwritten), tracking restarts now: every image present counts as first seen now");
+                    Self::restarted(now)
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), reason = %why, error = %e, "state file exists but cannot be read, and cannot be moved aside: it is left as it is, the start writes nothing, tracking restarts now, every image present counts as first seen now");
+                    return Self::restarted(now);
+                }
+            },
+            Found::Invalid(why) => match Self::move_aside(path, "corrupt", now) {
                 Ok(aside) => {
                     tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = %why, "state file unusable; moved aside, tracking restarts now: every image present counts as first seen now");
                     Self::restarted(now)
@@ -280,18 +298,19 @@ impl State {
                 source: std::io::Error::other(why),
             }),
             Found::Invalid(why) => {
-                let aside = Self::move_aside(path, now)?;
+                let aside = Self::move_aside(path, "corrupt", now)?;
                 tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = why, "state file unreadable; moved aside");
                 Ok(None)
             }
         }
     }
 
-    /// Rename the file to `<name>.corrupt-<timestamp>` (rename moves a
-    /// symlink itself, it never follows one); returns the new name.
-    fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf, StateError> {
+    /// Rename the file to `<name>.<why>-<timestamp>` (`corrupt`,
+    /// `unreadable`; rename moves a symlink itself, it never follows one);
+    /// returns the new name.
+    fn move_aside(path: &Path, why: &str, now: DateTime<Utc>) -> Result<PathBuf, StateError> {
         let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".corrupt-{}", now.format("%Y%m%dT%H%M%SZ")));
+        aside.push(format!(".{why}-{}", now.format("%Y%m%dT%H%M%SZ")));
         let aside = PathBuf::from(aside);
         std::fs::rename(path, &aside).map_err(|source| StateError::Io {
             path: path.to_path_buf(),
@@ -609,6 +628,72 @@ mod tests {
             .expect("state file")
             .file_type()
             .is_file());
+    }
+
+    #[test]
+    fn a_good_state_file_that_cannot_be_read_now_is_moved_aside_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut good = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
+        good.touch("sha256:a", t("2026-01-05T00:00:00Z"), "container start");
+        good.save(&path).expect("save");
+        let bytes = std::fs::read(&path).expect("good file");
+        let now = t("2026-02-03T04:05:06Z");
+        // What `read` finds on EACCES, EIO, EMFILE…
+        let unreadable = Found::Unreadable("Input/output error (os error 5)".to_owned());
+        let got = State::start_from(&path, unreadable, now);
+        assert_eq!(got, State::restarted(now));
+        let aside = dir.path().join("state.json.unreadable-20260203T040506Z");
+        assert_eq!(
+            std::fs::read(&aside).expect("the good file, moved aside"),
+            bytes
+        );
+        assert_eq!(
+            State::load(&path, now).expect("load"),
+            Some(State::restarted(now)),
+            "the restart is written in its place"
+        );
+    }
+
+    #[test]
+    fn a_state_file_this_process_cannot_read_is_never_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let now = t("2026-02-03T04:05:06Z");
+        let aside = dir.path().join("state.json.unreadable-20260203T040506Z");
+        let bytes = {
+            use std::os::unix::fs::PermissionsExt;
+            State::baseline(["sha256:a"], now)
+                .save(&path)
+                .expect("save");
+            let bytes = std::fs::read(&path).expect("good file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+            Some(bytes)
+        };
+        // Root (CAP_DAC_OVERRIDE) reads a file whatever its mode: then a
+        // FIFO stands in, a file that exists and that `read` cannot use.
+        let bytes = if std::fs::File::open(&path).is_ok() {
+            std::fs::remove_file(&path).expect("rm");
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+            None
+        } else {
+            bytes
+        };
+        assert_eq!(State::load_or_fresh(&path, now), State::restarted(now));
+        let kept = std::fs::symlink_metadata(&aside).expect("moved aside, not overwritten");
+        match bytes {
+            None => assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kept.file_type())),
+            Some(bytes) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o644))
+                    .expect("chmod");
+                assert_eq!(std::fs::read(&aside).expect("read"), bytes);
+            }
+        }
+        assert_eq!(
+            State::load(&path, now).expect("load"),
+            Some(State::restarted(now))
+        );
     }
 
     #[test]
