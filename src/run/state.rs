@@ -156,6 +156,7 @@ impl State {
             first_seen,
             last_event,
             basis,
+            restarted: self.tracking_restarted,
         }
     }
 
