@@ -224,17 +224,31 @@ impl Docker {
 
 /// The call deadline from [`CALL_TIMEOUT_ENV`], else the default.
 fn call_timeout_from_env() -> Result<Duration, EngineError> {
-    match std::env::var(CALL_TIMEOUT_ENV) {
-        Ok(text) if !text.trim().is_empty() => humantime::parse_duration(text.trim())
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                EngineError::Other(format!(
-                    "{CALL_TIMEOUT_ENV}={text:?} is not a duration above zero (for example 30s or 2m)"
-                ))
-            }),
-        _ => Ok(DEFAULT_CALL_TIMEOUT),
+    call_timeout_from(std::env::var_os(CALL_TIMEOUT_ENV).as_deref()).map_err(EngineError::Other)
+}
+
+/// The call deadline a value of [`CALL_TIMEOUT_ENV`] sets (`None`, or only
+/// blanks: the default), or the message naming the variable and what it
+/// accepts. The composition root checks the process's value with it once
+/// at start-up, so a bad one is refused before any engine is tried.
+pub fn call_timeout_from(value: Option<&std::ffi::OsStr>) -> Result<Duration, String> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_CALL_TIMEOUT);
+    };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(DEFAULT_CALL_TIMEOUT);
     }
+    value
+        .to_str()
+        .and_then(|t| humantime::parse_duration(t.trim()).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "{CALL_TIMEOUT_ENV}={text:?} is not a duration above zero (for example 30s or 2m; unset it for the default, {})",
+                humantime::format_duration(DEFAULT_CALL_TIMEOUT)
+            )
+        })
 }
 
 /// The most bytes read from the answer to a request for `path` (with or
