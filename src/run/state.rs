@@ -16,7 +16,8 @@
 //!   newer schema, unknown fields; moved aside to `<name>.corrupt-<timestamp>`),
 //!   or cannot be read (permissions, an I/O error, a symlink, not a regular
 //!   file; moved aside to `<name>.unreadable-<timestamp>`, never written over:
-//!   it may be a good file unreadable only at that instant). Tracking
+//!   it may be a good file unreadable only at that instant; when it cannot
+//!   be moved, this run never saves to that path). Tracking
 //!   restarts: every image present counts as first seen now, so the grace
 //!   period runs again from now for all of them, and the restart is written at
 //!   once so it holds across restarts of imagegc.
@@ -58,6 +59,11 @@ pub struct State {
     /// observation is the baseline (no first-seen times).
     #[serde(skip)]
     pub baseline_pending: bool,
+    /// A path this state must not be saved to, and why: the file there
+    /// exists but could be neither read nor moved aside, so writing would
+    /// replace what may be a good file. [`State::save`] refuses it.
+    #[serde(skip)]
+    pub write_refused: Option<(PathBuf, String)>,
 }
 
 /// What imagegc knows about one image ID.
@@ -101,6 +107,7 @@ impl State {
                 .map(|id| (id.to_string(), ImageRecord::default()))
                 .collect(),
             baseline_pending: false,
+            write_refused: None,
         }
     }
 
@@ -199,15 +206,27 @@ impl State {
             // EMFILE, not a regular file) may be a good one: it is never
             // written over. Moved aside it keeps every byte for the operator,
             // and the restart is written in its place so what is tracked from
-            // now on is kept; when it cannot be moved, nothing is written.
+            // now on is kept; when it cannot be moved, this state is never
+            // saved (`write_refused`): tracking is in memory only.
             Found::Unreadable(why) => match Self::move_aside(path, "unreadable", now) {
                 Ok(aside) => {
                     tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = %why, "state file exists but cannot be read; moved aside (not overwritten), tracking restarts now: every image present counts as first seen now");
                     Self::restarted(now)
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), reason = %why, error = %e, "state file exists but cannot be read, and cannot be moved aside: it is left as it is, the start writes nothing, tracking restarts now, every image present counts as first seen now");
-                    return Self::restarted(now);
+                    // Nothing there (a path under a regular file): no file
+                    // to protect, the no-writable-state case.
+                    if std::fs::symlink_metadata(path).is_err() {
+                        tracing::warn!(path = %path.display(), reason = %why, "state file cannot be read: tracking restarts now, every image present counts as first seen now");
+                        return Self::restarted(now);
+                    }
+                    tracing::warn!(path = %path.display(), reason = %why, error = %e, "state file exists but cannot be read, and cannot be moved aside: it is left as it is and never written over, tracking restarts now in memory only, every image present counts as first seen now");
+                    return Self {
+                        write_refused: Some((path.to_path_buf(), format!(
+                            "not written: the file there could be neither read ({why}) nor moved aside ({e}), and may be a good one"
+                        ))),
+                        ..Self::restarted(now)
+                    };
                 }
             },
             Found::Invalid(why) => match Self::move_aside(path, "corrupt", now) {
@@ -330,6 +349,9 @@ impl State {
             path: path.to_path_buf(),
             source,
         };
+        if let Some((_, why)) = self.write_refused.as_ref().filter(|(p, _)| p == path) {
+            return Err(io(std::io::Error::other(why.clone())));
+        }
         let dir = parent_dir(path);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
@@ -654,6 +676,37 @@ mod tests {
             Some(State::restarted(now)),
             "the restart is written in its place"
         );
+    }
+
+    #[test]
+    fn an_unreadable_state_file_that_cannot_be_moved_aside_is_never_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"))
+            .save(&path)
+            .expect("save");
+        let bytes = std::fs::read(&path).expect("good file");
+        let now = t("2026-02-03T04:05:06Z");
+        // A non-empty directory at the name it would be moved to: the
+        // rename fails, while a save to the directory would succeed.
+        let aside = dir.path().join("state.json.unreadable-20260203T040506Z");
+        std::fs::create_dir(&aside).expect("mkdir");
+        std::fs::write(aside.join("x"), b"").expect("write");
+        let unreadable = Found::Unreadable("Too many open files (os error 24)".to_owned());
+        let mut got = State::start_from(&path, unreadable, now);
+        assert_eq!(got.tracking_restarted, Some(now));
+        got.observe(["sha256:a"], now);
+        got.touch("sha256:a", now, "container start");
+        let refused = got
+            .save(&path)
+            .expect_err("a save would write over the file");
+        assert!(
+            refused.to_string().contains("Too many open files"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read(&path).expect("still there"), bytes);
+        let elsewhere = dir.path().join("new.json");
+        got.save(&elsewhere).expect("another path may be written");
     }
 
     #[test]
