@@ -53,6 +53,13 @@ pub fn main(cli: &Cli) -> ExitCode {
 }
 
 fn real_main(cli: &Cli) -> anyhow::Result<u8> {
+    // Checked once, for every command: a bad value would otherwise fail
+    // every connect, and `run` retries those for ever.
+    let timeout = std::env::var_os(crate::docker::CALL_TIMEOUT_ENV);
+    if let Err(message) = crate::docker::call_timeout_from(timeout.as_deref()) {
+        print_error(cli, &message);
+        return Ok(exit::BAD_ARGUMENT);
+    }
     if let Command::CheckConfig { file } = &cli.command {
         let explicit = file.as_deref().or(cli.config.as_deref());
         return Ok(check_config(cli, &PolicySource::resolve(explicit)));

@@ -270,6 +270,56 @@ fn the_daemon_without_an_engine_stays_up_reports_unhealthy_and_stops_on_sigterm(
     assert!(err.contains(&address), "{err}");
 }
 
+/// An invalid `IMAGEGC_ENGINE_TIMEOUT` is refused at start-up by every
+/// command, with exit 2 and a message naming the variable and what it
+/// accepts; `run` used to retry its failing connect for ever.
+#[test]
+fn an_invalid_engine_timeout_exits_2_for_every_command_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = valid_policy(dir.path());
+    let address = format!("unix://{}", dir.path().join("no-engine.sock").display());
+    for value in ["abc", "0", "0s", "-5s"] {
+        for command in ["run", "once", "plan", "explain", "check-config"] {
+            let mut args = vec![
+                "--config",
+                policy.to_str().expect("utf-8"),
+                "--engine",
+                &address,
+                command,
+            ];
+            if command == "explain" {
+                args.push("app:1");
+            }
+            let mut child = Command::new(env!("CARGO_BIN_EXE_imagegc"))
+                .args(&args)
+                .env("IMAGEGC_ENGINE_TIMEOUT", value)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start imagegc");
+            let status = wait_for(&mut child, std::time::Duration::from_secs(15));
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+                .expect("read stderr");
+            assert_eq!(status.code(), Some(2), "{command} with {value:?}: {err}");
+            assert!(
+                err.contains(&format!("IMAGEGC_ENGINE_TIMEOUT=\"{value}\""))
+                    && err.contains("30s or 2m"),
+                "{command} with {value:?}: names the variable and what is valid: {err}"
+            );
+        }
+    }
+    // A valid value is accepted.
+    let out = Command::new(env!("CARGO_BIN_EXE_imagegc"))
+        .args(["--config", policy.to_str().expect("utf-8"), "check-config"])
+        .env("IMAGEGC_ENGINE_TIMEOUT", "30s")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run imagegc");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 /// Waits up to `limit` for `child` to exit; kills it and fails otherwise.
 fn wait_for(
     child: &mut std::process::Child,

@@ -28,6 +28,9 @@ enum Reply {
     StallBody,
     /// 200 and an image list that never ends.
     Endless,
+    /// 200 with chunked headers, then one event line that never ends, in
+    /// chunks (whose own CRLFs are framing, not the line's end).
+    EndlessLine,
     /// Read the request, never answer.
     Silent,
     /// A web server's 404 page.
@@ -238,6 +241,20 @@ async fn answer(mut conn: UnixStream, route: Arc<Route>, seen: Arc<Mutex<Vec<Str
             {
                 return;
             }
+            while conn.write_all(block.as_bytes()).await.is_ok() {}
+        }
+        Reply::EndlessLine => {
+            let start = r#"{"Type":"image","Action":"tag","Actor":{"ID":"sha256:"#;
+            let head = format!("{ok}Transfer-Encoding: chunked\r\n\r\n");
+            let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+            if conn
+                .write_all(format!("{head}{}", chunk(start)).as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let block = chunk(&"a".repeat(64 * 1024));
             while conn.write_all(block.as_bytes()).await.is_ok() {}
         }
         Reply::Silent => std::future::pending::<()>().await,
@@ -573,6 +590,49 @@ fn the_daemon_fails_a_pass_over_an_endless_image_list_in_bounded_memory() {
     eprintln!("peak resident set {} MiB", end.peak_kib / 1024);
     assert!(
         end.peak_kib < PEAK_LIMIT_KIB,
+        "peak resident set {} MiB",
+        end.peak_kib / 1024
+    );
+}
+
+/// One event line without end: the stream fails with a clear error once
+/// the line passes 1 MiB (bollard would buffer it all), and the follower
+/// reconnects as after any stream error, in bounded memory.
+#[test]
+fn the_daemon_fails_an_event_stream_whose_line_never_ends_and_reconnects_in_bounded_memory() {
+    let engine = Hostile::start(|method, path| match path {
+        "/events" => Reply::EndlessLine,
+        _ => docker_like(method, path),
+    });
+    let mut running = Running::spawn(engine.imagegc(&["run"]));
+    let line = running.wait_for_line("engine event stream failed", Duration::from_secs(60));
+    assert!(
+        line.contains("sent an event longer than 1 MiB") && line.contains("GET /events"),
+        "{line}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine
+        .requests()
+        .iter()
+        .filter(|r| *r == "GET /events")
+        .count()
+        < 3
+    {
+        running.watch();
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not reconnect: {:?}\n{}",
+            engine.requests(),
+            running.stderr.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.signal("TERM");
+    let end = running.wait_for_exit(Duration::from_secs(10));
+    end.assert_code(0);
+    eprintln!("peak resident set {} MiB", end.peak_kib / 1024);
+    assert!(
+        end.peak_kib < 256 * 1024,
         "peak resident set {} MiB",
         end.peak_kib / 1024
     );

@@ -14,7 +14,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use imagegc::engine::{Capabilities, DiskUsage};
 use imagegc::plan::{plan, KeptBecause, Note, Plan, Reason, Removal};
 use imagegc::policy::{Policy, Rule, Threshold};
-use imagegc::snapshot::Snapshot;
+use imagegc::snapshot::{LastUsedSource, Snapshot};
 use proptest::prelude::*;
 use support::{
     ago, container, glob, id, img, label, now, policy, rule, secs, snapshot, snapshot_on_disk, Img,
@@ -1026,6 +1026,47 @@ fn unused_for_counts_from_the_newest_use_of_an_image() {
             planned.removals[0].reason.0.as_slice(),
             [Reason::UnusedFor { idle, .. }] if *idle == TimeDelta::days(30)
         ),
+        "{:?}",
+        planned.removals[0].reason
+    );
+}
+
+#[test]
+fn after_a_state_loss_an_image_with_no_recorded_use_counts_as_used_at_the_restart() {
+    // Tracking restarted two hours ago (min_age has passed since): "old",
+    // created 30 days ago, may have been used yesterday; nothing says so.
+    let restart = ago(2 * HOUR);
+    let idle = policy(vec![rule("idle").unused_for(secs(DAY)).build()]);
+    let images = [
+        img("old", 30 * DAY)
+            .tags(&["ci/old:1"])
+            .restarted(restart)
+            .layer("old", 3000),
+        img("used", 30 * DAY)
+            .tags(&["ci/used:1"])
+            .restarted(restart)
+            .last_event(ago(HOUR))
+            .layer("used", 3000),
+    ];
+    let snap = snapshot_on_disk(&images, vec![], disk(9_000));
+
+    let planned = plan(&idle, &snap, now());
+    assert!(
+        planned.removals.is_empty(),
+        "unused_for counts from the restart: {:?}",
+        planned.removals
+    );
+
+    // Under disk pressure the least recently used goes first, and its last
+    // use is the restart, not its created time.
+    let planned = plan(&policy(vec![disk_rule()]), &snap, now());
+    assert_eq!(targets(&planned), vec!["ci/old:1"]);
+    assert!(
+        planned.removals[0].reason.0.iter().any(|r| matches!(
+            r,
+            Reason::LeastRecentlyUsed { idle, source: LastUsedSource::TrackingRestarted }
+                if *idle == TimeDelta::hours(2)
+        )),
         "{:?}",
         planned.removals[0].reason
     );

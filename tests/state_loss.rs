@@ -136,6 +136,55 @@ async fn a_state_file_with_an_unknown_field_does_not_make_a_recently_arrived_old
     .await;
 }
 
+/// After a state loss nothing says when an image was last used: an image
+/// created 30 days ago and used yesterday must not look "unused since
+/// created" once `min_age` has run from the restart. `unused_for` counts
+/// from the restart at the earliest.
+#[tokio::test]
+async fn after_a_state_loss_unused_for_counts_from_the_restart_not_from_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, b"{not json").expect("write the state file");
+    let engine = FakeEngine::new();
+    engine.add_image(fake::image(
+        "sha256:old",
+        &["app:1"],
+        ago(30 * DAY),
+        &[("sha256:d-old", 10)],
+    ));
+    let idle = policy(vec![rule("idle").unused_for(secs(DAY)).build()]);
+    let once = |at: DateTime<Utc>| {
+        let (engine, path, idle) = (&engine, &path, &idle);
+        async move {
+            let mut memory = Memory::new(State::load_or_fresh(path, at));
+            pass::run(
+                engine,
+                idle,
+                None,
+                &mut memory,
+                Mode::Execute,
+                at,
+                &CancellationToken::new(),
+            )
+            .await
+            .expect("the fake engine answers");
+            memory.state.save(path).expect("save");
+            engine.image_ids()
+        }
+    };
+
+    assert_eq!(once(now()).await, vec!["sha256:old"], "min_age holds");
+    assert_eq!(
+        once(now() + TimeDelta::hours(2)).await,
+        vec!["sha256:old"],
+        "two hours after the loss it has not been unused for a day"
+    );
+    assert!(
+        once(now() + TimeDelta::hours(25)).await.is_empty(),
+        "a day after the restart with no use, it goes"
+    );
+}
+
 #[tokio::test]
 async fn without_a_writable_state_dir_no_once_removes_a_recently_arrived_old_image() {
     let dir = tempfile::tempdir().expect("tempdir");

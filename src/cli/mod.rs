@@ -26,9 +26,10 @@ use crate::report::table::Format;
 /// bytes reported are exact (counted from layers, shared layers once).
 ///
 /// Exit codes: 0 success (also when there was nothing to do); 1 invalid
-/// policy file; 2 bad command line; 3 engine unreachable, permission denied
-/// on its socket, or the engine's images could not be listed; 4 the metrics
-/// address cannot be listened on (in use).
+/// policy file; 2 bad command line or an invalid IMAGEGC_ENGINE_TIMEOUT; 3
+/// engine unreachable, permission denied on its socket, or the engine's
+/// images could not be listed; 4 the metrics address cannot be listened on
+/// (in use).
 #[derive(Debug, Parser)]
 #[command(
     name = "imagegc",

@@ -32,6 +32,10 @@ pub struct Tracked {
     pub last_event: Option<DateTime<Utc>>,
     /// What `first_seen` stands for, so `explain` can say it.
     pub basis: FirstSeenBasis,
+    /// When tracking last restarted (the state file was lost or cannot be
+    /// written): uses before then are unknown, so the image counts as used
+    /// then at the earliest ([`Snapshot::last_used`]).
+    pub restarted: Option<DateTime<Utc>>,
 }
 
 /// Where an image's first-seen time comes from.
@@ -273,7 +277,9 @@ impl Snapshot {
     }
 
     /// Last used: the newest of created, last tag time, the creation of any
-    /// container using it, and the newest tracked event.
+    /// container using it, the newest tracked event, and the restart of
+    /// tracking after a state loss (uses before it are unknown, so an image
+    /// used yesterday does not look unused since it was created).
     pub fn last_used(&self, image: usize) -> (DateTime<Utc>, LastUsedSource) {
         let img = &self.images[image];
         let mut best = (img.created, LastUsedSource::Created);
@@ -293,6 +299,11 @@ impl Snapshot {
                 best = (t, LastUsedSource::Event);
             }
         }
+        if let Some(t) = img.tracked.restarted {
+            if t > best.0 {
+                best = (t, LastUsedSource::TrackingRestarted);
+            }
+        }
         best
     }
 }
@@ -309,6 +320,8 @@ pub enum LastUsedSource {
     Container,
     /// An engine event imagegc recorded.
     Event,
+    /// Tracking restarted after the state was lost: no earlier use is known.
+    TrackingRestarted,
 }
 
 impl LastUsedSource {
@@ -319,6 +332,7 @@ impl LastUsedSource {
             Self::Tagged => "tagged",
             Self::Container => "container",
             Self::Event => "event",
+            Self::TrackingRestarted => "tracking_restarted",
         }
     }
 }

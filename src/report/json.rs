@@ -257,7 +257,7 @@ pub struct ExplainJson<'a> {
     pub last_tagged: Option<DateTime<Utc>>,
     /// Last used.
     pub last_used: DateTime<Utc>,
-    /// `created`, `tagged`, `container` or `event`.
+    /// `created`, `tagged`, `container`, `event` or `tracking_restarted`.
     pub last_used_source: &'static str,
     /// Containers using it.
     pub containers: Vec<ContainerJson<'a>>,

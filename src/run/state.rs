@@ -14,7 +14,10 @@
 //!   (created, last tagged), and a new install can clean up at once.
 //! - **State lost**: the file does not parse (corrupt, truncated, empty, a
 //!   newer schema, unknown fields; moved aside to `<name>.corrupt-<timestamp>`),
-//!   or cannot be read (permissions, a symlink, not a regular file). Tracking
+//!   or cannot be read (permissions, an I/O error, a symlink, not a regular
+//!   file; moved aside to `<name>.unreadable-<timestamp>`, never written over:
+//!   it may be a good file unreadable only at that instant; when it cannot
+//!   be moved, this run never saves to that path). Tracking
 //!   restarts: every image present counts as first seen now, so the grace
 //!   period runs again from now for all of them, and the restart is written at
 //!   once so it holds across restarts of imagegc.
@@ -56,6 +59,11 @@ pub struct State {
     /// observation is the baseline (no first-seen times).
     #[serde(skip)]
     pub baseline_pending: bool,
+    /// A path this state must not be saved to, and why: the file there
+    /// exists but could be neither read nor moved aside, so writing would
+    /// replace what may be a good file. [`State::save`] refuses it.
+    #[serde(skip)]
+    pub write_refused: Option<(PathBuf, String)>,
 }
 
 /// What imagegc knows about one image ID.
@@ -99,6 +107,7 @@ impl State {
                 .map(|id| (id.to_string(), ImageRecord::default()))
                 .collect(),
             baseline_pending: false,
+            write_refused: None,
         }
     }
 
@@ -154,6 +163,7 @@ impl State {
             first_seen,
             last_event,
             basis,
+            restarted: self.tracking_restarted,
         }
     }
 
@@ -180,18 +190,46 @@ impl State {
     /// into a first install next time. Warns saying what happened.
     pub fn load_or_fresh(path: &Path, now: DateTime<Utc>) -> Self {
         remove_orphaned_temp_files(path);
-        let state = match Self::read(path) {
+        Self::start_from(path, Self::read(path), now)
+    }
+
+    /// [`State::load_or_fresh`] once the file has been read.
+    fn start_from(path: &Path, found: Found, now: DateTime<Utc>) -> Self {
+        let state = match found {
             Found::Parsed(state) => return state,
             Found::Missing if dir_writable(path) => return Self::fresh(now),
             Found::Missing => {
                 tracing::warn!(path = %path.display(), "no state file and its directory cannot be written: tracking restarts now, every image present counts as first seen now, and min_age protects them all (give imagegc a writable [state] path)");
                 return Self::restarted(now);
             }
-            Found::Unreadable(why) => {
-                tracing::warn!(path = %path.display(), reason = %why, "state file unreadable: tracking restarts now, every image present counts as first seen now");
-                Self::restarted(now)
-            }
-            Found::Invalid(why) => match Self::move_aside(path, now) {
+            // A file that exists but cannot be read now (EACCES, EIO,
+            // EMFILE, not a regular file) may be a good one: it is never
+            // written over. Moved aside it keeps every byte for the operator,
+            // and the restart is written in its place so what is tracked from
+            // now on is kept; when it cannot be moved, this state is never
+            // saved (`write_refused`): tracking is in memory only.
+            Found::Unreadable(why) => match Self::move_aside(path, "unreadable", now) {
+                Ok(aside) => {
+                    tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = %why, "state file exists but cannot be read; moved aside (not overwritten), tracking restarts now: every image present counts as first seen now");
+                    Self::restarted(now)
+                }
+                Err(e) => {
+                    // Nothing there (a path under a regular file): no file
+                    // to protect, the no-writable-state case.
+                    if std::fs::symlink_metadata(path).is_err() {
+                        tracing::warn!(path = %path.display(), reason = %why, "state file cannot be read: tracking restarts now, every image present counts as first seen now");
+                        return Self::restarted(now);
+                    }
+                    tracing::warn!(path = %path.display(), reason = %why, error = %e, "state file exists but cannot be read, and cannot be moved aside: it is left as it is and never written over, tracking restarts now in memory only, every image present counts as first seen now");
+                    return Self {
+                        write_refused: Some((path.to_path_buf(), format!(
+                            "not written: the file there could be neither read ({why}) nor moved aside ({e}), and may be a good one"
+                        ))),
+                        ..Self::restarted(now)
+                    };
+                }
+            },
+            Found::Invalid(why) => match Self::move_aside(path, "corrupt", now) {
                 Ok(aside) => {
                     tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = %why, "state file unusable; moved aside, tracking restarts now: every image present counts as first seen now");
                     Self::restarted(now)
@@ -280,18 +318,19 @@ impl State {
                 source: std::io::Error::other(why),
             }),
             Found::Invalid(why) => {
-                let aside = Self::move_aside(path, now)?;
+                let aside = Self::move_aside(path, "corrupt", now)?;
                 tracing::warn!(path = %path.display(), moved_to = %aside.display(), reason = why, "state file unreadable; moved aside");
                 Ok(None)
             }
         }
     }
 
-    /// Rename the file to `<name>.corrupt-<timestamp>` (rename moves a
-    /// symlink itself, it never follows one); returns the new name.
-    fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf, StateError> {
+    /// Rename the file to `<name>.<why>-<timestamp>` (`corrupt`,
+    /// `unreadable`; rename moves a symlink itself, it never follows one);
+    /// returns the new name.
+    fn move_aside(path: &Path, why: &str, now: DateTime<Utc>) -> Result<PathBuf, StateError> {
         let mut aside = path.as_os_str().to_owned();
-        aside.push(format!(".corrupt-{}", now.format("%Y%m%dT%H%M%SZ")));
+        aside.push(format!(".{why}-{}", now.format("%Y%m%dT%H%M%SZ")));
         let aside = PathBuf::from(aside);
         std::fs::rename(path, &aside).map_err(|source| StateError::Io {
             path: path.to_path_buf(),
@@ -310,6 +349,9 @@ impl State {
             path: path.to_path_buf(),
             source,
         };
+        if let Some((_, why)) = self.write_refused.as_ref().filter(|(p, _)| p == path) {
+            return Err(io(std::io::Error::other(why.clone())));
+        }
         let dir = parent_dir(path);
         std::fs::create_dir_all(&dir).map_err(io)?;
         let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
@@ -609,6 +651,103 @@ mod tests {
             .expect("state file")
             .file_type()
             .is_file());
+    }
+
+    #[test]
+    fn a_good_state_file_that_cannot_be_read_now_is_moved_aside_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut good = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
+        good.touch("sha256:a", t("2026-01-05T00:00:00Z"), "container start");
+        good.save(&path).expect("save");
+        let bytes = std::fs::read(&path).expect("good file");
+        let now = t("2026-02-03T04:05:06Z");
+        // What `read` finds on EACCES, EIO, EMFILE…
+        let unreadable = Found::Unreadable("Input/output error (os error 5)".to_owned());
+        let got = State::start_from(&path, unreadable, now);
+        assert_eq!(got, State::restarted(now));
+        let aside = dir.path().join("state.json.unreadable-20260203T040506Z");
+        assert_eq!(
+            std::fs::read(&aside).expect("the good file, moved aside"),
+            bytes
+        );
+        assert_eq!(
+            State::load(&path, now).expect("load"),
+            Some(State::restarted(now)),
+            "the restart is written in its place"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_state_file_that_cannot_be_moved_aside_is_never_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"))
+            .save(&path)
+            .expect("save");
+        let bytes = std::fs::read(&path).expect("good file");
+        let now = t("2026-02-03T04:05:06Z");
+        // A non-empty directory at the name it would be moved to: the
+        // rename fails, while a save to the directory would succeed.
+        let aside = dir.path().join("state.json.unreadable-20260203T040506Z");
+        std::fs::create_dir(&aside).expect("mkdir");
+        std::fs::write(aside.join("x"), b"").expect("write");
+        let unreadable = Found::Unreadable("Too many open files (os error 24)".to_owned());
+        let mut got = State::start_from(&path, unreadable, now);
+        assert_eq!(got.tracking_restarted, Some(now));
+        got.observe(["sha256:a"], now);
+        got.touch("sha256:a", now, "container start");
+        let refused = got
+            .save(&path)
+            .expect_err("a save would write over the file");
+        assert!(
+            refused.to_string().contains("Too many open files"),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read(&path).expect("still there"), bytes);
+        let elsewhere = dir.path().join("new.json");
+        got.save(&elsewhere).expect("another path may be written");
+    }
+
+    #[test]
+    fn a_state_file_this_process_cannot_read_is_never_written_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let now = t("2026-02-03T04:05:06Z");
+        let aside = dir.path().join("state.json.unreadable-20260203T040506Z");
+        let bytes = {
+            use std::os::unix::fs::PermissionsExt;
+            State::baseline(["sha256:a"], now)
+                .save(&path)
+                .expect("save");
+            let bytes = std::fs::read(&path).expect("good file");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+            Some(bytes)
+        };
+        // Root (CAP_DAC_OVERRIDE) reads a file whatever its mode: then a
+        // FIFO stands in, a file that exists and that `read` cannot use.
+        let bytes = if std::fs::File::open(&path).is_ok() {
+            std::fs::remove_file(&path).expect("rm");
+            nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+            None
+        } else {
+            bytes
+        };
+        assert_eq!(State::load_or_fresh(&path, now), State::restarted(now));
+        let kept = std::fs::symlink_metadata(&aside).expect("moved aside, not overwritten");
+        match bytes {
+            None => assert!(std::os::unix::fs::FileTypeExt::is_fifo(&kept.file_type())),
+            Some(bytes) => {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o644))
+                    .expect("chmod");
+                assert_eq!(std::fs::read(&aside).expect("read"), bytes);
+            }
+        }
+        assert_eq!(
+            State::load(&path, now).expect("load"),
+            Some(State::restarted(now))
+        );
     }
 
     #[test]

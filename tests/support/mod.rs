@@ -188,6 +188,14 @@ impl Img {
         self.tracked.first_seen = Some(at);
         self
     }
+    /// Present when tracking restarted `at` (a lost state): first seen
+    /// then, and no use before then is known.
+    pub fn restarted(mut self, at: DateTime<Utc>) -> Self {
+        self.tracked.first_seen = Some(at);
+        self.tracked.basis = imagegc::snapshot::FirstSeenBasis::Restarted;
+        self.tracked.restarted = Some(at);
+        self
+    }
     pub fn last_event(mut self, at: DateTime<Utc>) -> Self {
         self.tracked.last_event = Some(at);
         self

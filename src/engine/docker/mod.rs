@@ -14,7 +14,9 @@
 //! And the bytes read are capped per call (`answer_limit`): bollard reads
 //! whole answers into memory, so each call goes over a connection of its own
 //! whose reader fails past the cap. The event stream is the exception to
-//! both: it is endless by design, and `events.rs` watches it for silence.
+//! both: it is endless by design, and `events.rs` watches it for silence;
+//! only each of its lines (one event) is capped, [`MAX_EVENT_LINE_BYTES`],
+//! since bollard buffers a line until it ends.
 //!
 //! Nothing here caches; every call is a round trip.
 
@@ -23,6 +25,7 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -66,6 +69,11 @@ pub const MAX_LIST_ANSWER_BYTES: u64 = 512 * 1024 * 1024;
 /// inspect or history, a removal): a few KiB in practice.
 pub const MAX_ANSWER_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The most bytes of one line of the event stream (one event as JSON: a few
+/// hundred bytes in practice). The stream has no total cap, but bollard
+/// buffers a line until its end, so one endless line would take all memory.
+pub const MAX_EVENT_LINE_BYTES: u64 = 1024 * 1024;
+
 /// The tag and digest placeholders API < 1.43 puts on untagged images.
 const NONE_TAG: &str = "<none>:<none>";
 const NONE_DIGEST: &str = "<none>@<none>";
@@ -87,7 +95,14 @@ pub struct Docker {
     /// Cancelled when the caller stops waiting for answers (`once` at a
     /// second stop signal): the call in flight fails at once.
     interrupt: CancellationToken,
+    /// Where the reader of an event stream leaves the cap it passed: bollard
+    /// turns the read error into text without its source, so the stream's
+    /// error is made from this instead.
+    line_overflow: Overflow,
 }
+
+/// The cap an event stream's reader passed, for that stream's error.
+type Overflow = Arc<Mutex<Option<AnswerTooLarge>>>;
 
 /// The transport behind an engine address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,9 +142,13 @@ impl Docker {
         if let Endpoint::Unix(path) = &endpoint {
             check_socket(path, &address)?;
         }
+        let line_overflow = Overflow::default();
         let transport = {
             let endpoint = endpoint.clone();
-            move |request: BollardRequest| exchange(endpoint.clone(), request)
+            let overflow = Arc::clone(&line_overflow);
+            move |request: BollardRequest| {
+                exchange(endpoint.clone(), request, Arc::clone(&overflow))
+            }
         };
         // bollard's own timeout only covers the wait for headers; ours, in
         // `bounded`, covers the whole call, so bollard's is set no shorter.
@@ -147,6 +166,7 @@ impl Docker {
             endpoint,
             call_timeout,
             interrupt,
+            line_overflow,
         };
 
         // GET /version: the one cheap call that proves the engine answers, and
@@ -224,29 +244,53 @@ impl Docker {
 
 /// The call deadline from [`CALL_TIMEOUT_ENV`], else the default.
 fn call_timeout_from_env() -> Result<Duration, EngineError> {
-    match std::env::var(CALL_TIMEOUT_ENV) {
-        Ok(text) if !text.trim().is_empty() => humantime::parse_duration(text.trim())
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                EngineError::Other(format!(
-                    "{CALL_TIMEOUT_ENV}={text:?} is not a duration above zero (for example 30s or 2m)"
-                ))
-            }),
-        _ => Ok(DEFAULT_CALL_TIMEOUT),
+    call_timeout_from(std::env::var_os(CALL_TIMEOUT_ENV).as_deref()).map_err(EngineError::Other)
+}
+
+/// The call deadline a value of [`CALL_TIMEOUT_ENV`] sets (`None`, or only
+/// blanks: the default), or the message naming the variable and what it
+/// accepts. The composition root checks the process's value with it once
+/// at start-up, so a bad one is refused before any engine is tried.
+pub fn call_timeout_from(value: Option<&std::ffi::OsStr>) -> Result<Duration, String> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_CALL_TIMEOUT);
+    };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(DEFAULT_CALL_TIMEOUT);
     }
+    value
+        .to_str()
+        .and_then(|t| humantime::parse_duration(t.trim()).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            format!(
+                "{CALL_TIMEOUT_ENV}={text:?} is not a duration above zero (for example 30s or 2m; unset it for the default, {})",
+                humantime::format_duration(DEFAULT_CALL_TIMEOUT)
+            )
+        })
+}
+
+/// `path` without its `/v1.41` prefix.
+fn unversioned(path: &str) -> &str {
+    match path.strip_prefix("/v") {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
+            rest.find('/').map_or(path, |slash| &rest[slash..])
+        }
+        _ => path,
+    }
+}
+
+/// The most bytes of one line of the answer to a request for `path`: for
+/// the event stream only, whose answer as a whole has no cap.
+fn line_limit(path: &str) -> Option<u64> {
+    (unversioned(path) == "/events").then_some(MAX_EVENT_LINE_BYTES)
 }
 
 /// The most bytes read from the answer to a request for `path` (with or
 /// without the `/v1.41` prefix); `None` for the event stream, which has no end.
 fn answer_limit(path: &str) -> Option<u64> {
-    let unversioned = match path.strip_prefix("/v") {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => {
-            rest.find('/').map_or(path, |slash| &rest[slash..])
-        }
-        _ => path,
-    };
-    match unversioned {
+    match unversioned(path) {
         "/events" => None,
         "/images/json" | "/containers/json" | "/system/df" => Some(MAX_LIST_ANSWER_BYTES),
         _ => Some(MAX_ANSWER_BYTES),
@@ -258,6 +302,7 @@ fn answer_limit(path: &str) -> Option<u64> {
 async fn exchange(
     endpoint: Endpoint,
     mut request: BollardRequest,
+    overflow: Overflow,
 ) -> Result<hyper::Response<hyper::body::Incoming>, BollardError> {
     let path = request.uri().path().to_owned();
     let origin: hyper::Uri = request
@@ -281,14 +326,15 @@ async fn exchange(
         hyper::header::HeaderValue::from_static("close"),
     );
     let limit = answer_limit(&path);
+    let lines = line_limit(&path).map(|limit| (LineCap::new(limit), overflow));
     match &endpoint {
         Endpoint::Unix(socket) => {
             let io = tokio::net::UnixStream::connect(socket).await?;
-            send(Capped::new(io, limit, path), request).await
+            send(Capped::new(io, limit, lines, path), request).await
         }
         Endpoint::Tcp(authority) => {
             let io = tokio::net::TcpStream::connect(authority.as_str()).await?;
-            send(Capped::new(io, limit, path), request).await
+            send(Capped::new(io, limit, lines, path), request).await
         }
     }
 }
@@ -314,35 +360,201 @@ where
     Ok(sender.send_request(request).await?)
 }
 
-/// A reader that fails once more than `limit` bytes came through it.
+/// A reader that fails once more than `limit` bytes came through it, or
+/// (with a [`LineCap`]) once one line of the answer's body is too long.
 struct Capped<S> {
     inner: S,
     /// Bytes read so far.
     read: u64,
     /// The most bytes allowed; `None` for no limit.
     limit: Option<u64>,
+    /// The bound on one line of the body, for the event stream, and where
+    /// to leave the error when it is passed.
+    lines: Option<(LineCap, Overflow)>,
     /// The request path, for the error.
     path: String,
 }
 
 impl<S> Capped<S> {
-    fn new(inner: S, limit: Option<u64>, path: String) -> Self {
+    fn new(inner: S, limit: Option<u64>, lines: Option<(LineCap, Overflow)>, path: String) -> Self {
         Self {
             inner,
             read: 0,
             limit,
+            lines,
             path,
         }
     }
 
     fn over(&self) -> Option<AnswerTooLarge> {
+        if let Some((lines, _)) = self.lines.as_ref().filter(|(l, _)| l.over) {
+            return Some(AnswerTooLarge {
+                path: self.path.clone(),
+                limit: lines.limit,
+                line: true,
+            });
+        }
         self.limit
             .filter(|limit| self.read > *limit)
             .map(|limit| AnswerTooLarge {
                 path: self.path.clone(),
                 limit,
+                line: false,
             })
     }
+}
+
+/// Follows the body of an HTTP/1.1 answer as its bytes pass the socket,
+/// through the chunked framing (whose own `\r\n`s are not the body's), and
+/// notes when a line of the body (the bytes between two `\n`) is longer than
+/// `limit`. hyper checks the framing itself; this only counts.
+struct LineCap {
+    /// The most bytes of one line.
+    limit: u64,
+    /// Where in the answer the next byte is.
+    at: Framing,
+    /// Body bytes since the last `\n`.
+    line: u64,
+    /// A line was longer than `limit`.
+    over: bool,
+}
+
+/// The most bytes of an answer's head [`LineCap`] keeps to find its end.
+const MAX_HEAD_BYTES: usize = 1024 * 1024;
+
+/// A position in an HTTP/1.1 answer.
+enum Framing {
+    /// The head, until its blank line: the bytes so far.
+    Head(Vec<u8>),
+    /// A body without chunked framing: every byte is the body's.
+    Plain,
+    /// A chunk-size line: the size so far, whether its hex digits ended (an
+    /// extension or the `\r`), and the line's length.
+    Size {
+        size: u64,
+        digits_done: bool,
+        len: u64,
+    },
+    /// Bytes of chunk data still to come.
+    Data(u64),
+    /// Bytes of the CRLF after a chunk's data still to come.
+    DataEnd(u64),
+    /// After the last chunk: trailers, no body.
+    Done,
+}
+
+impl LineCap {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            at: Framing::Head(Vec::new()),
+            line: 0,
+            over: false,
+        }
+    }
+
+    /// Takes the bytes read from the socket, in order.
+    fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.over {
+            match &mut self.at {
+                Framing::Head(head) => {
+                    head.extend_from_slice(bytes);
+                    bytes = &[];
+                    if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let rest = head.split_off(end + 4);
+                        self.at = if is_chunked(head) {
+                            Framing::Size {
+                                size: 0,
+                                digits_done: false,
+                                len: 0,
+                            }
+                        } else {
+                            Framing::Plain
+                        };
+                        self.feed(&rest);
+                    } else if head.len() > MAX_HEAD_BYTES {
+                        // hyper refuses a head far shorter; this only
+                        // bounds what is kept here.
+                        self.over = true;
+                    }
+                }
+                Framing::Plain => {
+                    self.body(bytes);
+                    bytes = &[];
+                }
+                Framing::Size {
+                    size,
+                    digits_done,
+                    len,
+                } => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    *len += 1;
+                    if *len > self.limit {
+                        self.over = true;
+                    }
+                    if b == b'\n' {
+                        let n = *size;
+                        self.at = if n == 0 {
+                            Framing::Done
+                        } else {
+                            Framing::Data(n)
+                        };
+                    } else if let (false, Some(digit)) = (*digits_done, (b as char).to_digit(16)) {
+                        *size = size.saturating_mul(16).saturating_add(u64::from(digit));
+                    } else {
+                        *digits_done = true;
+                    }
+                }
+                Framing::Data(left) => {
+                    let take = usize::try_from(*left).map_or(bytes.len(), |l| l.min(bytes.len()));
+                    *left -= take as u64;
+                    if *left == 0 {
+                        self.at = Framing::DataEnd(2);
+                    }
+                    self.body(&bytes[..take]);
+                    bytes = &bytes[take..];
+                }
+                Framing::DataEnd(left) => {
+                    let take = usize::try_from(*left).map_or(bytes.len(), |l| l.min(bytes.len()));
+                    *left -= take as u64;
+                    if *left == 0 {
+                        self.at = Framing::Size {
+                            size: 0,
+                            digits_done: false,
+                            len: 0,
+                        };
+                    }
+                    bytes = &bytes[take..];
+                }
+                Framing::Done => bytes = &[],
+            }
+        }
+    }
+
+    /// Counts bytes of the body.
+    fn body(&mut self, data: &[u8]) {
+        let mut pieces = data.split(|&b| b == b'\n').peekable();
+        while let Some(piece) = pieces.next() {
+            self.line = self.line.saturating_add(piece.len() as u64);
+            if self.line > self.limit {
+                self.over = true;
+            }
+            if pieces.peek().is_some() {
+                self.line = 0; // a `\n` ended the line
+            }
+        }
+    }
+}
+
+/// True when an answer's head says its body is chunked.
+fn is_chunked(head: &[u8]) -> bool {
+    String::from_utf8_lossy(head).lines().any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    })
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
@@ -359,6 +571,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &result {
             this.read += (buf.filled().len() - before) as u64;
+            if let Some((lines, overflow)) = &mut this.lines {
+                lines.feed(&buf.filled()[before..]);
+                if lines.over {
+                    let mut slot = overflow.lock().unwrap_or_else(PoisonError::into_inner);
+                    *slot = Some(AnswerTooLarge {
+                        path: this.path.clone(),
+                        limit: lines.limit,
+                        line: true,
+                    });
+                }
+            }
             if let Some(over) = this.over() {
                 return Poll::Ready(Err(std::io::Error::other(over)));
             }
@@ -383,22 +606,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
     }
 }
 
-/// An answer was larger than imagegc reads for its call.
+/// An answer (or one line of it) was larger than imagegc reads for its call.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the answer to {path} is larger than {} MiB", limit / (1024 * 1024))]
+#[error("{} {path} is larger than {} MiB", if *line { "a line of the answer to" } else { "the answer to" }, limit / (1024 * 1024))]
 struct AnswerTooLarge {
     /// The request path.
     path: String,
     /// The cap that was passed.
     limit: u64,
+    /// The cap is on one line (the event stream), not the whole answer.
+    line: bool,
 }
 
 impl AnswerTooLarge {
     fn into_error(self, address: &str) -> EngineError {
+        let mib = self.limit / (1024 * 1024);
+        if self.line {
+            return EngineError::Other(format!(
+                "the engine at {address} sent an event longer than {mib} MiB (one line without \
+                 its end) on GET {}, the most imagegc reads for one event; stopped reading the stream",
+                self.path
+            ));
+        }
         EngineError::Other(format!(
-            "the engine at {address} sent more than {} MiB in answer to GET {}, \
+            "the engine at {address} sent more than {mib} MiB in answer to GET {}, \
              the most imagegc reads for that call; stopped reading",
-            self.limit / (1024 * 1024),
             self.path
         ))
     }
@@ -609,12 +841,19 @@ impl Engine for Docker {
         // bollard's stream holds its own handle on the transport, so it
         // outlives `self` (the compiler checks the `'static`).
         let address = self.address.clone();
+        let overflow = Arc::clone(&self.line_overflow);
         self.client
             .events(Some(options.build()))
             .filter_map(move |item| {
                 let mapped = match item {
                     Ok(message) => events::engine_event(message).map(Ok),
-                    Err(e) => Some(Err(map_error(&address, &e))),
+                    Err(e) => {
+                        let mut slot = overflow.lock().unwrap_or_else(PoisonError::into_inner);
+                        Some(Err(match slot.take() {
+                            Some(cap) => cap.into_error(&address),
+                            None => map_error(&address, &e),
+                        }))
+                    }
                 };
                 std::future::ready(mapped)
             })
@@ -1004,11 +1243,61 @@ mod tests {
         }
     }
 
+    /// `body` as an HTTP/1.1 answer, in chunks of `chunk` bytes.
+    fn chunked_answer(body: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for piece in body.chunks(chunk) {
+            out.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+        out
+    }
+
+    /// Feeds `answer` to a [`LineCap`] of `limit`, `step` bytes at a time.
+    fn over_after(answer: &[u8], limit: u64, step: usize) -> bool {
+        let mut cap = LineCap::new(limit);
+        for piece in answer.chunks(step) {
+            cap.feed(piece);
+        }
+        cap.over
+    }
+
+    #[test]
+    fn the_event_line_cap_counts_body_lines_through_the_chunked_framing() {
+        let events = b"{\"Type\":\"image\"}\n{\"Type\":\"container\"}\n".repeat(50);
+        for (chunk, step) in [(1, 1), (3, 7), (40, 1), (4096, 4096), (5, 4096)] {
+            let answer = chunked_answer(&events, chunk);
+            assert!(
+                !over_after(&answer, 32, step),
+                "lines of at most 20 bytes, chunks of {chunk}, read {step} at a time"
+            );
+            assert!(
+                over_after(&answer, 19, step),
+                "a 20-byte line over a cap of 19"
+            );
+        }
+        // One line without end, in many small chunks: the framing's own
+        // CRLFs do not end it.
+        let endless = chunked_answer(&[b'x'; 4000], 10);
+        assert!(over_after(&endless, 1024, 64));
+        assert!(!over_after(&endless, 4000, 64));
+        // A body without chunked framing counts every byte.
+        let mut plain = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec();
+        plain.extend_from_slice(&[b'y'; 2000]);
+        assert!(over_after(&plain, 1024, 100));
+        assert!(!over_after(&plain, 2000, 100));
+        assert_eq!(line_limit("/v1.41/events"), Some(MAX_EVENT_LINE_BYTES));
+        assert_eq!(line_limit("/images/json"), None);
+    }
+
     #[test]
     fn an_answer_over_its_cap_is_found_under_hyper_and_named_with_the_address() {
         let cap = AnswerTooLarge {
             path: "/images/json".to_owned(),
             limit: MAX_LIST_ANSWER_BYTES,
+            line: false,
         };
         let wrapped = BollardError::IOError {
             err: std::io::Error::other(cap),
