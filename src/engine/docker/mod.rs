@@ -675,13 +675,13 @@ impl Engine for Docker {
             .collect())
     }
 
-    /// `GET /system/df`, read as raw JSON (see [`build_cache`]).
+    /// `GET /system/df`, read as raw JSON (see `engine/docker/build_cache.rs`).
     async fn build_cache(&self) -> Result<Vec<crate::engine::CacheRecord>, EngineError> {
         let df = self.raw_json(hyper::Method::GET, "/system/df").await?;
         Ok(build_cache::records(&df))
     }
 
-    /// One `POST /build/prune` for exactly this record (see [`build_cache`]).
+    /// One `POST /build/prune` for exactly this record (see `engine/docker/build_cache.rs`).
     async fn remove_cache_record(&self, id: &str) -> Result<CacheRemoval, EngineError> {
         let query = build_cache::prune_query(id)?;
         let answer = self
