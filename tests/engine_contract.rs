@@ -380,7 +380,7 @@ fn build_on_private_engine(engine: &common::private_engine::PrivateEngine) -> Ca
 /// adapter sends `all` beside the ID); then the contract above.
 #[tokio::test]
 async fn the_docker_build_cache_behaves_as_the_contract_says() {
-    let private = common::private_engine::PrivateEngine::start();
+    let private = std::sync::Arc::new(common::private_engine::PrivateEngine::start());
     let subject = build_on_private_engine(&private);
     let docker = imagegc::docker::Docker::connect(&private.address())
         .await
@@ -444,4 +444,61 @@ async fn the_docker_build_cache_behaves_as_the_contract_says() {
     assert!(cache_ids(&docker).await.contains(&subject.child));
 
     cache_behaves_as_docker_does(&docker, &subject).await;
+
+    in_use_records_stay_while_a_build_runs(&private, &docker).await;
+}
+
+/// On the private engine: a record a running build holds is not removed (no error either), and
+/// the build finishes.
+async fn in_use_records_stay_while_a_build_runs(
+    private: &std::sync::Arc<common::private_engine::PrivateEngine>,
+    docker: &imagegc::docker::Docker,
+) {
+    // A record a running build holds is not removed, without an error, and the build finishes.
+    let building = {
+        let private = std::sync::Arc::clone(private);
+        std::thread::spawn(move || {
+            private.build(
+                "imagegc-cache-contract:busy",
+                &[
+                    (
+                        "Dockerfile",
+                        b"FROM scratch\nCOPY nap /nap\nRUN [\"/nap\", \"6\"]\n".as_slice(),
+                    ),
+                    ("nap", common::private_engine::nap_binary()),
+                ],
+            )
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let in_use = loop {
+        let records = docker.build_cache().await.expect("list during the build");
+        let in_use: Vec<String> = records
+            .into_iter()
+            .filter(|r| r.in_use)
+            .map(|r| r.id)
+            .collect();
+        if !in_use.is_empty() {
+            break in_use;
+        }
+        assert!(
+            !building.is_finished() && std::time::Instant::now() < deadline,
+            "no record was in use while the build ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for id in &in_use {
+        let removal = docker
+            .remove_cache_record(id)
+            .await
+            .expect("remove an in-use record");
+        assert!(!removal.deleted, "{id} was in use: {removal:?}");
+    }
+    let listed = cache_ids(docker).await;
+    assert!(
+        building.is_finished() || in_use.iter().all(|id| listed.contains(id)),
+        "an in-use record went: {in_use:?} not all in {listed:?}"
+    );
+    let image = building.join().expect("the build finishes");
+    assert!(image.starts_with("sha256:"), "{image}");
 }

@@ -15,7 +15,7 @@
 //!
 //! Its build cache ([`FakeEngine::add_cache_record`]) removes records as
 //! Docker 20.10 does (measured on a private engine, `tests/engine_contract.rs`):
-//! exactly the record named, never one in use, never one that another
+//! exactly the record named, never one in use (measured during a running build), never one that another
 //! record still names as a parent, shared ones too (imagegc's removals ask
 //! for them); a record it does not delete, or one that is gone, is a normal
 //! answer (`deleted: false`), not an error; `reported_bytes` is the record's

@@ -197,7 +197,7 @@ impl PrivateEngine {
         for (name, data) in files {
             let mut header = tar::Header::new_gnu();
             header.set_size(data.len() as u64);
-            header.set_mode(0o644);
+            header.set_mode(0o755);
             header.set_mtime(0);
             header.set_cksum();
             context
@@ -205,7 +205,8 @@ impl PrivateEngine {
                 .expect("append to the build context");
         }
         let context = context.into_inner().expect("finish the build context");
-        let path = format!("/build?version=2&t={tag}&rm=1");
+        // No bridge on this engine: a `RUN` needs no network.
+        let path = format!("/build?version=2&t={tag}&rm=1&networkmode=none");
         let (status, body) = self
             .request("POST", &path, Some("application/x-tar"), &context)
             .unwrap_or_else(|e| panic!("POST {path} on the private engine: {e}"));
@@ -277,6 +278,36 @@ impl Drop for PrivateEngine {
             );
         }
     }
+}
+
+/// A static binary that sleeps `argv[1]` seconds and exits 0: a `RUN` step that keeps a build
+/// (and its cache records) busy for a while in a `FROM scratch` image. Built once per test
+/// process with `gcc -static` into `CARGO_TARGET_TMPDIR`.
+pub fn nap_binary() -> &'static [u8] {
+    static NAP: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    NAP.get_or_init(|| {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir for nap");
+        let source = dir.path().join("nap.c");
+        let binary = dir.path().join("nap");
+        std::fs::write(
+            &source,
+            "#include <stdlib.h>\n#include <unistd.h>\n\
+             int main(int argc, char **argv) { sleep(argc > 1 ? atoi(argv[1]) : 1); return 0; }\n",
+        )
+        .expect("write nap.c");
+        let out = Command::new("gcc")
+            .args(["-static", "-Os", "-s", "-o"])
+            .arg(&binary)
+            .arg(&source)
+            .output()
+            .expect("cannot run gcc");
+        assert!(
+            out.status.success(),
+            "gcc -static failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read(&binary).expect("read nap")
+    })
 }
 
 /// Mount points under `dir`, deepest first (from `/proc/self/mountinfo`).
