@@ -107,7 +107,7 @@ async fn build_cache_calls_are_bounded_in_time_and_size_and_a_404_prune_is_no_bu
         .await;
     assert!(
         matches!(&endless, Err(EngineError::Other(m))
-            if m.contains("more than 64 MiB") && m.contains("/build/prune")),
+            if m.contains("more than 64 MiB in answer to POST /") && m.contains("/build/prune")),
         "{endless:?}"
     );
 

@@ -359,6 +359,8 @@ async fn exchange(
         hyper::header::HeaderValue::from_static("close"),
     );
     let limit = answer_limit(&path);
+    // Named in the error of an answer over its cap: `GET /images/json`.
+    let path = format!("{} {path}", request.method());
     match &endpoint {
         Endpoint::Unix(socket) => {
             let io = tokio::net::UnixStream::connect(socket).await?;
@@ -399,7 +401,7 @@ struct Capped<S> {
     read: u64,
     /// The most bytes allowed; `None` for no limit.
     limit: Option<u64>,
-    /// The request path, for the error.
+    /// The request method and path (`GET /images/json`), for the error.
     path: String,
 }
 
@@ -465,7 +467,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the answer to {path} is larger than {} MiB", limit / (1024 * 1024))]
 struct AnswerTooLarge {
-    /// The request path.
+    /// The request method and path.
     path: String,
     /// The cap that was passed.
     limit: u64,
@@ -474,7 +476,7 @@ struct AnswerTooLarge {
 impl AnswerTooLarge {
     fn into_error(self, address: &str) -> EngineError {
         EngineError::Other(format!(
-            "the engine at {address} sent more than {} MiB in answer to GET {}, \
+            "the engine at {address} sent more than {} MiB in answer to {}, \
              the most imagegc reads for that call; stopped reading",
             self.limit / (1024 * 1024),
             self.path
@@ -1108,7 +1110,7 @@ mod tests {
     #[test]
     fn an_answer_over_its_cap_is_found_under_hyper_and_named_with_the_address() {
         let cap = AnswerTooLarge {
-            path: "/images/json".to_owned(),
+            path: "GET /images/json".to_owned(),
             limit: MAX_LIST_ANSWER_BYTES,
         };
         let wrapped = BollardError::IOError {
