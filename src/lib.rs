@@ -16,9 +16,9 @@
 //!   `run` uses; `daemon::{triggers, signals, clock, notify, reload}` hold its parts.
 //! - [`engine`] (`engine/`): the [`engine::Engine`] trait, its
 //!   [`engine::Capabilities`] and the engine-neutral types (image facts, uses,
-//!   errors); `engine::docker` (also [`docker`]): `Engine` over bollard, the
-//!   only module that knows the wire, Docker's layer heuristics and its event
-//!   vocabulary; `engine::fake` (also `fake`, `test-support` feature only): an
+//!   build-cache records, errors); `engine::docker` (also [`docker`]): `Engine`
+//!   over bollard, the only module that knows the wire, Docker's layer
+//!   heuristics, its event vocabulary and its build cache; `engine::fake` (also `fake`, `test-support` feature only): an
 //!   in-memory engine for tests and benchmarks.
 //! - [`events`] (`events.rs`): the engine's event stream → last-use updates, with reconnects.
 //! - [`gc`] (`gc/`): the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`:

@@ -5,9 +5,12 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+
 use chrono::Utc;
 use imagegc::engine::{Capabilities, DeleteItem, Engine, EngineError};
 use imagegc::fake::{self, FakeEngine};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// An image with two tags, no children, no containers and layers no other image shares.
@@ -151,4 +154,373 @@ async fn the_docker_engine_behaves_as_it_declares() {
         chain_ids: loaded.chain_ids(),
     };
     behaves_as_declared(&docker, &subject).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Build cache
+// ---------------------------------------------------------------------------------------------
+
+/// Two build-cache records made by one build: `child` names `parent` as its only parent, and
+/// no other record names either. Nothing else about the cache is assumed.
+struct CacheSubject {
+    child: String,
+    parent: String,
+}
+
+async fn cache_ids<E: Engine>(engine: &E) -> BTreeSet<String> {
+    engine
+        .build_cache()
+        .await
+        .expect("list the build cache")
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+/// The contract of `remove_cache_record`, as Docker 20.10 behaves (measured on a private
+/// engine, `the_docker_build_cache_behaves_as_the_contract_says`): exactly the record named
+/// goes, and only when nothing names it as a parent; a prefix of an ID removes nothing (the
+/// filter is anchored); an ID that is not a plain record ID is refused; a record gone already,
+/// or one the engine will not delete, is `deleted: false` without an error.
+async fn cache_behaves_as_docker_does<E: Engine>(engine: &E, subject: &CacheSubject) {
+    assert!(engine.capabilities().build_cache);
+    let records = engine.build_cache().await.expect("list the build cache");
+    let child = records
+        .iter()
+        .find(|r| r.id == subject.child)
+        .expect("the child is listed");
+    assert_eq!(child.parents, vec![subject.parent.clone()], "{child:?}");
+    let before = cache_ids(engine).await;
+    assert!(before.contains(&subject.parent), "{before:?}");
+
+    // A prefix of an ID names no record: with `id` a regular expression, an unanchored filter
+    // would delete the record it starts.
+    let prefix = &subject.child[..4];
+    let removal = engine
+        .remove_cache_record(prefix)
+        .await
+        .expect("remove a prefix");
+    assert!(!removal.deleted, "{removal:?}");
+    assert_eq!(
+        cache_ids(engine).await,
+        before,
+        "a prefix removed something"
+    );
+
+    // IDs that are not plain record IDs never reach the engine's regular expression.
+    for bad in [
+        "",
+        ".*",
+        &format!("{prefix}.*"),
+        &format!("^{}$", subject.child),
+    ] {
+        let refused = engine.remove_cache_record(bad).await;
+        assert!(
+            matches!(&refused, Err(EngineError::Other(m)) if m.contains("not a plain record ID")),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    assert_eq!(
+        cache_ids(engine).await,
+        before,
+        "a refused ID removed something"
+    );
+
+    // A record another record names as its parent stays, and that is no error.
+    let removal = engine
+        .remove_cache_record(&subject.parent)
+        .await
+        .expect("remove the parent first");
+    assert!(!removal.deleted, "a parent with a child went: {removal:?}");
+    assert_eq!(cache_ids(engine).await, before);
+
+    // The child goes, and nothing else.
+    let removal = engine
+        .remove_cache_record(&subject.child)
+        .await
+        .expect("remove the child");
+    assert!(removal.deleted, "{removal:?}");
+    let mut expected = before.clone();
+    expected.remove(&subject.child);
+    assert_eq!(cache_ids(engine).await, expected, "exactly the child went");
+
+    // Removed again: not deleted, not an error.
+    let again = engine
+        .remove_cache_record(&subject.child)
+        .await
+        .expect("remove the child again");
+    assert!(!again.deleted, "{again:?}");
+
+    // With its child gone, the parent goes, and nothing else.
+    let removal = engine
+        .remove_cache_record(&subject.parent)
+        .await
+        .expect("remove the parent");
+    assert!(removal.deleted, "{removal:?}");
+    expected.remove(&subject.parent);
+    assert_eq!(cache_ids(engine).await, expected, "exactly the parent went");
+}
+
+fn fake_cache_subject(engine: &FakeEngine) -> CacheSubject {
+    let now = Utc::now();
+    // A shared child, as a build's `COPY` layer kept by the image it built.
+    let mut child = fake::cache_record(
+        "g9m9j2vaii5shk3sgokpqefpf",
+        &["95cmtkpz0oyzzmecvfejjm73b"],
+        50_000,
+        now,
+    );
+    child.shared = true;
+    engine.add_cache_record(fake::cache_record(
+        "95cmtkpz0oyzzmecvfejjm73b",
+        &[],
+        100_000,
+        now,
+    ));
+    engine.add_cache_record(child);
+    engine.add_cache_record(fake::cache_record(
+        "v54x1ylxtbn1sp5t589q363o7",
+        &[],
+        150_049,
+        now,
+    ));
+    CacheSubject {
+        child: "g9m9j2vaii5shk3sgokpqefpf".to_owned(),
+        parent: "95cmtkpz0oyzzmecvfejjm73b".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn the_fake_build_cache_behaves_as_docker_does() {
+    let engine = FakeEngine::new();
+    let subject = fake_cache_subject(&engine);
+    cache_behaves_as_docker_does(&engine, &subject).await;
+    assert_eq!(engine.cache_ids(), vec!["v54x1ylxtbn1sp5t589q363o7"]);
+}
+
+#[tokio::test]
+async fn the_fake_keeps_a_record_in_use_until_the_build_lets_go() {
+    let engine = FakeEngine::new();
+    let subject = fake_cache_subject(&engine);
+    engine.set_cache_in_use(&subject.child, true);
+    let removal = engine.remove_cache_record(&subject.child).await.unwrap();
+    assert!(!removal.deleted, "{removal:?}");
+    assert!(engine.cache_ids().contains(&subject.child));
+    engine.set_cache_in_use(&subject.child, false);
+    let removal = engine.remove_cache_record(&subject.child).await.unwrap();
+    assert!(
+        removal.deleted && removal.reported_bytes == 50_000,
+        "{removal:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_without_build_cache_says_so_with_a_typed_error() {
+    let engine = FakeEngine::new();
+    fake_cache_subject(&engine);
+    engine.set_capabilities(Capabilities {
+        build_cache: false,
+        ..engine.capabilities()
+    });
+    let listed = engine.build_cache().await;
+    assert!(
+        matches!(listed, Err(EngineError::Unsupported(_))),
+        "{listed:?}"
+    );
+    let removed = engine
+        .remove_cache_record("v54x1ylxtbn1sp5t589q363o7")
+        .await;
+    assert!(
+        matches!(&removed, Err(e) if e.kind() == "unsupported"),
+        "{removed:?}"
+    );
+    assert_eq!(engine.cache_ids().len(), 3, "nothing removed");
+}
+
+/// A build with two `COPY` steps on a private engine: the second layer's record names the
+/// first's as its parent (both shared with the image they built).
+fn build_on_private_engine(engine: &common::private_engine::PrivateEngine) -> CacheSubject {
+    let a = common::random_hex(50_000);
+    let b = common::random_hex(25_000);
+    engine.build(
+        "imagegc-cache-contract:1",
+        &[
+            (
+                "Dockerfile",
+                b"FROM scratch\nCOPY a.bin /a.bin\nCOPY b.bin /b.bin\n",
+            ),
+            ("a.bin", a.as_bytes()),
+            ("b.bin", b.as_bytes()),
+        ],
+    );
+    let df = engine.get("/system/df");
+    let records = df["BuildCache"]
+        .as_array()
+        .expect("BuildCache after a build");
+    let parent_of = |r: &Value| r["Parent"].as_str().unwrap_or_default().to_owned();
+    let child = records
+        .iter()
+        .find(|r| !parent_of(r).is_empty())
+        .unwrap_or_else(|| panic!("no record with a parent after the build: {df}"));
+    let parent = parent_of(child);
+    let children_of_either = records
+        .iter()
+        .filter(|r| parent_of(r) == parent || parent_of(r) == child["ID"].as_str().unwrap())
+        .count();
+    assert_eq!(children_of_either, 1, "one child only: {df}");
+    CacheSubject {
+        child: child["ID"].as_str().unwrap().to_owned(),
+        parent,
+    }
+}
+
+/// On a private engine only (removals change the engine's global build cache): the records
+/// imagegc lists are those of the raw `/system/df`, field by field; a shared record is not
+/// removed by a prune without `all` even when its anchored ID is the filter (which is why the
+/// adapter sends `all` beside the ID); then the contract above.
+#[tokio::test]
+async fn the_docker_build_cache_behaves_as_the_contract_says() {
+    let private = std::sync::Arc::new(common::private_engine::PrivateEngine::start());
+    let subject = build_on_private_engine(&private);
+    let docker = imagegc::docker::Docker::connect(&private.address())
+        .await
+        .unwrap_or_else(|e| panic!("connect to the private engine: {e}\n{}", private.log_text()));
+
+    let raw = private.get("/system/df");
+    let raw = raw["BuildCache"].as_array().unwrap();
+    let listed = docker.build_cache().await.expect("list the build cache");
+    assert_eq!(listed.len(), raw.len(), "{listed:?} vs {raw:?}");
+    for entry in raw {
+        let id = entry["ID"].as_str().unwrap();
+        let record = listed
+            .iter()
+            .find(|r| r.id == id)
+            .expect("every raw record listed");
+        let parent = entry["Parent"].as_str().unwrap_or_default();
+        let parents: Vec<&str> = [parent].into_iter().filter(|p| !p.is_empty()).collect();
+        assert_eq!(record.parents, parents, "{id}");
+        assert_eq!(
+            record.kind.as_str(),
+            entry["Type"].as_str().unwrap(),
+            "{id}"
+        );
+        assert_eq!(
+            record.description,
+            entry["Description"].as_str().unwrap(),
+            "{id}"
+        );
+        assert_eq!(Some(record.size), entry["Size"].as_u64(), "{id}");
+        assert_eq!(Some(record.shared), entry["Shared"].as_bool(), "{id}");
+        assert_eq!(Some(record.in_use), entry["InUse"].as_bool(), "{id}");
+        assert_eq!(
+            Some(record.usage_count),
+            entry["UsageCount"].as_u64(),
+            "{id}"
+        );
+        assert!(record.last_used.is_some(), "{id}");
+    }
+    let child = listed.iter().find(|r| r.id == subject.child).unwrap();
+    assert!(
+        child.shared,
+        "a COPY layer of a tagged image is shared: {child:?}"
+    );
+
+    // The CLI's view agrees on the IDs (it prints them in full with -v).
+    let cli = private.docker(&["system", "df", "-v"]);
+    assert!(cli.status.success(), "{cli:?}");
+    let cli = String::from_utf8_lossy(&cli.stdout);
+    for record in &listed {
+        assert!(
+            cli.contains(&record.id[..12]),
+            "{} not in:\n{cli}",
+            record.id
+        );
+    }
+
+    // Without `all`, the engine skips a shared record even when the filter names only it.
+    let filters = format!("%7B%22id%22%3A%5B%22%5E{}%24%22%5D%7D", subject.child);
+    let answer = private.post(&format!("/build/prune?filters={filters}"));
+    assert!(answer["CachesDeleted"].is_null(), "{answer}");
+    assert!(cache_ids(&docker).await.contains(&subject.child));
+
+    cache_behaves_as_docker_does(&docker, &subject).await;
+
+    in_use_records_are_not_removed_while_a_build_runs(&private, &docker).await;
+}
+
+/// On the private engine: a record a running build holds is not removed (no error either), and
+/// the build finishes.
+async fn in_use_records_are_not_removed_while_a_build_runs(
+    private: &std::sync::Arc<common::private_engine::PrivateEngine>,
+    docker: &imagegc::docker::Docker,
+) {
+    // Joined also when an assertion below fails, so that the private engine (which the build
+    // thread holds too) is dropped, stopped and removed before the test process ends.
+    let mut building = JoinOnDrop(Some({
+        let private = std::sync::Arc::clone(private);
+        std::thread::spawn(move || {
+            private.build(
+                "imagegc-cache-contract:busy",
+                &[
+                    (
+                        "Dockerfile",
+                        b"FROM scratch\nCOPY nap /nap\nRUN [\"/nap\", \"6\"]\n".as_slice(),
+                    ),
+                    ("nap", common::private_engine::nap_binary()),
+                ],
+            )
+        })
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let in_use = loop {
+        let records = docker.build_cache().await.expect("list during the build");
+        let in_use: Vec<String> = records
+            .into_iter()
+            .filter(|r| r.in_use)
+            .map(|r| r.id)
+            .collect();
+        if !in_use.is_empty() {
+            break in_use;
+        }
+        assert!(
+            !building.is_finished() && std::time::Instant::now() < deadline,
+            "no record was in use while the build ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for id in &in_use {
+        let removal = docker
+            .remove_cache_record(id)
+            .await
+            .expect("remove an in-use record");
+        assert!(!removal.deleted, "{id} was in use: {removal:?}");
+    }
+    // (The records of a running build come and go as its steps commit, so whether an in-use
+    // record is still listed later says nothing; the answer above does.)
+    let image = building
+        .0
+        .take()
+        .expect("joined once")
+        .join()
+        .expect("the build finishes");
+    assert!(image.starts_with("sha256:"), "{image}");
+}
+
+/// A thread joined when this drops (also while a failed assertion unwinds).
+struct JoinOnDrop<T>(Option<std::thread::JoinHandle<T>>);
+
+impl<T> JoinOnDrop<T> {
+    fn is_finished(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(std::thread::JoinHandle::is_finished)
+    }
+}
+
+impl<T> Drop for JoinOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = self.0.take() {
+            let _ = handle.join();
+        }
+    }
 }

@@ -835,4 +835,15 @@ impl<E: Engine> Engine for Watched<'_, E> {
     async fn resolve_image(&self, reference: &str) -> Result<String, crate::engine::EngineError> {
         self.noted(self.inner.resolve_image(reference)).await
     }
+    async fn build_cache(
+        &self,
+    ) -> Result<Vec<crate::engine::CacheRecord>, crate::engine::EngineError> {
+        self.noted(self.inner.build_cache()).await
+    }
+    async fn remove_cache_record(
+        &self,
+        id: &str,
+    ) -> Result<crate::engine::CacheRemoval, crate::engine::EngineError> {
+        self.noted(self.inner.remove_cache_record(id)).await
+    }
 }

@@ -12,6 +12,15 @@
 //! (`root_dir_on_host` off), so no pass probes a disk for it. Failures can be
 //! scripted per target, and every method counts its calls so tests can
 //! assert, for example, that a second pass makes no inspect calls.
+//!
+//! Its build cache ([`FakeEngine::add_cache_record`]) removes records as
+//! Docker 20.10 does (measured on a private engine, `tests/engine_contract.rs`):
+//! exactly the record named, never one in use (measured during a running build), never one that another
+//! record still names as a parent, shared ones too (imagegc's removals ask
+//! for them); a record it does not delete, or one that is gone, is a normal
+//! answer (`deleted: false`), not an error; `reported_bytes` is the record's
+//! `Size`, as `SpaceReclaimed` is. Without the `build_cache` capability both
+//! build-cache calls fail with `EngineError::Unsupported`, as on Podman.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,8 +31,9 @@ use tokio::sync::mpsc;
 
 use crate::engine::docker::layers::chain_ids;
 use crate::engine::{
-    Capabilities, Container, ContainerTimes, DeleteItem, Engine, EngineError, EngineEvent,
-    EngineInfo, EventStream, ImageFacts, ImageSummary, Layer,
+    is_plain_record_id, no_build_cache, CacheRecord, CacheRecordKind, CacheRemoval, Capabilities,
+    Container, ContainerTimes, DeleteItem, Engine, EngineError, EngineEvent, EngineInfo,
+    EventStream, ImageFacts, ImageSummary, Layer,
 };
 
 /// How many of the newest events the fake replays to `events(since)`, as
@@ -67,6 +77,10 @@ struct Inner {
     racing_creates: HashMap<String, Container>,
     /// `LastTagTime` of images, by ID (none when absent, as after a load).
     last_tag_times: HashMap<String, DateTime<Utc>>,
+    /// The build cache, in the order added.
+    cache: Vec<CacheRecord>,
+    /// IDs passed to `remove_cache_record`, in order.
+    cache_removals: Vec<String>,
 }
 
 impl Default for Inner {
@@ -92,6 +106,8 @@ impl Default for Inner {
             vanished: std::collections::HashSet::new(),
             racing_creates: HashMap::new(),
             last_tag_times: HashMap::new(),
+            cache: Vec::new(),
+            cache_removals: Vec::new(),
         }
     }
 }
@@ -135,6 +151,10 @@ pub struct Calls {
     pub container_times: AtomicUsize,
     /// `resolve_image` calls (image inspect by name).
     pub resolve_image: AtomicUsize,
+    /// `build_cache` calls.
+    pub build_cache: AtomicUsize,
+    /// `remove_cache_record` calls.
+    pub remove_cache_record: AtomicUsize,
 }
 
 /// The fake engine.
@@ -301,6 +321,35 @@ impl FakeEngine {
         inner.event_streams.len()
     }
 
+    /// Add a build-cache record (see [`cache_record`]).
+    pub fn add_cache_record(&self, record: CacheRecord) {
+        self.lock().cache.push(record);
+    }
+
+    /// Mark a record in use by a running build, or not.
+    pub fn set_cache_in_use(&self, id: &str, in_use: bool) {
+        if let Some(r) = self.lock().cache.iter_mut().find(|r| r.id == id) {
+            r.in_use = in_use;
+        }
+    }
+
+    /// Mark a record shared with image layers, or not.
+    pub fn set_cache_shared(&self, id: &str, shared: bool) {
+        if let Some(r) = self.lock().cache.iter_mut().find(|r| r.id == id) {
+            r.shared = shared;
+        }
+    }
+
+    /// IDs of the build-cache records present, in the order added.
+    pub fn cache_ids(&self) -> Vec<String> {
+        self.lock().cache.iter().map(|r| r.id.clone()).collect()
+    }
+
+    /// IDs passed to `remove_cache_record`, in order.
+    pub fn cache_removals(&self) -> Vec<String> {
+        self.lock().cache_removals.clone()
+    }
+
     fn check(&self) -> Result<(), EngineError> {
         match &self.lock().fail_all {
             Some(e) => Err(e.clone()),
@@ -322,6 +371,23 @@ pub fn image(id: &str, tags: &[&str], created: DateTime<Utc>, layers: &[(&str, u
             labels: std::collections::BTreeMap::new(),
         },
         layers: layers.iter().map(|(d, s)| ((*d).to_string(), *s)).collect(),
+    }
+}
+
+/// A simple build-cache record for tests: `regular`, not in use, not
+/// shared, created and last used at `created`, used once.
+pub fn cache_record(id: &str, parents: &[&str], size: u64, created: DateTime<Utc>) -> CacheRecord {
+    CacheRecord {
+        id: id.to_string(),
+        parents: parents.iter().map(ToString::to_string).collect(),
+        kind: CacheRecordKind::Regular,
+        description: "fileop target".to_string(),
+        in_use: false,
+        shared: false,
+        size,
+        created,
+        last_used: Some(created),
+        usage_count: 1,
     }
 }
 
@@ -538,5 +604,54 @@ impl Engine for FakeEngine {
             })
             .map(|i| i.summary.id.clone())
             .ok_or_else(|| EngineError::NotFound(format!("No such image: {reference}")))
+    }
+    async fn build_cache(&self) -> Result<Vec<CacheRecord>, EngineError> {
+        self.calls.build_cache.fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        let inner = self.lock();
+        if !inner.capabilities.build_cache {
+            return Err(no_build_cache());
+        }
+        Ok(inner.cache.clone())
+    }
+
+    /// As Docker 20.10 answers an anchored `id` filter with `all`: only
+    /// that record, and not while in use or while another record names it
+    /// as a parent.
+    async fn remove_cache_record(&self, id: &str) -> Result<CacheRemoval, EngineError> {
+        self.calls
+            .remove_cache_record
+            .fetch_add(1, Ordering::Relaxed);
+        self.check()?;
+        let mut inner = self.lock();
+        if !inner.capabilities.build_cache {
+            return Err(no_build_cache());
+        }
+        if !is_plain_record_id(id) {
+            return Err(EngineError::Other(format!(
+                "refusing to remove build-cache record {id:?}: not a plain record ID \
+                 (letters and digits only)"
+            )));
+        }
+        inner.cache_removals.push(id.to_string());
+        let not_deleted = CacheRemoval {
+            deleted: false,
+            reported_bytes: 0,
+        };
+        let Some(idx) = inner.cache.iter().position(|r| r.id == id) else {
+            return Ok(not_deleted);
+        };
+        let has_child = inner
+            .cache
+            .iter()
+            .any(|r| r.parents.iter().any(|p| p == id));
+        if inner.cache[idx].in_use || has_child {
+            return Ok(not_deleted);
+        }
+        let removed = inner.cache.remove(idx);
+        Ok(CacheRemoval {
+            deleted: true,
+            reported_bytes: removed.size,
+        })
     }
 }

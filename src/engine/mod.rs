@@ -121,6 +121,99 @@ impl Default for Capabilities {
     }
 }
 
+/// What kind of build-cache record this is: the engine's record `Type`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CacheRecordKind {
+    /// `regular`: a layer a build step made (`COPY`, `RUN`, a base's layers).
+    Regular,
+    /// `source.local`: a build context or local source sent by a client.
+    SourceLocal,
+    /// `exec.cachemount`: a `RUN --mount=type=cache` directory.
+    ExecCacheMount,
+    /// `internal`: the builder's own records.
+    Internal,
+    /// `frontend`: a frontend's (Dockerfile parser image) records.
+    Frontend,
+    /// `source.git.checkout`: a git checkout a build fetched.
+    SourceGitCheckout,
+    /// A type this version of imagegc does not know, as the engine spells it.
+    Other(String),
+}
+
+impl CacheRecordKind {
+    /// The kind of the engine's `Type` text.
+    pub fn from_type(text: &str) -> Self {
+        match text {
+            "regular" => Self::Regular,
+            "source.local" => Self::SourceLocal,
+            "exec.cachemount" => Self::ExecCacheMount,
+            "internal" => Self::Internal,
+            "frontend" => Self::Frontend,
+            "source.git.checkout" => Self::SourceGitCheckout,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// The engine's `Type` text for this kind (also what policies name).
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Regular => "regular",
+            Self::SourceLocal => "source.local",
+            Self::ExecCacheMount => "exec.cachemount",
+            Self::Internal => "internal",
+            Self::Frontend => "frontend",
+            Self::SourceGitCheckout => "source.git.checkout",
+            Self::Other(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Display for CacheRecordKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One record of the engine's build cache (`BuildKit`), engine-neutral.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRecord {
+    /// The record ID (`BuildKit`: 25 lowercase letters and digits); what
+    /// [`Engine::remove_cache_record`] takes.
+    pub id: String,
+    /// The records this one was made on top of (API 1.41 names at most one,
+    /// 1.42+ a list); a record goes only after every record naming it here.
+    pub parents: Vec<String>,
+    /// The record's type.
+    pub kind: CacheRecordKind,
+    /// What made it, as the engine describes it (`fileop target`,
+    /// `local source for context`, `mount / from exec …`).
+    pub description: String,
+    /// A running build holds it; the engine will not remove it.
+    pub in_use: bool,
+    /// Its data is shared with image layers (or other records): removing
+    /// it frees nothing while those remain.
+    pub shared: bool,
+    /// Its bytes as the engine counts them (shared bytes included).
+    pub size: u64,
+    /// When it was made.
+    pub created: DateTime<Utc>,
+    /// When a build last used it; `None` if never (the engine's zero time).
+    pub last_used: Option<DateTime<Utc>>,
+    /// How many builds used it.
+    pub usage_count: u64,
+}
+
+/// The engine's answer to the removal of one build-cache record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRemoval {
+    /// The engine says it deleted this record. False is a normal outcome:
+    /// the record was in use, still had children, or was gone already.
+    pub deleted: bool,
+    /// The bytes the engine says it reclaimed (Docker: `SpaceReclaimed`,
+    /// shared bytes included, so information only: not what the disk gained).
+    pub reported_bytes: u64,
+}
+
 /// One container, in any state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
@@ -281,17 +374,23 @@ pub enum EngineError {
         /// The socket path or URL.
         address: String,
     },
+    /// The engine has no such feature (a build cache on Podman, which
+    /// answers 404 on `/build/prune`). Skipped with a warning, not a failure.
+    #[error("not supported by this engine: {0}")]
+    Unsupported(String),
     /// Any other answer from the engine.
     #[error("engine error: {0}")]
     Other(String),
 }
 
 impl EngineError {
-    /// Stable label for metrics and JSON: `conflict`, `not_found` or `engine`.
+    /// Stable label for metrics and JSON: `conflict`, `not_found`,
+    /// `unsupported` or `engine`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Conflict(_) => "conflict",
             Self::NotFound(_) => "not_found",
+            Self::Unsupported(_) => "unsupported",
             Self::Unavailable { .. } | Self::PermissionDenied { .. } | Self::Other(_) => "engine",
         }
     }
@@ -377,4 +476,40 @@ pub trait Engine: Send + Sync {
         let error = EngineError::Other(format!("this engine cannot resolve {reference}"));
         async move { Err(error) }
     }
+
+    /// Every record of the engine's build cache.
+    ///
+    /// The default implementation is for engines without a build cache
+    /// (their [`Capabilities::build_cache`] is false):
+    /// [`EngineError::Unsupported`].
+    fn build_cache(&self) -> impl Future<Output = Result<Vec<CacheRecord>, EngineError>> + Send {
+        async { Err(no_build_cache()) }
+    }
+
+    /// Remove one build-cache record, exactly the one named by `id` and no
+    /// other. A record the engine does not delete (in use, still has
+    /// children, gone already) is `Ok` with `deleted: false`, not an error.
+    /// An `id` that is not a plain record ID is refused before any call.
+    ///
+    /// The default implementation is for engines without a build cache:
+    /// [`EngineError::Unsupported`].
+    fn remove_cache_record(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<CacheRemoval, EngineError>> + Send {
+        let _ = id;
+        async { Err(no_build_cache()) }
+    }
+}
+
+/// The error of an engine without a build cache.
+pub fn no_build_cache() -> EngineError {
+    EngineError::Unsupported("this engine has no build cache".to_owned())
+}
+
+/// Whether `id` is a plain build-cache record ID (ASCII letters and digits,
+/// 1 to 128 of them), the only IDs imagegc puts into a removal filter: the
+/// engine matches that filter as a regular expression.
+pub fn is_plain_record_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }

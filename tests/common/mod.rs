@@ -56,6 +56,8 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+pub mod private_engine;
+
 /// The label key every test object carries; the value is the lab id.
 pub const LABEL_KEY: &str = "imagegc.test";
 

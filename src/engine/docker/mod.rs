@@ -41,10 +41,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{
-    Capabilities, Container, ContainerTimes, DeleteItem, Engine, EngineError, EngineInfo,
-    EventStream, ImageFacts, ImageSummary,
+    CacheRemoval, Capabilities, Container, ContainerTimes, DeleteItem, Engine, EngineError,
+    EngineInfo, EventStream, ImageFacts, ImageSummary,
 };
 
+mod build_cache;
 mod events;
 pub mod layers;
 
@@ -242,6 +243,83 @@ impl Docker {
     }
 }
 
+impl Docker {
+    /// One call made without bollard's models, for answers they misread
+    /// (`/system/df` on API 1.41: no `Parent`), bounded like every other
+    /// call: the deadline of [`Docker::bounded`] and the cap of
+    /// `answer_limit` on the bytes read. `path_and_query` is unversioned
+    /// (`/system/df`); the negotiated version is put in front. Non-2xx
+    /// answers map as bollard's do (409, 404, the rest).
+    async fn raw_json(
+        &self,
+        method: hyper::Method,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, EngineError> {
+        let path = path_and_query
+            .split_once('?')
+            .map_or(path_and_query, |(path, _)| path);
+        let what = format!("{method} {path}");
+        self.bounded(&what, async {
+            let uri = format!(
+                "http://localhost/v{}{path_and_query}",
+                self.client.client_version()
+            );
+            let request = hyper::Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .body(bollard::body_full(hyper::body::Bytes::new()))
+                .map_err(|e| {
+                    EngineError::Other(format!("{what}: cannot build the request: {e}"))
+                })?;
+            let response = exchange(self.endpoint.clone(), request, Overflow::default())
+                .await
+                .map_err(|e| self.err(&e))?;
+            let status = response.status();
+            let body = read_body(response.into_body())
+                .await
+                .map_err(|e| body_error(&self.address, &e))?;
+            if !status.is_success() {
+                let message = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| excerpt(&String::from_utf8_lossy(&body)));
+                return Err(status_error(status.as_u16(), message));
+            }
+            serde_json::from_slice(&body).map_err(|e| {
+                EngineError::Other(format!(
+                    "{what}: the engine at {} answered with something that is not JSON: {e}",
+                    self.address
+                ))
+            })
+        })
+        .await
+    }
+}
+
+/// The whole body of an answer, read through the connection's capped reader.
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, hyper::Error> {
+    use hyper::body::Body as _;
+    let mut bytes = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        if let Ok(data) = frame?.into_data() {
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+/// The error for a body that could not be read: over its cap, or the
+/// connection broke.
+fn body_error(address: &str, err: &hyper::Error) -> EngineError {
+    if let Some(too_large) = too_large(err) {
+        return too_large.into_error(address);
+    }
+    EngineError::Unavailable {
+        address: address.to_owned(),
+        reason: error_chain(err),
+    }
+}
+
 /// The call deadline from [`CALL_TIMEOUT_ENV`], else the default.
 fn call_timeout_from_env() -> Result<Duration, EngineError> {
     call_timeout_from(std::env::var_os(CALL_TIMEOUT_ENV).as_deref()).map_err(EngineError::Other)
@@ -327,6 +405,8 @@ async fn exchange(
     );
     let limit = answer_limit(&path);
     let lines = line_limit(&path).map(|limit| (LineCap::new(limit), overflow));
+    // Named in the error of an answer over its cap: `GET /images/json`.
+    let path = format!("{} {path}", request.method());
     match &endpoint {
         Endpoint::Unix(socket) => {
             let io = tokio::net::UnixStream::connect(socket).await?;
@@ -371,7 +451,7 @@ struct Capped<S> {
     /// The bound on one line of the body, for the event stream, and where
     /// to leave the error when it is passed.
     lines: Option<(LineCap, Overflow)>,
-    /// The request path, for the error.
+    /// The request method and path (`GET /images/json`), for the error.
     path: String,
 }
 
@@ -610,7 +690,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{} {path} is larger than {} MiB", if *line { "a line of the answer to" } else { "the answer to" }, limit / (1024 * 1024))]
 struct AnswerTooLarge {
-    /// The request path.
+    /// The request method and path.
     path: String,
     /// The cap that was passed.
     limit: u64,
@@ -624,12 +704,12 @@ impl AnswerTooLarge {
         if self.line {
             return EngineError::Other(format!(
                 "the engine at {address} sent an event longer than {mib} MiB (one line without \
-                 its end) on GET {}, the most imagegc reads for one event; stopped reading the stream",
+                 its end) on {}, the most imagegc reads for one event; stopped reading the stream",
                 self.path
             ));
         }
         EngineError::Other(format!(
-            "the engine at {address} sent more than {mib} MiB in answer to GET {}, \
+            "the engine at {address} sent more than {mib} MiB in answer to {}, \
              the most imagegc reads for that call; stopped reading",
             self.path
         ))
@@ -827,6 +907,29 @@ impl Engine for Docker {
                     .chain(item.deleted.map(DeleteItem::Deleted))
             })
             .collect())
+    }
+
+    /// `GET /system/df`, read as raw JSON (see `engine/docker/build_cache.rs`).
+    async fn build_cache(&self) -> Result<Vec<crate::engine::CacheRecord>, EngineError> {
+        let df = self.raw_json(hyper::Method::GET, "/system/df").await?;
+        Ok(build_cache::records(&df))
+    }
+
+    /// One `POST /build/prune` for exactly this record (see `engine/docker/build_cache.rs`).
+    async fn remove_cache_record(&self, id: &str) -> Result<CacheRemoval, EngineError> {
+        let query = build_cache::prune_query(id)?;
+        let answer = self
+            .raw_json(hyper::Method::POST, &format!("/build/prune?{query}"))
+            .await
+            .map_err(|e| match e {
+                // The engine answers a missing record with an empty list, so
+                // a 404 is for the endpoint: an engine without a build cache.
+                EngineError::NotFound(message) => EngineError::Unsupported(format!(
+                    "POST /build/prune answered 404 ({message}): this engine has no build cache"
+                )),
+                other => other,
+            })?;
+        Ok(build_cache::removal(id, &answer))
     }
 
     fn events(&self, since: Option<DateTime<Utc>>) -> EventStream {
@@ -1295,7 +1398,7 @@ mod tests {
     #[test]
     fn an_answer_over_its_cap_is_found_under_hyper_and_named_with_the_address() {
         let cap = AnswerTooLarge {
-            path: "/images/json".to_owned(),
+            path: "GET /images/json".to_owned(),
             limit: MAX_LIST_ANSWER_BYTES,
             line: false,
         };
