@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn, Level};
 
 use crate::cli::logging;
+use crate::cli::Format;
 use crate::cli::{Cli, Command, LogFormat};
 use crate::config;
 use crate::daemon::{self, signals, Daemon, SystemdNotifier, Wiring};
@@ -20,7 +21,7 @@ use crate::docker::Docker;
 use crate::engine::{Engine, EngineError, EngineInfo};
 use crate::policy::Policy;
 use crate::report::explain;
-use crate::report::table::{self as output, Format};
+use crate::report::table as output;
 use crate::run::state::State;
 use crate::run::{self, Memory, Mode};
 pub use crate::sources::{EngineKind, EngineSpec, PolicySource};

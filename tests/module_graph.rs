@@ -260,10 +260,12 @@ fn the_nodes_are_the_top_level_modules_and_old_paths_are_no_nodes() {
 #[test]
 fn each_owned_outside_crate_is_used_only_by_its_owner() {
     let owners = [
-        ("prometheus", "telemetry"),
-        ("axum", "telemetry"),
-        ("bollard", "engine/docker"),
-        ("hyper", "engine/docker"),
+        ("prometheus", "telemetry/"),
+        ("axum", "telemetry/"),
+        ("bollard", "engine/docker/"),
+        ("hyper", "engine/docker/"),
+        // The command line: the report layer prints, `cli::Format` chooses.
+        ("clap", "cli/"),
     ];
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
@@ -279,9 +281,11 @@ fn each_owned_outside_crate_is_used_only_by_its_owner() {
                 continue;
             }
             used.insert(krate);
+            // The binary parses its arguments with the clap types of cli/.
+            let binary = rel == "main.rs" && krate == "clap";
             assert!(
-                rel.starts_with(&format!("{owner}/")),
-                "src/{rel} uses the {krate} crate; only src/{owner}/ may"
+                rel.starts_with(owner) || binary,
+                "src/{rel} uses the {krate} crate; only src/{owner} may"
             );
         }
     }

@@ -15,8 +15,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::report::table::Format;
-
 /// Garbage collector for container images on build hosts.
 ///
 /// imagegc finds dangling and stale images on the local Docker Engine and
@@ -65,6 +63,17 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `table` or `json`: how `plan`, `once` and `explain` print (the report
+/// layer has a function for each; the choice is the command line's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    /// A readable table with a summary line.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
 }
 
 /// `--log-format`.

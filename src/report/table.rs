@@ -9,16 +9,6 @@ use crate::run::execute::Report;
 
 pub use super::text::size;
 
-/// `table` or `json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Format {
-    /// A readable table with a summary line.
-    #[default]
-    Table,
-    /// One JSON object.
-    Json,
-}
-
 /// `n` and its noun, singular for 1: "1 removal", "3 removals".
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
