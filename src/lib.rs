@@ -10,16 +10,22 @@
 //!   writer: stderr, with journald level prefixes.
 //! - [`config`] (`config/`): policy file (raw TOML) → validated
 //!   [`policy::Policy`], with `file:line:column` errors; stages around one
-//!   table of keys ([`config::schema`]).
+//!   table of keys ([`config::schema`]): `config::raw` (stage 1: keys checked
+//!   against the table), `config::validate` (stage 2: raw → policy types),
+//!   `config::values` (durations, sizes, globs, labels) and
+//!   `config::diagnostics` (errors, positions, did-you-mean).
 //! - [`daemon`] (`daemon/`): the service loop (triggers, passes that never
 //!   overlap, state upkeep, reload, shutdown) and `daemon::serve`, the wiring
 //!   `run` uses; `daemon::{triggers, signals, clock, notify, reload}` hold its parts.
 //! - [`engine`] (`engine/`): the [`engine::Engine`] trait, its
 //!   [`engine::Capabilities`] and the engine-neutral types (image facts, uses,
 //!   build-cache records, errors); `engine::docker` (also [`docker`]): `Engine`
-//!   over bollard, the only module that knows the wire, Docker's layer
-//!   heuristics, its event vocabulary and its build cache; `engine::fake` (also `fake`, `test-support` feature only): an
-//!   in-memory engine for tests and benchmarks.
+//!   over bollard, the only module that knows the wire, with
+//!   `engine::docker::layers` (Docker's layer heuristics),
+//!   `engine::docker::events` (its event vocabulary) and
+//!   `engine::docker::build_cache` (its build cache); `engine::fake` (also
+//!   `fake`, `test-support` feature only): an in-memory engine for tests and
+//!   benchmarks.
 //! - [`events`] (`events.rs`): the engine's event stream → last-use updates, with reconnects.
 //! - [`gc`] (`gc/`): the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`:
 //!   `gc::ledger` (the bytes a set of removals frees), `gc::conditions` (one

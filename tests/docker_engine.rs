@@ -15,13 +15,10 @@ use imagegc::engine::{Capabilities, DeleteItem, Engine, EngineError};
 use imagegc::host::disk::{DiskProbe, Statvfs};
 use sha2::{Digest, Sha256};
 
-const SOCKET: &str = "unix:///var/run/docker.sock";
-
+/// The engine under test, resolved as imagegc resolves it (`DOCKER_HOST`, else
+/// the local socket).
 fn address() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| SOCKET.to_owned())
+    imagegc::sources::EngineSpec::resolve(None, |k| std::env::var(k).ok(), None).address
 }
 
 async fn engine() -> Docker {
