@@ -37,6 +37,31 @@ pub struct Policy {
     pub safety: Safety,
     /// The `[[policy]]` tables, in file order (earlier ones name a removal first).
     pub rules: Vec<Rule>,
+    /// The `[[build_cache]]` tables, in file order.
+    pub cache_rules: Vec<CacheRule>,
+    /// Every `[[policy]]` and `[[build_cache]]` table in file order, so
+    /// disk-pressure policies of both kinds run in the order they are written.
+    pub order: Vec<RuleRef>,
+}
+
+/// One table of the policy file, by kind and index into [`Policy::rules`] or
+/// [`Policy::cache_rules`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleRef {
+    /// `Policy::rules[i]`, a `[[policy]]` table (images).
+    Image(usize),
+    /// `Policy::cache_rules[i]`, a `[[build_cache]]` table.
+    Cache(usize),
+}
+
+impl Policy {
+    /// Every policy name of both kinds, in file order.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.order.iter().map(|r| match *r {
+            RuleRef::Image(i) => self.rules[i].name.as_str(),
+            RuleRef::Cache(i) => self.cache_rules[i].name.as_str(),
+        })
+    }
 }
 
 /// `[metrics]` settings.
@@ -205,4 +230,40 @@ impl std::fmt::Display for Threshold {
             Self::Bytes(b) => write!(f, "{}", bytesize::ByteSize::b(*b).display().iec()),
         }
     }
+}
+
+/// One `[[build_cache]]` table: which `BuildKit` build-cache records to remove.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheRule {
+    /// Unique name across `[[policy]]` and `[[build_cache]]`; every removal
+    /// carries it.
+    pub name: String,
+    /// Which records the rule looks at.
+    pub selectors: CacheSelectors,
+    /// Which of those it removes. At least one is set.
+    pub conditions: CacheConditions,
+}
+
+/// Build-cache selectors: all given must match. None given selects every record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheSelectors {
+    /// Record types (`regular`, `source.local`, `exec.cachemount`, …), as the
+    /// engine spells them; any may match. Empty: every type.
+    pub types: Vec<String>,
+}
+
+/// Build-cache conditions: all given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheConditions {
+    /// `LastUsedAt` (`CreatedAt` when never used) longer ago than this.
+    pub unused_for: Option<Duration>,
+    /// `CreatedAt` longer ago than this.
+    pub older_than: Option<Duration>,
+    /// Keep the most recently used selected records up to this many bytes
+    /// in all; the rest are candidates. Computed by the planner.
+    pub keep_storage: Option<u64>,
+    /// Act only under disk pressure, least recently used first. A
+    /// [`Threshold::Bytes`] watermark here counts build-cache bytes (the
+    /// records' sizes, without the bytes image layers share).
+    pub disk: Option<DiskPressure>,
 }

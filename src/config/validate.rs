@@ -19,8 +19,8 @@ use super::schema::{NO_POLICIES, POLICY};
 use super::values::{compile_glob, parse_duration, parse_label, parse_threshold};
 use super::{DEFAULT_LISTEN, DEFAULT_MIN_AGE, DEFAULT_SCHEDULE, DEFAULT_STATE_PATH};
 use crate::policy::{
-    Conditions, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, Rule, Safety, Selectors,
-    StateSettings, Threshold,
+    Conditions, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, Rule, RuleRef, Safety,
+    Selectors, StateSettings, Threshold,
 };
 use crate::schedule::Schedule;
 
@@ -53,6 +53,9 @@ impl Checker<'_> {
         let state = self.state(&file.state);
         let safety = self.safety(&file.safety);
         let rules = self.rules(raw);
+        // `[[build_cache]]` tables come with the config part of issue 8;
+        // until then the order is the `[[policy]]` tables'.
+        let order = (0..rules.len()).map(RuleRef::Image).collect();
         Some(Policy {
             source: self.file.to_string(),
             schedule: schedule?,
@@ -64,6 +67,8 @@ impl Checker<'_> {
             state,
             safety,
             rules,
+            cache_rules: Vec::new(),
+            order,
         })
     }
 

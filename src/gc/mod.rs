@@ -496,6 +496,8 @@ impl<'a> Planner<'a> {
         }
         Plan {
             removals,
+            records: Vec::new(),
+            kept_records: Vec::new(),
             kept: self.kept,
             reclaim_bytes: ledger.freed(),
             notes: self.notes,

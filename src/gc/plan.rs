@@ -18,7 +18,12 @@ pub struct Plan {
     pub removals: Vec<Removal>,
     /// What a policy wanted to remove but a safety rule (or a limit) kept.
     pub kept: Vec<Kept>,
-    /// Bytes the whole plan frees.
+    /// Build-cache record removals, run after every image removal, children
+    /// before parents.
+    pub records: Vec<RecordRemoval>,
+    /// Build-cache records a policy wanted, kept by a safety rule.
+    pub kept_records: Vec<KeptRecord>,
+    /// Bytes the whole plan frees (images and records).
     pub reclaim_bytes: u64,
     /// Facts about the plan worth a log line (inactive disk policies, limits).
     pub notes: Vec<Note>,
@@ -48,6 +53,35 @@ impl Removal {
     pub fn target(&self) -> &str {
         self.reference.as_deref().unwrap_or(&self.image_id)
     }
+}
+
+/// One build-cache record removal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordRemoval {
+    /// Index into the snapshot's `cache.records`.
+    pub record: usize,
+    /// The record ID, what the engine is asked to remove.
+    pub record_id: String,
+    /// Name of the `[[build_cache]]` policy that removes it.
+    pub policy: String,
+    /// Why: the conditions that held.
+    pub reason: Reasons,
+    /// Bytes this removal frees when run in plan order (0 for a shared
+    /// record whose data an image still uses).
+    pub reclaim_bytes: u64,
+}
+
+/// A build-cache record a policy would remove, kept by a safety rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptRecord {
+    /// Index into the snapshot's `cache.records`.
+    pub record: usize,
+    /// The record ID.
+    pub record_id: String,
+    /// The policy that wanted it.
+    pub policy: String,
+    /// The safety rule (or limit) that kept it.
+    pub reason: KeptBecause,
 }
 
 /// A reference or image a policy would remove, kept by a safety rule.
@@ -107,6 +141,14 @@ pub enum Reason {
     },
     /// An untagged image removed by a policy that sets no condition.
     Dangling,
+    /// `keep_storage` held: the more recently used selected records already
+    /// fill `keep` bytes (`newer` of them), so this one is not kept.
+    KeepStorage {
+        /// The policy's `keep_storage`.
+        keep: u64,
+        /// Bytes of the more recently used selected records.
+        newer: u64,
+    },
     /// A disk policy acts: usage at the start of the pass is at or above
     /// `high`.
     DiskPressure {
@@ -173,17 +215,27 @@ pub enum KeptBecause {
         /// How many references the image has.
         references: usize,
     },
+    /// A running build holds the build-cache record (`InUse`).
+    BuildInUse,
+    /// Records made on top of this one are kept, and a record goes only
+    /// after its children.
+    HasChildren {
+        /// How many child records are kept.
+        children: usize,
+    },
 }
 
 impl KeptBecause {
     /// Every [`KeptBecause::word`], so a metric can show each one at 0.
-    pub const WORDS: [&'static str; 6] = [
+    pub const WORDS: [&'static str; 8] = [
         "in_use",
         "protect_label",
         "protect_glob",
         "min_age",
         "removal_limit",
         "whole_image",
+        "build_in_use",
+        "has_children",
     ];
 
     /// One fixed word per kind: a metric label, and the JSON `kind`.
@@ -195,6 +247,8 @@ impl KeptBecause {
             Self::TooYoung { .. } => "min_age",
             Self::RemovalLimit { .. } => "removal_limit",
             Self::WholeImage { .. } => "whole_image",
+            Self::BuildInUse => "build_in_use",
+            Self::HasChildren { .. } => "has_children",
         }
     }
 }

@@ -10,6 +10,8 @@
 //! are content hashes, so an entry never goes stale; a steady-state pass
 //! makes inspect calls only for images it has not seen before.
 
+pub mod build_cache;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use chrono::{DateTime, Utc};
 
 use crate::engine::{Capabilities, Container, DiskUsage, Engine, EngineError, ImageSummary, Layer};
 use crate::host::disk::{self, DiskProbe};
+pub use build_cache::{BuildCache, CacheAvailability, CacheRecord, CacheRecordKind};
 
 /// What is known about an image beyond the image list (computed by the
 /// engine adapter; defined in [`crate::engine`]).
@@ -125,6 +128,9 @@ pub struct Snapshot {
     /// What the engine the snapshot was taken from can do; Docker 20.10's
     /// unless [`Snapshot::with_capabilities`] says otherwise.
     pub capabilities: Capabilities,
+    /// The engine's build cache; empty ([`CacheAvailability::NotRead`])
+    /// unless [`Snapshot::with_build_cache`] gave it.
+    pub cache: BuildCache,
 }
 
 /// Input for one image when building a snapshot.
@@ -220,7 +226,43 @@ impl Snapshot {
             disk,
             by_id,
             capabilities: Capabilities::DOCKER_20_10,
+            cache: BuildCache::default(),
         }
+    }
+
+    /// The same snapshot with the engine's build-cache records, indexed.
+    #[must_use]
+    pub fn with_build_cache(mut self, records: Vec<CacheRecord>) -> Self {
+        let by_id: HashMap<String, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        let parents: Vec<Vec<usize>> = records
+            .iter()
+            .map(|r| {
+                r.parents
+                    .iter()
+                    .filter_map(|p| by_id.get(p).copied())
+                    .collect()
+            })
+            .collect();
+        let mut children = vec![Vec::new(); records.len()];
+        for (child, ps) in parents.iter().enumerate() {
+            for &p in ps {
+                children[p].push(child);
+            }
+        }
+        let holds = vec![Vec::new(); records.len()];
+        self.cache = BuildCache {
+            availability: CacheAvailability::Listed,
+            records,
+            by_id,
+            parents,
+            children,
+            holds,
+        };
+        self
     }
 
     /// The same snapshot, taken from an engine with these capabilities.
@@ -322,6 +364,9 @@ pub enum LastUsedSource {
     Event,
     /// Tracking restarted after the state was lost: no earlier use is known.
     TrackingRestarted,
+    /// A build used it: an image built on top of it appeared, or a
+    /// build-cache record made from it was used (`LastUsedAt`).
+    Build,
 }
 
 impl LastUsedSource {
@@ -333,6 +378,7 @@ impl LastUsedSource {
             Self::Container => "container",
             Self::Event => "event",
             Self::TrackingRestarted => "tracking_restarted",
+            Self::Build => "build",
         }
     }
 }

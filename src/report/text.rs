@@ -75,6 +75,12 @@ impl Display for Reason {
                 "not among the {n} newest of {repository} (keep_most_recent {n})"
             ),
             Self::Dangling => f.write_str("dangling"),
+            Self::KeepStorage { keep, newer } => write!(
+                f,
+                "beyond keep_storage {}: newer records hold {}",
+                size(*keep),
+                size(*newer)
+            ),
             Self::DiskPressure { usage, high } => {
                 write!(f, "usage {usage} at or above disk_high {high}")
             }
@@ -122,6 +128,13 @@ impl Display for KeptBecause {
             Self::WholeImage { references } => write!(
                 f,
                 "the engine deletes whole images and this one has {references} references"
+            ),
+            Self::BuildInUse => f.write_str("in use by a running build"),
+            Self::HasChildren { children } => write!(
+                f,
+                "{children} record{} made on top of it {} kept",
+                if *children == 1 { "" } else { "s" },
+                if *children == 1 { "is" } else { "are" }
             ),
         }
     }
