@@ -123,6 +123,14 @@ impl<'a> Ledger<'a> {
         self.settle(image)
     }
 
+    /// Remove build-cache record `record` (by index into the snapshot's
+    /// `cache.records`). Skeleton: the two-way sharing comes with the
+    /// planner part of issue 8.
+    pub fn remove_record(&mut self, record: usize) -> Effect {
+        let _ = (self.snapshot.cache.len(), record);
+        Effect::default()
+    }
+
     fn settle(&mut self, start: usize) -> Effect {
         let mut effect = Effect::default();
         let mut current = Some(start);

@@ -146,6 +146,20 @@ pub fn judge(
     (verdicts, protections)
 }
 
+/// Every `[[build_cache]]` policy's verdict and every safety rule, for one
+/// build-cache record (index into the snapshot's `cache.records`): what
+/// `imagegc explain RECORD-ID` shows. Verdicts and protections carry no
+/// reference. Skeleton: filled by the planner part of issue 8.
+pub fn judge_record(
+    policy: &Policy,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+    record: usize,
+) -> (Vec<Verdict>, Vec<Protection>) {
+    let _ = (policy, snap.cache.len(), now, record);
+    (Vec::new(), Vec::new())
+}
+
 /// The newest `keep_most_recent` selected tags per repository, by created time;
 /// on a tie the tag that sorts last counts as newer (`build-102` over
 /// `build-101`, as with reproducible builds that share a created time).

@@ -39,6 +39,10 @@ pub struct BuildCache {
     /// record frees those bytes only once no image uses them, and deleting
     /// the last image using them frees nothing while a record holds them.
     pub holds: Vec<Vec<u32>>,
+    /// Per record: the bytes removing it frees by itself, beside the held
+    /// layers (`holds`): its `Size` for a record that shares nothing, 0 for
+    /// one whose data is the held image layers.
+    pub own_bytes: Vec<u64>,
 }
 
 impl BuildCache {

@@ -254,6 +254,7 @@ impl Snapshot {
             }
         }
         let holds = vec![Vec::new(); records.len()];
+        let own_bytes = records.iter().map(|r| r.size).collect();
         self.cache = BuildCache {
             availability: CacheAvailability::Listed,
             records,
@@ -261,6 +262,7 @@ impl Snapshot {
             parents,
             children,
             holds,
+            own_bytes,
         };
         self
     }
