@@ -244,6 +244,17 @@ pub struct CacheRule {
     pub conditions: CacheConditions,
 }
 
+/// The build-cache record types the engine reports (`Type` in
+/// `/system/df`'s `BuildCache`), the values `[[build_cache]] types` accepts.
+pub const CACHE_RECORD_TYPES: [&str; 6] = [
+    "regular",
+    "source.local",
+    "exec.cachemount",
+    "internal",
+    "frontend",
+    "source.git.checkout",
+];
+
 /// Build-cache selectors: all given must match. None given selects every record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CacheSelectors {

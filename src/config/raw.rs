@@ -41,6 +41,9 @@ pub(super) struct RawFile {
     /// Moved into [`Raw::policies`] by [`read`], with what locates each.
     #[serde(default)]
     policy: Vec<RawPolicy>,
+    /// Moved into [`Raw::caches`] by [`read`], with what locates each.
+    #[serde(default)]
+    build_cache: Vec<RawCache>,
 }
 
 /// `[metrics]` as written.
@@ -85,21 +88,48 @@ pub(super) struct RawPolicy {
     pub(super) disk_low: Option<Spanned<String>>,
 }
 
+/// One `[[build_cache]]` as written; `name` optional as in [`RawPolicy`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) types: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) unused_for: Option<Spanned<String>>,
+    pub(super) older_than: Option<Spanned<String>>,
+    pub(super) keep_storage: Option<Spanned<String>>,
+    pub(super) disk_high: Option<Spanned<String>>,
+    pub(super) disk_low: Option<Spanned<String>>,
+}
+
+/// An array of tables the file has, as written.
+pub(super) struct Written {
+    /// The array's key (`policy`, `build_cache`).
+    pub(super) section: &'static str,
+    /// Where the array is (its first header, or `policy = [...]`).
+    pub(super) span: Range<usize>,
+    /// Whether it has no elements at all (`policy = []`).
+    pub(super) empty: bool,
+}
+
 /// What stage 1 hands to stage 2.
 pub(super) struct Raw {
     /// Everything that was accepted. Sections that were absent, not tables
     /// or given up on are empty defaults (their errors are already reported).
     pub(super) file: RawFile,
-    /// The arrays of tables the file has (`policy`), even when refused.
-    written: Vec<&'static str>,
+    /// The arrays of tables the file has (`policy`, `build_cache`), even
+    /// when refused.
+    pub(super) written: Vec<Written>,
     /// The `[[policy]]` tables that could be read, in file order.
     pub(super) policies: Vec<RawEntry<RawPolicy>>,
+    /// The `[[build_cache]]` tables that could be read, in file order.
+    pub(super) caches: Vec<RawEntry<RawCache>>,
 }
 
 impl Raw {
     /// Whether the file has the key of `section` at all.
+    #[cfg(test)]
     pub(super) fn has(&self, section: &Section) -> bool {
-        self.written.contains(&section.name)
+        self.written.iter().any(|w| w.section == section.name)
     }
 }
 
@@ -167,24 +197,30 @@ pub(super) fn read<'t>(checker: &mut Checker<'t>, document: Spanned<DeTable<'t>>
     let Reader {
         entries, written, ..
     } = reader;
-    let policies = located(entries, "policy", std::mem::take(&mut file.policy));
+    let policies = located(&entries, "policy", std::mem::take(&mut file.policy));
+    let caches = located(
+        &entries,
+        "build_cache",
+        std::mem::take(&mut file.build_cache),
+    );
     Some(Raw {
         file,
         written,
         policies,
+        caches,
     })
 }
 
 /// The raw values of one array of tables, each with what locates it.
-fn located<T>(entries: Vec<Entry>, section: &str, raws: Vec<T>) -> Vec<RawEntry<T>> {
-    let entries = entries.into_iter().filter(|e| e.section == section);
+fn located<T>(entries: &[Entry], section: &str, raws: Vec<T>) -> Vec<RawEntry<T>> {
+    let entries = entries.iter().filter(|e| e.section == section);
     entries
         .zip(raws)
         .map(|(entry, raw)| RawEntry {
             index: entry.index,
-            span: entry.span,
-            path: entry.path,
-            refused: entry.refused,
+            span: entry.span.clone(),
+            path: entry.path.clone(),
+            refused: entry.refused.clone(),
             raw,
         })
         .collect()
@@ -204,7 +240,7 @@ fn join(parent: &str, name: &str) -> String {
 struct Reader<'c, 't> {
     checker: &'c mut Checker<'t>,
     entries: Vec<Entry>,
-    written: Vec<&'static str>,
+    written: Vec<Written>,
 }
 
 impl<'t> Reader<'_, 't> {
@@ -314,8 +350,12 @@ impl<'t> Reader<'_, 't> {
         value: Spanned<DeValue<'t>>,
         section: &'static Section,
     ) -> Option<Spanned<DeValue<'t>>> {
-        self.written.push(section.name);
         let span = value.span();
+        self.written.push(Written {
+            section: section.name,
+            span: span.clone(),
+            empty: matches!(value.get_ref(), DeValue::Array(items) if items.is_empty()),
+        });
         let noun = section.noun;
         let items = match value.into_inner() {
             DeValue::Array(items) => items,
@@ -334,11 +374,6 @@ impl<'t> Reader<'_, 't> {
                 return None;
             }
         };
-        if items.is_empty() {
-            if let Some(message) = section.required {
-                self.checker.error(&span, path.as_str(), message);
-            }
-        }
         let mut accepted = DeArray::new();
         for (index, item) in items.into_iter().enumerate() {
             let item_span = item.span();
@@ -384,7 +419,7 @@ impl<'t> Reader<'_, 't> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::{METRICS, POLICY, SAFETY, STATE};
+    use crate::config::schema::{BUILD_CACHE, METRICS, POLICY, SAFETY, STATE};
     use serde::de::{self, Visitor};
 
     /// The field names serde's derive gave `T`, in declaration order.
@@ -472,7 +507,6 @@ max_removals_per_run = 170141183460469231731687303715884105728
         name: "build_cache",
         place: "in a [[build_cache]] table",
         noun: "build-cache rule",
-        required: None,
         columns: &[],
         keys: &[
             Key {
@@ -494,7 +528,6 @@ max_removals_per_run = 170141183460469231731687303715884105728
         name: "",
         place: "at the top level",
         noun: "",
-        required: None,
         columns: &[],
         keys: &[Key {
             name: "build_cache",
@@ -526,12 +559,13 @@ max_removals_per_run = 170141183460469231731687303715884105728
 
     #[test]
     fn the_raw_structs_have_exactly_the_keys_of_the_schema_in_its_order() {
-        let pairs: [(&Section, &[&str]); 5] = [
+        let pairs: [(&Section, &[&str]); 6] = [
             (&TOP, fields_of::<RawFile>()),
             (&METRICS, fields_of::<RawMetrics>()),
             (&STATE, fields_of::<RawState>()),
             (&SAFETY, fields_of::<RawSafety>()),
             (&POLICY, fields_of::<RawPolicy>()),
+            (&BUILD_CACHE, fields_of::<RawCache>()),
         ];
         for (section, fields) in pairs {
             let keys: Vec<&str> = section.names().collect();
@@ -551,7 +585,10 @@ max_removals_per_run = 170141183460469231731687303715884105728
                     [[policy]]\nname = \"p\"\ndangling = false\nrepositories = [\"r\"]\n\
                     labels = [\"l\"]\nunused_for = \"1d\"\nolder_than = \"1d\"\n\
                     keep_most_recent = 9223372036854775807\ndisk_high = \"9%\"\n\
-                    disk_low = \"8%\"\nbogus = 1\n";
+                    disk_low = \"8%\"\nbogus = 1\n\
+                    [[build_cache]]\nname = \"c\"\ntypes = [\"regular\"]\nunused_for = \"1d\"\n\
+                    older_than = \"2d\"\nkeep_storage = \"1GiB\"\ndisk_high = \"9%\"\n\
+                    disk_low = \"8%\"\n";
         let (document, errors) = DeTable::parse_recoverable(text);
         assert!(errors.is_empty());
         let mut checker = Checker::new(text, "t");
@@ -578,5 +615,18 @@ max_removals_per_run = 170141183460469231731687303715884105728
             Some(-1)
         );
         assert!(raw.has(&POLICY));
+        assert!(raw.has(&BUILD_CACHE));
+        assert_eq!(raw.caches.len(), 1);
+        let cache = &raw.caches[0];
+        assert_eq!(cache.path, "build_cache \"c\"");
+        assert_eq!(
+            cache
+                .raw
+                .keep_storage
+                .as_ref()
+                .map(|k| k.get_ref().as_str()),
+            Some("1GiB")
+        );
+        assert!(cache.span.start > raw.policies[0].span.start);
     }
 }

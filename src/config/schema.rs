@@ -8,8 +8,9 @@
 //! policy_reference.rs` fails when they differ). The raw serde structs must
 //! have exactly these keys, in this order: a unit test in `raw.rs` pins them.
 //!
-//! A new section (`[[build_cache]]`, `[[containers]]`) is a new [`Section`]
-//! here plus its key in [`TOP`], a raw struct and a validation function.
+//! A new section (`[[build_cache]]` was one, `[[containers]]` may be next) is
+//! a new [`Section`] here plus its key in [`TOP`], a raw struct and a
+//! validation function.
 
 use std::fmt::Write as _;
 
@@ -83,9 +84,6 @@ pub struct Section {
     /// Arrays of tables: what one element is called ("each policy must be
     /// a table").
     pub noun: &'static str,
-    /// Arrays of tables: the error for a file with none, when having none
-    /// is a mistake.
-    pub required: Option<&'static str>,
     /// Its keys, in the order the README lists them.
     pub keys: &'static [Key],
     /// The columns of its README table.
@@ -105,19 +103,21 @@ impl Section {
 }
 
 /// Every section; the top level first.
-pub const SECTIONS: [&Section; 5] = [&TOP, &METRICS, &STATE, &SAFETY, &POLICY];
+pub const SECTIONS: [&Section; 6] = [&TOP, &METRICS, &STATE, &SAFETY, &POLICY, &BUILD_CACHE];
 
-/// The error for a file without policies: it would never remove anything,
-/// which is almost certainly not what its author meant.
-pub(super) const NO_POLICIES: &str = "no [[policy]] tables: nothing to do; add at least one, \
-                                      such as [[policy]] name = \"dangling\", dangling = true, \
-                                      older_than = \"1h\"";
+/// The error for a file with neither `[[policy]]` nor `[[build_cache]]`
+/// tables: it would never remove anything, which is almost certainly not what
+/// its author meant.
+pub(super) const NO_POLICIES: &str = "no [[policy]] or [[build_cache]] tables: nothing to do; \
+                                      add at least one, such as [[policy]] name = \"dangling\", \
+                                      dangling = true, older_than = \"1h\"";
 
 const DURATION: &str = "a duration string, like \"90m\", \"12h\" or \"7d\"";
 const BOOL: &str = "true or false";
 const LABELS: &str = "an array of label strings, like [\"keep\", \"tier=prod\"]";
 const LABEL: &str = "a label string, like \"keep\" or \"tier=prod\"";
 const THRESHOLD: &str = "a percentage string like \"85%\" or a size string like \"200GiB\"";
+const SIZE: &str = "a size string, like \"20GiB\"";
 
 const WITH_EXAMPLE: &[Column] = &[
     Column::Key,
@@ -133,7 +133,6 @@ pub static TOP: Section = Section {
     name: "",
     place: "at the top level",
     noun: "",
-    required: None,
     columns: WITH_EXAMPLE,
     keys: &[
         Key {
@@ -223,6 +222,12 @@ pub static TOP: Section = Section {
             expected: "",
             doc: Doc::Section,
         },
+        Key {
+            name: "build_cache",
+            kind: Kind::Tables(&BUILD_CACHE),
+            expected: "",
+            doc: Doc::Section,
+        },
     ],
 };
 
@@ -231,7 +236,6 @@ pub static METRICS: Section = Section {
     name: "metrics",
     place: "in [metrics]",
     noun: "",
-    required: None,
     columns: WITHOUT_EXAMPLE,
     keys: &[
         Key {
@@ -266,7 +270,6 @@ pub static STATE: Section = Section {
     name: "state",
     place: "in [state]",
     noun: "",
-    required: None,
     columns: WITHOUT_EXAMPLE,
     keys: &[Key {
         name: "path",
@@ -288,7 +291,6 @@ pub static SAFETY: Section = Section {
     name: "safety",
     place: "in [safety]",
     noun: "",
-    required: None,
     columns: WITH_EXAMPLE,
     keys: &[
         Key {
@@ -352,7 +354,6 @@ pub static POLICY: Section = Section {
     name: "policy",
     place: "in a [[policy]] table",
     noun: "policy",
-    required: Some(NO_POLICIES),
     columns: &[
         Column::Key,
         Column::Role,
@@ -467,6 +468,112 @@ pub static POLICY: Section = Section {
                           unprivileged users), so the blocks reserved for root are left out \
                           (imagegc's figure matches `df -h`'s, not used / size); sizes are of \
                           image data (unique layer bytes)",
+            },
+        },
+        Key {
+            name: "disk_low",
+            kind: Kind::String,
+            expected: THRESHOLD,
+            doc: Doc::WithPrevious,
+        },
+    ],
+};
+
+/// One `[[build_cache]]`: which `BuildKit` build-cache records to remove.
+pub static BUILD_CACHE: Section = Section {
+    name: "build_cache",
+    place: "in a [[build_cache]] table",
+    noun: "build-cache policy",
+    columns: &[
+        Column::Key,
+        Column::Role,
+        Column::Type,
+        Column::Example,
+        Column::Meaning,
+    ],
+    keys: &[
+        Key {
+            name: "name",
+            kind: Kind::String,
+            expected: "a non-empty string, like \"build-cache\"",
+            doc: Doc::Row {
+                role: "—",
+                kind: "string, required",
+                default: "",
+                example: "`\"build-cache\"`",
+                meaning: "unique across `[[policy]]` and `[[build_cache]]`, without control \
+                          characters; appears with every removal and in metrics",
+            },
+        },
+        Key {
+            name: "types",
+            kind: Kind::Strings {
+                element: "a record type string, like \"regular\"",
+            },
+            expected: "an array of record types, like [\"regular\", \"source.local\"]",
+            doc: Doc::Row {
+                role: "selector",
+                kind: "list",
+                default: "",
+                example: "`[\"regular\", \"source.local\"]`",
+                meaning: "record types, any may match: `regular`, `source.local`, \
+                          `exec.cachemount`, `internal`, `frontend`, `source.git.checkout`. \
+                          None given: every record",
+            },
+        },
+        Key {
+            name: "unused_for",
+            kind: Kind::String,
+            expected: DURATION,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "duration",
+                default: "",
+                example: "`\"2d\"`",
+                meaning: "last used (`LastUsedAt`, `CreatedAt` when never used) longer ago than \
+                          this",
+            },
+        },
+        Key {
+            name: "older_than",
+            kind: Kind::String,
+            expected: DURATION,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "duration",
+                default: "",
+                example: "`\"14d\"`",
+                meaning: "created (`CreatedAt`) longer ago than this",
+            },
+        },
+        Key {
+            name: "keep_storage",
+            kind: Kind::String,
+            expected: SIZE,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "size",
+                default: "",
+                example: "`\"20GiB\"`",
+                meaning: "keep the most recently used records this policy selects up to this \
+                          total size, remove the rest (computed by imagegc, not handed to the \
+                          engine)",
+            },
+        },
+        Key {
+            name: "disk_high",
+            kind: Kind::String,
+            expected: THRESHOLD,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "percent or size, both or neither",
+                default: "",
+                example: "`\"85%\"`, `\"70%\"` / `\"40GiB\"`, `\"30GiB\"`",
+                meaning: "act only while usage is at or above `disk_high`, then remove \
+                          least-recently-used records until projected usage is at or below \
+                          `disk_low`. Percentages are of the disk, counted as for `[[policy]]`; \
+                          sizes are of build-cache data (the records' sizes, without the bytes \
+                          they share with image layers)",
             },
         },
         Key {

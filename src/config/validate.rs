@@ -14,17 +14,48 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::{closest, Checker};
-use super::raw::{Raw, RawEntry, RawMetrics, RawPolicy, RawSafety, RawState};
-use super::schema::{NO_POLICIES, POLICY};
-use super::values::{compile_glob, parse_duration, parse_label, parse_threshold};
+use super::raw::{Raw, RawCache, RawEntry, RawMetrics, RawPolicy, RawSafety, RawState};
+use super::schema::{BUILD_CACHE, NO_POLICIES, POLICY};
+use super::values::{compile_glob, parse_duration, parse_label, parse_size, parse_threshold};
 use super::{DEFAULT_LISTEN, DEFAULT_MIN_AGE, DEFAULT_SCHEDULE, DEFAULT_STATE_PATH};
 use crate::policy::{
-    Conditions, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, Rule, RuleRef, Safety,
-    Selectors, StateSettings, Threshold,
+    CacheConditions, CacheRule, CacheSelectors, Conditions, DiskPressure, Glob, LabelMatch,
+    MetricsSettings, Policy, Rule, RuleRef, Safety, Selectors, StateSettings, Threshold,
+    CACHE_RECORD_TYPES,
 };
 use crate::schedule::Schedule;
 
 type Entry = RawEntry<RawPolicy>;
+type CacheEntry = RawEntry<RawCache>;
+
+/// Which kind of table a name belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// `[[policy]]` (images).
+    Policy,
+    /// `[[build_cache]]`.
+    Cache,
+}
+
+/// What the name check needs of a table of either kind.
+struct NameOf<'r> {
+    index: usize,
+    span: &'r std::ops::Range<usize>,
+    name: Option<&'r Spanned<String>>,
+    /// `name` was written but refused by stage 1 (reported already).
+    refused: bool,
+}
+
+impl<'r> NameOf<'r> {
+    fn of<T>(entry: &'r RawEntry<T>, name: impl Fn(&'r T) -> Option<&'r Spanned<String>>) -> Self {
+        Self {
+            index: entry.index,
+            span: &entry.span,
+            name: name(&entry.raw),
+            refused: entry.refused_as("name"),
+        }
+    }
+}
 
 impl Checker<'_> {
     pub(super) fn validate(&mut self, raw: &Raw) -> Option<Policy> {
@@ -52,10 +83,7 @@ impl Checker<'_> {
         let metrics = self.metrics(&file.metrics);
         let state = self.state(&file.state);
         let safety = self.safety(&file.safety);
-        let rules = self.rules(raw);
-        // `[[build_cache]]` tables come with the config part of issue 8;
-        // until then the order is the `[[policy]]` tables'.
-        let order = (0..rules.len()).map(RuleRef::Image).collect();
+        let (rules, cache_rules, order) = self.tables(raw);
         Some(Policy {
             source: self.file.to_string(),
             schedule: schedule?,
@@ -67,7 +95,7 @@ impl Checker<'_> {
             state,
             safety,
             rules,
-            cache_rules: Vec::new(),
+            cache_rules,
             order,
         })
     }
@@ -183,18 +211,26 @@ impl Checker<'_> {
         }
     }
 
-    fn rules(&mut self, raw: &Raw) -> Vec<Rule> {
-        if !raw.has(&POLICY) {
-            self.error(&(0..0), "policy", NO_POLICIES);
+    /// Every `[[policy]]` and `[[build_cache]]` table, checked and put in
+    /// file order: the rules of both kinds and [`Policy::order`].
+    fn tables(&mut self, raw: &Raw) -> (Vec<Rule>, Vec<CacheRule>, Vec<RuleRef>) {
+        let any = |section: &str| raw.written.iter().any(|w| w.section == section && !w.empty);
+        if !any(POLICY.name) && !any(BUILD_CACHE.name) {
+            // At an empty array (`policy = []`) if there is one, else at the top.
+            let (span, key) = raw
+                .written
+                .first()
+                .map_or((0..0, POLICY.name), |w| (w.span.clone(), w.section));
+            self.error(&span, key, NO_POLICIES);
         }
-        // Name → line of the policy that used it first.
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let (policy_names, cache_names) = self.names(raw);
+        let mut placed: Vec<(usize, RuleRef)> = Vec::new();
         let mut rules = Vec::new();
-        for entry in &raw.policies {
-            let name = self.rule_name(entry, &mut seen);
+        for (entry, name) in raw.policies.iter().zip(policy_names) {
             let selectors = self.selectors(entry);
             let conditions = self.conditions(entry);
             if let (Some(name), Some(conditions)) = (name, conditions) {
+                placed.push((entry.span.start, RuleRef::Image(rules.len())));
                 rules.push(Rule {
                     name,
                     selectors,
@@ -202,22 +238,77 @@ impl Checker<'_> {
                 });
             }
         }
-        rules
+        let mut cache_rules = Vec::new();
+        for (entry, name) in raw.caches.iter().zip(cache_names) {
+            let selectors = self.cache_selectors(entry);
+            let conditions = self.cache_conditions(entry);
+            if let (Some(name), Some(selectors), Some(conditions)) = (name, selectors, conditions) {
+                placed.push((entry.span.start, RuleRef::Cache(cache_rules.len())));
+                cache_rules.push(CacheRule {
+                    name,
+                    selectors,
+                    conditions,
+                });
+            }
+        }
+        placed.sort_by_key(|(start, _)| *start);
+        let order = placed.into_iter().map(|(_, rule)| rule).collect();
+        (rules, cache_rules, order)
     }
 
-    fn rule_name<'r>(
+    /// The names of the `[[policy]]` and of the `[[build_cache]]` tables
+    /// (`None` where missing or refused, already reported), checked in file
+    /// order so that a duplicate is reported where it repeats a name, naming
+    /// the line (and the kind of table) that used it first.
+    fn names(&mut self, raw: &Raw) -> (Vec<Option<String>>, Vec<Option<String>>) {
+        let policies = raw
+            .policies
+            .iter()
+            .map(|e| (Table::Policy, NameOf::of(e, |r| r.name.as_ref())));
+        let caches = raw
+            .caches
+            .iter()
+            .map(|e| (Table::Cache, NameOf::of(e, |r| r.name.as_ref())));
+        let mut all: Vec<(Table, usize, NameOf<'_>)> = policies
+            .enumerate()
+            .map(|(i, (t, n))| (t, i, n))
+            .chain(caches.enumerate().map(|(i, (t, n))| (t, i, n)))
+            .collect();
+        all.sort_by_key(|(_, _, n)| n.span.start);
+        // Name → kind and line of the table that used it first.
+        let mut seen: HashMap<&str, (Table, usize)> = HashMap::new();
+        let mut policy_names = vec![None; raw.policies.len()];
+        let mut cache_names = vec![None; raw.caches.len()];
+        for (table, i, of) in all {
+            let name = self.table_name(table, &of, &mut seen);
+            match table {
+                Table::Policy => policy_names[i] = name,
+                Table::Cache => cache_names[i] = name,
+            }
+        }
+        (policy_names, cache_names)
+    }
+
+    fn table_name<'r>(
         &mut self,
-        entry: &'r Entry,
-        seen: &mut HashMap<&'r str, usize>,
+        table: Table,
+        of: &NameOf<'r>,
+        seen: &mut HashMap<&'r str, (Table, usize)>,
     ) -> Option<String> {
-        let key = format!("policy[{}].name", entry.index);
-        let Some(name) = &entry.raw.name else {
-            if !entry.refused_as("name") {
+        let (section, header, example) = match table {
+            Table::Policy => ("policy", "[[policy]]", "stale-ci"),
+            Table::Cache => ("build_cache", "[[build_cache]]", "build-cache"),
+        };
+        let key = format!("{section}[{}].name", of.index);
+        let Some(name) = of.name else {
+            if !of.refused {
                 self.error(
-                    &entry.span,
-                    format!("policy[{}]", entry.index),
-                    "missing `name`: every [[policy]] needs a unique name, like \
-                     name = \"stale-ci\"; it labels each removal and metric",
+                    of.span,
+                    format!("{section}[{}]", of.index),
+                    format!(
+                        "missing `name`: every {header} needs a unique name, like \
+                         name = \"{example}\"; it labels each removal and metric"
+                    ),
                 );
             }
             return None;
@@ -226,17 +317,29 @@ impl Checker<'_> {
             self.error(&name.span(), key, message);
             return None;
         }
-        let line = self.line_of(entry.span.start);
-        if let Some(first) = seen.get(name.get_ref().as_str()) {
+        let line = self.line_of(of.span.start);
+        if let Some((first_table, first)) = seen.get(name.get_ref().as_str()) {
+            let (first_header, across) = match (first_table, table) {
+                (Table::Policy, Table::Policy) => ("[[policy]]", ""),
+                (Table::Cache, Table::Cache) => ("[[build_cache]]", ""),
+                (Table::Policy, Table::Cache) => (
+                    "[[policy]]",
+                    " across [[policy]] and [[build_cache]] tables",
+                ),
+                (Table::Cache, Table::Policy) => (
+                    "[[build_cache]]",
+                    " across [[policy]] and [[build_cache]] tables",
+                ),
+            };
             let message = format!(
-                "duplicate policy name {:?}: the [[policy]] at line {first} already uses it; \
-                 names must be unique",
+                "duplicate policy name {:?}: the {first_header} at line {first} already uses it; \
+                 names must be unique{across}",
                 name.get_ref()
             );
             self.error(&name.span(), key, message);
             return None;
         }
-        seen.insert(name.get_ref(), line);
+        seen.insert(name.get_ref(), (table, line));
         Some(name.get_ref().clone())
     }
 
@@ -316,7 +419,13 @@ impl Checker<'_> {
             }
             n
         });
-        let disk = self.disk(entry);
+        let disk = self.disk(
+            path,
+            raw.disk_high.as_ref(),
+            raw.disk_low.as_ref(),
+            |key| entry.refused_as(key),
+            "image data",
+        );
         let condition_keys = [
             "unused_for",
             "older_than",
@@ -348,19 +457,120 @@ impl Checker<'_> {
         })
     }
 
-    fn disk(&mut self, entry: &Entry) -> Option<DiskPressure> {
-        let path = &entry.path;
+    /// `None` when `types` is unusable (already reported): a rule with a
+    /// type dropped would select more than its author wrote.
+    fn cache_selectors(&mut self, entry: &CacheEntry) -> Option<CacheSelectors> {
+        let Some(list) = &entry.raw.types else {
+            return Some(CacheSelectors::default());
+        };
+        let key = format!("{}.types", entry.path);
+        if list.get_ref().is_empty() {
+            self.error(
+                &list.span(),
+                key,
+                "an empty list would select every record: list at least one record type, like \
+                 [\"regular\"], or remove the key",
+            );
+            return None;
+        }
+        let before = self.count();
+        let mut types: Vec<String> = Vec::new();
+        for (i, item) in list.get_ref().iter().enumerate() {
+            let text = item.get_ref();
+            if !CACHE_RECORD_TYPES.contains(&text.as_str()) {
+                let known = CACHE_RECORD_TYPES.join(", ");
+                let mut message =
+                    format!("unknown build-cache record type {text:?}: expected one of {known}");
+                if let Some(close) = closest(text, CACHE_RECORD_TYPES.iter().copied()) {
+                    let _ = write!(message, "; did you mean {close:?}?");
+                }
+                self.error(&item.span(), format!("{key}[{i}]"), message);
+            } else if !types.contains(text) {
+                types.push(text.clone());
+            }
+        }
+        (self.count() == before).then_some(CacheSelectors { types })
+    }
+
+    /// `None` when the rule's conditions are unusable (already reported).
+    fn cache_conditions(&mut self, entry: &CacheEntry) -> Option<CacheConditions> {
         let raw = &entry.raw;
+        let path = &entry.path;
+        let before = self.count();
+        let unused_for = self.duration(
+            raw.unused_for.as_ref(),
+            &format!("{path}.unused_for"),
+            false,
+        );
+        let older_than = self.duration(
+            raw.older_than.as_ref(),
+            &format!("{path}.older_than"),
+            false,
+        );
+        let keep_storage =
+            raw.keep_storage
+                .as_ref()
+                .and_then(|size| match parse_size(size.get_ref()) {
+                    Ok(bytes) => Some(bytes),
+                    Err(message) => {
+                        self.error(&size.span(), format!("{path}.keep_storage"), message);
+                        None
+                    }
+                });
+        let disk = self.disk(
+            path,
+            raw.disk_high.as_ref(),
+            raw.disk_low.as_ref(),
+            |key| entry.refused_as(key),
+            "build-cache data",
+        );
+        let condition_keys = [
+            "unused_for",
+            "older_than",
+            "keep_storage",
+            "disk_high",
+            "disk_low",
+        ];
+        let any_written = raw.unused_for.is_some()
+            || raw.older_than.is_some()
+            || raw.keep_storage.is_some()
+            || raw.disk_high.is_some()
+            || raw.disk_low.is_some()
+            || condition_keys.iter().any(|k| entry.refused_as(k));
+        if !any_written {
+            self.error(
+                &entry.span,
+                path.clone(),
+                format!(
+                    "{path} has no condition: set at least one of unused_for, older_than, \
+                     keep_storage, disk_high/disk_low (a build-cache policy without one would \
+                     remove every record it selects)"
+                ),
+            );
+        }
+        (self.count() == before).then_some(CacheConditions {
+            unused_for,
+            older_than,
+            keep_storage,
+            disk,
+        })
+    }
+
+    /// `disk_high`/`disk_low` of the table at `path`, with the same rules
+    /// for both kinds of table; `refused_as` tells which keys stage 1
+    /// refused, `data` what a size counts (`image data`).
+    fn disk(
+        &mut self,
+        path: &str,
+        high: Option<&Spanned<String>>,
+        low: Option<&Spanned<String>>,
+        refused_as: impl Fn(&str) -> bool,
+        data: &str,
+    ) -> Option<DiskPressure> {
         let high_key = format!("{path}.disk_high");
         let low_key = format!("{path}.disk_low");
-        let high = raw
-            .disk_high
-            .as_ref()
-            .map(|v| (v.span(), self.threshold(v, &high_key)));
-        let low = raw
-            .disk_low
-            .as_ref()
-            .map(|v| (v.span(), self.threshold(v, &low_key)));
+        let high = high.map(|v| (v.span(), self.threshold(v, &high_key, data)));
+        let low = low.map(|v| (v.span(), self.threshold(v, &low_key, data)));
         match (high, low) {
             (Some((_, Some(high))), Some((low_span, Some(low)))) => {
                 let ordered = match (high, low) {
@@ -397,7 +607,7 @@ impl Checker<'_> {
                     None
                 }
             }
-            (Some((span, _)), None) if !entry.refused_as("disk_low") => {
+            (Some((span, _)), None) if !refused_as("disk_low") => {
                 self.error(
                     &span,
                     high_key,
@@ -406,7 +616,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            (None, Some((span, _))) if !entry.refused_as("disk_high") => {
+            (None, Some((span, _))) if !refused_as("disk_high") => {
                 self.error(
                     &span,
                     low_key,
@@ -419,8 +629,8 @@ impl Checker<'_> {
         }
     }
 
-    fn threshold(&mut self, raw: &Spanned<String>, key: &str) -> Option<Threshold> {
-        match parse_threshold(raw.get_ref()) {
+    fn threshold(&mut self, raw: &Spanned<String>, key: &str, data: &str) -> Option<Threshold> {
+        match parse_threshold(raw.get_ref(), data) {
             Ok(threshold) => Some(threshold),
             Err(message) => {
                 self.error(&raw.span(), key, message);

@@ -20,10 +20,16 @@ pub(super) fn parse_duration(text: &str, allow_zero: bool) -> Result<Duration, S
     }
 }
 
+/// The units a size may have, for messages.
+const UNITS: &str = "units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB";
+
 /// `"85%"` → `Ratio(0.85)`, in (0, 100]; `"200GiB"` → `Bytes`, above zero.
-pub(super) fn parse_threshold(text: &str) -> Result<Threshold, String> {
-    let valid = "expected a percentage of the disk like \"85%\", or a size of image data \
-                 like \"200GiB\" (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)";
+/// `data` names what a size counts in messages (`image data`).
+pub(super) fn parse_threshold(text: &str, data: &str) -> Result<Threshold, String> {
+    let valid = format!(
+        "expected a percentage of the disk like \"85%\", or a size of {data} like \"200GiB\" \
+         ({UNITS})"
+    );
     let trimmed = text.trim();
     if let Some(number) = trimmed.strip_suffix('%') {
         return match number.trim().parse::<f64>() {
@@ -42,6 +48,32 @@ pub(super) fn parse_threshold(text: &str) -> Result<Threshold, String> {
     match trimmed.parse::<bytesize::ByteSize>() {
         Ok(size) if size.as_u64() > 0 => Ok(Threshold::Bytes(size.as_u64())),
         Ok(_) => Err(format!("invalid size {text:?}: must be more than zero")),
+        Err(_) => Err(format!("invalid size {text:?}: {valid}")),
+    }
+}
+
+/// `"20GiB"` → bytes, above zero, with a unit: the sizes of
+/// [`parse_threshold`], without percentages.
+pub(super) fn parse_size(text: &str) -> Result<u64, String> {
+    let valid = format!("expected a size like \"20GiB\" or \"500MB\" ({UNITS})");
+    let trimmed = text.trim();
+    if trimmed.ends_with('%') {
+        return Err(format!(
+            "{text:?} is a percentage, but this is a size of build-cache data: write a size \
+             like \"20GiB\""
+        ));
+    }
+    if !trimmed.is_empty() && trimmed.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        return Err(format!(
+            "{text:?} has no unit: write a size like \"20GiB\" ({UNITS})"
+        ));
+    }
+    match trimmed.parse::<bytesize::ByteSize>() {
+        Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
+        Ok(_) => Err(format!(
+            "invalid size {text:?}: must be more than zero; to remove every record the policy \
+             selects, use unused_for or older_than instead"
+        )),
         Err(_) => Err(format!("invalid size {text:?}: {valid}")),
     }
 }
@@ -95,14 +127,32 @@ mod tests {
 
     #[test]
     fn thresholds_accept_percentages_and_sizes_with_units_only() {
-        assert_eq!(parse_threshold("85%"), Ok(Threshold::Ratio(0.85)));
-        assert_eq!(parse_threshold("100 %"), Ok(Threshold::Ratio(1.0)));
+        let parse = |text| parse_threshold(text, "image data");
+        assert_eq!(parse("85%"), Ok(Threshold::Ratio(0.85)));
+        assert_eq!(parse("100 %"), Ok(Threshold::Ratio(1.0)));
         assert_eq!(
-            parse_threshold("200GiB"),
+            parse("200GiB"),
             Ok(Threshold::Bytes(200 * 1024 * 1024 * 1024))
         );
         for bad in ["0%", "100.5%", "NaN%", "inf%", "85", "0B", "", "%", "lots"] {
-            assert!(parse_threshold(bad).is_err(), "{bad:?} should be refused");
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn sizes_are_the_sizes_of_thresholds_without_percentages() {
+        assert_eq!(parse_size("20GiB"), Ok(20 * 1024 * 1024 * 1024));
+        assert_eq!(parse_size(" 500 MB "), Ok(500_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1536));
+        for text in ["20GiB", "500MB", "1TB", "7 KiB"] {
+            assert_eq!(
+                parse_size(text).map(Threshold::Bytes),
+                parse_threshold(text, "x"),
+                "{text}"
+            );
+        }
+        for bad in ["20%", "20", "0B", "", "lots", "-1GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} should be refused");
         }
     }
 
