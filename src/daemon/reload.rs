@@ -19,25 +19,61 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
     if old.safety != new.safety {
         out.push("[safety] changed".to_string());
     }
-    let has = |p: &Policy, name: &str| p.rules.iter().any(|r| r.name == name);
-    for r in &new.rules {
-        if !has(old, &r.name) {
-            out.push(format!("policy {} added", r.name));
+    describe_tables(&mut out, "policy", &old.rules, &new.rules, |r| &r.name);
+    describe_tables(
+        &mut out,
+        "build-cache policy",
+        &old.cache_rules,
+        &new.cache_rules,
+        |r| &r.name,
+    );
+    // Disk-pressure policies of both kinds run in file order: moving a table
+    // changes what a pass does even when no table changed.
+    let old_names: Vec<&str> = old.names().collect();
+    let new_names: Vec<&str> = new.names().collect();
+    let mut old_sorted = old_names.clone();
+    let mut new_sorted = new_names.clone();
+    old_sorted.sort_unstable();
+    new_sorted.sort_unstable();
+    if old_sorted == new_sorted && old_names != new_names {
+        out.push(format!(
+            "policy order {} -> {}",
+            old_names.join(", "),
+            new_names.join(", ")
+        ));
+    }
+    out
+}
+
+/// Added, removed and changed tables of one kind (`what`: `policy`,
+/// `build-cache policy`), by name; names are unique across both kinds, so a
+/// table that moved from one kind to the other is removed from one and added
+/// to the other.
+fn describe_tables<T: PartialEq>(
+    out: &mut Vec<String>,
+    what: &str,
+    old: &[T],
+    new: &[T],
+    name: impl Fn(&T) -> &str,
+) {
+    let find = |rules: &'_ [T], wanted: &str| rules.iter().position(|r| name(r) == wanted);
+    for r in new {
+        if find(old, name(r)).is_none() {
+            out.push(format!("{what} {} added", name(r)));
         }
     }
-    for r in &old.rules {
-        if !has(new, &r.name) {
-            out.push(format!("policy {} removed", r.name));
+    for r in old {
+        if find(new, name(r)).is_none() {
+            out.push(format!("{what} {} removed", name(r)));
         }
     }
-    for r in &new.rules {
-        if let Some(o) = old.rules.iter().find(|o| o.name == r.name) {
-            if o != r {
-                out.push(format!("policy {} changed", r.name));
+    for r in new {
+        if let Some(o) = find(old, name(r)) {
+            if old[o] != *r {
+                out.push(format!("{what} {} changed", name(r)));
             }
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -77,6 +113,82 @@ unused_for = "7d"
         assert_eq!(
             describe_changes(&policy(BASE), &policy(&new)),
             ["[safety] changed", "policy stale changed"]
+        );
+    }
+
+    const CACHE: &str = r#"
+[[build_cache]]
+name = "cache-stale"
+types = ["regular"]
+unused_for = "2d"
+[[build_cache]]
+name = "cache-pressure"
+disk_high = "90%"
+disk_low = "80%"
+"#;
+
+    #[test]
+    fn build_cache_policies_added_removed_and_changed_are_named_as_such() {
+        let old = policy(&format!("{BASE}{CACHE}"));
+        assert_eq!(
+            describe_changes(&policy(BASE), &old),
+            [
+                "build-cache policy cache-stale added",
+                "build-cache policy cache-pressure added"
+            ]
+        );
+        assert_eq!(
+            describe_changes(&old, &policy(BASE)),
+            [
+                "build-cache policy cache-stale removed",
+                "build-cache policy cache-pressure removed"
+            ]
+        );
+        let changed = format!("{BASE}{CACHE}")
+            .replace(
+                "types = [\"regular\"]",
+                "types = [\"regular\", \"source.local\"]",
+            )
+            .replace("\"cache-pressure\"", "\"cache-full\"");
+        assert_eq!(
+            describe_changes(&old, &policy(&changed)),
+            [
+                "build-cache policy cache-full added",
+                "build-cache policy cache-pressure removed",
+                "build-cache policy cache-stale changed"
+            ]
+        );
+        let keep_storage =
+            format!("{BASE}{CACHE}").replace("unused_for = \"2d\"", "keep_storage = \"20GiB\"");
+        assert_eq!(
+            describe_changes(&old, &policy(&keep_storage)),
+            ["build-cache policy cache-stale changed"]
+        );
+    }
+
+    #[test]
+    fn a_name_moved_from_images_to_build_cache_is_removed_there_and_added_here() {
+        let new = BASE.replace(
+            "[[policy]]\nname = \"stale\"\nrepositories = [\"ci/*\"]\nunused_for = \"7d\"\n",
+            "[[build_cache]]\nname = \"stale\"\nunused_for = \"7d\"\n",
+        );
+        assert_ne!(new, BASE);
+        assert_eq!(
+            describe_changes(&policy(BASE), &policy(&new)),
+            ["policy stale removed", "build-cache policy stale added"]
+        );
+    }
+
+    #[test]
+    fn moving_a_table_changes_the_order_policies_run_in() {
+        let old = policy(&format!("{BASE}{CACHE}"));
+        let new = policy(&format!("{CACHE}{BASE}"));
+        assert_eq!(
+            describe_changes(&old, &new),
+            [
+                "policy order dangling, stale, cache-stale, cache-pressure -> cache-stale, \
+              cache-pressure, dangling, stale"
+            ]
         );
     }
 
