@@ -69,6 +69,8 @@ fn the_builtin_policy_removes_dangling_images_older_than_an_hour_every_hour() {
     assert_eq!(rule.conditions.unused_for, None);
     assert_eq!(rule.conditions.keep_most_recent, None);
     assert_eq!(rule.conditions.disk, None);
+    // The build-cache example is commented out: the default removes no record.
+    assert!(policy.cache_rules.is_empty());
 }
 
 #[test]
@@ -94,6 +96,12 @@ fn the_commented_examples_in_the_builtin_policy_are_valid_when_uncommented() {
     assert_eq!(policy.safety.max_removals_per_run, NonZeroUsize::new(500));
     let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["dangling", "stale-ci", "ci-disk-pressure"]);
+    let caches: Vec<&str> = policy.cache_rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(caches, ["build-cache"]);
+    assert_eq!(
+        policy.cache_rules[0].conditions.keep_storage,
+        Some(20 * 1024 * 1024 * 1024)
+    );
 }
 
 /// A commented-out key or table header, as opposed to prose.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use imagegc::config;
-use imagegc::policy::{Glob, Policy, Rule, Threshold};
+use imagegc::policy::{CacheRule, Glob, Policy, Rule, RuleRef, Threshold};
 
 const EXAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
 
@@ -44,6 +44,14 @@ fn rule<'p>(policy: &'p Policy, name: &str) -> &'p Rule {
         .iter()
         .find(|rule| rule.name == name)
         .unwrap_or_else(|| panic!("no policy named {name:?} in {}", policy.source))
+}
+
+fn cache_rule<'p>(policy: &'p Policy, name: &str) -> &'p CacheRule {
+    policy
+        .cache_rules
+        .iter()
+        .find(|rule| rule.name == name)
+        .unwrap_or_else(|| panic!("no build-cache policy named {name:?} in {}", policy.source))
 }
 
 fn any_match(globs: &[Glob], text: &str) -> bool {
@@ -132,6 +140,40 @@ fn ci_build_host_cleans_dangling_and_stale_ci_images_but_keeps_the_last_3() {
     assert!(!any_match(protect, "ci/app:main"));
     assert!(policy.safety.min_age >= Duration::from_secs(2 * 60 * 60));
     assert!(policy.safety.max_removals_per_run.is_some());
+}
+
+#[test]
+fn ci_build_host_collects_unused_build_cache_and_keeps_cache_mounts_longer() {
+    let policy = load("ci-build-host.toml");
+    assert_eq!(policy.cache_rules.len(), 4);
+
+    let stale = cache_rule(&policy, "build-cache-stale");
+    assert_eq!(stale.selectors.types, ["regular", "source.local"]);
+    assert_eq!(stale.conditions.unused_for, Some(2 * DAY));
+
+    let mounts = cache_rule(&policy, "build-cache-mounts");
+    assert_eq!(mounts.selectors.types, ["exec.cachemount"]);
+    let kept_longer = mounts.conditions.unused_for.expect("unused_for");
+    assert!(kept_longer > 2 * DAY, "cache mounts kept {kept_longer:?}");
+
+    let budget = cache_rule(&policy, "build-cache-budget");
+    assert!(
+        budget.selectors.types.is_empty(),
+        "the budget counts every record"
+    );
+    assert_eq!(budget.conditions.keep_storage, Some(20 << 30));
+
+    let pressure = cache_rule(&policy, "build-cache-pressure");
+    let disk = pressure.conditions.disk.expect("disk watermarks");
+    assert!(close(ratio(disk.high), 0.85));
+    assert!(close(ratio(disk.low), 0.70));
+
+    // Under pressure the build cache goes before images: the file says so,
+    // and disk-pressure policies run in file order.
+    let at = |wanted: &str| policy.names().position(|name| name == wanted);
+    assert!(at("build-cache-pressure") < at("disk-pressure"));
+    assert_eq!(policy.order.len(), 7);
+    assert!(matches!(policy.order.last(), Some(RuleRef::Image(_))));
 }
 
 #[test]
