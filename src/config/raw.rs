@@ -501,8 +501,9 @@ max_removals_per_run = 170141183460469231731687303715884105728
         );
     }
 
-    /// A section that is not in the policy file yet, to show that stage 1
-    /// needs nothing but its entry in a schema.
+    /// A section made up here (written before `[[build_cache]]` was in the
+    /// policy file, and kept smaller than it), to show that stage 1 needs
+    /// nothing but its entry in a schema.
     static CACHE: Section = Section {
         name: "build_cache",
         place: "in a [[build_cache]] table",
