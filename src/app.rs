@@ -145,7 +145,12 @@ fn check_config(cli: &Cli, source: &PolicySource) -> u8 {
         Ok(policy) => {
             let n = policy.rules.len();
             let noun = if n == 1 { "policy" } else { "policies" };
-            println!("{}: ok ({n} {noun})", source.describe());
+            let caches = match policy.cache_rules.len() {
+                0 => String::new(),
+                1 => ", 1 build-cache policy".to_string(),
+                n => format!(", {n} build-cache policies"),
+            };
+            println!("{}: ok ({n} {noun}{caches})", source.describe());
             exit::OK
         }
         Err(errors) => {

@@ -245,3 +245,36 @@ fn an_empty_policy_array_is_fine_beside_build_cache_tables() {
     assert!(policy.rules.is_empty());
     assert_eq!(policy.order, [RuleRef::Cache(0)]);
 }
+
+#[test]
+fn check_config_counts_build_cache_policies_and_accepts_a_file_of_only_those() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/examples/ci-build-host.toml"
+    );
+    let dir = std::env::temp_dir().join(format!("imagegc-cache-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary directory");
+    let only = dir.join("only-cache.toml");
+    std::fs::write(&only, GOOD).expect("write a policy file");
+    let check = |path: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imagegc"))
+            .args(["check-config", path])
+            .output()
+            .expect("run imagegc check-config");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.code(), said)
+    };
+    let (code, said) = check(example);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("ok (3 policies, 4 build-cache policies)"),
+        "{said}"
+    );
+    let (code, said) = check(only.to_str().expect("a UTF-8 path"));
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("ok (0 policies, 2 build-cache policies)"),
+        "{said}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
