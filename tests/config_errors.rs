@@ -1206,6 +1206,15 @@ disk_low = "70.5%"
 name = "budget"
 disk_high = "200GiB"
 disk_low = "150 GB"
+
+[[build_cache]]
+name = "cache"
+types = ["regular", "exec.cachemount"]
+unused_for = "2d"
+older_than = "14d"
+keep_storage = "20GiB"
+disk_high = "90%"
+disk_low = "80%"
 "#;
 
 #[test]
@@ -1273,6 +1282,23 @@ fn a_file_with_every_key_parses_to_the_values_written() {
     let budget = policy.rules[3].conditions.disk.expect("disk watermarks");
     assert_eq!(budget.high, Threshold::Bytes(200 * 1024 * 1024 * 1024));
     assert_eq!(budget.low, Threshold::Bytes(150_000_000_000));
+
+    let [cache] = policy.cache_rules.as_slice() else {
+        panic!("one [[build_cache]]: {:?}", policy.cache_rules);
+    };
+    assert_eq!(cache.name, "cache");
+    assert_eq!(cache.selectors.types, ["regular", "exec.cachemount"]);
+    assert_eq!(cache.conditions.unused_for, Some(days(2)));
+    assert_eq!(cache.conditions.older_than, Some(days(14)));
+    assert_eq!(cache.conditions.keep_storage, Some(20 * 1024 * 1024 * 1024));
+    let watermarks = cache.conditions.disk.expect("disk watermarks");
+    assert_eq!(watermarks.high, Threshold::Ratio(0.9));
+    assert_eq!(watermarks.low, Threshold::Ratio(0.8));
+    assert_eq!(policy.order.len(), 5);
+    assert_eq!(
+        policy.order.last(),
+        Some(&imagegc::policy::RuleRef::Cache(0))
+    );
 }
 
 #[test]

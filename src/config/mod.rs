@@ -31,9 +31,16 @@
 //! echo from the file is escaped ([`escape_controls`]).
 //!
 //! Each [`ConfigError`] has the file, the 1-based line and column (counted in
-//! characters), the key path (`safety.min_age`, `policy "stale-ci".older_than`;
-//! `policy[2].name` with a 0-based index where the policy's name is unknown or
-//! is itself the problem) and a message that says what would be valid.
+//! characters), the key path (`safety.min_age`, `policy "stale-ci".older_than`,
+//! `build_cache "cache".keep_storage`; `policy[2].name` with a 0-based index
+//! where the policy's name is unknown or is itself the problem) and a message
+//! that says what would be valid.
+//!
+//! `[[policy]]` and `[[build_cache]]` tables share one name space (a duplicate
+//! names the line, and the kind, of the table that used the name first) and
+//! one order, [`Policy::order`](crate::policy::Policy::order): the file's,
+//! found from the tables' byte offsets, so disk-pressure policies of both
+//! kinds run as they are written.
 
 mod diagnostics;
 mod raw;
