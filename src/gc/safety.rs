@@ -109,3 +109,27 @@ fn min_age(
         age,
     })
 }
+
+/// Every safety rule that protects build-cache record `record`, in order: a
+/// running build holds it (`InUse`), then `min_age` counted from its
+/// `CreatedAt` (records have no first-seen time). Protect globs and labels
+/// name images and do not apply to records. Children before parents depends
+/// on the plan, so the planner applies it itself
+/// ([`KeptBecause::HasChildren`]), as it does `max_removals_per_run`.
+pub(super) fn record_protections<'s>(
+    safety: &'s Safety,
+    snap: &'s Snapshot,
+    now: DateTime<Utc>,
+    record: usize,
+) -> impl Iterator<Item = KeptBecause> + 's {
+    let rec = &snap.cache.records[record];
+    let in_use = rec.in_use.then_some(KeptBecause::BuildInUse);
+    let min_age = std_to_delta(safety.min_age);
+    let age = now - rec.created;
+    let young = (age < min_age).then_some(KeptBecause::TooYoung {
+        min_age,
+        since: "created",
+        age,
+    });
+    in_use.into_iter().chain(young)
+}
