@@ -14,11 +14,8 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 
-use chrono::{DateTime, Utc};
 use imagegc::engine::DiskUsage;
-use imagegc::plan::{
-    judge_record, plan, KeptBecause, Note, Plan, Reason, RecordRemoval,
-};
+use imagegc::plan::{judge_record, plan, KeptBecause, Note, Plan, Reason, RecordRemoval};
 use imagegc::policy::{Policy, RuleRef, Threshold};
 use imagegc::snapshot::{CacheAvailability, LastUsedSource, Snapshot};
 use proptest::prelude::*;
@@ -82,7 +79,10 @@ fn unused_for_removes_records_idle_longer_and_names_where_the_last_use_came_from
 
     let planned = plan(&p, &snap, now());
 
-    assert_eq!(sorted(record_ids(&planned)), vec!["never-used", "used-long-ago"]);
+    assert_eq!(
+        sorted(record_ids(&planned)),
+        vec!["never-used", "used-long-ago"]
+    );
     let sources: HashMap<&str, LastUsedSource> = planned
         .records
         .iter()
@@ -143,10 +143,7 @@ fn types_select_records_by_their_engine_type() {
 
 #[test]
 fn keep_storage_keeps_the_most_recently_used_records_that_fit_and_removes_the_rest() {
-    let p = policy_with_cache(
-        vec![],
-        vec![cache_rule("cache").keep_storage(250).build()],
-    );
+    let p = policy_with_cache(vec![], vec![cache_rule("cache").keep_storage(250).build()]);
     // Most recently used first: a (100), b (100), c (100), d (10).
     // a + b = 200 fits 250; with c it is 300, so c goes, and so does d:
     // the kept records are the most recently used ones, not a packing.
@@ -183,10 +180,7 @@ fn keep_storage_keeps_the_most_recently_used_records_that_fit_and_removes_the_re
 #[test]
 fn keep_storage_ranks_never_used_records_by_their_creation() {
     let p = policy_with_cache(vec![], vec![cache_rule("cache").keep_storage(100).build()]);
-    let snap = with_records(
-        no_images(),
-        &[rec("older", 5 * DAY), rec("newer", 2 * DAY)],
-    );
+    let snap = with_records(no_images(), &[rec("older", 5 * DAY), rec("newer", 2 * DAY)]);
 
     let planned = plan(&p, &snap, now());
 
@@ -224,7 +218,10 @@ fn the_first_cache_policy_in_file_order_whose_conditions_hold_names_the_removal(
 
 #[test]
 fn a_record_a_running_build_holds_is_kept_and_so_is_its_parent() {
-    let p = policy_with_cache(vec![], vec![cache_rule("cache").unused_for(secs(DAY)).build()]);
+    let p = policy_with_cache(
+        vec![],
+        vec![cache_rule("cache").unused_for(secs(DAY)).build()],
+    );
     let snap = with_records(
         no_images(),
         &[
@@ -237,7 +234,10 @@ fn a_record_a_running_build_holds_is_kept_and_so_is_its_parent() {
     let planned = plan(&p, &snap, now());
 
     assert_eq!(record_ids(&planned), vec!["idle"]);
-    assert_eq!(kept_record(&planned, "busy"), Some(&KeptBecause::BuildInUse));
+    assert_eq!(
+        kept_record(&planned, "busy"),
+        Some(&KeptBecause::BuildInUse)
+    );
     assert_eq!(
         kept_record(&planned, "base"),
         Some(&KeptBecause::HasChildren { children: 1 })
@@ -248,10 +248,7 @@ fn a_record_a_running_build_holds_is_kept_and_so_is_its_parent() {
 fn min_age_counts_from_a_records_creation() {
     let mut p = policy_with_cache(vec![], vec![cache_rule("cache").keep_storage(0).build()]);
     p.safety.min_age = secs(2 * HOUR);
-    let snap = with_records(
-        no_images(),
-        &[rec("fresh", HOUR), rec("settled", 3 * HOUR)],
-    );
+    let snap = with_records(no_images(), &[rec("fresh", HOUR), rec("settled", 3 * HOUR)]);
 
     let planned = plan(&p, &snap, now());
 
@@ -264,7 +261,10 @@ fn min_age_counts_from_a_records_creation() {
 
 #[test]
 fn children_go_before_parents_and_a_parent_waits_for_every_child() {
-    let p = policy_with_cache(vec![], vec![cache_rule("cache").unused_for(secs(DAY)).build()]);
+    let p = policy_with_cache(
+        vec![],
+        vec![cache_rule("cache").unused_for(secs(DAY)).build()],
+    );
     // root <- mid <- leaf, and root <- young (used an hour ago: not removed).
     let snap = with_records(
         no_images(),
@@ -328,7 +328,7 @@ fn max_removals_per_run_counts_image_and_record_removals_together() {
 // ---------------------------------------------------------------------------
 // Bytes shared between images and records.
 
-/// `app:1`, built by BuildKit on `base`: records hold both of its layers.
+/// `app:1`, built by `BuildKit` on `base`: records hold both of its layers.
 fn buildkit_world() -> Snapshot {
     let images = [img("app", 10 * DAY)
         .tags(&["app:1"])
@@ -380,7 +380,10 @@ fn an_image_and_its_records_removed_in_one_pass_free_the_layer_bytes_once() {
 
 #[test]
 fn a_shared_record_frees_nothing_while_an_image_still_uses_its_layers() {
-    let p = policy_with_cache(vec![], vec![cache_rule("cache").unused_for(secs(DAY)).build()]);
+    let p = policy_with_cache(
+        vec![],
+        vec![cache_rule("cache").unused_for(secs(DAY)).build()],
+    );
     let snap = buildkit_world();
 
     let planned = plan(&p, &snap, now());
@@ -416,7 +419,10 @@ fn a_cache_disk_policy_removes_least_recently_used_records_until_disk_low() {
 
     assert_eq!(sorted(record_ids(&planned)), vec!["older", "oldest"]);
     let r = record(&planned, "oldest");
-    assert!(matches!(r.reason.0.first(), Some(Reason::DiskPressure { .. })));
+    assert!(matches!(
+        r.reason.0.first(),
+        Some(Reason::DiskPressure { .. })
+    ));
     assert!(matches!(
         r.reason.0.last(),
         Some(Reason::LeastRecentlyUsed {
@@ -488,7 +494,10 @@ fn a_parent_record_waits_under_pressure_until_its_child_is_planned() {
         snapshot_on_disk(&[], vec![], disk(8_000)),
         &[
             rec("parent", 10 * DAY).size(1000).used(9 * DAY),
-            rec("child", 10 * DAY).size(1000).parents(&["parent"]).used(8 * DAY),
+            rec("child", 10 * DAY)
+                .size(1000)
+                .parents(&["parent"])
+                .used(8 * DAY),
         ],
     );
 
@@ -618,7 +627,13 @@ fn judge_record_shows_each_cache_policy_and_every_safety_rule() {
         .collect();
     assert_eq!(keys, vec![("unused_for", true), ("keep_storage", true)]);
     let rules: Vec<&KeptBecause> = protections.iter().map(|p| &p.rule).collect();
-    assert!(matches!(rules[0], KeptBecause::TooYoung { since: "created", .. }));
+    assert!(matches!(
+        rules[0],
+        KeptBecause::TooYoung {
+            since: "created",
+            ..
+        }
+    ));
     assert_eq!(rules[1], &KeptBecause::HasChildren { children: 1 });
     assert_eq!(rules.len(), 2);
 
@@ -626,4 +641,582 @@ fn judge_record_shows_each_cache_policy_and_every_safety_rule() {
     let (_, protections) = judge_record(&p, &snap, now(), busy);
     assert_eq!(protections[0].rule, KeptBecause::BuildInUse);
     assert_eq!(judge_record(&p, &snap, now(), 99), (vec![], vec![]));
+}
+
+// ---------------------------------------------------------------------------
+// Property tests: random images sharing layers, random records (some shared
+// with those layers, some in use, parents among earlier records), random
+// policies of both kinds in a random file order, checked against an
+// independent model.
+
+#[derive(Debug, Clone)]
+struct ImgSeed {
+    layers: Vec<usize>,
+    tags: usize,
+    created_hours: u64,
+    in_use: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RecSeed {
+    parents: Vec<usize>,
+    kind: usize,
+    in_use: bool,
+    size: u64,
+    created_hours: u64,
+    /// Hours after creation it was last used, if ever.
+    used_after: Option<u64>,
+    /// Pool layers it shares (when any of them exists in the snapshot).
+    shares: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+struct WorldSeed {
+    pool: Vec<u64>,
+    images: Vec<ImgSeed>,
+    records: Vec<RecSeed>,
+    other_used: u64,
+    free: u64,
+}
+
+const KINDS: [&str; 3] = ["regular", "source.local", "exec.cachemount"];
+
+fn img_seed(pool: usize) -> impl Strategy<Value = ImgSeed> {
+    (
+        prop::collection::vec(0..pool, 1..4),
+        0usize..3,
+        1u64..30 * 24,
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(layers, tags, created_hours, in_use)| ImgSeed {
+            layers,
+            tags,
+            created_hours,
+            in_use,
+        })
+}
+
+fn rec_seed(pool: usize) -> impl Strategy<Value = RecSeed> {
+    (
+        prop::collection::vec(0usize..8, 0..3),
+        0..KINDS.len(),
+        prop::bool::weighted(0.15),
+        0u64..1500,
+        0u64..30 * 24,
+        prop::option::of(0u64..30 * 24),
+        prop::collection::vec(0..pool, 0..3),
+    )
+        .prop_map(
+            |(parents, kind, in_use, size, created_hours, used_after, shares)| RecSeed {
+                parents,
+                kind,
+                in_use,
+                size,
+                created_hours,
+                used_after,
+                shares,
+            },
+        )
+}
+
+fn world_seed() -> impl Strategy<Value = WorldSeed> {
+    prop::collection::vec(1u64..1000, 1..7).prop_flat_map(|pool| {
+        let n = pool.len();
+        (
+            Just(pool),
+            prop::collection::vec(img_seed(n), 0..6),
+            prop::collection::vec(rec_seed(n), 0..9),
+            0u64..3000,
+            0u64..6000,
+        )
+            .prop_map(|(pool, images, records, other_used, free)| WorldSeed {
+                pool,
+                images,
+                records,
+                other_used,
+                free,
+            })
+    })
+}
+
+fn build_world(seed: &WorldSeed) -> Snapshot {
+    let images: Vec<_> = seed
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let tags: Vec<String> = (0..s.tags).map(|t| format!("repo{i}:t{t}")).collect();
+            let tag_refs: Vec<&str> = tags.iter().map(String::as_str).collect();
+            let mut im = img(&format!("i{i}"), s.created_hours * HOUR).tags(&tag_refs);
+            let mut added = HashSet::new();
+            for &l in &s.layers {
+                if added.insert(l) {
+                    im = im.layer(&format!("l{l}"), seed.pool[l]);
+                }
+            }
+            im
+        })
+        .collect();
+    let containers = seed
+        .images
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.in_use)
+        .map(|(i, _)| support::container(&format!("c{i}"), &format!("i{i}"), "running"))
+        .collect();
+    let base = snapshot(&images, containers);
+    let records: Vec<Rec> = seed
+        .records
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            let created = s.created_hours * HOUR;
+            let parents: Vec<String> = s
+                .parents
+                .iter()
+                .filter(|&&p| p < j)
+                .map(|p| format!("r{p}"))
+                .collect();
+            let parent_refs: Vec<&str> = parents.iter().map(String::as_str).collect();
+            let mut r = rec(&format!("r{j}"), created)
+                .kind(KINDS[s.kind])
+                .size(s.size)
+                .parents(&parent_refs);
+            if let Some(after) = s.used_after {
+                r = r.used(created.saturating_sub(after * HOUR));
+            }
+            if s.in_use {
+                r = r.in_use();
+            }
+            r
+        })
+        .collect();
+    let mut snap = with_records(base, &records);
+    for (j, s) in seed.records.iter().enumerate() {
+        let held: Vec<u32> = s
+            .shares
+            .iter()
+            .filter_map(|&l| {
+                let chain = format!("sha256:l{l}");
+                snap.layers.iter().position(|x| x.chain_id == chain)
+            })
+            .map(|l| u32::try_from(l).expect("small"))
+            .collect();
+        if !held.is_empty() {
+            snap.cache.holds[j] = held;
+            snap.cache.own_bytes[j] = 0;
+            snap.cache.records[j].shared = true;
+        }
+    }
+    // The disk holds the images, the build cache and other files.
+    let own: u64 = snap.cache.own_bytes.iter().sum();
+    let used = snap.image_bytes() + own + seed.other_used;
+    snap.disk = Some(DiskUsage {
+        total_bytes: used + seed.free + 1,
+        used_bytes: used,
+    });
+    snap
+}
+
+#[derive(Debug, Clone)]
+enum CacheSeed {
+    UnusedFor(u64),
+    OlderThan(u64),
+    KeepStorage(u64),
+    Disk(f64, f64),
+}
+
+#[derive(Debug, Clone)]
+struct PolicySeed {
+    image_rule: Option<(bool, u64, f64, f64)>,
+    cache_rules: Vec<(Vec<usize>, CacheSeed)>,
+    order_seed: Vec<usize>,
+    max: Option<usize>,
+    min_age_hours: u64,
+}
+
+fn watermarks() -> impl Strategy<Value = (f64, f64)> {
+    (0.2f64..1.0, 0.05f64..0.95).prop_map(|(high, f)| (high, high * f))
+}
+
+fn cache_seed() -> impl Strategy<Value = CacheSeed> {
+    prop_oneof![
+        (1u64..20 * 24).prop_map(CacheSeed::UnusedFor),
+        (1u64..20 * 24).prop_map(CacheSeed::OlderThan),
+        (0u64..3000).prop_map(CacheSeed::KeepStorage),
+        watermarks().prop_map(|(h, l)| CacheSeed::Disk(h, l)),
+    ]
+}
+
+fn policy_seed() -> impl Strategy<Value = PolicySeed> {
+    (
+        prop::option::of((any::<bool>(), 1u64..20 * 24, watermarks())),
+        prop::collection::vec(
+            (prop::collection::vec(0..KINDS.len(), 0..3), cache_seed()),
+            1..4,
+        ),
+        prop::collection::vec(0usize..100, 4),
+        prop::option::of(1usize..8),
+        0u64..3,
+    )
+        .prop_map(
+            |(image_rule, cache_rules, order_seed, max, min_age_hours)| PolicySeed {
+                image_rule: image_rule.map(|(disk, hours, (h, l))| (disk, hours, h, l)),
+                cache_rules,
+                order_seed,
+                max,
+                min_age_hours,
+            },
+        )
+}
+
+fn build_policy(seed: &PolicySeed) -> Policy {
+    let rules = seed
+        .image_rule
+        .iter()
+        .map(|&(disk, hours, h, l)| {
+            let r = rule("images");
+            if disk {
+                r.disk(Threshold::Ratio(h), Threshold::Ratio(l)).build()
+            } else {
+                r.unused_for(secs(hours * HOUR)).build()
+            }
+        })
+        .collect();
+    let cache_rules = seed
+        .cache_rules
+        .iter()
+        .enumerate()
+        .map(|(k, (types, c))| {
+            let names: Vec<&str> = types.iter().map(|&t| KINDS[t]).collect();
+            let r = cache_rule(&format!("cache{k}")).types(&names);
+            match *c {
+                CacheSeed::UnusedFor(h) => r.unused_for(secs(h * HOUR)),
+                CacheSeed::OlderThan(h) => r.older_than(secs(h * HOUR)),
+                CacheSeed::KeepStorage(b) => r.keep_storage(b),
+                CacheSeed::Disk(h, l) => r.disk(Threshold::Ratio(h), Threshold::Ratio(l)),
+            }
+            .build()
+        })
+        .collect();
+    let mut p = policy_with_cache(rules, cache_rules);
+    // A random file order across both kinds.
+    let mut order = p.order.clone();
+    let mut keyed: Vec<(usize, RuleRef)> = order
+        .drain(..)
+        .enumerate()
+        .map(|(i, r)| (seed.order_seed[i % seed.order_seed.len()] * 10 + i, r))
+        .collect();
+    keyed.sort_by_key(|(k, _)| *k);
+    p.order = keyed.into_iter().map(|(_, r)| r).collect();
+    p.safety.max_removals_per_run = seed.max.and_then(NonZeroUsize::new);
+    p.safety.min_age = secs(seed.min_age_hours * HOUR);
+    p
+}
+
+// --- The independent model: which images a set of removals deletes, and
+// the bytes a set of image and record removals frees.
+
+/// Removed images (every tag removed, or the untagged image by ID; the
+/// world has no parents or digests) and removed records, by index.
+#[derive(Debug, Default, Clone)]
+struct Removed {
+    tags: HashMap<usize, usize>,
+    untagged: HashSet<usize>,
+    records: HashSet<usize>,
+}
+
+fn model_freed(snap: &Snapshot, removed: &Removed) -> u64 {
+    let deleted: Vec<bool> = (0..snap.images.len())
+        .map(|i| {
+            let tags = snap.images[i].tags.len();
+            let gone = if tags == 0 {
+                removed.untagged.contains(&i)
+            } else {
+                removed.tags.get(&i).copied().unwrap_or(0) >= tags
+            };
+            gone && !snap.in_use[i]
+        })
+        .collect();
+    let mut freed = 0u64;
+    for (l, layer) in snap.layers.iter().enumerate() {
+        let image_left = snap
+            .images
+            .iter()
+            .enumerate()
+            .any(|(i, im)| !deleted[i] && im.layers.contains(&(l as u32)));
+        let record_left = (0..snap.cache.len())
+            .any(|r| !removed.records.contains(&r) && snap.cache.holds[r].contains(&(l as u32)));
+        if !image_left && !record_left {
+            freed += layer.size;
+        }
+    }
+    for &r in &removed.records {
+        freed += snap.cache.own_bytes[r];
+    }
+    freed
+}
+
+/// One step of the plan in execution order.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Image(usize, bool),
+    Record(usize),
+}
+
+fn steps(plan: &Plan) -> Vec<(Step, u64, String)> {
+    plan.removals
+        .iter()
+        .map(|r| {
+            (
+                Step::Image(r.image, r.reference.is_some()),
+                r.reclaim_bytes,
+                r.policy.clone(),
+            )
+        })
+        .chain(
+            plan.records
+                .iter()
+                .map(|r| (Step::Record(r.record), r.reclaim_bytes, r.policy.clone())),
+        )
+        .collect()
+}
+
+fn apply(removed: &mut Removed, step: Step) {
+    match step {
+        Step::Image(i, true) => *removed.tags.entry(i).or_default() += 1,
+        Step::Image(i, false) => {
+            removed.untagged.insert(i);
+        }
+        Step::Record(r) => {
+            removed.records.insert(r);
+        }
+    }
+}
+
+fn removed_by(all: &[(Step, u64, String)], keep: impl Fn(&str) -> bool) -> Removed {
+    let mut removed = Removed::default();
+    for (step, _, policy) in all {
+        if keep(policy) {
+            apply(&mut removed, *step);
+        }
+    }
+    removed
+}
+
+fn used_ratio(snap: &Snapshot, freed: u64) -> f64 {
+    let d = snap.disk.expect("the world has a disk");
+    d.used_bytes.saturating_sub(freed) as f64 / d.total_bytes as f64
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn records_in_the_plan_respect_safety_order_bytes_and_the_limit(
+        world in world_seed(),
+        seed in policy_seed(),
+    ) {
+        let snap = build_world(&world);
+        let p = build_policy(&seed);
+        let planned = plan(&p, &snap, now());
+
+        // Never an in-use record, never one younger than min_age.
+        for r in &planned.records {
+            let record = &snap.cache.records[r.record];
+            prop_assert!(!record.in_use, "{} is in use", record.id);
+            prop_assert!(now() - record.created >= chrono::TimeDelta::from_std(p.safety.min_age).unwrap());
+        }
+
+        // Never a parent before its children, never a parent without all
+        // of them planned.
+        let position: HashMap<usize, usize> = planned
+            .records
+            .iter()
+            .enumerate()
+            .map(|(k, r)| (r.record, k))
+            .collect();
+        prop_assert_eq!(position.len(), planned.records.len(), "a record planned twice");
+        for (k, r) in planned.records.iter().enumerate() {
+            for c in &snap.cache.children[r.record] {
+                let at = position.get(c);
+                prop_assert!(at.is_some_and(|&at| at < k),
+                    "{} planned at {} but its child {} at {:?}",
+                    r.record_id, k, snap.cache.records[*c].id, at);
+            }
+        }
+
+        // Kept records are not planned, and each is kept once.
+        let kept: HashSet<usize> = planned.kept_records.iter().map(|k| k.record).collect();
+        prop_assert_eq!(kept.len(), planned.kept_records.len());
+        prop_assert!(kept.iter().all(|k| !position.contains_key(k)));
+
+        // max_removals_per_run counts images and records together.
+        if let Some(max) = p.safety.max_removals_per_run {
+            prop_assert!(planned.removals.len() + planned.records.len() <= max.get());
+        }
+
+        // Every removal's bytes, in plan order, equal the model's set
+        // computation over shared layers, and so does the total.
+        let all = steps(&planned);
+        let mut removed = Removed::default();
+        let mut before = 0u64;
+        for (step, bytes, _) in &all {
+            apply(&mut removed, *step);
+            let now_freed = model_freed(&snap, &removed);
+            prop_assert_eq!(*bytes, now_freed - before, "step {:?}", step);
+            before = now_freed;
+        }
+        prop_assert_eq!(planned.reclaim_bytes, before);
+
+        // Disk pressure, in file order across both kinds: before a disk
+        // policy's last removal its disk_low was not reached yet, counting
+        // every removal made before it in the pass.
+        let disk_policies: Vec<(String, f64)> = p
+            .order
+            .iter()
+            .filter_map(|r| match *r {
+                RuleRef::Image(i) => p.rules[i].conditions.disk.map(|d| (p.rules[i].name.clone(), d.low)),
+                RuleRef::Cache(i) => p.cache_rules[i].conditions.disk.map(|d| (p.cache_rules[i].name.clone(), d.low)),
+            })
+            .map(|(n, low)| match low {
+                Threshold::Ratio(r) => (n, r),
+                Threshold::Bytes(_) => unreachable!("the generator makes ratios"),
+            })
+            .collect();
+        let disk_names: HashSet<&str> = disk_policies.iter().map(|(n, _)| n.as_str()).collect();
+        let mut earlier: HashSet<&str> = HashSet::new();
+        for (name, low) in &disk_policies {
+            let own: Vec<&(Step, u64, String)> = all.iter().filter(|s| &s.2 == name).collect();
+            if !own.is_empty() {
+                let base = removed_by(&all, |pol| !disk_names.contains(pol) || earlier.contains(pol));
+                let needed = own.iter().enumerate().any(|(skip, _)| {
+                    let mut without = base.clone();
+                    for (k, s) in own.iter().enumerate() {
+                        if k != skip {
+                            apply(&mut without, s.0);
+                        }
+                    }
+                    used_ratio(&snap, model_freed(&snap, &without)) > low + 1e-12
+                });
+                prop_assert!(needed, "policy {} removed past its disk_low {}", name, low);
+            }
+            earlier.insert(name);
+        }
+    }
+
+    #[test]
+    fn keep_storage_keeps_the_most_recently_used_records_up_to_the_limit_and_no_more(
+        world in world_seed(),
+        types in prop::collection::vec(0..KINDS.len(), 0..3),
+        keep in 0u64..4000,
+    ) {
+        let snap = build_world(&world);
+        let names: Vec<&str> = types.iter().map(|&t| KINDS[t]).collect();
+        let mut p = policy_with_cache(
+            vec![],
+            vec![cache_rule("storage").types(&names).keep_storage(keep).build()],
+        );
+        p.safety.min_age = secs(0);
+        let planned = plan(&p, &snap, now());
+
+        // The model: selected records, most recently used first.
+        let cache = &snap.cache;
+        let last = |r: usize| {
+            let rec = &cache.records[r];
+            rec.last_used.filter(|t| *t > rec.created).unwrap_or(rec.created)
+        };
+        let mut selected: Vec<usize> = (0..cache.len())
+            .filter(|&r| names.is_empty() || names.contains(&cache.records[r].kind.as_str()))
+            .collect();
+        selected.sort_by(|&a, &b| {
+            last(b).cmp(&last(a))
+                .then(cache.records[b].created.cmp(&cache.records[a].created))
+                .then(cache.records[b].id.cmp(&cache.records[a].id))
+        });
+        let mut total = 0u64;
+        let mut kept_by_storage = HashSet::new();
+        for &r in &selected {
+            if total + cache.records[r].size > keep {
+                break;
+            }
+            total += cache.records[r].size;
+            kept_by_storage.insert(r);
+        }
+        // Up to the limit and no more: the next one would not fit.
+        prop_assert!(total <= keep);
+        if let Some(&next) = selected.get(kept_by_storage.len()) {
+            prop_assert!(total + cache.records[next].size > keep);
+        }
+        // Exactly the others are wanted: planned, or kept by safety.
+        let wanted: HashSet<usize> = planned
+            .records
+            .iter()
+            .map(|r| r.record)
+            .chain(planned.kept_records.iter().map(|k| k.record))
+            .collect();
+        let expected: HashSet<usize> = selected
+            .iter()
+            .copied()
+            .filter(|r| !kept_by_storage.contains(r))
+            .collect();
+        prop_assert_eq!(wanted, expected);
+        // And safety keeps only what it must.
+        for k in &planned.kept_records {
+            let ok = match k.reason {
+                KeptBecause::BuildInUse => cache.records[k.record].in_use,
+                KeptBecause::HasChildren { children } => children > 0
+                    && cache.children[k.record].iter().filter(|c| !planned.records.iter().any(|r| r.record == **c)).count() == children,
+                _ => false,
+            };
+            prop_assert!(ok, "{:?}", k);
+        }
+    }
+
+    #[test]
+    fn cache_disk_pressure_removes_least_recently_used_records_until_disk_low_and_stops(
+        sizes in prop::collection::vec((0u64..2000, 1u64..1000), 1..10),
+        used in 1000u64..20_000,
+        (high, low) in watermarks(),
+    ) {
+        // Records without parents or sharing, each last used at a distinct
+        // hour: the order the model removes them in is the LRU order.
+        let records: Vec<Rec> = sizes
+            .iter()
+            .enumerate()
+            .map(|(j, &(size, hours))| {
+                rec(&format!("r{j}"), 100 * DAY).size(size).used(hours * HOUR * 2 + j as u64)
+            })
+            .collect();
+        let total = used + used / 3 + 1;
+        let snap = with_records(
+            snapshot_on_disk(&[], vec![], DiskUsage { total_bytes: total, used_bytes: used }),
+            &records,
+        );
+        let p = policy_with_cache(
+            vec![],
+            vec![cache_rule("pressure").disk(Threshold::Ratio(high), Threshold::Ratio(low)).build()],
+        );
+        let planned = plan(&p, &snap, now());
+
+        let mut expected = Vec::new();
+        let start = used as f64 / total as f64;
+        if start >= high - 1e-12 {
+            let mut lru: Vec<usize> = (0..records.len()).collect();
+            lru.sort_by_key(|&j| std::cmp::Reverse(records[j].0.last_used));
+            lru.reverse();
+            let mut freed = 0u64;
+            for j in lru {
+                if (used - freed.min(used)) as f64 / total as f64 <= low + 1e-12 {
+                    break;
+                }
+                freed += records[j].0.size;
+                expected.push(records[j].0.id.clone());
+            }
+        }
+        let mut got: Vec<String> = planned.records.iter().map(|r| r.record_id.clone()).collect();
+        got.sort();
+        expected.sort();
+        prop_assert_eq!(got, expected);
+    }
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use imagegc::accounting::Layer;
 use imagegc::engine::{CacheRecord, CacheRecordKind, Container, DiskUsage, ImageSummary};
 use imagegc::policy::{
-    CacheConditions, CacheRule, CacheSelectors, Conditions, DiskPressure, Glob, LabelMatch,
-    Policy, Rule, RuleRef, Selectors, Threshold,
+    CacheConditions, CacheRule, CacheSelectors, Conditions, DiskPressure, Glob, LabelMatch, Policy,
+    Rule, RuleRef, Selectors, Threshold,
 };
 use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
 
@@ -87,8 +87,7 @@ pub fn policy(rules: Vec<Rule>) -> Policy {
 /// `Policy::order` to say otherwise).
 pub fn policy_with_cache(rules: Vec<Rule>, cache_rules: Vec<CacheRule>) -> Policy {
     let mut p = policy(rules);
-    p.order
-        .extend((0..cache_rules.len()).map(RuleRef::Cache));
+    p.order.extend((0..cache_rules.len()).map(RuleRef::Cache));
     p.cache_rules = cache_rules;
     p
 }
