@@ -312,3 +312,111 @@ impl<'a> Ledger<'a> {
         effect
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::engine::{CacheRecord, CacheRecordKind, ImageFacts, ImageSummary, Layer};
+    use crate::inventory::{ImageInput, Tracked};
+
+    fn image(name: &str, layers: &[(&str, u64)]) -> ImageInput {
+        ImageInput {
+            summary: ImageSummary {
+                id: format!("sha256:{name}"),
+                parent_id: None,
+                tags: vec![format!("{name}:1")],
+                digests: Vec::new(),
+                created: Utc.timestamp_opt(0, 0).single().expect("epoch"),
+                labels: std::collections::BTreeMap::default(),
+            },
+            facts: Arc::new(ImageFacts {
+                layers: layers
+                    .iter()
+                    .map(|(c, s)| Layer {
+                        chain_id: (*c).to_string(),
+                        size: *s,
+                    })
+                    .collect(),
+                sizes_exact: true,
+                last_tag_time: None,
+            }),
+            tracked: Tracked::default(),
+        }
+    }
+
+    fn record(id: &str, size: u64) -> CacheRecord {
+        CacheRecord {
+            id: id.to_string(),
+            parents: Vec::new(),
+            kind: CacheRecordKind::Regular,
+            description: String::new(),
+            in_use: false,
+            shared: false,
+            size,
+            created: Utc.timestamp_opt(0, 0).single().expect("epoch"),
+            last_used: None,
+            usage_count: 0,
+        }
+    }
+
+    /// Two images on a shared base `b` (1 000); `x` (10) is only in `one`.
+    /// Record `held` holds `b` and `x` twice over, plus an index out of
+    /// range; record `own` has 7 bytes of its own.
+    fn world() -> Snapshot {
+        let mut snap = Snapshot::build(
+            vec![
+                image("one", &[("b", 1000), ("x", 10)]),
+                image("two", &[("b", 1000)]),
+            ],
+            Vec::new(),
+            None,
+        )
+        .with_build_cache(vec![record("held", 1010), record("own", 7)]);
+        snap.cache.holds[0] = vec![0, 1, 1, 99];
+        snap.cache.own_bytes[0] = 0;
+        snap
+    }
+
+    #[test]
+    fn a_layer_a_record_holds_comes_back_only_with_its_last_user_of_either_kind() {
+        let snap = world();
+        let mut ledger = Ledger::new(&snap);
+        let one = ledger.remove_reference(0);
+        assert_eq!((one.freed, one.held), (0, 10), "x is held by the record");
+        let held = ledger.remove_record(0);
+        assert_eq!(held.freed, 10, "x comes back; b is still used by two");
+        let two = ledger.remove_reference(1);
+        assert_eq!((two.freed, two.held), (1000, 0));
+        assert_eq!(ledger.freed(), 1010);
+        assert_eq!(ledger.freed_layer_bytes(), 1010);
+        assert_eq!(ledger.freed_cache_bytes(), 0);
+    }
+
+    #[test]
+    fn a_records_own_bytes_come_back_once_and_bad_indices_free_nothing() {
+        let snap = world();
+        let mut ledger = Ledger::new(&snap);
+        assert_eq!(ledger.remove_record(1).freed, 7);
+        assert_eq!(ledger.remove_record(1).freed, 0);
+        assert_eq!(ledger.remove_record(42), Effect::default());
+        assert!(ledger.is_record_removed(1));
+        assert!(!ledger.is_record_removed(42));
+        assert_eq!(ledger.freed_cache_bytes(), 7);
+    }
+
+    #[test]
+    fn cache_bytes_count_own_bytes_and_held_layers_no_image_uses() {
+        let mut snap = world();
+        assert_eq!(cache_bytes(&snap), 7, "b and x are image bytes");
+        // Without the images, the held layers are the build cache's.
+        snap.images.clear();
+        assert_eq!(cache_bytes(&snap), 1017);
+        let mut ledger = Ledger::new(&snap);
+        assert_eq!(ledger.remove_record(0).freed, 1010);
+        assert_eq!(ledger.freed_cache_bytes(), 1010);
+    }
+}

@@ -8,9 +8,14 @@
 //! [`Ledger`]. Removals come out children before parents, the order the
 //! executor runs them in.
 //!
+//! Build-cache records (`[[build_cache]]` policies) are planned beside the
+//! images with the same ledger, which counts a layer shared by images and
+//! records once, freed by whichever removal is its last user; record
+//! removals run after every image removal, children before parents.
+//!
 //! Each condition is evaluated once, in [`conditions`], and each safety rule
 //! once, in [`safety`]: the decision, the removal's [`Reasons`] and
-//! `imagegc explain` ([`judge`]) all read those checks. What the planner
+//! `imagegc explain` ([`judge`], [`judge_record`]) all read those checks. What the planner
 //! decides is data ([`plan`]); the words are made in `report::text`.
 
 pub mod conditions;
@@ -211,13 +216,11 @@ pub fn judge_record(
                 rule,
             })
             .collect();
-    if !snap.cache.children[record].is_empty() {
+    let kids = records::children_of(&snap.cache, record);
+    if !kids.is_empty() {
         let planned = plan(policy, snap, now);
         let removed: HashSet<usize> = planned.records.iter().map(|r| r.record).collect();
-        let children = snap.cache.children[record]
-            .iter()
-            .filter(|c| !removed.contains(c))
-            .count();
+        let children = kids.iter().filter(|c| !removed.contains(c)).count();
         if children > 0 {
             protections.push(Protection {
                 reference: None,

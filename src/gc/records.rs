@@ -85,7 +85,7 @@ fn storage_ranks(rule: &CacheRule, snap: &Snapshot) -> Vec<Option<StorageRank>> 
 /// cut at the edge that closes it, never a panic or an endless loop.
 pub(super) fn record_depths(cache: &BuildCache) -> Vec<usize> {
     let n = cache.len();
-    let parents = |r: usize| cache.parents.get(r).map_or(&[][..], Vec::as_slice);
+    let parents = |r: usize| parents_of(cache, r);
     let mut depth = vec![0usize; n];
     // 0: not visited, 1: on the stack, 2: done.
     let mut state = vec![0u8; n];
@@ -116,6 +116,16 @@ pub(super) fn record_depths(cache: &BuildCache) -> Vec<usize> {
         }
     }
     depth
+}
+
+/// Child records of `r` (none for an index the cache does not have).
+pub(super) fn children_of(cache: &BuildCache, r: usize) -> &[usize] {
+    cache.children.get(r).map_or(&[][..], Vec::as_slice)
+}
+
+/// Parent records of `r` (none for an index the cache does not have).
+fn parents_of(cache: &BuildCache, r: usize) -> &[usize] {
+    cache.parents.get(r).map_or(&[][..], Vec::as_slice)
 }
 
 /// Disk-pressure record candidates, least recently used first (then oldest
@@ -182,9 +192,9 @@ impl<'a> Planner<'a> {
 
     /// Child records of `r` not planned (so far).
     fn pending_children(&self, r: usize) -> usize {
-        self.snap.cache.children[r]
+        children_of(&self.snap.cache, r)
             .iter()
-            .filter(|&&c| !self.planned_records[c])
+            .filter(|&&c| !self.planned_records.get(c).copied().unwrap_or(false))
             .count()
     }
 
@@ -317,7 +327,7 @@ impl<'a> Planner<'a> {
             match self.try_remove_record(r, c, reason, true) {
                 Outcome::Planned => {
                     removals += 1;
-                    for &p in &self.snap.cache.parents[r] {
+                    for &p in parents_of(&self.snap.cache, r) {
                         if self.pending_children(p) == 0 && waiting.remove(&p) {
                             self.push_record_candidate(&mut heap, &mut seq, c, p);
                         }
@@ -364,5 +374,49 @@ impl<'a> Planner<'a> {
             source,
         });
         Reasons(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{CacheRecord, CacheRecordKind};
+    use chrono::{TimeZone, Utc};
+
+    fn cache(parents: &[&[&str]]) -> BuildCache {
+        let records = parents
+            .iter()
+            .enumerate()
+            .map(|(i, ps)| CacheRecord {
+                id: format!("r{i}"),
+                parents: ps.iter().map(ToString::to_string).collect(),
+                kind: CacheRecordKind::Regular,
+                description: String::new(),
+                in_use: false,
+                shared: false,
+                size: 1,
+                created: Utc.timestamp_opt(0, 0).single().expect("epoch"),
+                last_used: None,
+                usage_count: 0,
+            })
+            .collect();
+        Snapshot::build(Vec::new(), Vec::new(), None)
+            .with_build_cache(records)
+            .cache
+    }
+
+    #[test]
+    fn depth_is_the_longest_parent_chain() {
+        // r0 <- r1 <- r2, and r3 on both r0 and r2 (a diamond).
+        let c = cache(&[&[], &["r0"], &["r1"], &["r0", "r2"]]);
+        assert_eq!(record_depths(&c), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_parent_cycle_is_cut_without_a_panic() {
+        let c = cache(&[&["r1"], &["r0"], &["r1"]]);
+        let d = record_depths(&c);
+        assert_eq!(d.len(), 3);
+        assert!(d[2] > d[1], "the child outside the cycle is deeper: {d:?}");
     }
 }

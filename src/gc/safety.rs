@@ -6,6 +6,8 @@
 //! references of the image): the planner takes the first, `explain` shows them all,
 //! and both read the same code. `max_removals_per_run` is a limit on the
 //! plan, not a property of a target, so the planner applies it itself.
+//! Build-cache records have their own chain, [`record_protections`] (a
+//! running build, `min_age` from `CreatedAt`).
 
 use chrono::{DateTime, Utc};
 
