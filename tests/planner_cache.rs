@@ -14,6 +14,7 @@ mod support;
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 
+use imagegc::accounting::{Effect, Ledger};
 use imagegc::engine::DiskUsage;
 use imagegc::plan::{judge_record, plan, KeptBecause, Note, Plan, Reason, RecordRemoval};
 use imagegc::policy::{Policy, RuleRef, Threshold};
@@ -392,6 +393,70 @@ fn a_shared_record_frees_nothing_while_an_image_still_uses_its_layers() {
     assert_eq!(record(&planned, "r-base").reclaim_bytes, 0);
     assert_eq!(record(&planned, "r-mount").reclaim_bytes, 70);
     assert_eq!(planned.reclaim_bytes, 70);
+}
+
+// ---------------------------------------------------------------------------
+// The ledger itself, both directions.
+
+/// Images `one` (base `b` 1 000, `x` 10) and `two` (`b`); record `held`
+/// holds `b` and `x` (listed twice, and an index out of range), record
+/// `own` has 7 bytes of its own.
+fn ledger_world() -> Snapshot {
+    let images = [
+        img("one", DAY)
+            .tags(&["one:1"])
+            .layer("b", 1000)
+            .layer("x", 10),
+        img("two", DAY).tags(&["two:1"]).layer("b", 1000),
+    ];
+    let mut snap = with_records(
+        snapshot(&images, vec![]),
+        &[rec("held", DAY).size(1010), rec("own", DAY).size(7)],
+    );
+    hold(&mut snap, "held", &["b", "x", "x"]);
+    snap.cache.holds[0].push(99);
+    snap
+}
+
+#[test]
+fn ledger_frees_a_held_layer_only_with_its_last_user_of_either_kind() {
+    let snap = ledger_world();
+    let mut ledger = Ledger::new(&snap);
+    let one = ledger.remove_reference(0);
+    assert_eq!((one.freed, one.held), (0, 10), "x is held by the record");
+    assert_eq!(ledger.remove_record(0).freed, 10, "b is still used by two");
+    let two = ledger.remove_reference(1);
+    assert_eq!((two.freed, two.held), (1000, 0));
+    assert_eq!(ledger.freed(), 1010);
+    assert_eq!(ledger.freed_layer_bytes(), 1010);
+    assert_eq!(ledger.freed_cache_bytes(), 0);
+}
+
+#[test]
+fn ledger_frees_a_records_own_bytes_once_and_nothing_for_a_bad_index() {
+    let snap = ledger_world();
+    let mut ledger = Ledger::new(&snap);
+    assert_eq!(ledger.remove_record(1).freed, 7);
+    assert_eq!(ledger.remove_record(1).freed, 0);
+    assert_eq!(ledger.remove_record(42), Effect::default());
+    assert!(ledger.is_record_removed(1));
+    assert!(!ledger.is_record_removed(42));
+    assert_eq!(ledger.freed_cache_bytes(), 7);
+}
+
+#[test]
+fn cache_bytes_are_own_bytes_and_held_layers_no_image_uses() {
+    let mut snap = ledger_world();
+    assert_eq!(
+        imagegc::plan::cache_bytes(&snap),
+        7,
+        "b and x are image bytes"
+    );
+    snap.images.clear();
+    assert_eq!(imagegc::plan::cache_bytes(&snap), 1017);
+    let mut ledger = Ledger::new(&snap);
+    assert_eq!(ledger.remove_record(0).freed, 1010);
+    assert_eq!(ledger.freed_cache_bytes(), 1010);
 }
 
 // ---------------------------------------------------------------------------

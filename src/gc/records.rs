@@ -380,7 +380,7 @@ impl<'a> Planner<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{CacheRecord, CacheRecordKind};
+    use crate::inventory::{CacheRecord, CacheRecordKind};
     use chrono::{TimeZone, Utc};
 
     fn cache(parents: &[&[&str]]) -> BuildCache {
