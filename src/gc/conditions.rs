@@ -15,7 +15,7 @@ use super::plan::{Reason, Usage};
 use super::Target;
 use crate::inventory::{LastUsedSource, Snapshot};
 use crate::model::repository_of;
-use crate::policy::{Conditions, DiskPressure, Threshold};
+use crate::policy::{CacheConditions, Conditions, DiskPressure, Threshold};
 
 /// One condition a policy sets.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -59,10 +59,55 @@ impl Condition {
     }
 }
 
+/// One condition a `[[build_cache]]` policy sets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CacheCondition {
+    /// `unused_for`: `LastUsedAt` (`CreatedAt` when never used) longer ago
+    /// than this.
+    UnusedFor(TimeDelta),
+    /// `older_than`: `CreatedAt` longer ago than this.
+    OlderThan(TimeDelta),
+    /// `keep_storage`: not among the most recently used selected records
+    /// that fit in this many bytes.
+    KeepStorage(u64),
+    /// `disk_high`/`disk_low`: usage at or above the high watermark.
+    DiskHigh(DiskPressure),
+}
+
+impl CacheCondition {
+    /// The conditions a rule sets, in a fixed order (the order reasons are
+    /// told in): `unused_for`, `older_than`, `keep_storage`, disk.
+    pub fn of(conditions: &CacheConditions) -> impl Iterator<Item = CacheCondition> {
+        [
+            conditions
+                .unused_for
+                .map(|d| Self::UnusedFor(std_to_delta(d))),
+            conditions
+                .older_than
+                .map(|d| Self::OlderThan(std_to_delta(d))),
+            conditions.keep_storage.map(Self::KeepStorage),
+            conditions.disk.map(Self::DiskHigh),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The condition's key in the policy file (`disk_high` for the disk pair).
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::UnusedFor(_) => "unused_for",
+            Self::OlderThan(_) => "older_than",
+            Self::KeepStorage(_) => "keep_storage",
+            Self::DiskHigh(_) => "disk_high",
+        }
+    }
+}
+
 /// One condition checked against one target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check<'s> {
-    /// The condition's key: `unused_for`, `older_than`, `keep_most_recent`, `disk_high`.
+    /// The condition's key: `unused_for`, `older_than`, `keep_most_recent`,
+    /// `keep_storage`, `disk_high`.
     pub condition: &'static str,
     /// Whether it holds now.
     pub holds: bool,
@@ -114,6 +159,16 @@ pub enum Fact<'s> {
     },
     /// An untagged image has no repository to rank in.
     Unranked,
+    /// A build-cache record's place in its policy's `keep_storage`: the
+    /// selected records used more recently than it hold `newer` bytes.
+    Storage {
+        /// `keep_storage`.
+        keep: u64,
+        /// Bytes (`Size`) of the more recently used selected records.
+        newer: u64,
+        /// True when it still fits in `keep` with them (so kept).
+        kept: bool,
+    },
     /// The disk is unknown (remote engine).
     DiskUnknown,
     /// Usage before any removal of this pass, against the watermarks.
@@ -149,6 +204,7 @@ impl Fact<'_> {
                 among_newest,
             },
             Fact::Unranked => Fact::Unranked,
+            Fact::Storage { keep, newer, kept } => Fact::Storage { keep, newer, kept },
             Fact::DiskUnknown => Fact::DiskUnknown,
             Fact::Disk { usage, disk } => Fact::Disk { usage, disk },
         }
@@ -179,6 +235,14 @@ impl Fact<'_> {
             } => Some(Reason::NotAmongNewest {
                 n: *n,
                 repository: repository.to_string(),
+            }),
+            Fact::Storage {
+                keep,
+                newer,
+                kept: false,
+            } => Some(Reason::KeepStorage {
+                keep: *keep,
+                newer: *newer,
             }),
             _ => None,
         }
@@ -242,10 +306,112 @@ pub(super) fn check<'s>(cx: &Context<'s, '_>, condition: Condition, target: Targ
     }
 }
 
+/// What a policy's byte watermarks count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Basis {
+    /// Unique image layer bytes (`[[policy]]`).
+    Images,
+    /// Build-cache bytes, [`super::ledger::cache_bytes`] (`[[build_cache]]`).
+    Cache,
+}
+
+/// A `[[build_cache]]` policy's precomputed view of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StorageRank {
+    /// Bytes of the more recently used selected records.
+    pub newer: u64,
+    /// Fits in `keep_storage` with them.
+    pub kept: bool,
+}
+
+/// What a record check reads besides the condition and the record.
+pub(super) struct RecordContext<'s, 'k> {
+    /// The snapshot.
+    pub snap: &'s Snapshot,
+    /// The instant of the plan.
+    pub now: DateTime<Utc>,
+    /// Per record, its `keep_storage` rank (`None`: not selected, or the
+    /// rule sets no `keep_storage`).
+    pub storage: &'k [Option<StorageRank>],
+    /// Build-cache bytes before any removal (byte watermarks).
+    pub cache_bytes: u64,
+}
+
+/// When record `r` was last used, and from where: [`LastUsedSource::Build`]
+/// for a `LastUsedAt`, [`LastUsedSource::Created`] when never used.
+pub(super) fn record_last_used(snap: &Snapshot, r: usize) -> (DateTime<Utc>, LastUsedSource) {
+    match snap.cache.last_used(r) {
+        (t, true) => (t, LastUsedSource::Build),
+        (t, false) => (t, LastUsedSource::Created),
+    }
+}
+
+/// Check one `[[build_cache]]` condition against record `r`.
+pub(super) fn check_record<'s>(
+    cx: &RecordContext<'s, '_>,
+    condition: CacheCondition,
+    r: usize,
+) -> Check<'s> {
+    let (holds, fact) = match condition {
+        CacheCondition::UnusedFor(limit) => {
+            let (last, source) = record_last_used(cx.snap, r);
+            let idle = cx.now - last;
+            (
+                idle > limit,
+                Fact::UnusedFor {
+                    idle,
+                    limit,
+                    source,
+                },
+            )
+        }
+        CacheCondition::OlderThan(limit) => {
+            let age = cx.now - cx.snap.cache.records[r].created;
+            (age > limit, Fact::OlderThan { age, limit })
+        }
+        CacheCondition::KeepStorage(keep) => {
+            // A record the rule does not select is not ranked: kept.
+            let rank = cx.storage.get(r).copied().flatten().unwrap_or(StorageRank {
+                newer: 0,
+                kept: true,
+            });
+            (
+                !rank.kept,
+                Fact::Storage {
+                    keep,
+                    newer: rank.newer,
+                    kept: rank.kept,
+                },
+            )
+        }
+        CacheCondition::DiskHigh(disk) => disk_high_of(cx.snap, disk, Basis::Cache, cx.cache_bytes),
+    };
+    Check {
+        condition: condition.key(),
+        holds,
+        fact,
+    }
+}
+
 /// The disk condition, which looks at the whole snapshot, not a target:
 /// whether usage before any removal of this pass is at or above `disk_high`.
 pub(super) fn disk_high(snap: &Snapshot, disk: DiskPressure) -> (bool, Fact<'static>) {
-    match usage_now(snap, disk.high) {
+    disk_high_of(snap, disk, Basis::Images, 0)
+}
+
+/// [`disk_high`] for a policy whose byte watermarks count `basis`
+/// (`cache_bytes`: the build cache's bytes, read for [`Basis::Cache`]).
+pub(super) fn disk_high_of(
+    snap: &Snapshot,
+    disk: DiskPressure,
+    basis: Basis,
+    cache_bytes: u64,
+) -> (bool, Fact<'static>) {
+    let now = match (disk.high, basis) {
+        (Threshold::Bytes(_), Basis::Cache) => Some(cache_bytes as f64),
+        _ => usage_now(snap, disk.high),
+    };
+    match now {
         None => (false, Fact::DiskUnknown),
         Some(v) => (
             at_or_above(v, disk.high),

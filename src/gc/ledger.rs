@@ -1,8 +1,11 @@
 //! The ledger: replays removals against a snapshot and says which images the
 //! engine will delete, which become dangling, and the bytes that frees.
 //!
-//! A layer's bytes come back only when the last image using it is deleted;
-//! this module owns that rule for the planner, `explain` and the tests.
+//! A layer's bytes come back only when the last image using it is deleted
+//! and no live build-cache record holds it (`BuildCache::holds`); a record's
+//! removal frees its own bytes (`BuildCache::own_bytes`) and every held layer
+//! it was the last holder of that no live image uses. This module owns that
+//! rule, in both directions, for the planner, `explain` and the tests.
 
 use crate::inventory::{dangling, Snapshot};
 use crate::model::repository_of;
@@ -12,8 +15,13 @@ use crate::model::repository_of;
 pub struct Effect {
     /// Images (snapshot indices) the engine deletes because of this removal.
     pub deleted: Vec<usize>,
-    /// Bytes this removal frees: layers whose last user went with it.
+    /// Bytes this removal frees: layers whose last user (image or record)
+    /// went with it, and a record's own bytes.
     pub freed: u64,
+    /// Bytes of layers whose last image user went with this removal but
+    /// that a live build-cache record still holds: freed only when the last
+    /// of those records goes.
+    pub held: u64,
     /// Untagged images that lost their last child and so became dangling:
     /// they are candidates now, though nothing has removed them.
     pub newly_dangling: Vec<usize>,
@@ -44,8 +52,72 @@ pub struct Ledger<'a> {
     requested: Vec<bool>,
     /// Deleted by the removals so far.
     deleted: Vec<bool>,
+    /// Live build-cache records holding each layer.
+    layer_holders: Vec<u32>,
+    /// Per record: removed by the removals so far.
+    record_removed: Vec<bool>,
+    /// Per record: the distinct, valid layer indices it holds.
+    record_holds: Vec<Vec<u32>>,
+    /// Per layer: counted as build-cache bytes ([`cache_bytes`]): held by a
+    /// record and used by no image.
+    cache_only: Vec<bool>,
     /// Bytes freed by the removals so far.
     freed: u64,
+    /// Of `freed`: bytes of image layers.
+    freed_layers: u64,
+    /// Of `freed`: build-cache bytes ([`cache_bytes`]).
+    freed_cache: u64,
+}
+
+/// The distinct layer indices record `r` holds that exist in the snapshot
+/// (an index out of range is ignored, never a panic).
+fn distinct_holds(snapshot: &Snapshot, r: usize) -> Vec<u32> {
+    let mut held: Vec<u32> = snapshot
+        .cache
+        .holds
+        .get(r)
+        .map(|h| {
+            h.iter()
+                .copied()
+                .filter(|&l| (l as usize) < snapshot.layers.len())
+                .collect()
+        })
+        .unwrap_or_default();
+    held.sort_unstable();
+    held.dedup();
+    held
+}
+
+/// Record `r`'s own bytes (0 when the snapshot gives none).
+fn own_bytes(snapshot: &Snapshot, r: usize) -> u64 {
+    snapshot.cache.own_bytes.get(r).copied().unwrap_or(0)
+}
+
+/// The build cache's bytes, as a `[[build_cache]]` policy's byte watermarks
+/// count them: every record's own bytes plus the held layers no image uses
+/// (held layers an image uses count as image bytes).
+pub fn cache_bytes(snapshot: &Snapshot) -> u64 {
+    let mut image_used = vec![false; snapshot.layers.len()];
+    for image in &snapshot.images {
+        for &l in &image.layers {
+            if let Some(u) = image_used.get_mut(l as usize) {
+                *u = true;
+            }
+        }
+    }
+    let mut counted = vec![false; snapshot.layers.len()];
+    let mut total = 0u64;
+    for r in 0..snapshot.cache.len() {
+        total = total.saturating_add(own_bytes(snapshot, r));
+        for l in distinct_holds(snapshot, r) {
+            let l = l as usize;
+            if !image_used[l] && !counted[l] {
+                counted[l] = true;
+                total = total.saturating_add(snapshot.layers[l].size);
+            }
+        }
+    }
+    total
 }
 
 impl<'a> Ledger<'a> {
@@ -58,6 +130,20 @@ impl<'a> Ledger<'a> {
             }
         }
         let n = snapshot.images.len();
+        let record_holds: Vec<Vec<u32>> = (0..snapshot.cache.len())
+            .map(|r| distinct_holds(snapshot, r))
+            .collect();
+        let mut layer_holders = vec![0u32; snapshot.layers.len()];
+        for held in &record_holds {
+            for &l in held {
+                layer_holders[l as usize] += 1;
+            }
+        }
+        let cache_only = layer_users
+            .iter()
+            .zip(&layer_holders)
+            .map(|(&users, &holders)| users == 0 && holders > 0)
+            .collect();
         Self {
             snapshot,
             layer_users,
@@ -80,13 +166,37 @@ impl<'a> Ledger<'a> {
             live_children: snapshot.children.iter().map(|c| c.len() as u32).collect(),
             requested: vec![false; n],
             deleted: vec![false; n],
+            layer_holders,
+            record_removed: vec![false; snapshot.cache.len()],
+            record_holds,
+            cache_only,
             freed: 0,
+            freed_layers: 0,
+            freed_cache: 0,
         }
     }
 
-    /// Bytes freed by every removal so far (saturating at `u64::MAX`).
+    /// Bytes freed by every removal so far, images and records (saturating
+    /// at `u64::MAX`).
     pub fn freed(&self) -> u64 {
         self.freed
+    }
+
+    /// Of [`Ledger::freed`]: bytes of image layers (what an image policy's
+    /// byte watermarks count, against [`Snapshot::image_bytes`]).
+    pub fn freed_layer_bytes(&self) -> u64 {
+        self.freed_layers
+    }
+
+    /// Of [`Ledger::freed`]: build-cache bytes as [`cache_bytes`] counts
+    /// them (records' own bytes, held layers no image used).
+    pub fn freed_cache_bytes(&self) -> u64 {
+        self.freed_cache
+    }
+
+    /// True when record `record` was removed by the removals so far.
+    pub fn is_record_removed(&self, record: usize) -> bool {
+        self.record_removed.get(record).copied().unwrap_or(false)
     }
 
     /// [`Snapshot::is_dangling`] after the removals so far: no tag left, no
@@ -124,11 +234,43 @@ impl<'a> Ledger<'a> {
     }
 
     /// Remove build-cache record `record` (by index into the snapshot's
-    /// `cache.records`). Skeleton: the two-way sharing comes with the
-    /// planner part of issue 8.
+    /// `cache.records`): frees its own bytes and every layer it held as the
+    /// last live record that no live image uses. Removing it again, or an
+    /// index out of range, frees nothing. The ledger does not check for
+    /// child records: the planner removes a record only after its children,
+    /// as the engine requires.
     pub fn remove_record(&mut self, record: usize) -> Effect {
-        let _ = (self.snapshot.cache.len(), record);
-        Effect::default()
+        let mut effect = Effect::default();
+        if record >= self.record_removed.len() || self.record_removed[record] {
+            return effect;
+        }
+        self.record_removed[record] = true;
+        let own = own_bytes(self.snapshot, record);
+        self.add_freed(&mut effect, own, false, true);
+        for k in 0..self.record_holds[record].len() {
+            let l = self.record_holds[record][k] as usize;
+            self.layer_holders[l] -= 1;
+            if self.layer_holders[l] == 0 && self.layer_users[l] == 0 {
+                let size = self.snapshot.layers[l].size;
+                let cache = self.cache_only[l];
+                self.add_freed(&mut effect, size, true, cache);
+            }
+        }
+        effect
+    }
+
+    /// Count `bytes` as freed by `effect`, as layer bytes and/or cache bytes.
+    fn add_freed(&mut self, effect: &mut Effect, bytes: u64, layer: bool, cache: bool) {
+        // Saturating: an engine reporting absurd sizes gets a total of
+        // u64::MAX, never a wrapped small figure.
+        effect.freed = effect.freed.saturating_add(bytes);
+        self.freed = self.freed.saturating_add(bytes);
+        if layer {
+            self.freed_layers = self.freed_layers.saturating_add(bytes);
+        }
+        if cache {
+            self.freed_cache = self.freed_cache.saturating_add(bytes);
+        }
     }
 
     fn settle(&mut self, start: usize) -> Effect {
@@ -143,15 +285,17 @@ impl<'a> Ledger<'a> {
             }
             self.deleted[i] = true;
             effect.deleted.push(i);
-            for &l in &self.snapshot.images[i].layers {
+            let snap = self.snapshot;
+            for &l in &snap.images[i].layers {
                 let users = &mut self.layer_users[l as usize];
                 *users -= 1;
                 if *users == 0 {
-                    // Saturating: an engine reporting absurd sizes gets
-                    // a total of u64::MAX, never a wrapped small figure.
-                    let size = self.snapshot.layers[l as usize].size;
-                    effect.freed = effect.freed.saturating_add(size);
-                    self.freed = self.freed.saturating_add(size);
+                    let size = snap.layers[l as usize].size;
+                    if self.layer_holders[l as usize] == 0 {
+                        self.add_freed(&mut effect, size, true, false);
+                    } else {
+                        effect.held = effect.held.saturating_add(size);
+                    }
                 }
             }
             if let Some(p) = self.snapshot.parent[i] {

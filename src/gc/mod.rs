@@ -8,14 +8,20 @@
 //! [`Ledger`]. Removals come out children before parents, the order the
 //! executor runs them in.
 //!
+//! Build-cache records (`[[build_cache]]` policies) are planned beside the
+//! images with the same ledger, which counts a layer shared by images and
+//! records once, freed by whichever removal is its last user; record
+//! removals run after every image removal, children before parents.
+//!
 //! Each condition is evaluated once, in [`conditions`], and each safety rule
 //! once, in [`safety`]: the decision, the removal's [`Reasons`] and
-//! `imagegc explain` ([`judge`]) all read those checks. What the planner
+//! `imagegc explain` ([`judge`], [`judge_record`]) all read those checks. What the planner
 //! decides is data ([`plan`]); the words are made in `report::text`.
 
 pub mod conditions;
 pub mod ledger;
 pub mod plan;
+mod records;
 pub mod safety;
 
 use std::cmp::Reverse;
@@ -25,11 +31,14 @@ use chrono::{DateTime, Utc};
 
 use crate::inventory::Snapshot;
 use crate::model::repository_of;
-use crate::policy::{Policy, Rule, Threshold};
-use conditions::{at_or_below, check, Context};
-pub use conditions::{Check, Condition, ConditionCheck, Fact};
-pub use ledger::{Effect, Ledger};
-pub use plan::{Kept, KeptBecause, Note, Plan, Reason, Reasons, Removal, Usage};
+use crate::policy::{Policy, Rule, RuleRef, Threshold};
+use conditions::{at_or_below, check, Basis, Context};
+pub use conditions::{CacheCondition, Check, Condition, ConditionCheck, Fact};
+pub use ledger::{cache_bytes, Effect, Ledger};
+pub use plan::{
+    Kept, KeptBecause, KeptRecord, Note, Plan, Reason, Reasons, RecordRemoval, Removal, Usage,
+};
+use records::CacheView;
 
 /// A removal candidate: one tag of an image, or an untagged image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,12 +79,29 @@ struct Planner<'a> {
     kept_seen: HashSet<Target>,
     notes: Vec<Note>,
     limit_hit: bool,
+    /// The `[[build_cache]]` rules, precomputed.
+    cache_rules: Vec<CacheView<'a>>,
+    /// True when there are cache rules and the snapshot listed the records.
+    cache_on: bool,
+    /// Build-cache bytes before any removal ([`ledger::cache_bytes`]).
+    cache_bytes: u64,
+    /// Per record: its depth (longest parent chain); deeper goes first.
+    record_depth: Vec<usize>,
+    /// Per record: planned for removal.
+    planned_records: Vec<bool>,
+    /// Selected record removals in selection order, with cache-rule index
+    /// and reason.
+    selected_records: Vec<(usize, usize, Reasons)>,
+    kept_records: Vec<KeptRecord>,
+    kept_records_seen: HashSet<usize>,
 }
 
-/// Plan one pass.
+/// Plan one pass: image age/usage policies, then build-cache age/usage
+/// policies, then every disk-pressure policy of either kind in file order.
 pub fn plan(policy: &Policy, snap: &Snapshot, now: DateTime<Utc>) -> Plan {
     let mut p = Planner::new(policy, snap, now);
     p.age_and_usage_phase();
+    p.record_age_and_usage_phase();
     p.disk_phase();
     p.finish()
 }
@@ -149,15 +175,60 @@ pub fn judge(
 /// Every `[[build_cache]]` policy's verdict and every safety rule, for one
 /// build-cache record (index into the snapshot's `cache.records`): what
 /// `imagegc explain RECORD-ID` shows. Verdicts and protections carry no
-/// reference. Skeleton: filled by the planner part of issue 8.
+/// reference. Beside the record's own safety rules (a running build,
+/// `min_age`), [`KeptBecause::HasChildren`] counts its child records the
+/// plan of this snapshot does not remove, when there are any. An index out
+/// of range gives nothing.
 pub fn judge_record(
     policy: &Policy,
     snap: &Snapshot,
     now: DateTime<Utc>,
     record: usize,
 ) -> (Vec<Verdict>, Vec<Protection>) {
-    let _ = (policy, snap.cache.len(), now, record);
-    (Vec::new(), Vec::new())
+    if record >= snap.cache.len() {
+        return (Vec::new(), Vec::new());
+    }
+    let p = Planner::new(policy, snap, now);
+    let verdicts = p
+        .cache_rules
+        .iter()
+        .map(|view| {
+            let selected = records::selects_record(view.rule, snap, record);
+            let conditions = if selected {
+                p.record_checks(view, record)
+                    .map(Check::into_owned)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            Verdict {
+                policy: view.rule.name.clone(),
+                reference: None,
+                selected,
+                conditions,
+            }
+        })
+        .collect();
+    let mut protections: Vec<Protection> =
+        safety::record_protections(&policy.safety, snap, now, record)
+            .map(|rule| Protection {
+                reference: None,
+                rule,
+            })
+            .collect();
+    let kids = records::children_of(&snap.cache, record);
+    if !kids.is_empty() {
+        let planned = plan(policy, snap, now);
+        let removed: HashSet<usize> = planned.records.iter().map(|r| r.record).collect();
+        let children = kids.iter().filter(|c| !removed.contains(c)).count();
+        if children > 0 {
+            protections.push(Protection {
+                reference: None,
+                rule: KeptBecause::HasChildren { children },
+            });
+        }
+    }
+    (verdicts, protections)
 }
 
 /// The newest `keep_most_recent` selected tags per repository, by created time;
@@ -218,6 +289,19 @@ impl<'a> Planner<'a> {
                 kept_recent: keep_most_recent(rule, snap),
             })
             .collect();
+        let cache_rules: Vec<CacheView<'a>> = policy
+            .cache_rules
+            .iter()
+            .map(|rule| CacheView::new(rule, snap))
+            .collect();
+        let cache_on = !cache_rules.is_empty()
+            && snap.cache.availability == crate::inventory::CacheAvailability::Listed;
+        let mut notes = Vec::new();
+        if !cache_rules.is_empty() && !cache_on {
+            notes.push(Note::NoBuildCache {
+                policies: policy.cache_rules.iter().map(|r| r.name.clone()).collect(),
+            });
+        }
         Planner {
             policy,
             snap,
@@ -228,9 +312,31 @@ impl<'a> Planner<'a> {
             selected: Vec::new(),
             kept: Vec::new(),
             kept_seen: HashSet::new(),
-            notes: Vec::new(),
+            notes,
             limit_hit: false,
+            cache_rules,
+            cache_on,
+            cache_bytes: ledger::cache_bytes(snap),
+            record_depth: records::record_depths(&snap.cache),
+            planned_records: vec![false; snap.cache.len()],
+            selected_records: Vec::new(),
+            kept_records: Vec::new(),
+            kept_records_seen: HashSet::new(),
         }
+    }
+
+    /// `max_removals_per_run`, counting image and record removals together:
+    /// the [`KeptBecause::RemovalLimit`] when it is reached (noted once).
+    fn limit_reached(&mut self) -> Option<KeptBecause> {
+        let max = self.policy.safety.max_removals_per_run?;
+        if self.selected.len() + self.selected_records.len() < max.get() {
+            return None;
+        }
+        if !self.limit_hit {
+            self.notes.push(Note::RemovalLimit { max });
+            self.limit_hit = true;
+        }
+        Some(KeptBecause::RemovalLimit { max })
     }
 
     fn context<'k>(&self, view: &'k RuleView<'_>) -> Context<'a, 'k> {
@@ -318,15 +424,9 @@ impl<'a> Planner<'a> {
             self.keep(target, rule, why);
             return None;
         }
-        if let Some(max) = self.policy.safety.max_removals_per_run {
-            if self.selected.len() >= max.get() {
-                if !self.limit_hit {
-                    self.notes.push(Note::RemovalLimit { max });
-                    self.limit_hit = true;
-                }
-                self.keep(target, rule, KeptBecause::RemovalLimit { max });
-                return None;
-            }
+        if let Some(why) = self.limit_reached() {
+            self.keep(target, rule, why);
+            return None;
         }
         self.planned.insert(target);
         self.selected.push((target, rule, reason));
@@ -360,10 +460,12 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Where usage stands for a threshold, after the removals planned so far.
-    fn projected(&self, threshold: Threshold) -> Option<f64> {
-        match threshold {
-            Threshold::Ratio(_) => self.snap.disk.map(|d| {
+    /// Where usage stands for a threshold, after the removals planned so far
+    /// (images and records alike): a ratio of the filesystem, or the bytes
+    /// a policy of that basis counts.
+    fn projected(&self, threshold: Threshold, basis: Basis) -> Option<f64> {
+        match (threshold, basis) {
+            (Threshold::Ratio(_), _) => self.snap.disk.map(|d| {
                 let used = d.used_bytes.saturating_sub(self.ledger.freed());
                 if d.total_bytes == 0 {
                     0.0
@@ -371,76 +473,108 @@ impl<'a> Planner<'a> {
                     used as f64 / d.total_bytes as f64
                 }
             }),
-            Threshold::Bytes(_) => {
-                Some(self.snap.image_bytes().saturating_sub(self.ledger.freed()) as f64)
+            (Threshold::Bytes(_), Basis::Images) => Some(
+                self.snap
+                    .image_bytes()
+                    .saturating_sub(self.ledger.freed_layer_bytes()) as f64,
+            ),
+            (Threshold::Bytes(_), Basis::Cache) => Some(
+                self.cache_bytes
+                    .saturating_sub(self.ledger.freed_cache_bytes()) as f64,
+            ),
+        }
+    }
+
+    /// Every table in file order ([`Policy::order`]); a table the order
+    /// misses (a policy built by hand) comes after, images then records, and
+    /// an entry out of range or repeated is skipped.
+    fn file_order(&self) -> Vec<RuleRef> {
+        let mut seen = HashSet::new();
+        let valid = |r: &RuleRef| match *r {
+            RuleRef::Image(i) => i < self.rules.len(),
+            RuleRef::Cache(i) => i < self.cache_rules.len(),
+        };
+        let listed = self.policy.order.iter().copied().filter(valid);
+        let all = (0..self.rules.len())
+            .map(RuleRef::Image)
+            .chain((0..self.cache_rules.len()).map(RuleRef::Cache));
+        listed.chain(all).filter(|r| seen.insert(*r)).collect()
+    }
+
+    /// Disk-pressure rules of both kinds, in file order: each acts when
+    /// usage is at or above its high watermark (the `disk_high` check) and
+    /// removes least-recently-used first until the projected usage, which
+    /// counts every byte freed so far in the pass, reaches its low watermark.
+    fn disk_phase(&mut self) {
+        for table in self.file_order() {
+            match table {
+                RuleRef::Image(r) => self.disk_images(r),
+                RuleRef::Cache(c) => self.disk_records(c),
             }
         }
     }
 
-    /// Disk-pressure rules, in file order: each acts when usage is at or above
-    /// its high watermark (the `disk_high` check) and removes
-    /// least-recently-used first until the projected usage reaches its low
-    /// watermark.
-    fn disk_phase(&mut self) {
-        for r in 0..self.rules.len() {
-            let Some(disk) = self.rules[r].rule.conditions.disk else {
-                continue;
-            };
-            let policy = self.rules[r].rule.name.clone();
-            // Activation looks at usage before any removal of this pass.
-            let (high_reached, fact) = conditions::disk_high(self.snap, disk);
-            let Fact::Disk { usage, .. } = fact else {
-                self.notes.push(Note::DiskUnknown { policy });
-                continue;
-            };
-            if !high_reached {
-                self.notes.push(Note::BelowDiskHigh {
-                    policy,
-                    usage,
-                    high: disk.high,
-                });
-                continue;
-            }
-            let mut heap = BinaryHeap::new();
-            let mut seq = 0usize;
-            let candidates = self.candidates();
-            for target in candidates {
-                self.push_disk_candidate(&mut heap, &mut seq, r, target);
-            }
-            let mut removals = 0usize;
-            while let Some(Reverse((_, _, _, target))) = heap.pop() {
-                let Some(now) = self.projected(disk.low) else {
-                    break;
-                };
-                if at_or_below(now, disk.low) {
-                    break;
-                }
-                if self.planned.contains(&target) {
-                    continue;
-                }
-                if let Target::Untagged(i) = target {
-                    if !self.ledger.is_dangling(i) {
-                        continue;
-                    }
-                }
-                let reason = self.disk_reason(r, target, usage, disk.high);
-                if let Some(dangling) = self.try_remove(target, r, reason) {
-                    removals += 1;
-                    for d in dangling {
-                        self.push_disk_candidate(&mut heap, &mut seq, r, Target::Untagged(d));
-                    }
-                }
-            }
-            let after = self.projected(disk.low).map(|v| Usage::like(v, disk.low));
-            self.notes.push(Note::DiskPressure {
+    /// One image disk-pressure rule (see [`Planner::disk_phase`]).
+    fn disk_images(&mut self, r: usize) {
+        let Some(disk) = self.rules[r].rule.conditions.disk else {
+            return;
+        };
+        let policy = self.rules[r].rule.name.clone();
+        // Activation looks at usage before any removal of this pass.
+        let (high_reached, fact) = conditions::disk_high(self.snap, disk);
+        let Fact::Disk { usage, .. } = fact else {
+            self.notes.push(Note::DiskUnknown { policy });
+            return;
+        };
+        if !high_reached {
+            self.notes.push(Note::BelowDiskHigh {
                 policy,
                 usage,
                 high: disk.high,
-                removals,
-                after,
-                low: disk.low,
             });
+            return;
         }
+        let mut heap = BinaryHeap::new();
+        let mut seq = 0usize;
+        let candidates = self.candidates();
+        for target in candidates {
+            self.push_disk_candidate(&mut heap, &mut seq, r, target);
+        }
+        let mut removals = 0usize;
+        while let Some(Reverse((_, _, _, target))) = heap.pop() {
+            let Some(now) = self.projected(disk.low, Basis::Images) else {
+                break;
+            };
+            if at_or_below(now, disk.low) {
+                break;
+            }
+            if self.planned.contains(&target) {
+                continue;
+            }
+            if let Target::Untagged(i) = target {
+                if !self.ledger.is_dangling(i) {
+                    continue;
+                }
+            }
+            let reason = self.disk_reason(r, target, usage, disk.high);
+            if let Some(dangling) = self.try_remove(target, r, reason) {
+                removals += 1;
+                for d in dangling {
+                    self.push_disk_candidate(&mut heap, &mut seq, r, Target::Untagged(d));
+                }
+            }
+        }
+        let after = self
+            .projected(disk.low, Basis::Images)
+            .map(|v| Usage::like(v, disk.low));
+        self.notes.push(Note::DiskPressure {
+            policy,
+            usage,
+            high: disk.high,
+            removals,
+            after,
+            low: disk.low,
+        });
     }
 
     fn push_disk_candidate(&self, heap: &mut DiskHeap, seq: &mut usize, r: usize, target: Target) {
@@ -508,10 +642,33 @@ impl<'a> Planner<'a> {
                 deletes_image: effect.deleted.contains(&i),
             });
         }
+        // Records after every image, deeper first (children before
+        // parents); stable, so selection order holds within a depth.
+        let mut chosen = self.selected_records;
+        chosen.sort_by_key(|(r, _, _)| Reverse(self.record_depth[*r]));
+        let mut records = Vec::with_capacity(chosen.len());
+        for (r, rule, reason) in chosen {
+            let effect = ledger.remove_record(r);
+            records.push(RecordRemoval {
+                record: r,
+                record_id: snap.cache.records[r].id.clone(),
+                policy: self.cache_rules[rule].rule.name.clone(),
+                reason,
+                reclaim_bytes: effect.freed,
+            });
+        }
+        // A record one policy had to keep (its children were not planned
+        // yet) may have gone with a later policy's removals.
+        let planned_records = self.planned_records;
+        let kept_records = self
+            .kept_records
+            .into_iter()
+            .filter(|k| !planned_records[k.record])
+            .collect();
         Plan {
             removals,
-            records: Vec::new(),
-            kept_records: Vec::new(),
+            records,
+            kept_records,
             kept: self.kept,
             reclaim_bytes: ledger.freed(),
             notes: self.notes,

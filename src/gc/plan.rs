@@ -294,6 +294,12 @@ pub enum Note {
         #[serde(serialize_with = "threshold")]
         low: Threshold,
     },
+    /// The engine has no build cache (Podman), or it was not read: the
+    /// `[[build_cache]]` policies plan nothing. Said once per plan.
+    NoBuildCache {
+        /// The `[[build_cache]]` policies skipped, in file order.
+        policies: Vec<String>,
+    },
 }
 
 /// Usage in a watermark's unit: a share of the filesystem, or bytes of

@@ -6,6 +6,8 @@
 //! references of the image): the planner takes the first, `explain` shows them all,
 //! and both read the same code. `max_removals_per_run` is a limit on the
 //! plan, not a property of a target, so the planner applies it itself.
+//! Build-cache records have their own chain, [`record_protections`] (a
+//! running build, `min_age` from `CreatedAt`).
 
 use chrono::{DateTime, Utc};
 
@@ -108,4 +110,28 @@ fn min_age(
         since: what,
         age,
     })
+}
+
+/// Every safety rule that protects build-cache record `record`, in order: a
+/// running build holds it (`InUse`), then `min_age` counted from its
+/// `CreatedAt` (records have no first-seen time). Protect globs and labels
+/// name images and do not apply to records. Children before parents depends
+/// on the plan, so the planner applies it itself
+/// ([`KeptBecause::HasChildren`]), as it does `max_removals_per_run`.
+pub(super) fn record_protections<'s>(
+    safety: &'s Safety,
+    snap: &'s Snapshot,
+    now: DateTime<Utc>,
+    record: usize,
+) -> impl Iterator<Item = KeptBecause> + 's {
+    let rec = &snap.cache.records[record];
+    let in_use = rec.in_use.then_some(KeptBecause::BuildInUse);
+    let min_age = std_to_delta(safety.min_age);
+    let age = now - rec.created;
+    let young = (age < min_age).then_some(KeptBecause::TooYoung {
+        min_age,
+        since: "created",
+        age,
+    });
+    in_use.into_iter().chain(young)
 }

@@ -173,6 +173,11 @@ impl Display for Note {
                 }
                 write!(f, " (disk_low {low})")
             }
+            Self::NoBuildCache { policies } => write!(
+                f,
+                "the engine has no build cache (or it was not read); build_cache policies skipped: {}",
+                policies.join(", ")
+            ),
         }
     }
 }
@@ -209,6 +214,26 @@ impl Display for Fact<'_> {
                 among_newest: false,
             } => write!(f, "not among the {n} newest of {repository}"),
             Self::Unranked => f.write_str("untagged images have no repository to rank in"),
+            Self::Storage {
+                keep,
+                newer,
+                kept: true,
+            } => write!(
+                f,
+                "fits in keep_storage {} with the more recently used records ({}): kept",
+                size(*keep),
+                size(*newer)
+            ),
+            Self::Storage {
+                keep,
+                newer,
+                kept: false,
+            } => write!(
+                f,
+                "beyond keep_storage {}: more recently used records hold {}",
+                size(*keep),
+                size(*newer)
+            ),
             Self::DiskUnknown => f.write_str("disk usage unknown"),
             Self::Disk { usage, disk } => write!(
                 f,

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use imagegc::accounting::Layer;
-use imagegc::engine::{Container, DiskUsage, ImageSummary};
+use imagegc::engine::{CacheRecord, CacheRecordKind, Container, DiskUsage, ImageSummary};
 use imagegc::policy::{
-    Conditions, DiskPressure, Glob, LabelMatch, Policy, Rule, Selectors, Threshold,
+    CacheConditions, CacheRule, CacheSelectors, Conditions, DiskPressure, Glob, LabelMatch, Policy,
+    Rule, RuleRef, Selectors, Threshold,
 };
 use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
 
@@ -75,8 +76,132 @@ pub fn policy(rules: Vec<Rule>) -> Policy {
     p.safety.protect = Vec::new();
     p.safety.protect_labels = Vec::new();
     p.safety.max_removals_per_run = None;
+    p.order = (0..rules.len()).map(RuleRef::Image).collect();
     p.rules = rules;
+    p.cache_rules = Vec::new();
     p
+}
+
+/// [`policy`] with `[[build_cache]]` rules too; the file order is every
+/// `[[policy]]` table, then every `[[build_cache]]` table (set
+/// `Policy::order` to say otherwise).
+pub fn policy_with_cache(rules: Vec<Rule>, cache_rules: Vec<CacheRule>) -> Policy {
+    let mut p = policy(rules);
+    p.order.extend((0..cache_rules.len()).map(RuleRef::Cache));
+    p.cache_rules = cache_rules;
+    p
+}
+
+/// Builds a [`CacheRule`]; start with [`cache_rule`].
+#[derive(Debug, Clone)]
+pub struct CacheRuleBuilder(CacheRule);
+
+/// A `[[build_cache]]` rule with no selector and no condition yet.
+pub fn cache_rule(name: &str) -> CacheRuleBuilder {
+    CacheRuleBuilder(CacheRule {
+        name: name.to_string(),
+        selectors: CacheSelectors::default(),
+        conditions: CacheConditions::default(),
+    })
+}
+
+impl CacheRuleBuilder {
+    pub fn types(mut self, types: &[&str]) -> Self {
+        self.0.selectors.types = types.iter().map(ToString::to_string).collect();
+        self
+    }
+    pub fn unused_for(mut self, d: Duration) -> Self {
+        self.0.conditions.unused_for = Some(d);
+        self
+    }
+    pub fn older_than(mut self, d: Duration) -> Self {
+        self.0.conditions.older_than = Some(d);
+        self
+    }
+    pub fn keep_storage(mut self, bytes: u64) -> Self {
+        self.0.conditions.keep_storage = Some(bytes);
+        self
+    }
+    pub fn disk(mut self, high: Threshold, low: Threshold) -> Self {
+        self.0.conditions.disk = Some(DiskPressure { high, low });
+        self
+    }
+    pub fn build(self) -> CacheRule {
+        self.0
+    }
+}
+
+/// One build-cache record of a test snapshot; start with [`rec`].
+#[derive(Debug, Clone)]
+pub struct Rec(pub CacheRecord);
+
+/// A `regular` record `name` of 100 bytes, created `created_ago` seconds
+/// before [`now`], never used, not in use, not shared, no parent.
+pub fn rec(name: &str, created_ago: u64) -> Rec {
+    Rec(CacheRecord {
+        id: name.to_string(),
+        parents: Vec::new(),
+        kind: CacheRecordKind::Regular,
+        description: format!("test record {name}"),
+        in_use: false,
+        shared: false,
+        size: 100,
+        created: ago(created_ago),
+        last_used: None,
+        usage_count: 0,
+    })
+}
+
+impl Rec {
+    pub fn parents(mut self, parents: &[&str]) -> Self {
+        self.0.parents = parents.iter().map(ToString::to_string).collect();
+        self
+    }
+    pub fn kind(mut self, kind: &str) -> Self {
+        self.0.kind = CacheRecordKind::from_type(kind);
+        self
+    }
+    pub fn size(mut self, size: u64) -> Self {
+        self.0.size = size;
+        self
+    }
+    pub fn in_use(mut self) -> Self {
+        self.0.in_use = true;
+        self
+    }
+    /// Last used by a build `secs` seconds before [`now`].
+    pub fn used(mut self, secs: u64) -> Self {
+        self.0.last_used = Some(ago(secs));
+        self.0.usage_count += 1;
+        self
+    }
+}
+
+/// `snap` with `records` as its build cache (each record's own bytes its
+/// size, holding no layer until [`hold`] says so).
+pub fn with_records(snap: Snapshot, records: &[Rec]) -> Snapshot {
+    snap.with_build_cache(records.iter().map(|r| r.0.clone()).collect())
+}
+
+/// Record `record` shares its data with the image layers named `chains`
+/// (as [`Img::layer`] names them): it holds them and has no bytes of its own.
+pub fn hold(snap: &mut Snapshot, record: &str, chains: &[&str]) {
+    let r = snap.cache.by_id[record];
+    let held = chains
+        .iter()
+        .map(|c| {
+            let chain = format!("sha256:{c}");
+            let l = snap
+                .layers
+                .iter()
+                .position(|l| l.chain_id == chain)
+                .unwrap_or_else(|| panic!("no layer {chain} in the snapshot"));
+            u32::try_from(l).expect("test layer indices fit u32")
+        })
+        .collect();
+    snap.cache.holds[r] = held;
+    snap.cache.own_bytes[r] = 0;
+    snap.cache.records[r].shared = true;
 }
 
 /// Builds a [`Rule`]; start with [`rule`].
