@@ -274,7 +274,8 @@ pub struct CacheConditions {
     /// in all; the rest are candidates. Computed by the planner.
     pub keep_storage: Option<u64>,
     /// Act only under disk pressure, least recently used first. A
-    /// [`Threshold::Bytes`] watermark here counts build-cache bytes (the
-    /// records' sizes, without the bytes image layers share).
+    /// [`Threshold::Bytes`] watermark here counts build-cache bytes: every
+    /// record's own bytes plus the layers records hold that no image uses
+    /// (held layers an image uses count as image bytes).
     pub disk: Option<DiskPressure>,
 }
