@@ -235,6 +235,9 @@ async fn one_pass(cli: &Cli, policy: &Policy, spec: &EngineSpec) -> anyhow::Resu
             removed = report.removed.len(),
             deleted_images = report.deleted_images(),
             failed = report.failed.len(),
+            records_removed = report.records_removed.len(),
+            records_not_deleted = report.records_not_deleted.len(),
+            records_failed = report.records_failed.len(),
             reclaimed_bytes = report.reclaimed_bytes,
             predicted_bytes = outcome.plan.reclaim_bytes,
             "pass finished"
@@ -305,9 +308,13 @@ fn render(format: Format, mode: Mode, outcome: &run::Outcome) -> anyhow::Result<
             report.as_ref(),
             mode == Mode::DryRun,
         ))?,
-        (Format::Table, Some(report)) => output::report_table(&outcome.plan, report),
-        (Format::Table, None) if mode == Mode::DryRun => output::dry_run_table(&outcome.plan),
-        (Format::Table, None) => output::plan_table(&outcome.plan),
+        (Format::Table, Some(report)) => {
+            output::report_table(&outcome.plan, &outcome.snapshot, report)
+        }
+        (Format::Table, None) if mode == Mode::DryRun => {
+            output::dry_run_table(&outcome.plan, &outcome.snapshot)
+        }
+        (Format::Table, None) => output::plan_table(&outcome.plan, &outcome.snapshot),
     })
 }
 

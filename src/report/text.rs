@@ -244,23 +244,27 @@ impl PassSummary {
                 _,
                 Some(PassWork::DryRun {
                     would_remove,
+                    would_remove_records,
                     would_free_bytes,
                 }),
             ) => format!(
-                "last pass {at} (dry run): would remove {}, free {}",
+                "last pass {at} (dry run): would remove {}{}, free {}",
                 super::table::count(would_remove, "reference", "references"),
+                records_clause(would_remove_records),
                 size(would_free_bytes)
             ),
             (
                 outcome,
                 Some(PassWork::Executed {
                     removed,
+                    records_removed,
                     reclaimed_bytes,
                     ..
                 }),
             ) => format!(
-                "last pass {at}: removed {}, freed {}{}",
+                "last pass {at}: removed {}{}, freed {}{}",
                 super::table::count(removed, "reference", "references"),
+                records_clause(records_removed),
                 size(reclaimed_bytes),
                 match outcome {
                     PassOutcome::Success => String::new(),
@@ -268,6 +272,19 @@ impl PassSummary {
                 }
             ),
         }
+    }
+}
+
+/// ` and N build-cache records`, or nothing for none: the summaries of a
+/// host without build-cache policies read as they always have.
+pub fn records_clause(records: usize) -> String {
+    if records == 0 {
+        String::new()
+    } else {
+        format!(
+            " and {}",
+            super::table::count(records, "build-cache record", "build-cache records")
+        )
     }
 }
 
