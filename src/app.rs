@@ -271,7 +271,8 @@ async fn connect_once(
     connected.map_err(|e| print_error(cli, &e.to_string())).ok()
 }
 
-/// `imagegc explain`: find the image and print what imagegc thinks of it.
+/// `imagegc explain`: find the image (or else the build-cache record) and
+/// print what imagegc thinks of it.
 fn print_explanation(
     cli: &Cli,
     policy: &Policy,
@@ -280,17 +281,28 @@ fn print_explanation(
     format: Format,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<u8> {
-    let image = match explain::find(&outcome.snapshot, target) {
-        Ok(i) => i,
+    let found = match explain::find_target(&outcome.snapshot, target) {
+        Ok(found) => found,
         Err(e) => {
             print_error(cli, &e.to_string());
             return Ok(exit::BAD_ARGUMENT);
         }
     };
-    let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
-    let text = match format {
-        Format::Json => serde_json::to_string_pretty(&e.to_json())?,
-        Format::Table => e.to_text(),
+    let text = match found {
+        explain::Target::Image(image) => {
+            let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
+            match format {
+                Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+                Format::Table => e.to_text(),
+            }
+        }
+        explain::Target::Record(record) => {
+            let e = explain::explain_record(policy, &outcome.snapshot, &outcome.plan, now, record);
+            match format {
+                Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+                Format::Table => e.to_text(),
+            }
+        }
     };
     println!("{}", text.trim_end());
     Ok(exit::OK)
