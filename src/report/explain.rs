@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::json::{self, ExplainJson, ExplainRecordJson};
-use super::table::{short_record_id, shown_description};
+use super::table::{escaped, short_record_id};
 use super::text::{human_duration, size};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::gc::{self, Ledger, Protection, Verdict};
@@ -690,7 +690,7 @@ impl RecordExplanation {
         let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
         let _ = writeln!(o, "build-cache record  {}", self.record_id);
         let _ = writeln!(o, "type         {}", self.kind);
-        let _ = writeln!(o, "description  {}", shown_description(&self.description));
+        let _ = writeln!(o, "description  {}", escaped(&self.description));
         let _ = writeln!(
             o,
             "size         {} ({} freed if removed alone now)",

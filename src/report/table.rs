@@ -24,23 +24,24 @@ pub fn short_record_id(id: &str) -> &str {
         .map_or(id, |(end, _)| &id[..end])
 }
 
-/// A record description fit for one table cell: control characters (a
-/// description is the engine's text, and may hold a newline or an escape
-/// sequence) escaped, and at most 40 characters, cut with `…`.
+/// Engine text fit for a terminal: control characters (a record's
+/// description may hold a newline or an escape sequence) escaped.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A record description fit for one table cell: [`escaped`], and at most
+/// 40 characters, cut with `…`.
 pub fn shown_description(description: &str) -> String {
-    let escaped: String = description
-        .chars()
-        .flat_map(|c| {
-            let keep = !c.is_control();
-            let mut out = Vec::new();
-            if keep {
-                out.push(c);
-            } else {
-                out.extend(c.escape_default());
-            }
-            out
-        })
-        .collect();
+    let escaped = escaped(description);
     if escaped.chars().count() <= DESCRIPTION_CHARS {
         escaped
     } else {
@@ -449,5 +450,75 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("\nPlan:"), "{text}");
+    }
+
+    #[test]
+    fn records_follow_the_images_with_short_id_type_escaped_description_and_count_in_the_summary() {
+        use crate::engine::{CacheRecord, CacheRecordKind};
+        use crate::gc::plan::{KeptBecause, KeptRecord, RecordRemoval};
+        let created = chrono::Utc::now();
+        let record = |id: &str, description: &str| CacheRecord {
+            id: id.to_string(),
+            parents: Vec::new(),
+            kind: CacheRecordKind::ExecCacheMount,
+            description: description.to_string(),
+            in_use: false,
+            shared: false,
+            size: 2048,
+            created,
+            last_used: None,
+            usage_count: 0,
+        };
+        let snapshot = Snapshot::build(Vec::new(), Vec::new(), None).with_build_cache(vec![
+            record(
+                "abcdefghijklmnopqrstuvwxy",
+                "mount /root/.cache from exec\nrm -rf /",
+            ),
+            record("zyxwvutsrqponmlkjihgfedcb", &"x".repeat(100)),
+        ]);
+        let mut plan = one_removal();
+        plan.records = vec![RecordRemoval {
+            record: 0,
+            record_id: "abcdefghijklmnopqrstuvwxy".into(),
+            policy: "build-cache".into(),
+            reason: Reasons(vec![Reason::KeepStorage {
+                keep: 1024,
+                newer: 4096,
+            }]),
+            reclaim_bytes: 2048,
+        }];
+        plan.kept_records = vec![KeptRecord {
+            record: 1,
+            record_id: "zyxwvutsrqponmlkjihgfedcb".into(),
+            policy: "build-cache".into(),
+            reason: KeptBecause::BuildInUse,
+        }];
+        let text = plan_table(&plan, &snapshot);
+        let images_at = text.find("REFERENCE").expect("the image table");
+        let records_at = text
+            .find("Build-cache records, removed after")
+            .expect("records");
+        assert!(images_at < records_at, "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("abcdefghijkl "))
+            .unwrap_or_else(|| panic!("a row with the 12-character ID: {text}"));
+        assert!(row.contains("exec.cachemount"), "{row}");
+        assert!(
+            row.contains("exec\\nrm -rf /"),
+            "the newline is escaped: {row}"
+        );
+        assert!(row.contains("build-cache"), "{row}");
+        assert!(row.contains("beyond keep_storage 1.0 KiB"), "{row}");
+        let kept = text
+            .lines()
+            .find(|l| l.starts_with("zyxwvutsrqpo "))
+            .unwrap_or_else(|| panic!("the kept record: {text}"));
+        assert!(kept.contains(&format!("{}…", "x".repeat(39))), "{kept}");
+        assert!(kept.ends_with("in use by a running build"), "{kept}");
+        assert!(
+            text.contains("Plan: 1 removal (1 image deleted) and 1 build-cache record, frees 1.0 KiB; 1 kept by safety rules."),
+            "{text}"
+        );
     }
 }
