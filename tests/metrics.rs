@@ -981,6 +981,7 @@ fn with_cache_policy() -> Policy {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
 fn build_cache_shows_its_bytes_by_sharing_its_records_and_what_its_policies_reclaim() {
     use imagegc::fake::cache_record;
     use imagegc::gc::plan::{KeptBecause, KeptRecord, Reason, Reasons, RecordRemoval};

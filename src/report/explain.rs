@@ -746,6 +746,12 @@ impl RecordExplanation {
                 short_records(&self.children)
             );
         }
+        self.decisions_text(&mut o);
+        o
+    }
+
+    /// Policies, safety and the next pass, as text.
+    fn decisions_text(&self, o: &mut String) {
         o.push_str("\nPolicies:\n");
         if self.verdicts.is_empty() {
             o.push_str("  (no build_cache policy)\n");
@@ -791,6 +797,5 @@ impl RecordExplanation {
             );
         }
         let _ = writeln!(o, "  => {}", self.summary());
-        o
     }
 }

@@ -146,6 +146,41 @@ fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
             &[2],
         ));
     }
+    planned_records(&mut out, plan, snapshot);
+    if !plan.kept.is_empty() {
+        out.push_str("\nKept by safety rules:\n");
+        let rows: Vec<[String; 3]> = plan
+            .kept
+            .iter()
+            .map(|k| {
+                [
+                    shown_ref(k.reference.as_deref(), &k.image_id),
+                    k.policy.clone(),
+                    k.reason.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KEPT BECAUSE"], &[]));
+    }
+    kept_records(&mut out, plan, snapshot);
+    for note in &plan.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let deletes = plan.removals.iter().filter(|r| r.deletes_image).count();
+    let _ = writeln!(
+        out,
+        "\n{summary}: {} ({} deleted){}, frees {}; {} kept by safety rules.",
+        count(plan.removals.len(), "removal", "removals"),
+        count(deletes, "image", "images"),
+        records_clause(plan.records.len()),
+        size(plan.reclaim_bytes),
+        plan.kept.len() + plan.kept_records.len(),
+    );
+    out
+}
+
+/// The plan's record removals, after its image removals.
+fn planned_records(out: &mut String, plan: &Plan, snapshot: &Snapshot) {
     if !plan.records.is_empty() {
         if !plan.removals.is_empty() {
             out.push('\n');
@@ -181,21 +216,10 @@ fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
             &[3, 4],
         ));
     }
-    if !plan.kept.is_empty() {
-        out.push_str("\nKept by safety rules:\n");
-        let rows: Vec<[String; 3]> = plan
-            .kept
-            .iter()
-            .map(|k| {
-                [
-                    shown_ref(k.reference.as_deref(), &k.image_id),
-                    k.policy.clone(),
-                    k.reason.to_string(),
-                ]
-            })
-            .collect();
-        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KEPT BECAUSE"], &[]));
-    }
+}
+
+/// The records safety keeps.
+fn kept_records(out: &mut String, plan: &Plan, snapshot: &Snapshot) {
     if !plan.kept_records.is_empty() {
         out.push_str("\nBuild-cache records kept by safety rules:\n");
         let rows: Vec<[String; 5]> = plan
@@ -218,20 +242,6 @@ fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
             &[],
         ));
     }
-    for note in &plan.notes {
-        let _ = writeln!(out, "note: {note}");
-    }
-    let deletes = plan.removals.iter().filter(|r| r.deletes_image).count();
-    let _ = writeln!(
-        out,
-        "\n{summary}: {} ({} deleted){}, frees {}; {} kept by safety rules.",
-        count(plan.removals.len(), "removal", "removals"),
-        count(deletes, "image", "images"),
-        records_clause(plan.records.len()),
-        size(plan.reclaim_bytes),
-        plan.kept.len() + plan.kept_records.len(),
-    );
-    out
 }
 
 /// What a pass did, as a table with a summary line. `snapshot` is the one

@@ -261,25 +261,7 @@ pub async fn execute<E: Engine>(
                 report.removed.push(done);
             }
             Err(err) => {
-                let failed = Failed {
-                    image_id: removal.image_id.clone(),
-                    reference: removal.reference.clone(),
-                    policy: removal.policy.clone(),
-                    kind: err.kind(),
-                    message: err.to_string(),
-                };
-                match &err {
-                    EngineError::Conflict(_) | EngineError::NotFound(_) => info!(
-                        policy = %removal.policy,
-                        target = %target,
-                        kind = err.kind(),
-                        error = %err,
-                        "not removed; going on"
-                    ),
-                    _ => {
-                        warn!(policy = %removal.policy, target = %target, error = %err, "removal failed");
-                    }
-                }
+                let failed = refused(removal, target, &err);
                 report.failed.push(failed);
                 if err.is_unreachable() {
                     report.engine_lost = true;
@@ -411,6 +393,30 @@ async fn execute_records<E: Engine>(
                 }
             }
         }
+    }
+}
+
+/// The failure of `removal` (asked as `target`), logged: at info for a 409
+/// or 404 (normal outcomes), else as a warning.
+fn refused(removal: &Removal, target: &str, err: &EngineError) -> Failed {
+    match err {
+        EngineError::Conflict(_) | EngineError::NotFound(_) => info!(
+            policy = %removal.policy,
+            target = %target,
+            kind = err.kind(),
+            error = %err,
+            "not removed; going on"
+        ),
+        _ => {
+            warn!(policy = %removal.policy, target = %target, error = %err, "removal failed");
+        }
+    }
+    Failed {
+        image_id: removal.image_id.clone(),
+        reference: removal.reference.clone(),
+        policy: removal.policy.clone(),
+        kind: err.kind(),
+        message: err.to_string(),
     }
 }
 
