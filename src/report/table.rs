@@ -531,4 +531,51 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn a_pass_table_lists_records_removed_and_not_deleted_and_counts_them_in_the_summary() {
+        use crate::run::execute::{RecordNotDeleted, RemovedRecord};
+        let plan = Plan::default();
+        let snapshot = Snapshot::build(Vec::new(), Vec::new(), None);
+        let report = Report {
+            records_removed: vec![RemovedRecord {
+                record_id: "abcdefghijklmnopqrstuvwxy".into(),
+                policy: "build-cache".into(),
+                reclaimed_bytes: 2048,
+                engine_reported_bytes: 4096,
+            }],
+            records_not_deleted: vec![RecordNotDeleted {
+                record_id: "zyxwvutsrqponmlkjihgfedcb".into(),
+                policy: "build-cache".into(),
+            }],
+            records_unsupported: 0,
+            reclaimed_bytes: 2048,
+            ..Report::default()
+        };
+        let text = report_table(&plan, &snapshot, &report);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("abcdefghijkl "))
+            .unwrap_or_else(|| panic!("the removed record: {text}"));
+        assert!(row.ends_with("2.0 KiB"), "{row}");
+        assert!(
+            text.contains("zyxwvutsrqpo  build-cache  not deleted by the engine"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Removed 0 references and 1 build-cache record, deleted 0 images, freed 2.0 KiB (predicted 0 B); 1 not removed."),
+            "{text}"
+        );
+        let unsupported = Report {
+            records_unsupported: 3,
+            ..Report::default()
+        };
+        let text = report_table(&plan, &snapshot, &unsupported);
+        assert!(
+            text.contains(
+                "note: the engine has no build cache; 3 build-cache record removals not attempted."
+            ),
+            "{text}"
+        );
+    }
 }
