@@ -329,7 +329,9 @@ async fn execute_records<E: Engine>(
                 {
                     let left = holders.entry(l).or_default();
                     *left = left.saturating_sub(1);
-                    let layer = &snapshot.layers[l as usize];
+                    let Some(layer) = snapshot.layers.get(l as usize) else {
+                        continue;
+                    };
                     if *left == 0 && reported.contains(layer.chain_id.as_str()) {
                         // Counted with the image removal the engine said
                         // deleted it.
