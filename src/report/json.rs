@@ -141,7 +141,9 @@ pub struct PassJson<'a> {
     pub reclaimed_bytes: u64,
     /// True when `reclaimed_bytes` counts the layers the engine reported
     /// deleted; false when the engine reports none and the figure is the
-    /// ledger's prediction for the removals that happened.
+    /// ledger's prediction for the removals that happened. Build-cache
+    /// record bytes are the ledger's for the records the engine said it
+    /// deleted, on every engine (its own byte figure counts shared bytes).
     pub reclaimed_exact: bool,
     /// Images the engine deleted.
     pub deleted_images: usize,
