@@ -916,3 +916,76 @@ async fn bytes_of_a_layer_a_record_holds_are_counted_once_across_the_image_and_t
     );
     assert_eq!(report.reclaimed_bytes, 4000);
 }
+
+mod common;
+
+/// On a private engine (removals change the engine's global build cache):
+/// a plan that names a parent record before its child gets "not deleted"
+/// for the parent, a normal outcome, and the child removed; the next pass
+/// removes the parent. The real engine agrees with the fake on what
+/// `not_deleted` means.
+#[tokio::test]
+async fn on_a_real_engine_a_parent_named_before_its_child_is_not_deleted_and_the_next_pass_takes_it(
+) {
+    let private = common::private_engine::PrivateEngine::start();
+    let a = common::random_hex(30_000);
+    let b = common::random_hex(20_000);
+    private.build(
+        "imagegc-executor-cache:1",
+        &[
+            (
+                "Dockerfile",
+                b"FROM scratch\nCOPY a.bin /a.bin\nCOPY b.bin /b.bin\n",
+            ),
+            ("a.bin", a.as_bytes()),
+            ("b.bin", b.as_bytes()),
+        ],
+    );
+    let docker = imagegc::docker::Docker::connect(&private.address())
+        .await
+        .unwrap_or_else(|e| panic!("connect to the private engine: {e}\n{}", private.log_text()));
+    let records = docker.build_cache().await.expect("list the build cache");
+    let child = records
+        .iter()
+        .find(|r| !r.parents.is_empty())
+        .unwrap_or_else(|| panic!("a record with a parent after the build: {records:?}"))
+        .clone();
+    let parent = child.parents[0].clone();
+    let snap = snapshot_of(&docker).await.with_build_cache(records);
+    let wrong_order = Plan {
+        records: vec![
+            record_removal(&snap, &parent),
+            record_removal(&snap, &child.id),
+        ],
+        ..Plan::default()
+    };
+
+    let report = execute(&docker, &snap, &wrong_order, &CancellationToken::new()).await;
+
+    let not_deleted: Vec<&str> = report
+        .records_not_deleted
+        .iter()
+        .map(|r| r.record_id.as_str())
+        .collect();
+    let removed: Vec<&str> = report
+        .records_removed
+        .iter()
+        .map(|r| r.record_id.as_str())
+        .collect();
+    assert_eq!(not_deleted, vec![parent.as_str()], "{report:?}");
+    assert_eq!(removed, vec![child.id.as_str()], "{report:?}");
+    assert!(report.records_failed.is_empty() && !report.engine_lost);
+
+    let left = docker.build_cache().await.expect("list the build cache");
+    assert!(left.iter().any(|r| r.id == parent) && !left.iter().any(|r| r.id == child.id));
+    let snap = snapshot_of(&docker).await.with_build_cache(left);
+    let next = Plan {
+        records: vec![record_removal(&snap, &parent)],
+        ..Plan::default()
+    };
+    let report = execute(&docker, &snap, &next, &CancellationToken::new()).await;
+    assert_eq!(report.records_removed.len(), 1, "{report:?}");
+    assert!(report.records_not_deleted.is_empty());
+    let left = docker.build_cache().await.expect("list the build cache");
+    assert!(!left.iter().any(|r| r.id == parent), "{left:?}");
+}
