@@ -240,6 +240,9 @@ async fn one_pass(cli: &Cli, policy: &Policy, spec: &EngineSpec) -> anyhow::Resu
             removed = report.removed.len(),
             deleted_images = report.deleted_images(),
             failed = report.failed.len(),
+            records_removed = report.records_removed.len(),
+            records_not_deleted = report.records_not_deleted.len(),
+            records_failed = report.records_failed.len(),
             reclaimed_bytes = report.reclaimed_bytes,
             predicted_bytes = outcome.plan.reclaim_bytes,
             "pass finished"
@@ -273,7 +276,8 @@ async fn connect_once(
     connected.map_err(|e| print_error(cli, &e.to_string())).ok()
 }
 
-/// `imagegc explain`: find the image and print what imagegc thinks of it.
+/// `imagegc explain`: find the image (or else the build-cache record) and
+/// print what imagegc thinks of it.
 fn print_explanation(
     cli: &Cli,
     policy: &Policy,
@@ -282,17 +286,28 @@ fn print_explanation(
     format: Format,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<u8> {
-    let image = match explain::find(&outcome.snapshot, target) {
-        Ok(i) => i,
+    let found = match explain::find_target(&outcome.snapshot, target) {
+        Ok(found) => found,
         Err(e) => {
             print_error(cli, &e.to_string());
             return Ok(exit::BAD_ARGUMENT);
         }
     };
-    let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
-    let text = match format {
-        Format::Json => serde_json::to_string_pretty(&e.to_json())?,
-        Format::Table => e.to_text(),
+    let text = match found {
+        explain::Target::Image(image) => {
+            let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
+            match format {
+                Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+                Format::Table => e.to_text(),
+            }
+        }
+        explain::Target::Record(record) => {
+            let e = explain::explain_record(policy, &outcome.snapshot, &outcome.plan, now, record);
+            match format {
+                Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+                Format::Table => e.to_text(),
+            }
+        }
     };
     println!("{}", text.trim_end());
     Ok(exit::OK)
@@ -310,9 +325,13 @@ fn render(format: Format, mode: Mode, outcome: &run::Outcome) -> anyhow::Result<
             report.as_ref(),
             mode == Mode::DryRun,
         ))?,
-        (Format::Table, Some(report)) => output::report_table(&outcome.plan, report),
-        (Format::Table, None) if mode == Mode::DryRun => output::dry_run_table(&outcome.plan),
-        (Format::Table, None) => output::plan_table(&outcome.plan),
+        (Format::Table, Some(report)) => {
+            output::report_table(&outcome.plan, &outcome.snapshot, report)
+        }
+        (Format::Table, None) if mode == Mode::DryRun => {
+            output::dry_run_table(&outcome.plan, &outcome.snapshot)
+        }
+        (Format::Table, None) => output::plan_table(&outcome.plan, &outcome.snapshot),
     })
 }
 

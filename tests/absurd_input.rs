@@ -86,7 +86,9 @@ async fn totals_of_sizes_beyond_64_bits_saturate_instead_of_wrapping() {
     let text = metrics.render();
     let line = text
         .lines()
-        .find(|l| l.starts_with("imagegc_reclaimed_bytes_total{policy=\"dangling\"}"))
+        .find(|l| {
+            l.starts_with("imagegc_reclaimed_bytes_total{kind=\"image\",policy=\"dangling\"}")
+        })
         .expect("the counter is shown");
     let value: f64 = line
         .rsplit(' ')

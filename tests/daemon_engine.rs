@@ -108,7 +108,10 @@ fn daemon_reclaims_on_schedule_and_reports_the_engines_bytes_and_tracks_use_from
         Duration::from_secs(60),
         || {
             let (_, body) = http_get(port, "/metrics")?;
-            let v = metric_sum(&body, "imagegc_reclaimed_bytes_total{policy=\"dangling\"}")?;
+            let v = metric_sum(
+                &body,
+                "imagegc_reclaimed_bytes_total{kind=\"image\",policy=\"dangling\"}",
+            )?;
             (v > 0.0 && dangling.iter().all(|d| !image_exists(&d.id))).then_some(v)
         },
     );

@@ -329,6 +329,13 @@ fn dashboard_has_the_promised_panels() {
         "imagegc_policy_disk_low_bytes{",
     ]);
     panel_with(&["sum by (policy) (imagegc_reclaimed_bytes_total{"]);
+    panel_with(&["sum by (kind) (increase(imagegc_reclaimed_bytes_total{"]);
+    panel_with(&["sum by (kind) (imagegc_reclaimable_bytes{"]);
+    panel_with(&[
+        "imagegc_image_bytes{",
+        "sum by (shared) (imagegc_build_cache_bytes{",
+    ]);
+    panel_with(&["imagegc_build_cache_records{"]);
     panel_with(&["imagegc_engine_up{"]);
     panel_with(&[UP_QUERY]);
     panel_with(&["sum by (outcome) (increase(imagegc_passes_total{"]);
@@ -445,6 +452,11 @@ fn samples(exposition: &str) -> BTreeMap<String, BTreeSet<String>> {
 const NOT_ON_THE_DASHBOARD: &[&str] = &[
     // When the daemon started: the "Time since" panels and `up` cover a restart.
     "imagegc_start_time_seconds",
+    // Per-policy record counts of build_cache policies (exported once a policy file has one):
+    // the Build cache row shows what those policies reclaimed in bytes, by kind, and the
+    // record count; the per-record outcomes are in the pass's log line and JSON.
+    "imagegc_removed_build_cache_records_total",
+    "imagegc_build_cache_records_not_deleted_total",
 ];
 
 /// Every `imagegc_` metric name in the alert rules file.

@@ -558,3 +558,434 @@ async fn a_pass_on_an_engine_whose_root_dir_is_not_on_this_host_probes_no_disk()
     // The snapshot carries what the engine declared, for the planner.
     assert_eq!(outcome.snapshot.capabilities, engine.capabilities());
 }
+
+// ---------------------------------------------------------------------------
+// Build-cache records. The planner's record part is written beside this, so
+// these plans are made by hand: the executor runs whatever `plan.records`
+// says, in order.
+
+use imagegc::engine::{CacheRecord, CacheRemoval, DeleteItem, EngineInfo, ImageFacts};
+use imagegc::gc::plan::{Reason, Reasons, RecordRemoval};
+
+fn record(id: &str, parents: &[&str], size: u64) -> CacheRecord {
+    fake::cache_record(id, parents, size, ago(30 * DAY))
+}
+
+/// Removal of record `id` of `snap` by policy `build-cache`.
+fn record_removal(snap: &Snapshot, id: &str) -> RecordRemoval {
+    RecordRemoval {
+        record: snap.cache.by_id[id],
+        record_id: id.to_string(),
+        policy: "build-cache".to_string(),
+        reason: Reasons(vec![Reason::OlderThan {
+            age: chrono::TimeDelta::days(30),
+            limit: chrono::TimeDelta::days(2),
+        }]),
+        reclaim_bytes: 0,
+    }
+}
+
+/// The engine's images and build cache as one snapshot.
+async fn snapshot_with_cache(engine: &FakeEngine) -> Snapshot {
+    let records = engine
+        .build_cache()
+        .await
+        .expect("the fake lists its cache");
+    snapshot_of(engine).await.with_build_cache(records)
+}
+
+/// What the ledger says the record removals free, replayed in plan order
+/// after the plan's image removals (all of which the engine carries out in
+/// these tests): the prediction the report must equal.
+fn ledger_bytes(snap: &Snapshot, plan: &Plan) -> Vec<u64> {
+    let mut ledger = imagegc::accounting::Ledger::new(snap);
+    for r in &plan.removals {
+        if r.reference.is_some() {
+            ledger.remove_reference(r.image);
+        } else {
+            ledger.remove_untagged(r.image);
+        }
+    }
+    plan.records
+        .iter()
+        .map(|r| ledger.remove_record(r.record).freed)
+        .collect()
+}
+
+#[tokio::test]
+async fn record_removals_run_after_the_images_children_first_one_call_each_and_report_the_ledgers_bytes(
+) {
+    let engine = three_images();
+    engine.add_cache_record(record("parentrecord0001", &[], 300));
+    engine.add_cache_record(record("childrecord00002", &["parentrecord0001"], 200));
+    engine.add_cache_record(record("otherrecord00003", &[], 999));
+    let snap = snapshot_with_cache(&engine).await;
+    let mut planned = plan(&stale_policy(), &snap, now());
+    planned.records = vec![
+        record_removal(&snap, "childrecord00002"),
+        record_removal(&snap, "parentrecord0001"),
+    ];
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(engine.removals(), vec!["a:1", "b:1", "c:1"]);
+    assert_eq!(
+        engine.cache_removals(),
+        vec!["childrecord00002", "parentrecord0001"],
+        "one call per planned record, in plan order, nothing else"
+    );
+    assert_eq!(engine.cache_ids(), vec!["otherrecord00003"]);
+    let removed: Vec<(&str, &str)> = report
+        .records_removed
+        .iter()
+        .map(|r| (r.record_id.as_str(), r.policy.as_str()))
+        .collect();
+    assert_eq!(
+        removed,
+        vec![
+            ("childrecord00002", "build-cache"),
+            ("parentrecord0001", "build-cache")
+        ]
+    );
+    assert_eq!(
+        report
+            .records_removed
+            .iter()
+            .map(|r| r.engine_reported_bytes)
+            .collect::<Vec<_>>(),
+        vec![200, 300],
+        "the engine's own figure is kept, as information"
+    );
+    let per_record: Vec<u64> = report
+        .records_removed
+        .iter()
+        .map(|r| r.reclaimed_bytes)
+        .collect();
+    assert_eq!(per_record, ledger_bytes(&snap, &planned));
+    assert_eq!(
+        report.reclaimed_bytes,
+        600 + report.record_bytes(),
+        "images' reported layers plus the records' ledger bytes"
+    );
+    assert!(report.records_not_deleted.is_empty() && report.records_failed.is_empty());
+    assert_eq!(
+        (report.skipped, report.engine_lost, report.cancelled),
+        (0, false, false)
+    );
+}
+
+#[tokio::test]
+async fn a_record_the_engine_does_not_delete_is_counted_and_the_pass_goes_on() {
+    let engine = FakeEngine::new();
+    engine.add_cache_record(record("busyrecord000001", &[], 100));
+    engine.add_cache_record(record("freerecord000002", &[], 50));
+    let snap = snapshot_with_cache(&engine).await;
+    // A build started using it after the snapshot.
+    engine.set_cache_in_use("busyrecord000001", true);
+    let planned = Plan {
+        records: vec![
+            record_removal(&snap, "busyrecord000001"),
+            record_removal(&snap, "freerecord000002"),
+        ],
+        ..Plan::default()
+    };
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(
+        engine.cache_removals(),
+        vec!["busyrecord000001", "freerecord000002"]
+    );
+    assert_eq!(report.records_not_deleted.len(), 1);
+    assert_eq!(report.records_not_deleted[0].record_id, "busyrecord000001");
+    assert_eq!(report.records_not_deleted[0].policy, "build-cache");
+    assert_eq!(report.records_removed.len(), 1);
+    assert_eq!(report.records_removed[0].record_id, "freerecord000002");
+    assert!(report.records_failed.is_empty() && report.failed.is_empty());
+    assert!(!report.engine_lost, "not deleted is a normal outcome");
+    assert_eq!(engine.cache_ids(), vec!["busyrecord000001"]);
+    let json = imagegc::output::pass_json(&planned, &snap, Some(&report), false);
+    assert_eq!(
+        json["records_not_deleted"],
+        serde_json::json!([{"record_id": "busyrecord000001", "policy": "build-cache"}]),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn an_engine_without_build_cache_stops_the_record_removals_after_one_call_and_is_no_failure()
+{
+    let engine = three_images();
+    engine.add_cache_record(record("onerecord0000001", &[], 100));
+    engine.add_cache_record(record("tworecord0000002", &[], 100));
+    let snap = snapshot_with_cache(&engine).await;
+    engine.set_capabilities(Capabilities {
+        build_cache: false,
+        ..engine.capabilities()
+    });
+    let mut planned = plan(&stale_policy(), &snap, now());
+    planned.records = vec![
+        record_removal(&snap, "onerecord0000001"),
+        record_removal(&snap, "tworecord0000002"),
+    ];
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(done_targets(&report), vec!["a:1", "b:1", "c:1"]);
+    assert_eq!(engine.calls.remove_cache_record.load(Ordering::Relaxed), 1);
+    assert_eq!(report.records_unsupported, 2);
+    assert!(report.records_removed.is_empty() && report.records_failed.is_empty());
+    assert!(!report.engine_lost && !report.cancelled);
+    assert_eq!(report.skipped, 0);
+    assert_eq!(report.reclaimed_bytes, 600);
+    let summary = pass::PassSummary::of(
+        pass::Trigger::Schedule,
+        &Outcome {
+            snapshot: snap.clone(),
+            plan: planned.clone(),
+            report: Some(report),
+            orphans: None,
+        },
+        now(),
+        now(),
+        std::time::Duration::from_secs(1),
+    );
+    assert_eq!(summary.outcome, pass::PassOutcome::Success);
+}
+
+/// A fake engine that cancels `token` while its `n`th record removal is in
+/// flight (the removal still completes).
+struct CancelOnRecord<'a> {
+    inner: &'a FakeEngine,
+    token: CancellationToken,
+    n: usize,
+}
+
+impl Engine for CancelOnRecord<'_> {
+    async fn info(&self) -> Result<EngineInfo, EngineError> {
+        self.inner.info().await
+    }
+    async fn list_images(&self) -> Result<Vec<imagegc::engine::ImageSummary>, EngineError> {
+        self.inner.list_images().await
+    }
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        self.inner.list_containers().await
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn image_details(&self, image_id: &str) -> Result<ImageFacts, EngineError> {
+        self.inner.image_details(image_id).await
+    }
+    async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
+        self.inner.remove_image(target).await
+    }
+    async fn remove_cache_record(&self, id: &str) -> Result<CacheRemoval, EngineError> {
+        let answer = self.inner.remove_cache_record(id).await;
+        if self.inner.calls.remove_cache_record.load(Ordering::Relaxed) == self.n {
+            self.token.cancel();
+        }
+        answer
+    }
+}
+
+#[tokio::test]
+async fn a_pass_cancelled_during_a_record_removal_finishes_it_and_stops_before_the_next() {
+    let engine = FakeEngine::new();
+    for id in ["arecord000000001", "brecord000000002", "crecord000000003"] {
+        engine.add_cache_record(record(id, &[], 10));
+    }
+    let snap = snapshot_with_cache(&engine).await;
+    let planned = Plan {
+        records: ["arecord000000001", "brecord000000002", "crecord000000003"]
+            .iter()
+            .map(|id| record_removal(&snap, id))
+            .collect(),
+        ..Plan::default()
+    };
+    let cancel = CancellationToken::new();
+    let wrapped = CancelOnRecord {
+        inner: &engine,
+        token: cancel.clone(),
+        n: 2,
+    };
+
+    let report = execute(&wrapped, &snap, &planned, &cancel).await;
+
+    assert!(report.cancelled);
+    assert_eq!(
+        engine.cache_removals(),
+        vec!["arecord000000001", "brecord000000002"]
+    );
+    assert_eq!(
+        report.records_removed.len(),
+        2,
+        "the one in flight is accounted"
+    );
+    assert_eq!(report.skipped, 1);
+    assert_eq!(engine.cache_ids(), vec!["crecord000000003"]);
+}
+
+#[tokio::test]
+async fn a_pass_cancelled_during_the_last_image_removal_attempts_no_record() {
+    let cancel = CancellationToken::new();
+    let engine = three_images();
+    let token = cancel.clone();
+    engine.on_remove(move |n| {
+        if n == 3 {
+            token.cancel();
+        }
+    });
+    engine.add_cache_record(record("onerecord0000001", &[], 100));
+    let snap = snapshot_with_cache(&engine).await;
+    let mut planned = plan(&stale_policy(), &snap, now());
+    planned.records = vec![record_removal(&snap, "onerecord0000001")];
+
+    let report = execute(&engine, &snap, &planned, &cancel).await;
+
+    assert!(report.cancelled);
+    assert_eq!(done_targets(&report), vec!["a:1", "b:1", "c:1"]);
+    assert_eq!(engine.calls.remove_cache_record.load(Ordering::Relaxed), 0);
+    assert_eq!(report.skipped, 1, "the record counts as skipped");
+}
+
+#[tokio::test]
+async fn a_lost_engine_during_record_removals_stops_the_pass() {
+    let engine = FakeEngine::new();
+    engine.add_cache_record(record("onerecord0000001", &[], 100));
+    engine.add_cache_record(record("tworecord0000002", &[], 100));
+    let snap = snapshot_with_cache(&engine).await;
+    let planned = Plan {
+        records: vec![
+            record_removal(&snap, "onerecord0000001"),
+            record_removal(&snap, "tworecord0000002"),
+        ],
+        ..Plan::default()
+    };
+    engine.fail_everything(Some(EngineError::Unavailable {
+        address: "unix:///var/run/docker.sock".into(),
+        reason: "connection refused".into(),
+    }));
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert!(report.engine_lost);
+    assert_eq!(report.records_failed.len(), 1);
+    assert_eq!(report.records_failed[0].kind, "engine");
+    assert_eq!(report.skipped, 1);
+    assert_eq!(engine.calls.remove_cache_record.load(Ordering::Relaxed), 1);
+}
+
+/// A shared record holding an image's layer: the engine (this fake knows no
+/// sharing) lists the layer as deleted with the image, so the image removal
+/// reports it, and the record removal that released it to the disk must not
+/// count it again: every byte once, whichever removal the ledger gives it.
+#[tokio::test]
+async fn bytes_of_a_layer_a_record_holds_are_counted_once_across_the_image_and_the_record() {
+    let engine = FakeEngine::new();
+    engine.add_image(image(
+        "sha256:built",
+        &["app:1"],
+        &[("sha256:d-built", 4000)],
+    ));
+    let mut shared = record("sharedrecord0001", &[], 4000);
+    shared.shared = true;
+    engine.add_cache_record(shared);
+    engine.add_cache_record(record("ownrecord0000002", &[], 0));
+    let mut snap = snapshot_with_cache(&engine).await;
+    let r = snap.cache.by_id["sharedrecord0001"];
+    let layer = snap.images[0].layers[0];
+    // The inventory's mapping: the record shares the image's only layer,
+    // and frees nothing by itself.
+    snap.cache.holds[r] = vec![layer];
+    snap.cache.own_bytes[r] = 0;
+    let mut planned = plan(&stale_policy(), &snap, now());
+    assert_eq!(targets(&planned), vec!["app:1"]);
+    planned.records = vec![record_removal(&snap, "sharedrecord0001")];
+
+    let report = execute(&engine, &snap, &planned, &CancellationToken::new()).await;
+
+    assert_eq!(
+        report.removed[0].reclaimed_bytes, 4000,
+        "the engine listed the layer"
+    );
+    assert_eq!(report.records_removed.len(), 1);
+    assert_eq!(
+        report.records_removed[0].reclaimed_bytes, 0,
+        "already counted with the image removal"
+    );
+    assert_eq!(report.reclaimed_bytes, 4000);
+}
+
+mod common;
+
+/// On a private engine (removals change the engine's global build cache):
+/// a plan that names a parent record before its child gets "not deleted"
+/// for the parent, a normal outcome, and the child removed; the next pass
+/// removes the parent. The real engine agrees with the fake on what
+/// `not_deleted` means.
+#[tokio::test]
+async fn on_a_real_engine_a_parent_named_before_its_child_is_not_deleted_and_the_next_pass_takes_it(
+) {
+    let private = common::private_engine::PrivateEngine::start();
+    let a = common::random_hex(30_000);
+    let b = common::random_hex(20_000);
+    private.build(
+        "imagegc-executor-cache:1",
+        &[
+            (
+                "Dockerfile",
+                b"FROM scratch\nCOPY a.bin /a.bin\nCOPY b.bin /b.bin\n",
+            ),
+            ("a.bin", a.as_bytes()),
+            ("b.bin", b.as_bytes()),
+        ],
+    );
+    let docker = imagegc::docker::Docker::connect(&private.address())
+        .await
+        .unwrap_or_else(|e| panic!("connect to the private engine: {e}\n{}", private.log_text()));
+    let records = docker.build_cache().await.expect("list the build cache");
+    let child = records
+        .iter()
+        .find(|r| !r.parents.is_empty())
+        .unwrap_or_else(|| panic!("a record with a parent after the build: {records:?}"))
+        .clone();
+    let parent = child.parents[0].clone();
+    let snap = snapshot_of(&docker).await.with_build_cache(records);
+    let wrong_order = Plan {
+        records: vec![
+            record_removal(&snap, &parent),
+            record_removal(&snap, &child.id),
+        ],
+        ..Plan::default()
+    };
+
+    let report = execute(&docker, &snap, &wrong_order, &CancellationToken::new()).await;
+
+    let not_deleted: Vec<&str> = report
+        .records_not_deleted
+        .iter()
+        .map(|r| r.record_id.as_str())
+        .collect();
+    let removed: Vec<&str> = report
+        .records_removed
+        .iter()
+        .map(|r| r.record_id.as_str())
+        .collect();
+    assert_eq!(not_deleted, vec![parent.as_str()], "{report:?}");
+    assert_eq!(removed, vec![child.id.as_str()], "{report:?}");
+    assert!(report.records_failed.is_empty() && !report.engine_lost);
+
+    let left = docker.build_cache().await.expect("list the build cache");
+    assert!(left.iter().any(|r| r.id == parent) && !left.iter().any(|r| r.id == child.id));
+    let snap = snapshot_of(&docker).await.with_build_cache(left);
+    let next = Plan {
+        records: vec![record_removal(&snap, &parent)],
+        ..Plan::default()
+    };
+    let report = execute(&docker, &snap, &next, &CancellationToken::new()).await;
+    assert_eq!(report.records_removed.len(), 1, "{report:?}");
+    assert!(report.records_not_deleted.is_empty());
+    let left = docker.build_cache().await.expect("list the build cache");
+    assert!(!left.iter().any(|r| r.id == parent), "{left:?}");
+}

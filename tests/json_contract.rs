@@ -29,6 +29,85 @@ struct PlanOut {
     notes: Vec<String>,
     images: usize,
     image_bytes: u64,
+    records: Vec<RecordOut>,
+    kept_records: Vec<KeptRecordOut>,
+    build_cache_records: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordOut {
+    record_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    description: String,
+    size_bytes: u64,
+    reclaim_bytes: u64,
+    policy: String,
+    reason: String,
+    why: Vec<Why>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeptRecordOut {
+    record_id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    description: String,
+    policy: String,
+    reason: String,
+    why: Why,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemovedRecordOut {
+    record_id: String,
+    policy: String,
+    reclaimed_bytes: u64,
+    engine_reported_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordNotDeletedOut {
+    record_id: String,
+    policy: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailedRecordOut {
+    record_id: String,
+    policy: String,
+    kind: String,
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRecordOut {
+    schema_version: u32,
+    kind: String,
+    record_id: String,
+    #[serde(rename = "type")]
+    record_type: String,
+    description: String,
+    size_bytes: u64,
+    frees_bytes: u64,
+    held_layer_bytes: u64,
+    created: DateTime<Utc>,
+    last_used: Option<DateTime<Utc>>,
+    usage_count: u64,
+    in_use: bool,
+    shared: bool,
+    parents: Vec<String>,
+    children: Vec<String>,
+    policies: Vec<PolicyOut>,
+    safety: Vec<SafetyOut>,
+    next_pass: NextPassOut,
+    summary: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +151,13 @@ struct PassOut {
     deleted_images: usize,
     skipped: usize,
     cancelled: bool,
+    records: Vec<RecordOut>,
+    kept_records: Vec<KeptRecordOut>,
+    build_cache_records: usize,
+    records_removed: Vec<RemovedRecordOut>,
+    records_not_deleted: Vec<RecordNotDeletedOut>,
+    records_failed: Vec<FailedRecordOut>,
+    records_unsupported: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,6 +185,7 @@ struct FailedOut {
 #[serde(deny_unknown_fields)]
 struct ExplainOut {
     schema_version: u32,
+    kind: String,
     image_id: String,
     references: Vec<String>,
     digests: Vec<String>,
@@ -115,6 +202,8 @@ struct ExplainOut {
     containers: Vec<ContainerOut>,
     parent: Option<String>,
     children: usize,
+    held_by_cache_bytes: u64,
+    held_by_records: Vec<String>,
     policies: Vec<PolicyOut>,
     safety: Vec<SafetyOut>,
     next_pass: NextPassOut,
@@ -410,4 +499,172 @@ fn plan_reason_of(plan: &PlanOut, image: &str) -> String {
         .find(|k| k.image_id == image)
         .map(|k| k.reason.clone())
         .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Build cache. The shared engine's build cache is not this suite's to make
+// records in, so the record documents are checked on the in-memory engine:
+// the same structs, serialized, read back into the strict mirrors.
+
+mod build_cache {
+    use super::*;
+    use imagegc::engine::Engine;
+    use imagegc::fake::{self, FakeEngine};
+    use imagegc::gc::plan::{KeptBecause, KeptRecord, Reason, Reasons, RecordRemoval};
+    use imagegc::host::disk::{DiskProbe, FixedDisk};
+    use imagegc::run::execute::{FailedRecord, RecordNotDeleted, RemovedRecord, Report};
+    use imagegc::snapshot::{collect, DetailsCache, Snapshot, Tracked};
+    use std::sync::Arc;
+
+    fn strict<T: DeserializeOwned>(value: &Value) -> T {
+        serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("the documented JSON: {e}\n{value:#}"))
+    }
+
+    async fn snapshot() -> Snapshot {
+        let engine = FakeEngine::new();
+        let created = Utc::now() - TimeDelta::days(9);
+        let mut busy = fake::cache_record("busyrecord000002", &["piperecord000001"], 70, created);
+        busy.in_use = true;
+        busy.description = "mount / from exec /bin/sh -c make\n\u{1b}[31m".to_string();
+        engine.add_cache_record(fake::cache_record("piperecord000001", &[], 300, created));
+        engine.add_cache_record(busy);
+        let no_disk: Arc<dyn DiskProbe> = Arc::new(FixedDisk::new(None));
+        let records = engine
+            .build_cache()
+            .await
+            .expect("the fake lists its cache");
+        collect(&engine, &no_disk, None, &mut DetailsCache::new(), &|_| {
+            Tracked::default()
+        })
+        .await
+        .expect("the fake engine answers")
+        .with_build_cache(records)
+    }
+
+    fn plan_with_records(snap: &Snapshot) -> imagegc::plan::Plan {
+        imagegc::plan::Plan {
+            records: vec![RecordRemoval {
+                record: snap.cache.by_id["piperecord000001"],
+                record_id: "piperecord000001".to_string(),
+                policy: "build-cache".to_string(),
+                reason: Reasons(vec![Reason::KeepStorage {
+                    keep: 100,
+                    newer: 70,
+                }]),
+                reclaim_bytes: 300,
+            }],
+            kept_records: vec![KeptRecord {
+                record: snap.cache.by_id["busyrecord000002"],
+                record_id: "busyrecord000002".to_string(),
+                policy: "build-cache".to_string(),
+                reason: KeptBecause::BuildInUse,
+            }],
+            reclaim_bytes: 300,
+            ..imagegc::plan::Plan::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn plan_and_pass_json_carry_records_kept_records_and_record_outcomes() {
+        let snap = snapshot().await;
+        let plan = plan_with_records(&snap);
+        let out: PlanOut = strict(&imagegc::output::plan_json(&plan, &snap));
+        assert_eq!(out.schema_version, 1);
+        assert_eq!(out.build_cache_records, 2);
+        assert_eq!(out.records.len(), 1);
+        let r = &out.records[0];
+        assert_eq!(
+            (
+                r.record_id.as_str(),
+                r.kind.as_str(),
+                r.size_bytes,
+                r.reclaim_bytes
+            ),
+            ("piperecord000001", "regular", 300, 300)
+        );
+        assert_eq!(kind(&r.why[0]), "keep_storage");
+        assert_eq!(out.kept_records[0].record_id, "busyrecord000002");
+        assert_eq!(kind(&out.kept_records[0].why), "build_in_use");
+        assert_eq!(out.kept_records[0].reason, "in use by a running build");
+
+        let report = Report {
+            records_removed: vec![RemovedRecord {
+                record_id: "piperecord000001".to_string(),
+                policy: "build-cache".to_string(),
+                reclaimed_bytes: 300,
+                engine_reported_bytes: 300,
+            }],
+            records_not_deleted: vec![RecordNotDeleted {
+                record_id: "busyrecord000002".to_string(),
+                policy: "build-cache".to_string(),
+            }],
+            records_failed: vec![FailedRecord {
+                record_id: "gonerecord000003".to_string(),
+                policy: "build-cache".to_string(),
+                kind: "engine",
+                message: "boom".to_string(),
+            }],
+            reclaimed_bytes: 300,
+            ..Report::default()
+        };
+        let out: PassOut = strict(&imagegc::output::pass_json(
+            &plan,
+            &snap,
+            Some(&report),
+            false,
+        ));
+        assert_eq!(out.records_removed[0].reclaimed_bytes, 300);
+        assert_eq!(out.records_not_deleted[0].record_id, "busyrecord000002");
+        assert_eq!(out.records_failed[0].kind, "engine");
+        assert_eq!(out.records_unsupported, 0);
+        assert_eq!(out.reclaimed_bytes, 300);
+        // A dry run has the same fields, empty.
+        let out: PassOut = strict(&imagegc::output::pass_json(&plan, &snap, None, true));
+        assert!(out.records_removed.is_empty() && out.records.len() == 1);
+    }
+
+    #[tokio::test]
+    async fn explain_of_a_record_prints_the_documented_json() {
+        let snap = snapshot().await;
+        let plan = plan_with_records(&snap);
+        let policy = imagegc::config::parse(
+            "[[policy]]\nname = \"d\"\ndangling = true\nolder_than = \"1h\"\n",
+            "t.toml",
+        )
+        .expect("a policy");
+        let now = Utc::now();
+        let found = imagegc::explain::find_target(&snap, "busy").expect("a unique prefix");
+        let imagegc::explain::Target::Record(r) = found else {
+            panic!("{found:?} is no record");
+        };
+        let e = imagegc::explain::explain_record(&policy, &snap, &plan, now, r);
+        let out: ExplainRecordOut = strict(&e.to_json());
+        assert_eq!(out.kind, "build_cache_record");
+        assert_eq!(out.record_id, "busyrecord000002");
+        assert_eq!(out.record_type, "regular");
+        assert!(out.in_use && !out.shared);
+        assert_eq!(out.parents, vec!["piperecord000001"]);
+        assert!(
+            out.description.contains('\n'),
+            "JSON keeps the engine's text"
+        );
+        assert_eq!(out.next_pass.kept.len(), 1);
+        assert_eq!(kind(&out.next_pass.kept[0].why), "build_in_use");
+        assert!(
+            out.summary.starts_with("kept: policy build-cache"),
+            "{}",
+            out.summary
+        );
+
+        let parent = imagegc::explain::find_target(&snap, "piperecord000001").expect("full ID");
+        let imagegc::explain::Target::Record(p) = parent else {
+            panic!("{parent:?} is no record");
+        };
+        let e = imagegc::explain::explain_record(&policy, &snap, &plan, now, p);
+        let out: ExplainRecordOut = strict(&e.to_json());
+        assert_eq!(out.children, vec!["busyrecord000002"]);
+        assert_eq!(out.next_pass.removals.len(), 1);
+        assert_eq!(out.next_pass.removals[0].reclaim_bytes, 300);
+    }
 }

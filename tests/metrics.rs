@@ -215,17 +215,17 @@ fn inventory_shows_image_counts_bytes_disk_and_what_each_policy_would_free() {
     assert_value(&text, "imagegc_image_bytes", 3950.0);
     assert_value(
         &text,
-        r#"imagegc_reclaimable_bytes{policy="dangling"}"#,
+        r#"imagegc_reclaimable_bytes{kind="image",policy="dangling"}"#,
         1000.0,
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimable_bytes{policy="stale-ci"}"#,
+        r#"imagegc_reclaimable_bytes{kind="image",policy="stale-ci"}"#,
         2000.0,
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimable_bytes{policy="ci-disk-pressure"}"#,
+        r#"imagegc_reclaimable_bytes{kind="image",policy="ci-disk-pressure"}"#,
         0.0,
     );
     assert_value(&text, "imagegc_disk_used_ratio", 0.5);
@@ -264,12 +264,12 @@ fn reclaimable_bytes_drop_to_zero_when_the_next_plan_frees_nothing() {
     let text = metrics.render();
     assert_value(
         &text,
-        r#"imagegc_reclaimable_bytes{policy="dangling"}"#,
+        r#"imagegc_reclaimable_bytes{kind="image",policy="dangling"}"#,
         0.0,
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimable_bytes{policy="stale-ci"}"#,
+        r#"imagegc_reclaimable_bytes{kind="image",policy="stale-ci"}"#,
         0.0,
     );
 }
@@ -411,12 +411,16 @@ fn per_policy_counters_start_at_zero_once_the_policy_is_set() {
     let text = metrics.render();
     for policy in ["dangling", "stale-ci", "ci-disk-pressure"] {
         for name in [
-            "imagegc_reclaimed_bytes_total",
             "imagegc_removed_references_total",
             "imagegc_deleted_images_total",
         ] {
             assert_value(&text, &format!(r#"{name}{{policy="{policy}"}}"#), 0.0);
         }
+        assert_value(
+            &text,
+            &format!(r#"imagegc_reclaimed_bytes_total{{kind="image",policy="{policy}"}}"#),
+            0.0,
+        );
     }
 }
 
@@ -431,7 +435,7 @@ fn a_removed_policy_loses_its_gauges_but_keeps_its_totals() {
     let text = metrics.render();
 
     assert!(
-        !text.contains(r#"imagegc_reclaimable_bytes{policy="stale-ci"}"#),
+        !text.contains(r#"imagegc_reclaimable_bytes{kind="image",policy="stale-ci"}"#),
         "{text}"
     );
     assert!(
@@ -444,12 +448,12 @@ fn a_removed_policy_loses_its_gauges_but_keeps_its_totals() {
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimable_bytes{policy="dangling"}"#,
+        r#"imagegc_reclaimable_bytes{kind="image",policy="dangling"}"#,
         1000.0,
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimed_bytes_total{policy="stale-ci"}"#,
+        r#"imagegc_reclaimed_bytes_total{kind="image",policy="stale-ci"}"#,
         0.0,
     );
 }
@@ -481,12 +485,12 @@ fn a_pass_adds_what_it_removed_per_policy_and_what_failed_per_kind() {
 
     assert_value(
         &text,
-        r#"imagegc_reclaimed_bytes_total{policy="stale-ci"}"#,
+        r#"imagegc_reclaimed_bytes_total{kind="image",policy="stale-ci"}"#,
         2000.0,
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimed_bytes_total{policy="dangling"}"#,
+        r#"imagegc_reclaimed_bytes_total{kind="image",policy="dangling"}"#,
         1000.0,
     );
     assert_value(
@@ -501,7 +505,7 @@ fn a_pass_adds_what_it_removed_per_policy_and_what_failed_per_kind() {
     );
     assert_value(
         &text,
-        r#"imagegc_reclaimed_bytes_total{policy="ci-disk-pressure"}"#,
+        r#"imagegc_reclaimed_bytes_total{kind="image",policy="ci-disk-pressure"}"#,
         0.0,
     );
     assert_value(
@@ -670,7 +674,7 @@ async fn the_endpoint_serves_metrics_and_health_until_shutdown() {
     );
     assert_value(
         &body,
-        r#"imagegc_reclaimed_bytes_total{policy="stale-ci"}"#,
+        r#"imagegc_reclaimed_bytes_total{kind="image",policy="stale-ci"}"#,
         0.0,
     );
 
@@ -957,4 +961,141 @@ async fn a_kept_alive_connection_serves_several_scrapes_then_closes_when_idle() 
     );
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(8), server).await;
+}
+
+/// The metrics policy with one `[[build_cache]]` table added by hand (the
+/// table's parsing is the config part's; the metrics only read the names).
+fn with_cache_policy() -> Policy {
+    let mut p = parse(POLICY);
+    p.cache_rules.push(imagegc::policy::CacheRule {
+        name: "build-cache".to_string(),
+        selectors: imagegc::policy::CacheSelectors::default(),
+        conditions: imagegc::policy::CacheConditions {
+            unused_for: Some(Duration::from_secs(2 * 86_400)),
+            ..imagegc::policy::CacheConditions::default()
+        },
+    });
+    p.order
+        .push(imagegc::policy::RuleRef::Cache(p.cache_rules.len() - 1));
+    p
+}
+
+#[test]
+#[allow(clippy::too_many_lines)] // one scenario, read top to bottom
+fn build_cache_shows_its_bytes_by_sharing_its_records_and_what_its_policies_reclaim() {
+    use imagegc::fake::cache_record;
+    use imagegc::gc::plan::{KeptBecause, KeptRecord, Reason, Reasons, RecordRemoval};
+    use imagegc::run::execute::{FailedRecord, RecordNotDeleted, RemovedRecord};
+
+    let policy = with_cache_policy();
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{kind="build_cache",policy="build-cache"}"#,
+        0.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removed_build_cache_records_total{policy="build-cache"}"#,
+        0.0,
+    );
+    assert!(
+        !text.contains(r#"imagegc_reclaimed_bytes_total{kind="build_cache",policy="dangling"}"#),
+        "an image policy has no build_cache series\n{text}"
+    );
+
+    let created = now() - TimeDelta::days(10);
+    let mut shared = cache_record("sharedrecord0001", &[], 500, created);
+    shared.shared = true;
+    let records = vec![
+        shared,
+        cache_record("ownrecord0000002", &[], 300, created),
+        cache_record("busyrecord000003", &[], 40, created),
+    ];
+    let snap = snapshot().with_build_cache(records);
+    let mut plan = plan(&policy, &snap, now());
+    let reason = Reasons(vec![Reason::OlderThan {
+        age: TimeDelta::days(10),
+        limit: TimeDelta::days(2),
+    }]);
+    plan.records = vec![RecordRemoval {
+        record: 1,
+        record_id: "ownrecord0000002".to_string(),
+        policy: "build-cache".to_string(),
+        reason,
+        reclaim_bytes: 300,
+    }];
+    plan.kept_records = vec![KeptRecord {
+        record: 2,
+        record_id: "busyrecord000003".to_string(),
+        policy: "build-cache".to_string(),
+        reason: KeptBecause::BuildInUse,
+    }];
+    metrics.record_inventory(&snap, &plan);
+    let text = metrics.render();
+    assert_value(&text, r#"imagegc_build_cache_bytes{shared="true"}"#, 500.0);
+    assert_value(&text, r#"imagegc_build_cache_bytes{shared="false"}"#, 340.0);
+    assert_value(&text, "imagegc_build_cache_records", 3.0);
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{kind="build_cache",policy="build-cache"}"#,
+        300.0,
+    );
+    assert_value(&text, r#"imagegc_kept{reason="build_in_use"}"#, 1.0);
+    assert_value(&text, r#"imagegc_kept{reason="has_children"}"#, 0.0);
+
+    let report = Report {
+        removed: vec![removed("stale-ci", 2000, 1)],
+        records_removed: vec![RemovedRecord {
+            record_id: "ownrecord0000002".to_string(),
+            policy: "build-cache".to_string(),
+            reclaimed_bytes: 300,
+            engine_reported_bytes: 300,
+        }],
+        records_not_deleted: vec![RecordNotDeleted {
+            record_id: "sharedrecord0001".to_string(),
+            policy: "build-cache".to_string(),
+        }],
+        records_failed: vec![FailedRecord {
+            record_id: "busyrecord000003".to_string(),
+            policy: "build-cache".to_string(),
+            kind: "engine",
+            message: "boom".to_string(),
+        }],
+        ..Report::default()
+    };
+    metrics.record_pass(
+        PassOutcome::Success,
+        Some(&report),
+        Duration::from_secs(1),
+        now(),
+    );
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{kind="build_cache",policy="build-cache"}"#,
+        300.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{kind="image",policy="stale-ci"}"#,
+        2000.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removed_build_cache_records_total{policy="build-cache"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_build_cache_records_not_deleted_total{policy="build-cache"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removal_failures_total{kind="engine"}"#,
+        1.0,
+    );
 }

@@ -104,10 +104,13 @@ pub enum Command {
     /// Everything imagegc knows and decides about one image: references,
     /// size and unique bytes, created / first seen / last used (and where
     /// that came from), how every policy sees it, every safety rule that
-    /// protects it, and what the next pass would do. Changes nothing.
+    /// protects it, and what the next pass would do. A target that names no
+    /// image is looked up among the build-cache records and the same is
+    /// shown for the record. Changes nothing.
     Explain {
-        /// A reference (repo:tag, repo@digest, repo meaning repo:latest) or an
-        /// image ID or unique ID prefix.
+        /// A reference (repo:tag, repo@digest, repo meaning repo:latest), an
+        /// image ID or unique ID prefix, or a build-cache record ID or unique
+        /// prefix of at least 4 characters.
         target: String,
         #[command(flatten)]
         output: OutputArgs,

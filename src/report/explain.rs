@@ -6,13 +6,18 @@
 //! references, every safety rule that protects it, and what the next pass
 //! would actually do with it (taken from a full plan, so the answer is the
 //! planner's own, not a second opinion).
+//!
+//! A target that names no image is looked up among the build-cache records
+//! (full ID, or a unique prefix of at least 4 characters), and the same
+//! questions are answered for the record: [`explain_record`].
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::json::{self, ExplainJson};
+use super::json::{self, ExplainJson, ExplainRecordJson};
+use super::table::{escaped, short_record_id};
 use super::text::{human_duration, size};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::gc::{self, Ledger, Protection, Verdict};
@@ -24,7 +29,7 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     /// Nothing matches.
-    #[error("no image matches {0:?}: give a reference (repo:tag) or an image ID (or a unique prefix of one)")]
+    #[error("no image or build-cache record matches {0:?}: give a reference (repo:tag), an image ID or a build-cache record ID (or a unique prefix of one)")]
     NotFound(String),
     /// An ID prefix matches several images.
     #[error("{target:?} matches {count} images; give more of the ID")]
@@ -34,6 +39,62 @@ pub enum LookupError {
         /// How many images match.
         count: usize,
     },
+    /// An ID prefix matches several build-cache records.
+    #[error("{target:?} matches {} build-cache records: {}; give more of the ID", candidates.len(), candidates.join(", "))]
+    AmbiguousRecord {
+        /// What was asked for.
+        target: String,
+        /// The matching record IDs, in the engine's order.
+        candidates: Vec<String>,
+    },
+}
+
+/// What an `explain` target names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An image: index into the snapshot's images.
+    Image(usize),
+    /// A build-cache record: index into the snapshot's `cache.records`.
+    Record(usize),
+}
+
+/// The fewest characters of a record ID prefix `explain` accepts.
+pub const MIN_RECORD_PREFIX: usize = 4;
+
+/// Find what `target` names: an image as [`find`] does, else a build-cache
+/// record by full ID or unique prefix (at least [`MIN_RECORD_PREFIX`]
+/// characters). An ambiguous image prefix stays an error (images first).
+pub fn find_target(snapshot: &Snapshot, target: &str) -> Result<Target, LookupError> {
+    match find(snapshot, target) {
+        Ok(i) => return Ok(Target::Image(i)),
+        Err(e @ LookupError::Ambiguous { .. }) => return Err(e),
+        Err(_) => {}
+    }
+    let cache = &snapshot.cache;
+    if let Some(&r) = cache.by_id.get(target) {
+        return Ok(Target::Record(r));
+    }
+    let not_found = || LookupError::NotFound(target.to_string());
+    if target.chars().count() < MIN_RECORD_PREFIX
+        || !target.chars().all(|c| c.is_ascii_alphanumeric())
+    {
+        return Err(not_found());
+    }
+    let matches: Vec<usize> = cache
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(_, rec)| rec.id.starts_with(target))
+        .map(|(i, _)| i)
+        .collect();
+    match matches.as_slice() {
+        [r] => Ok(Target::Record(*r)),
+        [] => Err(not_found()),
+        many => Err(LookupError::AmbiguousRecord {
+            target: target.to_string(),
+            candidates: many.iter().map(|&r| cache.records[r].id.clone()).collect(),
+        }),
+    }
 }
 
 /// Find the image a reference or an ID (prefix) names.
@@ -117,6 +178,11 @@ pub struct Explanation {
     pub parent: Option<String>,
     /// Number of child images.
     pub children: usize,
+    /// Bytes of its layers that build-cache records hold: deleting the
+    /// image frees them only after those records go.
+    pub held_by_cache_bytes: u64,
+    /// The records holding them, in the engine's order.
+    pub held_by_records: Vec<String>,
     /// How each policy sees each reference.
     pub verdicts: Vec<Verdict>,
     /// Safety rules that protect it.
@@ -193,6 +259,7 @@ pub fn explain(
         orphaned_parents.extend(effect.newly_dangling);
     }
     let (last_used, source) = snapshot.last_used(i);
+    let (held_by_cache_bytes, held_by_records) = held_by_cache(snapshot, i);
     Explanation {
         image_id: img.id.clone(),
         references: img.tags.clone(),
@@ -222,6 +289,8 @@ pub fn explain(
             .collect(),
         parent: snapshot.parent[i].map(|p| snapshot.images[p].id.clone()),
         children: snapshot.children[i].len(),
+        held_by_cache_bytes,
+        held_by_records,
         verdicts,
         protections,
         removals: plan
@@ -247,6 +316,37 @@ pub fn explain(
             .collect(),
         now,
     }
+}
+
+/// Bytes of image `i`'s layers that build-cache records hold, and those
+/// records' IDs.
+fn held_by_cache(snapshot: &Snapshot, i: usize) -> (u64, Vec<String>) {
+    let cache = &snapshot.cache;
+    let layers = &snapshot.images[i].layers;
+    let mut held = vec![false; layers.len()];
+    let mut records = Vec::new();
+    for (r, holds) in cache.holds.iter().enumerate() {
+        let mut any = false;
+        for (n, l) in layers.iter().enumerate() {
+            if holds.contains(l) {
+                held[n] = true;
+                any = true;
+            }
+        }
+        if any {
+            if let Some(rec) = cache.records.get(r) {
+                records.push(rec.id.clone());
+            }
+        }
+    }
+    let bytes = layers
+        .iter()
+        .zip(&held)
+        .filter(|(_, &h)| h)
+        .fold(0u64, |total, (&l, _)| {
+            total.saturating_add(snapshot.layers[l as usize].size)
+        });
+    (bytes, records)
 }
 
 fn shown(reference: Option<&String>) -> &str {
@@ -373,6 +473,15 @@ impl Explanation {
         for c in &self.containers {
             let _ = writeln!(o, "container    {} {} ({})", c.id, c.name, c.state);
         }
+        if !self.held_by_records.is_empty() {
+            let _ = writeln!(
+                o,
+                "build cache  {} bytes of its layers are held by build-cache records {}; \
+                 removing it frees them only after those records go",
+                self.held_by_cache_bytes,
+                short_records(&self.held_by_records)
+            );
+        }
         self.decisions_text(&mut o);
         o
     }
@@ -425,6 +534,266 @@ impl Explanation {
                 shown(k.reference.as_ref()),
                 k.policy,
                 k.reason
+            );
+        }
+        let _ = writeln!(o, "  => {}", self.summary());
+    }
+}
+
+/// Up to 5 short record IDs, then how many more.
+fn short_records(ids: &[String]) -> String {
+    let mut shown: Vec<&str> = ids.iter().take(5).map(|id| short_record_id(id)).collect();
+    let more = ids.len().saturating_sub(5);
+    let extra = format!("and {more} more");
+    if more > 0 {
+        shown.push(&extra);
+    }
+    shown.join(", ")
+}
+
+/// Everything `explain` reports about one build-cache record.
+#[derive(Debug, Clone)]
+pub struct RecordExplanation {
+    /// The full record ID.
+    pub record_id: String,
+    /// The record's type as the engine spells it.
+    pub kind: String,
+    /// What made it, as the engine describes it.
+    pub description: String,
+    /// Its size as the engine counts it (shared bytes included).
+    pub size_bytes: u64,
+    /// Bytes removing it alone, now, would free.
+    pub frees_bytes: u64,
+    /// Bytes of image layers whose data it shares.
+    pub held_layer_bytes: u64,
+    /// Created time.
+    pub created: chrono::DateTime<Utc>,
+    /// When a build last used it, if ever.
+    pub last_used: Option<DateTime<Utc>>,
+    /// How many builds used it.
+    pub usage_count: u64,
+    /// A running build holds it.
+    pub in_use: bool,
+    /// Its data is shared with image layers or other records.
+    pub shared: bool,
+    /// The records it was made on top of (IDs, as the engine names them).
+    pub parents: Vec<String>,
+    /// The records made on top of it.
+    pub children: Vec<String>,
+    /// How each `[[build_cache]]` policy sees it.
+    pub verdicts: Vec<Verdict>,
+    /// Safety rules that protect it.
+    pub protections: Vec<Protection>,
+    /// The next pass's removal of it, if any.
+    pub removal: Option<NextRemoval>,
+    /// What the next pass keeps of it for a safety reason.
+    pub kept: Vec<NextKept>,
+    /// When this was worked out.
+    pub now: DateTime<Utc>,
+}
+
+/// Explain build-cache record `r` of `snapshot` under `policy` at `now`,
+/// given the full `plan` of that snapshot.
+pub fn explain_record(
+    policy: &Policy,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    now: DateTime<Utc>,
+    r: usize,
+) -> RecordExplanation {
+    let cache = &snapshot.cache;
+    let rec = &cache.records[r];
+    let (verdicts, protections) = gc::judge_record(policy, snapshot, now, r);
+    let frees_bytes = Ledger::new(snapshot).remove_record(r).freed;
+    let held_layer_bytes = cache.holds.get(r).map_or(0, |held| {
+        held.iter().fold(0u64, |total, &l| {
+            total.saturating_add(snapshot.layers.get(l as usize).map_or(0, |x| x.size))
+        })
+    });
+    RecordExplanation {
+        record_id: rec.id.clone(),
+        kind: rec.kind.to_string(),
+        description: rec.description.clone(),
+        size_bytes: rec.size,
+        frees_bytes,
+        held_layer_bytes,
+        created: rec.created,
+        last_used: rec.last_used,
+        usage_count: rec.usage_count,
+        in_use: rec.in_use,
+        shared: rec.shared,
+        parents: rec.parents.clone(),
+        children: cache
+            .children
+            .get(r)
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .filter_map(|&c| cache.records.get(c).map(|x| x.id.clone()))
+            .collect(),
+        verdicts,
+        protections,
+        removal: plan
+            .records
+            .iter()
+            .find(|x| x.record == r)
+            .map(|x| NextRemoval {
+                reference: None,
+                policy: x.policy.clone(),
+                reason: x.reason.clone(),
+                reclaim_bytes: x.reclaim_bytes,
+            }),
+        kept: plan
+            .kept_records
+            .iter()
+            .filter(|k| k.record == r)
+            .map(|k| NextKept {
+                reference: None,
+                policy: k.policy.clone(),
+                reason: k.reason.clone(),
+            })
+            .collect(),
+        now,
+    }
+}
+
+impl RecordExplanation {
+    /// One-line answer: will the next pass remove it?
+    pub fn summary(&self) -> String {
+        if let Some(r) = &self.removal {
+            format!(
+                "the next pass would remove it (policy {}, frees {})",
+                r.policy,
+                size(r.reclaim_bytes)
+            )
+        } else if let Some(k) = self.kept.first() {
+            format!(
+                "kept: policy {} would remove it, but it is {}",
+                k.policy, k.reason
+            )
+        } else if self.verdicts.iter().any(|v| v.selected) {
+            "kept: the build_cache policies that select it have conditions that do not hold"
+                .to_string()
+        } else {
+            "kept: no build_cache policy selects it".to_string()
+        }
+    }
+
+    /// As JSON: [`ExplainRecordJson`].
+    pub fn to_json(&self) -> Value {
+        json::to_value(&ExplainRecordJson::new(self))
+    }
+
+    /// As text for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let ago = |t: DateTime<Utc>| human_duration(self.now - t);
+        let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let _ = writeln!(o, "build-cache record  {}", self.record_id);
+        let _ = writeln!(o, "type         {}", self.kind);
+        let _ = writeln!(o, "description  {}", escaped(&self.description));
+        let _ = writeln!(
+            o,
+            "size         {} ({} freed if removed alone now)",
+            size(self.size_bytes),
+            size(self.frees_bytes)
+        );
+        let _ = writeln!(
+            o,
+            "created      {} ({} ago)",
+            at(self.created),
+            ago(self.created)
+        );
+        let _ = match self.last_used {
+            Some(t) => writeln!(
+                o,
+                "last used    {} ({} ago; {} use{})",
+                at(t),
+                ago(t),
+                self.usage_count,
+                if self.usage_count == 1 { "" } else { "s" }
+            ),
+            None => writeln!(o, "last used    never"),
+        };
+        let _ = writeln!(
+            o,
+            "in use       {}",
+            if self.in_use {
+                "yes: a running build holds it"
+            } else {
+                "no"
+            }
+        );
+        if self.shared {
+            let _ = writeln!(
+                o,
+                "shared       yes: its data is shared{}; removing it frees that only once no image uses it",
+                if self.held_layer_bytes > 0 {
+                    format!(" with {} of image layers", size(self.held_layer_bytes))
+                } else {
+                    String::new()
+                }
+            );
+        } else {
+            let _ = writeln!(o, "shared       no");
+        }
+        if !self.parents.is_empty() {
+            let _ = writeln!(o, "parents      {}", short_records(&self.parents));
+        }
+        if !self.children.is_empty() {
+            let _ = writeln!(
+                o,
+                "children     {} (it goes only after them)",
+                short_records(&self.children)
+            );
+        }
+        self.decisions_text(&mut o);
+        o
+    }
+
+    /// Policies, safety and the next pass, as text.
+    fn decisions_text(&self, o: &mut String) {
+        o.push_str("\nPolicies:\n");
+        if self.verdicts.is_empty() {
+            o.push_str("  (no build_cache policy)\n");
+        }
+        for v in &self.verdicts {
+            if !v.selected {
+                let _ = writeln!(o, "  {}: not selected", v.policy);
+                continue;
+            }
+            let all = v.conditions.iter().all(|c| c.holds);
+            let _ = writeln!(
+                o,
+                "  {}: selected; conditions {}",
+                v.policy,
+                if all { "hold" } else { "do not hold" }
+            );
+            for c in &v.conditions {
+                let _ = writeln!(o, "    {c}");
+            }
+        }
+        o.push_str("\nSafety:\n");
+        if self.protections.is_empty() {
+            o.push_str("  no safety rule protects it\n");
+        }
+        for p in &self.protections {
+            let _ = writeln!(o, "  {}", p.rule);
+        }
+        o.push_str("\nNext pass:\n");
+        if let Some(r) = &self.removal {
+            let _ = writeln!(
+                o,
+                "  remove (policy {}, frees {}): {}",
+                r.policy,
+                size(r.reclaim_bytes),
+                r.reason
+            );
+        }
+        for k in &self.kept {
+            let _ = writeln!(
+                o,
+                "  keep (policy {} would remove it): {}",
+                k.policy, k.reason
             );
         }
         let _ = writeln!(o, "  => {}", self.summary());

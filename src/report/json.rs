@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use chrono::{DateTime, Utc};
 
-use super::explain::Explanation;
+use super::explain::{Explanation, RecordExplanation};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::inventory::Snapshot;
 use crate::run::execute::{Failed, Report};
@@ -38,6 +38,55 @@ pub struct PlanJson<'a> {
     pub images: usize,
     /// Unique layer bytes of every image.
     pub image_bytes: u64,
+    /// Build-cache record removals, run after every image removal,
+    /// children before parents.
+    pub records: Vec<RecordJson<'a>>,
+    /// Build-cache records a policy wanted, kept by a safety rule.
+    pub kept_records: Vec<KeptRecordJson<'a>>,
+    /// Build-cache records in the snapshot (0 when the engine has none or
+    /// they were not read).
+    pub build_cache_records: usize,
+}
+
+/// One planned build-cache record removal.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordJson<'a> {
+    /// The full record ID.
+    pub record_id: &'a str,
+    /// The record's type as the engine spells it (`regular`, …).
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// What made it, as the engine describes it (unescaped).
+    pub description: &'a str,
+    /// Its size as the engine counts it (shared bytes included).
+    pub size_bytes: u64,
+    /// Bytes removing it frees in plan order (0 for a shared record an
+    /// image still uses).
+    pub reclaim_bytes: u64,
+    /// The `[[build_cache]]` policy that removes it.
+    pub policy: &'a str,
+    /// Why, in words.
+    pub reason: String,
+    /// Why, typed.
+    pub why: &'a Reasons,
+}
+
+/// One build-cache record kept by a safety rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptRecordJson<'a> {
+    /// The full record ID.
+    pub record_id: &'a str,
+    /// The record's type.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// What made it.
+    pub description: &'a str,
+    /// The policy that wanted it.
+    pub policy: &'a str,
+    /// The rule, in words.
+    pub reason: String,
+    /// The rule, typed (`kind` is the `imagegc_kept` metric's `reason`).
+    pub why: &'a KeptBecause,
 }
 
 /// One planned removal.
@@ -92,7 +141,9 @@ pub struct PassJson<'a> {
     pub reclaimed_bytes: u64,
     /// True when `reclaimed_bytes` counts the layers the engine reported
     /// deleted; false when the engine reports none and the figure is the
-    /// ledger's prediction for the removals that happened.
+    /// ledger's prediction for the removals that happened. Build-cache
+    /// record bytes are the ledger's for the records the engine said it
+    /// deleted, on every engine (its own byte figure counts shared bytes).
     pub reclaimed_exact: bool,
     /// Images the engine deleted.
     pub deleted_images: usize,
@@ -100,6 +151,51 @@ pub struct PassJson<'a> {
     pub skipped: usize,
     /// True when cancellation stopped the pass.
     pub cancelled: bool,
+    /// Build-cache records the engine deleted (their bytes are in
+    /// `reclaimed_bytes`).
+    pub records_removed: Vec<RemovedRecordJson<'a>>,
+    /// Build-cache records the engine did not delete (a normal outcome).
+    pub records_not_deleted: Vec<RecordNotDeletedJson<'a>>,
+    /// Build-cache record removals that failed.
+    pub records_failed: Vec<FailedRecordJson<'a>>,
+    /// Record removals not attempted: the engine has no build cache.
+    pub records_unsupported: usize,
+}
+
+/// One build-cache record the engine deleted.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedRecordJson<'a> {
+    /// The full record ID.
+    pub record_id: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// Bytes its removal freed, after what the pass removed before it.
+    pub reclaimed_bytes: u64,
+    /// What the engine said it reclaimed (shared bytes included: not what
+    /// the disk gained).
+    pub engine_reported_bytes: u64,
+}
+
+/// One build-cache record the engine did not delete.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordNotDeletedJson<'a> {
+    /// The full record ID.
+    pub record_id: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+}
+
+/// One build-cache record removal that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedRecordJson<'a> {
+    /// The full record ID.
+    pub record_id: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// `conflict`, `not_found` or `engine`.
+    pub kind: &'a str,
+    /// The engine's words.
+    pub message: &'a str,
 }
 
 /// One removal the engine carried out.
@@ -136,7 +232,7 @@ pub struct FailedJson<'a> {
 
 impl<'a> PlanJson<'a> {
     /// The document for `plan` made from `snapshot`.
-    pub fn new(plan: &'a Plan, snapshot: &Snapshot) -> Self {
+    pub fn new(plan: &'a Plan, snapshot: &'a Snapshot) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             removals: plan
@@ -168,6 +264,39 @@ impl<'a> PlanJson<'a> {
             notes: plan.notes.iter().map(ToString::to_string).collect(),
             images: snapshot.images.len(),
             image_bytes: snapshot.image_bytes(),
+            records: plan
+                .records
+                .iter()
+                .map(|r| {
+                    let rec = snapshot.cache.records.get(r.record);
+                    RecordJson {
+                        record_id: &r.record_id,
+                        kind: rec.map_or("", |c| c.kind.as_str()),
+                        description: rec.map_or("", |c| c.description.as_str()),
+                        size_bytes: rec.map_or(0, |c| c.size),
+                        reclaim_bytes: r.reclaim_bytes,
+                        policy: &r.policy,
+                        reason: r.reason.to_string(),
+                        why: &r.reason,
+                    }
+                })
+                .collect(),
+            kept_records: plan
+                .kept_records
+                .iter()
+                .map(|k| {
+                    let rec = snapshot.cache.records.get(k.record);
+                    KeptRecordJson {
+                        record_id: &k.record_id,
+                        kind: rec.map_or("", |c| c.kind.as_str()),
+                        description: rec.map_or("", |c| c.description.as_str()),
+                        policy: &k.policy,
+                        reason: k.reason.to_string(),
+                        why: &k.reason,
+                    }
+                })
+                .collect(),
+            build_cache_records: snapshot.cache.len(),
         }
     }
 }
@@ -176,7 +305,7 @@ impl<'a> PassJson<'a> {
     /// The document for `once`; `report` is `None` when nothing ran.
     pub fn new(
         plan: &'a Plan,
-        snapshot: &Snapshot,
+        snapshot: &'a Snapshot,
         report: Option<&'a Report>,
         dry_run: bool,
     ) -> Self {
@@ -202,6 +331,42 @@ impl<'a> PassJson<'a> {
             ),
             None => (Vec::new(), Vec::new(), 0, 0, 0, false),
         };
+        let records: (&[_], &[_], &[_]) = report.map_or((&[], &[], &[]), |r| {
+            (
+                r.records_removed.as_slice(),
+                r.records_not_deleted.as_slice(),
+                r.records_failed.as_slice(),
+            )
+        });
+        let records_removed = records
+            .0
+            .iter()
+            .map(|x| RemovedRecordJson {
+                record_id: &x.record_id,
+                policy: &x.policy,
+                reclaimed_bytes: x.reclaimed_bytes,
+                engine_reported_bytes: x.engine_reported_bytes,
+            })
+            .collect();
+        let records_not_deleted = records
+            .1
+            .iter()
+            .map(|x| RecordNotDeletedJson {
+                record_id: &x.record_id,
+                policy: &x.policy,
+            })
+            .collect();
+        let records_failed = records
+            .2
+            .iter()
+            .map(|x| FailedRecordJson {
+                record_id: &x.record_id,
+                policy: &x.policy,
+                kind: x.kind,
+                message: &x.message,
+            })
+            .collect();
+        let records_unsupported = report.map_or(0, |r| r.records_unsupported);
         Self {
             plan: PlanJson::new(plan, snapshot),
             dry_run,
@@ -212,6 +377,10 @@ impl<'a> PassJson<'a> {
             deleted_images,
             skipped,
             cancelled,
+            records_removed,
+            records_not_deleted,
+            records_failed,
+            records_unsupported,
         }
     }
 }
@@ -233,6 +402,9 @@ impl<'a> From<&'a Failed> for FailedJson<'a> {
 pub struct ExplainJson<'a> {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// `image`: what the document explains (a build-cache record's is
+    /// [`ExplainRecordJson`], `build_cache_record`).
+    pub kind: &'static str,
     /// `sha256:<hex>`.
     pub image_id: &'a str,
     /// Tag references.
@@ -265,6 +437,11 @@ pub struct ExplainJson<'a> {
     pub parent: Option<&'a str>,
     /// Number of child images.
     pub children: usize,
+    /// Bytes of its layers that build-cache records hold: deleting the
+    /// image frees them only after those records go.
+    pub held_by_cache_bytes: u64,
+    /// The IDs of those records.
+    pub held_by_records: &'a [String],
     /// How each policy sees each reference.
     pub policies: Vec<PolicyJson<'a>>,
     /// Every safety rule that protects it.
@@ -365,6 +542,7 @@ impl<'a> ExplainJson<'a> {
     pub fn new(e: &'a Explanation) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
+            kind: "image",
             image_id: &e.image_id,
             references: &e.references,
             digests: &e.digests,
@@ -389,6 +567,8 @@ impl<'a> ExplainJson<'a> {
                 .collect(),
             parent: e.parent.as_deref(),
             children: e.children,
+            held_by_cache_bytes: e.held_by_cache_bytes,
+            held_by_records: &e.held_by_records,
             policies: e
                 .verdicts
                 .iter()
@@ -442,6 +622,125 @@ impl<'a> ExplainJson<'a> {
             },
             summary: e.summary(),
         }
+    }
+}
+
+/// `imagegc explain RECORD-ID --output json`: one build-cache record.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainRecordJson<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `build_cache_record`.
+    pub kind: &'static str,
+    /// The full record ID.
+    pub record_id: &'a str,
+    /// The record's type as the engine spells it.
+    #[serde(rename = "type")]
+    pub record_type: &'a str,
+    /// What made it, as the engine describes it.
+    pub description: &'a str,
+    /// Its size as the engine counts it (shared bytes included).
+    pub size_bytes: u64,
+    /// Bytes removing it alone, now, would free.
+    pub frees_bytes: u64,
+    /// Bytes of image layers whose data it shares.
+    pub held_layer_bytes: u64,
+    /// Created time.
+    pub created: DateTime<Utc>,
+    /// When a build last used it, or `null` if never.
+    pub last_used: Option<DateTime<Utc>>,
+    /// How many builds used it.
+    pub usage_count: u64,
+    /// A running build holds it.
+    pub in_use: bool,
+    /// Its data is shared with image layers or other records.
+    pub shared: bool,
+    /// Parent record IDs.
+    pub parents: &'a [String],
+    /// Child record IDs.
+    pub children: &'a [String],
+    /// How each `[[build_cache]]` policy sees it (`reference` is `null`).
+    pub policies: Vec<PolicyJson<'a>>,
+    /// Every safety rule that protects it (`reference` is `null`).
+    pub safety: Vec<SafetyJson<'a>>,
+    /// What the next pass would do with it.
+    pub next_pass: NextPassJson<'a>,
+    /// The one-line answer.
+    pub summary: String,
+}
+
+impl<'a> ExplainRecordJson<'a> {
+    /// The document for one record's explanation.
+    pub fn new(e: &'a RecordExplanation) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            kind: "build_cache_record",
+            record_id: &e.record_id,
+            record_type: &e.kind,
+            description: &e.description,
+            size_bytes: e.size_bytes,
+            frees_bytes: e.frees_bytes,
+            held_layer_bytes: e.held_layer_bytes,
+            created: e.created,
+            last_used: e.last_used,
+            usage_count: e.usage_count,
+            in_use: e.in_use,
+            shared: e.shared,
+            parents: &e.parents,
+            children: &e.children,
+            policies: e.verdicts.iter().map(policy_json).collect(),
+            safety: e
+                .protections
+                .iter()
+                .map(|p| SafetyJson {
+                    reference: p.reference.as_deref(),
+                    rule: p.rule.to_string(),
+                    why: &p.rule,
+                })
+                .collect(),
+            next_pass: NextPassJson {
+                removals: e
+                    .removal
+                    .iter()
+                    .map(|r| NextRemovalJson {
+                        reference: None,
+                        policy: &r.policy,
+                        reason: r.reason.to_string(),
+                        why: &r.reason,
+                        reclaim_bytes: r.reclaim_bytes,
+                    })
+                    .collect(),
+                kept: e
+                    .kept
+                    .iter()
+                    .map(|k| NextKeptJson {
+                        reference: None,
+                        policy: &k.policy,
+                        reason: k.reason.to_string(),
+                        why: &k.reason,
+                    })
+                    .collect(),
+            },
+            summary: e.summary(),
+        }
+    }
+}
+
+fn policy_json(v: &crate::gc::Verdict) -> PolicyJson<'_> {
+    PolicyJson {
+        policy: &v.policy,
+        reference: v.reference.as_deref(),
+        selected: v.selected,
+        conditions: v
+            .conditions
+            .iter()
+            .map(|c| ConditionJson {
+                condition: c.condition,
+                holds: c.holds,
+                detail: c.fact.to_string(),
+            })
+            .collect(),
+        conditions_hold: v.selected && v.conditions.iter().all(|c| c.holds),
     }
 }
 

@@ -4,10 +4,67 @@
 use std::fmt::Write;
 
 use crate::gc::plan::Plan;
+use crate::inventory::{BuildCache, Snapshot};
 use crate::model::short_id;
 use crate::run::execute::Report;
 
-pub use super::text::size;
+pub use super::text::{records_clause, size};
+
+/// How many characters of a record ID the tables show, as
+/// `docker system df -v` does.
+pub const RECORD_ID_CHARS: usize = 12;
+
+/// The most characters of a record description a table shows.
+const DESCRIPTION_CHARS: usize = 40;
+
+/// A record ID as the tables show it: its first 12 characters.
+pub fn short_record_id(id: &str) -> &str {
+    id.char_indices()
+        .nth(RECORD_ID_CHARS)
+        .map_or(id, |(end, _)| &id[..end])
+}
+
+/// Engine text fit for a terminal: control characters (a record's
+/// description may hold a newline or an escape sequence) escaped.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A record description fit for one table cell: [`escaped`], and at most
+/// 40 characters, cut with `…`.
+pub fn shown_description(description: &str) -> String {
+    let escaped = escaped(description);
+    if escaped.chars().count() <= DESCRIPTION_CHARS {
+        escaped
+    } else {
+        let mut cut: String = escaped.chars().take(DESCRIPTION_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// `(type, description, size)` of record `r` for a table, or placeholders
+/// when the snapshot does not have it.
+fn record_cells(cache: &BuildCache, r: usize) -> (String, String, String) {
+    cache.records.get(r).map_or_else(
+        || ("?".into(), String::new(), "?".into()),
+        |rec| {
+            (
+                rec.kind.to_string(),
+                shown_description(&rec.description),
+                size(rec.size),
+            )
+        },
+    )
+}
 
 /// `n` and its noun, singular for 1: "1 removal", "3 removals".
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
@@ -21,9 +78,9 @@ fn shown_ref(reference: Option<&str>, image_id: &str) -> String {
     }
 }
 
-/// Columns padded to their widest cell, two spaces apart; the column named
-/// by `right` (sizes) is right-aligned, the last one is not padded.
-fn table<const N: usize>(rows: &[[String; N]], header: [&str; N], right: Option<usize>) -> String {
+/// Columns padded to their widest cell, two spaces apart; the columns named
+/// by `right` (sizes) are right-aligned, the last one is not padded.
+fn table<const N: usize>(rows: &[[String; N]], header: [&str; N], right: &[usize]) -> String {
     let mut widths = header.map(|h| h.chars().count());
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -36,7 +93,7 @@ fn table<const N: usize>(rows: &[[String; N]], header: [&str; N], right: Option<
             let pad = widths[i].saturating_sub(cell.chars().count());
             if i + 1 == N {
                 out.push_str(cell);
-            } else if right == Some(i) {
+            } else if right.contains(&i) {
                 let _ = write!(out, "{}{cell}  ", " ".repeat(pad));
             } else {
                 let _ = write!(out, "{cell}{}  ", " ".repeat(pad));
@@ -51,22 +108,24 @@ fn table<const N: usize>(rows: &[[String; N]], header: [&str; N], right: Option<
     out
 }
 
-/// The plan as a table with a summary line.
-pub fn plan_table(plan: &Plan) -> String {
-    plan_table_as(plan, "Plan")
+/// The plan as a table with a summary line: image removals, then
+/// build-cache record removals (the order they run in), then what safety
+/// keeps. `snapshot` is the one the plan was made from.
+pub fn plan_table(plan: &Plan, snapshot: &Snapshot) -> String {
+    plan_table_as(plan, snapshot, "Plan")
 }
 
 /// What a dry run (`once --dry-run`, or `dry_run = true`) would have done:
 /// the plan's table, headed and summed up as a dry run.
-pub fn dry_run_table(plan: &Plan) -> String {
+pub fn dry_run_table(plan: &Plan, snapshot: &Snapshot) -> String {
     let mut out = String::from("Dry run: nothing was removed. A pass would do this:\n\n");
-    out.push_str(&plan_table_as(plan, "Dry run, nothing removed"));
+    out.push_str(&plan_table_as(plan, snapshot, "Dry run, nothing removed"));
     out
 }
 
-fn plan_table_as(plan: &Plan, summary: &str) -> String {
+fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
     let mut out = String::new();
-    if plan.removals.is_empty() {
+    if plan.removals.is_empty() && plan.records.is_empty() {
         out.push_str("Nothing to remove.\n");
     } else {
         let rows: Vec<[String; 4]> = plan
@@ -84,9 +143,10 @@ fn plan_table_as(plan: &Plan, summary: &str) -> String {
         out.push_str(&table(
             &rows,
             ["REFERENCE", "POLICY", "FREES", "REASON"],
-            Some(2),
+            &[2],
         ));
     }
+    planned_records(&mut out, plan, snapshot);
     if !plan.kept.is_empty() {
         out.push_str("\nKept by safety rules:\n");
         let rows: Vec<[String; 3]> = plan
@@ -100,25 +160,93 @@ fn plan_table_as(plan: &Plan, summary: &str) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KEPT BECAUSE"], None));
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KEPT BECAUSE"], &[]));
     }
+    kept_records(&mut out, plan, snapshot);
     for note in &plan.notes {
         let _ = writeln!(out, "note: {note}");
     }
     let deletes = plan.removals.iter().filter(|r| r.deletes_image).count();
     let _ = writeln!(
         out,
-        "\n{summary}: {} ({} deleted), frees {}; {} kept by safety rules.",
+        "\n{summary}: {} ({} deleted){}, frees {}; {} kept by safety rules.",
         count(plan.removals.len(), "removal", "removals"),
         count(deletes, "image", "images"),
+        records_clause(plan.records.len()),
         size(plan.reclaim_bytes),
-        plan.kept.len(),
+        plan.kept.len() + plan.kept_records.len(),
     );
     out
 }
 
-/// What a pass did, as a table with a summary line.
-pub fn report_table(plan: &Plan, report: &Report) -> String {
+/// The plan's record removals, after its image removals.
+fn planned_records(out: &mut String, plan: &Plan, snapshot: &Snapshot) {
+    if !plan.records.is_empty() {
+        if !plan.removals.is_empty() {
+            out.push('\n');
+        }
+        out.push_str("Build-cache records, removed after the images:\n");
+        let rows: Vec<[String; 7]> = plan
+            .records
+            .iter()
+            .map(|r| {
+                let (kind, description, record_size) = record_cells(&snapshot.cache, r.record);
+                [
+                    short_record_id(&r.record_id).to_string(),
+                    kind,
+                    description,
+                    record_size,
+                    size(r.reclaim_bytes),
+                    r.policy.clone(),
+                    r.reason.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &rows,
+            [
+                "RECORD",
+                "TYPE",
+                "DESCRIPTION",
+                "SIZE",
+                "FREES",
+                "POLICY",
+                "REASON",
+            ],
+            &[3, 4],
+        ));
+    }
+}
+
+/// The records safety keeps.
+fn kept_records(out: &mut String, plan: &Plan, snapshot: &Snapshot) {
+    if !plan.kept_records.is_empty() {
+        out.push_str("\nBuild-cache records kept by safety rules:\n");
+        let rows: Vec<[String; 5]> = plan
+            .kept_records
+            .iter()
+            .map(|k| {
+                let (kind, description, _) = record_cells(&snapshot.cache, k.record);
+                [
+                    short_record_id(&k.record_id).to_string(),
+                    kind,
+                    description,
+                    k.policy.clone(),
+                    k.reason.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &rows,
+            ["RECORD", "TYPE", "DESCRIPTION", "POLICY", "KEPT BECAUSE"],
+            &[],
+        ));
+    }
+}
+
+/// What a pass did, as a table with a summary line. `snapshot` is the one
+/// the plan was made from.
+pub fn report_table(plan: &Plan, snapshot: &Snapshot, report: &Report) -> String {
     let mut out = String::new();
     if !report.removed.is_empty() {
         let rows: Vec<[String; 4]> = report
@@ -140,7 +268,7 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
         out.push_str(&table(
             &rows,
             ["REFERENCE", "POLICY", "FREED", "RESULT"],
-            Some(2),
+            &[2],
         ));
     }
     if !report.failed.is_empty() {
@@ -160,24 +288,23 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
         out.push_str(&table(
             &rows,
             ["REFERENCE", "POLICY", "KIND", "MESSAGE"],
-            None,
+            &[],
         ));
     }
-    if !plan.kept.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n{} kept by safety rules (see `imagegc plan`).",
-            plan.kept.len()
-        );
+    records_report(&mut out, plan, snapshot, report);
+    let kept = plan.kept.len() + plan.kept_records.len();
+    if kept > 0 {
+        let _ = writeln!(out, "\n{kept} kept by safety rules (see `imagegc plan`).");
     }
     let _ = writeln!(
         out,
-        "\nRemoved {}, deleted {}, freed {} (predicted {}); {} not removed{}.",
+        "\nRemoved {}{}, deleted {}, freed {} (predicted {}); {} not removed{}.",
         count(report.removed.len(), "reference", "references"),
+        records_clause(report.records_removed.len()),
         count(report.deleted_images(), "image", "images"),
         size(report.reclaimed_bytes),
         size(plan.reclaim_bytes),
-        report.failed.len(),
+        report.failed.len() + report.records_not_deleted.len() + report.records_failed.len(),
         if report.cancelled {
             format!(", {} skipped: cancelled", report.skipped)
         } else if report.skipped > 0 {
@@ -187,6 +314,73 @@ pub fn report_table(plan: &Plan, report: &Report) -> String {
         }
     );
     out
+}
+
+/// The build-cache part of a pass's table: records removed, not deleted,
+/// failed, and the ones an engine without a build cache could not take.
+fn records_report(out: &mut String, plan: &Plan, snapshot: &Snapshot, report: &Report) {
+    // Plan order, so the index of a record ID is the plan's.
+    let index = |id: &str| {
+        plan.records
+            .iter()
+            .find(|r| r.record_id == id)
+            .map_or(usize::MAX, |r| r.record)
+    };
+    if !report.records_removed.is_empty() {
+        out.push_str("\nBuild-cache records removed:\n");
+        let rows: Vec<[String; 5]> = report
+            .records_removed
+            .iter()
+            .map(|r| {
+                let (kind, description, _) = record_cells(&snapshot.cache, index(&r.record_id));
+                [
+                    short_record_id(&r.record_id).to_string(),
+                    kind,
+                    description,
+                    r.policy.clone(),
+                    size(r.reclaimed_bytes),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &rows,
+            ["RECORD", "TYPE", "DESCRIPTION", "POLICY", "FREED"],
+            &[],
+        ));
+    }
+    if !report.records_not_deleted.is_empty() || !report.records_failed.is_empty() {
+        out.push_str("\nBuild-cache records not removed:\n");
+        let mut rows: Vec<[String; 3]> = report
+            .records_not_deleted
+            .iter()
+            .map(|r| {
+                [
+                    short_record_id(&r.record_id).to_string(),
+                    r.policy.clone(),
+                    "not deleted by the engine (in use, children left, or gone)".to_string(),
+                ]
+            })
+            .collect();
+        rows.extend(report.records_failed.iter().map(|f| {
+            [
+                short_record_id(&f.record_id).to_string(),
+                f.policy.clone(),
+                format!("{}: {}", f.kind, f.message),
+            ]
+        }));
+        out.push_str(&table(&rows, ["RECORD", "POLICY", "RESULT"], &[]));
+    }
+    if report.records_unsupported > 0 {
+        let _ = writeln!(
+            out,
+            "\nnote: the engine has no build cache; {} not attempted.",
+            count(
+                report.records_unsupported,
+                "build-cache record removal",
+                "build-cache record removals"
+            )
+        );
+    }
 }
 
 #[cfg(test)]
@@ -218,7 +412,7 @@ mod tests {
     #[test]
     fn one_of_a_thing_is_singular_in_every_summary() {
         let plan = one_removal();
-        let text = plan_table(&plan);
+        let text = plan_table(&plan, &Snapshot::build(Vec::new(), Vec::new(), None));
         assert!(
             text.contains("Plan: 1 removal (1 image deleted), frees 1.0 KiB"),
             "{text}"
@@ -235,12 +429,19 @@ mod tests {
             reclaimed_bytes: 1024,
             ..Report::default()
         };
-        let text = report_table(&plan, &report);
+        let text = report_table(
+            &plan,
+            &Snapshot::build(Vec::new(), Vec::new(), None),
+            &report,
+        );
         assert!(
             text.contains("Removed 1 reference, deleted 1 image, freed 1.0 KiB"),
             "{text}"
         );
-        let text = plan_table(&Plan::default());
+        let text = plan_table(
+            &Plan::default(),
+            &Snapshot::build(Vec::new(), Vec::new(), None),
+        );
         assert!(
             text.contains("Plan: 0 removals (0 images deleted)"),
             "{text}"
@@ -249,12 +450,132 @@ mod tests {
 
     #[test]
     fn a_dry_run_table_says_it_is_a_dry_run_and_removed_nothing() {
-        let text = dry_run_table(&one_removal());
+        let text = dry_run_table(
+            &one_removal(),
+            &Snapshot::build(Vec::new(), Vec::new(), None),
+        );
         assert!(text.starts_with("Dry run: nothing was removed."), "{text}");
         assert!(
             text.contains("Dry run, nothing removed: 1 removal (1 image deleted)"),
             "{text}"
         );
         assert!(!text.contains("\nPlan:"), "{text}");
+    }
+
+    #[test]
+    fn records_follow_the_images_with_short_id_type_escaped_description_and_count_in_the_summary() {
+        use crate::engine::{CacheRecord, CacheRecordKind};
+        use crate::gc::plan::{KeptBecause, KeptRecord, RecordRemoval};
+        let created = chrono::Utc::now();
+        let record = |id: &str, description: &str| CacheRecord {
+            id: id.to_string(),
+            parents: Vec::new(),
+            kind: CacheRecordKind::ExecCacheMount,
+            description: description.to_string(),
+            in_use: false,
+            shared: false,
+            size: 2048,
+            created,
+            last_used: None,
+            usage_count: 0,
+        };
+        let snapshot = Snapshot::build(Vec::new(), Vec::new(), None).with_build_cache(vec![
+            record(
+                "abcdefghijklmnopqrstuvwxy",
+                "mount /root/.cache from exec\nrm -rf /",
+            ),
+            record("zyxwvutsrqponmlkjihgfedcb", &"x".repeat(100)),
+        ]);
+        let mut plan = one_removal();
+        plan.records = vec![RecordRemoval {
+            record: 0,
+            record_id: "abcdefghijklmnopqrstuvwxy".into(),
+            policy: "build-cache".into(),
+            reason: Reasons(vec![Reason::KeepStorage {
+                keep: 1024,
+                newer: 4096,
+            }]),
+            reclaim_bytes: 2048,
+        }];
+        plan.kept_records = vec![KeptRecord {
+            record: 1,
+            record_id: "zyxwvutsrqponmlkjihgfedcb".into(),
+            policy: "build-cache".into(),
+            reason: KeptBecause::BuildInUse,
+        }];
+        let text = plan_table(&plan, &snapshot);
+        let images_at = text.find("REFERENCE").expect("the image table");
+        let records_at = text
+            .find("Build-cache records, removed after")
+            .expect("records");
+        assert!(images_at < records_at, "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("abcdefghijkl "))
+            .unwrap_or_else(|| panic!("a row with the 12-character ID: {text}"));
+        assert!(row.contains("exec.cachemount"), "{row}");
+        assert!(
+            row.contains("exec\\nrm -rf /"),
+            "the newline is escaped: {row}"
+        );
+        assert!(row.contains("build-cache"), "{row}");
+        assert!(row.contains("beyond keep_storage 1.0 KiB"), "{row}");
+        let kept = text
+            .lines()
+            .find(|l| l.starts_with("zyxwvutsrqpo "))
+            .unwrap_or_else(|| panic!("the kept record: {text}"));
+        assert!(kept.contains(&format!("{}…", "x".repeat(39))), "{kept}");
+        assert!(kept.ends_with("in use by a running build"), "{kept}");
+        assert!(
+            text.contains("Plan: 1 removal (1 image deleted) and 1 build-cache record, frees 1.0 KiB; 1 kept by safety rules."),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_pass_table_lists_records_removed_and_not_deleted_and_counts_them_in_the_summary() {
+        use crate::run::execute::{RecordNotDeleted, RemovedRecord};
+        let plan = Plan::default();
+        let snapshot = Snapshot::build(Vec::new(), Vec::new(), None);
+        let report = Report {
+            records_removed: vec![RemovedRecord {
+                record_id: "abcdefghijklmnopqrstuvwxy".into(),
+                policy: "build-cache".into(),
+                reclaimed_bytes: 2048,
+                engine_reported_bytes: 4096,
+            }],
+            records_not_deleted: vec![RecordNotDeleted {
+                record_id: "zyxwvutsrqponmlkjihgfedcb".into(),
+                policy: "build-cache".into(),
+            }],
+            records_unsupported: 0,
+            reclaimed_bytes: 2048,
+            ..Report::default()
+        };
+        let text = report_table(&plan, &snapshot, &report);
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("abcdefghijkl "))
+            .unwrap_or_else(|| panic!("the removed record: {text}"));
+        assert!(row.ends_with("2.0 KiB"), "{row}");
+        assert!(
+            text.contains("zyxwvutsrqpo  build-cache  not deleted by the engine"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Removed 0 references and 1 build-cache record, deleted 0 images, freed 2.0 KiB (predicted 0 B); 1 not removed."),
+            "{text}"
+        );
+        let unsupported = Report {
+            records_unsupported: 3,
+            ..Report::default()
+        };
+        let text = report_table(&plan, &snapshot, &unsupported);
+        assert!(
+            text.contains(
+                "note: the engine has no build cache; 3 build-cache record removals not attempted."
+            ),
+            "{text}"
+        );
     }
 }

@@ -269,23 +269,27 @@ impl PassSummary {
                 _,
                 Some(PassWork::DryRun {
                     would_remove,
+                    would_remove_records,
                     would_free_bytes,
                 }),
             ) => format!(
-                "last pass {at} (dry run): would remove {}, free {}",
+                "last pass {at} (dry run): would remove {}{}, free {}",
                 super::table::count(would_remove, "reference", "references"),
+                records_clause(would_remove_records),
                 size(would_free_bytes)
             ),
             (
                 outcome,
                 Some(PassWork::Executed {
                     removed,
+                    records_removed,
                     reclaimed_bytes,
                     ..
                 }),
             ) => format!(
-                "last pass {at}: removed {}, freed {}{}",
+                "last pass {at}: removed {}{}, freed {}{}",
                 super::table::count(removed, "reference", "references"),
+                records_clause(records_removed),
                 size(reclaimed_bytes),
                 match outcome {
                     PassOutcome::Success => String::new(),
@@ -293,6 +297,19 @@ impl PassSummary {
                 }
             ),
         }
+    }
+}
+
+/// ` and N build-cache records`, or nothing for none: the summaries of a
+/// host without build-cache policies read as they always have.
+pub fn records_clause(records: usize) -> String {
+    if records == 0 {
+        String::new()
+    } else {
+        format!(
+            " and {}",
+            super::table::count(records, "build-cache record", "build-cache records")
+        )
     }
 }
 
@@ -418,5 +435,52 @@ mod tests {
         for (got, want) in cases {
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn the_status_line_counts_build_cache_records_only_when_there_are_some() {
+        use chrono::{TimeZone, Utc};
+        use std::time::Duration;
+        let at = Utc
+            .with_ymd_and_hms(2026, 3, 1, 12, 30, 0)
+            .single()
+            .expect("a time");
+        let summary = |work| PassSummary {
+            trigger: crate::run::Trigger::Schedule,
+            outcome: PassOutcome::Success,
+            started: at,
+            finished: at,
+            duration: Duration::from_secs(1),
+            work: Some(work),
+        };
+        let executed = |records_removed| PassWork::Executed {
+            removed: 3,
+            deleted_images: 2,
+            failed: 0,
+            skipped: 0,
+            records_removed,
+            records_not_deleted: 0,
+            records_failed: 0,
+            reclaimed_bytes: 2048,
+            predicted_bytes: 2048,
+            kept: 0,
+        };
+        assert_eq!(
+            summary(executed(2)).status_line(),
+            "last pass 12:30: removed 3 references and 2 build-cache records, freed 2.0 KiB"
+        );
+        assert_eq!(
+            summary(executed(0)).status_line(),
+            "last pass 12:30: removed 3 references, freed 2.0 KiB"
+        );
+        assert_eq!(
+            summary(PassWork::DryRun {
+                would_remove: 1,
+                would_remove_records: 1,
+                would_free_bytes: 1024,
+            })
+            .status_line(),
+            "last pass 12:30 (dry run): would remove 1 reference and 1 build-cache record, free 1.0 KiB"
+        );
     }
 }

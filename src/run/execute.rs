@@ -10,6 +10,18 @@
 //! deleted (Docker), they are the sizes of those layer chain IDs, not the
 //! prediction; on one that lists none, they are the ledger's prediction for
 //! the removals that succeeded, and the report says they are estimated.
+//!
+//! Build-cache record removals ([`Plan::records`]) run after every image
+//! removal, in plan order (children before parents), one anchored prune per
+//! record. A record the engine did not delete (`CachesDeleted` lacks it) is a
+//! normal outcome, counted and logged; an engine without a build cache stops
+//! the record removals with one warning, not a failed pass. A record's bytes
+//! are the ledger's, replayed over what actually happened (the image
+//! removals the engine carried out, then each record it deleted): the engine
+//! names which records went, never what that freed (its `SpaceReclaimed`
+//! counts shared bytes). So an image removal whose layers records still hold
+//! reports 0 and the record removal that releases them reports the bytes,
+//! and no byte is counted twice.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::engine::{Capabilities, DeleteItem, Engine, EngineError};
-use crate::gc::ledger::Ledger;
+use crate::gc::ledger::{Effect, Ledger};
 use crate::gc::{Plan, Removal};
 use crate::inventory::Snapshot;
 
@@ -39,6 +51,17 @@ pub struct Report {
     pub cancelled: bool,
     /// True when the engine stopped answering during the pass.
     pub engine_lost: bool,
+    /// Build-cache records the engine deleted, in the order removed. Their
+    /// bytes are in `reclaimed_bytes` too.
+    pub records_removed: Vec<RemovedRecord>,
+    /// Build-cache records the engine was asked to remove and did not
+    /// delete (in use by then, children left, gone already): normal.
+    pub records_not_deleted: Vec<RecordNotDeleted>,
+    /// Build-cache record removals that failed with an engine error.
+    pub records_failed: Vec<FailedRecord>,
+    /// Record removals not attempted because the engine has no build cache
+    /// (it said so at the first one): not a failure.
+    pub records_unsupported: usize,
 }
 
 impl Default for Report {
@@ -52,6 +75,10 @@ impl Default for Report {
             reclaimed_exact: true,
             cancelled: false,
             engine_lost: false,
+            records_removed: Vec::new(),
+            records_not_deleted: Vec::new(),
+            records_failed: Vec::new(),
+            records_unsupported: 0,
         }
     }
 }
@@ -82,6 +109,51 @@ impl Report {
     pub fn deleted_images(&self) -> usize {
         self.removed.iter().map(|r| r.deleted_images.len()).sum()
     }
+
+    /// Bytes the build-cache record removals freed (part of
+    /// `reclaimed_bytes`).
+    pub fn record_bytes(&self) -> u64 {
+        self.records_removed
+            .iter()
+            .fold(0u64, |total, r| total.saturating_add(r.reclaimed_bytes))
+    }
+}
+
+/// One build-cache record the engine deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedRecord {
+    /// The record ID.
+    pub record_id: String,
+    /// The `[[build_cache]]` policy that asked for it.
+    pub policy: String,
+    /// Bytes its removal freed, as the ledger counts them after what the
+    /// pass removed before it (0 for a shared record an image still uses).
+    pub reclaimed_bytes: u64,
+    /// What the engine said it reclaimed (`SpaceReclaimed`; shared bytes
+    /// included, so information only).
+    pub engine_reported_bytes: u64,
+}
+
+/// A build-cache record the engine was asked to remove and did not delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordNotDeleted {
+    /// The record ID.
+    pub record_id: String,
+    /// The policy that asked for it.
+    pub policy: String,
+}
+
+/// A build-cache record removal that failed with an engine error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedRecord {
+    /// The record ID.
+    pub record_id: String,
+    /// The policy that asked for it.
+    pub policy: String,
+    /// [`EngineError::kind`]: `conflict`, `not_found` or `engine`.
+    pub kind: &'static str,
+    /// The engine's words.
+    pub message: String,
 }
 
 /// One removal the engine carried out.
@@ -132,7 +204,10 @@ pub async fn execute<E: Engine>(
     let image_ids: HashSet<&str> = snapshot.images.iter().map(|i| i.id.as_str()).collect();
     let source = ReclaimSource::for_engine(&engine.capabilities());
     // Replays only the removals that happened, so a refusal frees nothing.
-    let mut ledger = (source == ReclaimSource::Predicted).then(|| Ledger::new(snapshot));
+    // On an engine that lists deleted layers it is there for the records:
+    // which layers the images removed so far released to them.
+    let mut ledger = Ledger::new(snapshot);
+    let mut reported_layers: HashSet<&str> = HashSet::new();
     let mut report = Report {
         reclaimed_exact: source == ReclaimSource::ReportedLayers,
         ..Report::default()
@@ -140,9 +215,9 @@ pub async fn execute<E: Engine>(
     for (n, removal) in plan.removals.iter().enumerate() {
         if cancel.is_cancelled() {
             report.cancelled = true;
-            report.skipped = plan.removals.len() - n;
+            report.skipped = plan.removals.len() - n + plan.records.len();
             info!(skipped = report.skipped, "pass cancelled between removals");
-            break;
+            return report;
         }
         let target = removal.target();
         match engine.remove_image(target).await {
@@ -159,16 +234,18 @@ pub async fn execute<E: Engine>(
                     match item {
                         DeleteItem::Untagged(r) => done.untagged.push(r),
                         DeleteItem::Deleted(id) => {
-                            if let Some(size) = layer_size.get(id.as_str()) {
+                            if let Some((chain, size)) = layer_size.get_key_value(id.as_str()) {
                                 done.reclaimed_bytes = done.reclaimed_bytes.saturating_add(*size);
+                                reported_layers.insert(chain);
                             } else if image_ids.contains(id.as_str()) {
                                 done.deleted_images.push(id);
                             }
                         }
                     }
                 }
-                if let Some(ledger) = ledger.as_mut() {
-                    predict(ledger, snapshot, removal, &mut done);
+                let effect = replay(&mut ledger, removal);
+                if source == ReclaimSource::Predicted {
+                    predicted(effect, snapshot, &mut done);
                 }
                 report.reclaimed_bytes =
                     report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
@@ -184,47 +261,180 @@ pub async fn execute<E: Engine>(
                 report.removed.push(done);
             }
             Err(err) => {
-                let failed = Failed {
-                    image_id: removal.image_id.clone(),
-                    reference: removal.reference.clone(),
-                    policy: removal.policy.clone(),
-                    kind: err.kind(),
-                    message: err.to_string(),
-                };
-                match &err {
-                    EngineError::Conflict(_) | EngineError::NotFound(_) => info!(
-                        policy = %removal.policy,
-                        target = %target,
-                        kind = err.kind(),
-                        error = %err,
-                        "not removed; going on"
-                    ),
-                    _ => {
-                        warn!(policy = %removal.policy, target = %target, error = %err, "removal failed");
-                    }
-                }
+                let failed = refused(removal, target, &err);
                 report.failed.push(failed);
                 if err.is_unreachable() {
                     report.engine_lost = true;
-                    report.skipped = plan.removals.len() - n - 1;
+                    report.skipped = plan.removals.len() - n - 1 + plan.records.len();
                     warn!(skipped = report.skipped, "engine unreachable; pass stops");
-                    break;
+                    return report;
                 }
             }
         }
     }
+    execute_records(
+        engine,
+        snapshot,
+        plan,
+        cancel,
+        &mut ledger,
+        &reported_layers,
+        &mut report,
+    )
+    .await;
     report
 }
 
-/// Fills in what `removal` freed and deleted from the ledger's replay, for an
-/// engine whose answer lists nothing deleted. Image IDs the engine did list
-/// are kept.
-fn predict(ledger: &mut Ledger<'_>, snapshot: &Snapshot, removal: &Removal, done: &mut Removed) {
-    let effect = if removal.reference.is_some() {
+/// The record removals of `plan`, after its image removals: one call per
+/// record, in plan order, each record's bytes from `ledger` (which has
+/// replayed the image removals that happened). `reported` are the layer
+/// chain IDs the engine listed as deleted by those image removals: bytes
+/// already counted there are not counted again for the record that held
+/// them.
+async fn execute_records<E: Engine>(
+    engine: &E,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    cancel: &CancellationToken,
+    ledger: &mut Ledger<'_>,
+    reported: &HashSet<&str>,
+    report: &mut Report,
+) {
+    let cache = &snapshot.cache;
+    // Live holders per layer, to find the record that releases a layer the
+    // engine already reported deleted.
+    let mut holders: HashMap<u32, u32> = HashMap::new();
+    for held in &cache.holds {
+        for &l in held {
+            *holders.entry(l).or_default() += 1;
+        }
+    }
+    for (n, removal) in plan.records.iter().enumerate() {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            report.skipped = plan.records.len() - n;
+            info!(
+                skipped = report.skipped,
+                "pass cancelled between build-cache removals"
+            );
+            return;
+        }
+        match engine.remove_cache_record(&removal.record_id).await {
+            Ok(answer) if answer.deleted => {
+                let mut bytes = ledger.remove_record(removal.record).freed;
+                for &l in cache
+                    .holds
+                    .get(removal.record)
+                    .map_or(&[][..], Vec::as_slice)
+                {
+                    let left = holders.entry(l).or_default();
+                    *left = left.saturating_sub(1);
+                    let Some(layer) = snapshot.layers.get(l as usize) else {
+                        continue;
+                    };
+                    if *left == 0 && reported.contains(layer.chain_id.as_str()) {
+                        // Counted with the image removal the engine said
+                        // deleted it.
+                        bytes = bytes.saturating_sub(layer.size);
+                    }
+                }
+                report.reclaimed_bytes = report.reclaimed_bytes.saturating_add(bytes);
+                info!(
+                    policy = %removal.policy,
+                    record = %removal.record_id,
+                    bytes,
+                    engine_reported_bytes = answer.reported_bytes,
+                    reason = %removal.reason,
+                    "build-cache record removed"
+                );
+                report.records_removed.push(RemovedRecord {
+                    record_id: removal.record_id.clone(),
+                    policy: removal.policy.clone(),
+                    reclaimed_bytes: bytes,
+                    engine_reported_bytes: answer.reported_bytes,
+                });
+            }
+            Ok(_) => {
+                info!(
+                    policy = %removal.policy,
+                    record = %removal.record_id,
+                    "build-cache record not deleted (in use, children left, or gone); going on"
+                );
+                report.records_not_deleted.push(RecordNotDeleted {
+                    record_id: removal.record_id.clone(),
+                    policy: removal.policy.clone(),
+                });
+            }
+            Err(EngineError::Unsupported(why)) => {
+                report.records_unsupported = plan.records.len() - n;
+                warn!(
+                    skipped = report.records_unsupported,
+                    reason = %why,
+                    "the engine has no build cache; build-cache removals skipped"
+                );
+                return;
+            }
+            Err(err) => {
+                warn!(
+                    policy = %removal.policy,
+                    record = %removal.record_id,
+                    error = %err,
+                    "build-cache record removal failed"
+                );
+                report.records_failed.push(FailedRecord {
+                    record_id: removal.record_id.clone(),
+                    policy: removal.policy.clone(),
+                    kind: err.kind(),
+                    message: err.to_string(),
+                });
+                if err.is_unreachable() {
+                    report.engine_lost = true;
+                    report.skipped = plan.records.len() - n - 1;
+                    warn!(skipped = report.skipped, "engine unreachable; pass stops");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The failure of `removal` (asked as `target`), logged: at info for a 409
+/// or 404 (normal outcomes), else as a warning.
+fn refused(removal: &Removal, target: &str, err: &EngineError) -> Failed {
+    match err {
+        EngineError::Conflict(_) | EngineError::NotFound(_) => info!(
+            policy = %removal.policy,
+            target = %target,
+            kind = err.kind(),
+            error = %err,
+            "not removed; going on"
+        ),
+        _ => {
+            warn!(policy = %removal.policy, target = %target, error = %err, "removal failed");
+        }
+    }
+    Failed {
+        image_id: removal.image_id.clone(),
+        reference: removal.reference.clone(),
+        policy: removal.policy.clone(),
+        kind: err.kind(),
+        message: err.to_string(),
+    }
+}
+
+/// Replays `removal`, which the engine carried out, in `ledger`.
+fn replay(ledger: &mut Ledger<'_>, removal: &Removal) -> Effect {
+    if removal.reference.is_some() {
         ledger.remove_reference(removal.image)
     } else {
         ledger.remove_untagged(removal.image)
-    };
+    }
+}
+
+/// Fills in what a removal freed and deleted from the ledger's `effect`, for
+/// an engine whose answer lists nothing deleted. Image IDs the engine did
+/// list are kept.
+fn predicted(effect: Effect, snapshot: &Snapshot, done: &mut Removed) {
     done.reclaimed_bytes = done.reclaimed_bytes.saturating_add(effect.freed);
     for i in effect.deleted {
         let id = &snapshot.images[i].id;

@@ -140,7 +140,9 @@ pub enum PassWork {
     DryRun {
         /// References the plan would remove.
         would_remove: usize,
-        /// Bytes the plan predicts those removals free.
+        /// Build-cache records the plan would remove.
+        would_remove_records: usize,
+        /// Bytes the plan predicts those removals free (images and records).
         would_free_bytes: u64,
     },
     /// Removals were carried out.
@@ -151,9 +153,17 @@ pub enum PassWork {
         deleted_images: usize,
         /// Removals that failed.
         failed: usize,
-        /// Removals not attempted (a limit, or a cancellation).
+        /// Removals not attempted (a limit, or a cancellation), records
+        /// included.
         skipped: usize,
-        /// Bytes the removals freed.
+        /// Build-cache records the engine deleted.
+        records_removed: usize,
+        /// Build-cache records the engine was asked for and did not delete
+        /// (a normal outcome).
+        records_not_deleted: usize,
+        /// Build-cache record removals that failed.
+        records_failed: usize,
+        /// Bytes the removals freed (images and records).
         reclaimed_bytes: u64,
         /// Bytes the plan predicted.
         predicted_bytes: u64,
@@ -177,6 +187,7 @@ impl PassSummary {
                 PassOutcome::Success,
                 PassWork::DryRun {
                     would_remove: outcome.plan.removals.len(),
+                    would_remove_records: outcome.plan.records.len(),
                     would_free_bytes: outcome.plan.reclaim_bytes,
                 },
             ),
@@ -193,6 +204,9 @@ impl PassSummary {
                     deleted_images: report.deleted_images(),
                     failed: report.failed.len(),
                     skipped: report.skipped,
+                    records_removed: report.records_removed.len(),
+                    records_not_deleted: report.records_not_deleted.len(),
+                    records_failed: report.records_failed.len(),
                     reclaimed_bytes: report.reclaimed_bytes,
                     predicted_bytes: outcome.plan.reclaim_bytes,
                     kept: outcome.plan.kept.len(),
@@ -244,12 +258,14 @@ impl PassSummary {
             None => {}
             Some(PassWork::DryRun {
                 would_remove,
+                would_remove_records,
                 would_free_bytes,
             }) => info!(
                 trigger,
                 outcome,
                 dry_run = true,
                 would_remove,
+                would_remove_records,
                 would_free_bytes,
                 duration_ms,
                 "pass finished"
@@ -259,6 +275,9 @@ impl PassSummary {
                 deleted_images,
                 failed,
                 skipped,
+                records_removed,
+                records_not_deleted,
+                records_failed,
                 reclaimed_bytes,
                 predicted_bytes,
                 kept,
@@ -269,6 +288,9 @@ impl PassSummary {
                 deleted_images,
                 failed,
                 skipped,
+                records_removed,
+                records_not_deleted,
+                records_failed,
                 reclaimed_bytes,
                 predicted_bytes,
                 kept,

@@ -37,6 +37,12 @@ use self::http::Health;
 /// `removal_failures_total{kind}` values: [`crate::engine::EngineError::kind`].
 const FAILURE_KINDS: [&str; 3] = ["conflict", "not_found", "engine"];
 
+/// `kind` values of the removal metrics: what was removed.
+pub const REMOVAL_KINDS: [&str; 2] = ["image", "build_cache"];
+
+/// `build_cache_bytes{shared}` values.
+const SHARED: [&str; 2] = ["true", "false"];
+
 /// `images{state}` values.
 const IMAGE_STATES: [&str; 3] = ["dangling", "in_use", "other"];
 
@@ -51,8 +57,18 @@ const PASS_DURATION_BUCKETS: [f64; 15] = [
 pub struct Metrics {
     /// Owns every series below; `render` gathers from it.
     registry: Registry,
-    /// Bytes of layers deleted, per policy: the figure users care about most.
+    /// Bytes freed, per policy and kind (`image`, `build_cache`): the
+    /// figure users care about most.
     reclaimed_bytes: IntCounterVec,
+    /// Build-cache records the engine deleted, per policy.
+    removed_records: IntCounterVec,
+    /// Build-cache records the engine was asked for and did not delete.
+    records_not_deleted: IntCounterVec,
+    /// Build-cache bytes by whether the record shares its data
+    /// (`Shared`), from the last snapshot.
+    build_cache_bytes: IntGaugeVec,
+    /// Build-cache records, from the last snapshot.
+    build_cache_records: IntGauge,
     /// References (tags, or untagged images by ID) removed, per policy.
     removed_references: IntCounterVec,
     /// Images the engine deleted, per policy (a reference removal may delete none).
@@ -71,7 +87,7 @@ pub struct Metrics {
     images: IntGaugeVec,
     /// Unique layer bytes on the engine, from the last snapshot.
     image_bytes: IntGauge,
-    /// What the next pass would free now, per policy.
+    /// What the next pass would free now, per policy and kind.
     reclaimable_bytes: IntGaugeVec,
     /// What policies wanted but a safety rule kept, by rule
     /// ([`KeptBecause::word`]), from the last plan.
@@ -132,9 +148,46 @@ impl Metrics {
         let policy_counter =
             |name: &str, help: &str| register(r, counter_vec(name, help, "policy"));
         let metrics = Self {
-            reclaimed_bytes: policy_counter(
-                "imagegc_reclaimed_bytes_total",
-                "Bytes of image layers deleted from the engine, by the policy that removed them.",
+            reclaimed_bytes: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "imagegc_reclaimed_bytes_total",
+                        "Bytes freed on the engine, by the policy that removed them and kind: \
+                         image (image layers deleted) or build_cache (build-cache records \
+                         removed, and the image layers only they still held).",
+                    ),
+                    &["policy", "kind"],
+                )
+                .expect("metric names, help and labels are valid constants"),
+            ),
+            removed_records: policy_counter(
+                "imagegc_removed_build_cache_records_total",
+                "Build-cache records the engine deleted, by policy.",
+            ),
+            records_not_deleted: policy_counter(
+                "imagegc_build_cache_records_not_deleted_total",
+                "Build-cache records a pass asked the engine to remove and it did not delete \
+                 (in use by then, children left, or gone already): a normal outcome, by policy.",
+            ),
+            build_cache_bytes: register(
+                r,
+                int_gauge_vec(
+                    "imagegc_build_cache_bytes",
+                    "Bytes of the engine's build-cache records at the last snapshot, by whether \
+                     a record shares its data with image layers (shared=\"true\": those bytes \
+                     are counted in imagegc_image_bytes too, and removing the record frees them \
+                     only once no image uses them).",
+                    &["shared"],
+                ),
+            ),
+            build_cache_records: register(
+                r,
+                int_gauge(
+                    "imagegc_build_cache_records",
+                    "Build-cache records on the engine at the last snapshot (0 when it has no \
+                     build cache or no build_cache policy reads it).",
+                ),
             ),
             removed_references: policy_counter(
                 "imagegc_removed_references_total",
@@ -210,8 +263,9 @@ impl Metrics {
                 r,
                 int_gauge_vec(
                     "imagegc_reclaimable_bytes",
-                    "Bytes the next pass would free if it ran now, by policy, from the last plan.",
-                    &["policy"],
+                    "Bytes the next pass would free if it ran now, by policy and kind (image \
+                     or build_cache), from the last plan.",
+                    &["policy", "kind"],
                 ),
             ),
             kept: register(
@@ -219,8 +273,9 @@ impl Metrics {
                 int_gauge_vec(
                     "imagegc_kept",
                     "References and untagged images a policy wanted to remove but a safety rule \
-                     kept, in the last plan, by rule: in_use, protect_label, protect_glob, \
-                     min_age, removal_limit.",
+                     kept (and build-cache records likewise), in the last plan, by rule: \
+                     in_use, protect_label, protect_glob, min_age, removal_limit, whole_image, \
+                     build_in_use, has_children.",
                     &["reason"],
                 ),
             ),
@@ -349,6 +404,9 @@ impl Metrics {
         for state in IMAGE_STATES {
             metrics.images.with_label_values(&[state]);
         }
+        for shared in SHARED {
+            metrics.build_cache_bytes.with_label_values(&[shared]);
+        }
         for word in KeptBecause::WORDS {
             metrics.kept.with_label_values(&[word]);
         }
@@ -364,14 +422,26 @@ impl Metrics {
     /// of what they did); gauges of policies that are gone disappear; the
     /// watermark gauges follow the new percentages.
     pub fn set_policy(&self, policy: &Policy) {
-        let names: HashSet<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
-        for &name in &names {
-            self.reclaimed_bytes.with_label_values(&[name]);
+        let images: HashSet<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
+        let caches: HashSet<&str> = policy.cache_rules.iter().map(|r| r.name.as_str()).collect();
+        for &name in &images {
+            self.reclaimed_bytes.with_label_values(&[name, "image"]);
             self.removed_references.with_label_values(&[name]);
             self.deleted_images.with_label_values(&[name]);
-            self.reclaimable_bytes.with_label_values(&[name]);
+            self.reclaimable_bytes.with_label_values(&[name, "image"]);
         }
-        retain_series(&self.reclaimable_bytes, |name| names.contains(name));
+        for &name in &caches {
+            self.reclaimed_bytes
+                .with_label_values(&[name, "build_cache"]);
+            self.removed_records.with_label_values(&[name]);
+            self.records_not_deleted.with_label_values(&[name]);
+            self.reclaimable_bytes
+                .with_label_values(&[name, "build_cache"]);
+        }
+        retain_pairs(&self.reclaimable_bytes, |name, kind| match kind {
+            "image" => images.contains(name),
+            _ => caches.contains(name),
+        });
 
         let mut high = BTreeMap::new();
         let mut low = BTreeMap::new();
@@ -463,7 +533,9 @@ impl Metrics {
         for removed in &report.removed {
             let policy = [removed.policy.as_str()];
             saturating_inc(
-                &self.reclaimed_bytes.with_label_values(&policy),
+                &self
+                    .reclaimed_bytes
+                    .with_label_values(&[removed.policy.as_str(), "image"]),
                 removed.reclaimed_bytes,
             );
             self.removed_references.with_label_values(&policy).inc();
@@ -473,6 +545,27 @@ impl Metrics {
             );
         }
         for failed in &report.failed {
+            self.removal_failures
+                .with_label_values(&[failed.kind])
+                .inc();
+        }
+        for removed in &report.records_removed {
+            saturating_inc(
+                &self
+                    .reclaimed_bytes
+                    .with_label_values(&[removed.policy.as_str(), "build_cache"]),
+                removed.reclaimed_bytes,
+            );
+            self.removed_records
+                .with_label_values(&[removed.policy.as_str()])
+                .inc();
+        }
+        for record in &report.records_not_deleted {
+            self.records_not_deleted
+                .with_label_values(&[record.policy.as_str()])
+                .inc();
+        }
+        for failed in &report.records_failed {
             self.removal_failures
                 .with_label_values(&[failed.kind])
                 .inc();
@@ -501,24 +594,59 @@ impl Metrics {
 
         // Every policy already shown drops to 0 unless the plan names it, and
         // each value is set once, so a scrape never sees a series vanish.
-        let mut reclaimable: BTreeMap<String, u64> = series_labels(&self.reclaimable_bytes)
-            .into_iter()
-            .map(|name| (name, 0))
-            .collect();
-        for removal in &plan.removals {
-            let total = reclaimable.entry(removal.policy.clone()).or_default();
-            *total = total.saturating_add(removal.reclaim_bytes);
+        let mut reclaimable: BTreeMap<(String, String), u64> =
+            series_pairs(&self.reclaimable_bytes)
+                .into_iter()
+                .map(|pair| (pair, 0))
+                .collect();
+        let removals = plan
+            .removals
+            .iter()
+            .map(|r| (&r.policy, "image", r.reclaim_bytes));
+        let records = plan
+            .records
+            .iter()
+            .map(|r| (&r.policy, "build_cache", r.reclaim_bytes));
+        for (policy, kind, bytes) in removals.chain(records) {
+            let total = reclaimable
+                .entry((policy.clone(), kind.to_string()))
+                .or_default();
+            *total = total.saturating_add(bytes);
         }
-        for (name, bytes) in &reclaimable {
+        for ((name, kind), bytes) in &reclaimable {
             self.reclaimable_bytes
-                .with_label_values(&[name])
+                .with_label_values(&[name.as_str(), kind.as_str()])
                 .set(saturating_i64(*bytes));
         }
 
+        let cache = &snapshot.cache;
+        let (mut shared, mut private) = (0u64, 0u64);
+        for rec in &cache.records {
+            let total = if rec.shared {
+                &mut shared
+            } else {
+                &mut private
+            };
+            *total = total.saturating_add(rec.size);
+        }
+        self.build_cache_bytes
+            .with_label_values(&["true"])
+            .set(saturating_i64(shared));
+        self.build_cache_bytes
+            .with_label_values(&["false"])
+            .set(saturating_i64(private));
+        self.build_cache_records
+            .set(i64::try_from(cache.len()).unwrap_or(i64::MAX));
+
         // Every reason word, set once each, so none is ever missing.
         let mut kept = KeptBecause::WORDS.map(|word| (word, 0i64));
-        for k in &plan.kept {
-            if let Some(slot) = kept.iter_mut().find(|(word, _)| *word == k.reason.word()) {
+        let words = plan
+            .kept
+            .iter()
+            .map(|k| k.reason.word())
+            .chain(plan.kept_records.iter().map(|k| k.reason.word()));
+        for word in words {
+            if let Some(slot) = kept.iter_mut().find(|(w, _)| *w == word) {
                 slot.1 += 1;
             }
         }
@@ -661,6 +789,34 @@ fn retain_series<T: MetricVecBuilder>(vec: &MetricVec<T>, keep: impl Fn(&str) ->
         if !keep(&name) {
             // Err only when the series is already gone.
             let _ = vec.remove_label_values(&[name.as_str()]);
+        }
+    }
+}
+
+/// The first two labels' values of every series of a two-label vector.
+fn series_pairs<T: MetricVecBuilder>(vec: &MetricVec<T>) -> Vec<(String, String)> {
+    vec.collect()
+        .iter()
+        .flat_map(MetricFamily::get_metric)
+        .filter_map(|m| {
+            let labels = m.get_label();
+            let value = |name: &str| {
+                labels
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+            };
+            Some((value("policy")?, value("kind")?))
+        })
+        .collect()
+}
+
+/// Removes the `{policy, kind}` series `keep` refuses.
+fn retain_pairs<T: MetricVecBuilder>(vec: &MetricVec<T>, keep: impl Fn(&str, &str) -> bool) {
+    for (name, kind) in series_pairs(vec) {
+        if !keep(&name, &kind) {
+            // Err only when the series is already gone.
+            let _ = vec.remove_label_values(&[name.as_str(), kind.as_str()]);
         }
     }
 }
