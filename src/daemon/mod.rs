@@ -15,6 +15,7 @@
 //! Everything it touches is passed in (engine, clock, metrics, notifier,
 //! shutdown token), so tests drive it with a fake engine and paused time.
 
+pub mod build_use;
 pub mod clock;
 pub mod notify;
 pub mod reload;
@@ -192,6 +193,7 @@ impl<E: Engine + 'static> Daemon<E> {
                 update = updates.recv(), if updates_open => match update {
                     Some(u) => {
                         lp.apply(&u);
+                        lp.record_builds(&shutdown).await;
                         save_at.get_or_insert_with(|| Instant::now() + lp.d.save_every);
                     }
                     None => updates_open = false,
@@ -342,6 +344,9 @@ struct Loop<E: Engine + 'static> {
     reload_rejected: Option<String>,
     /// The last state write failed (logged once, not at every attempt).
     save_failing: bool,
+    /// Images that appeared through events, to compare with the images
+    /// they may have been built on ([`build_use`]).
+    new_images: Vec<build_use::NewImage>,
     /// When an engine call outside a pass (start-up reads, connects, the
     /// gauges' refresh) last finished: the watchdog is fed during those
     /// only while calls keep finishing, as during a pass.
@@ -380,6 +385,7 @@ impl<E: Engine + 'static> Loop<E> {
             last_status: String::from("no pass yet"),
             reload_rejected: None,
             save_failing: false,
+            new_images: Vec::new(),
             progress: Arc::new(Progress::new()),
         };
         // Every wait here gives way to shutdown: an engine that accepts but
@@ -480,7 +486,37 @@ impl<E: Engine + 'static> Loop<E> {
     }
 
     fn apply(&mut self, u: &Update) {
+        if let Some(new) = build_use::new_image(&self.memory.state, u) {
+            self.new_images.push(new);
+        }
         self.memory.state.touch(&u.image_id, u.at, u.by);
+    }
+
+    /// Count the builds that made the images new since the last call as
+    /// uses of their bases. The engine calls this takes (one bounded
+    /// `image_details` per new image) feed the watchdog while they finish,
+    /// and give way to shutdown.
+    async fn record_builds(&mut self, shutdown: &CancellationToken) {
+        if self.new_images.is_empty() {
+            return;
+        }
+        let feeder = self.feeder();
+        let engine = Watched {
+            inner: &*self.d.engine,
+            progress: &self.progress,
+        };
+        let (cache, state) = (&mut self.memory.cache, &mut self.memory.state);
+        let new_images = std::mem::take(&mut self.new_images);
+        let work = async {
+            for new in &new_images {
+                build_use::record(&engine, cache, state, new).await;
+            }
+        };
+        tokio::select! {
+            () = work => {}
+            () = shutdown.cancelled() => {}
+            _ = feeder => debug!("reading the layers of new images made no progress; given up"),
+        }
     }
 
     /// Write the state; a failure is logged when it starts and when it ends,

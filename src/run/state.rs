@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{FirstSeenBasis, Tracked};
+use crate::inventory::{BuildUser, FirstSeenBasis, Tracked};
 
 /// Schema version written into the file.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -76,7 +76,9 @@ pub struct ImageRecord {
     /// Newest event seen for the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<DateTime<Utc>>,
-    /// What that event was (`container start`, `tag`, …).
+    /// What that event was (`container start`, `tag`, …), or the build that
+    /// used the image (`build of <short image ID>`, `build cache record
+    /// <ID>`: [`BuildUser::state_text`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_by: Option<String>,
 }
@@ -149,9 +151,15 @@ impl State {
     /// Times the planner needs for one image. An ID the state has never seen
     /// counts as first seen `now`, which is what the next pass will record.
     pub fn tracked(&self, id: &str, now: DateTime<Utc>) -> Tracked {
-        let (first_seen, last_event) = match self.images.get(id) {
-            Some(r) => (r.first_seen, r.last_used),
-            None => ((!self.baseline_pending).then_some(now), None),
+        let (first_seen, last_event, last_event_build) = match self.images.get(id) {
+            Some(r) => (
+                r.first_seen,
+                r.last_used,
+                r.last_used_by
+                    .as_deref()
+                    .and_then(BuildUser::from_state_text),
+            ),
+            None => ((!self.baseline_pending).then_some(now), None, None),
         };
         let basis = match first_seen {
             None if self.baseline_pending => FirstSeenBasis::NoStateYet,
@@ -162,12 +170,14 @@ impl State {
         Tracked {
             first_seen,
             last_event,
+            last_event_build,
             basis,
             restarted: self.tracking_restarted,
         }
     }
 
-    /// Note a use of an image (an event); keeps the newest.
+    /// Note a use of an image (an event, or a build: `by` is then
+    /// [`BuildUser::state_text`]); keeps the newest.
     pub fn touch(&mut self, id: &str, at: DateTime<Utc>, by: &str) {
         let rec = self
             .images
