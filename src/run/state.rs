@@ -784,6 +784,42 @@ mod tests {
     }
 
     #[test]
+    fn a_build_recorded_by_touch_reads_back_as_a_build_naming_it() {
+        let mut s = State::baseline(["sha256:base"], t("2026-01-01T00:00:00Z"));
+        let by = BuildUser::Image(crate::inventory::ShortRef::new("0123456789ab"));
+        s.touch("sha256:base", t("2026-01-05T00:00:00Z"), &by.state_text());
+        assert_eq!(
+            s.images["sha256:base"].last_used_by.as_deref(),
+            Some("build of 0123456789ab")
+        );
+        let tracked = s.tracked("sha256:base", t("2026-01-06T00:00:00Z"));
+        assert_eq!(tracked.last_event, Some(t("2026-01-05T00:00:00Z")));
+        assert_eq!(tracked.last_event_build, Some(by));
+        // A newer engine event replaces it: then it is no build.
+        s.touch("sha256:base", t("2026-01-07T00:00:00Z"), "container start");
+        let tracked = s.tracked("sha256:base", t("2026-01-08T00:00:00Z"));
+        assert_eq!(tracked.last_event_build, None);
+        // Records, and texts from a hand-edited file: kept short, never a panic.
+        let record = BuildUser::from_state_text("build cache record u5ukl6868hkd0wh7uzvqg9t3v");
+        assert_eq!(
+            record.map(|r| r.state_text()).as_deref(),
+            Some("build cache record u5ukl6868hkd0wh7uzvqg9t3v")
+        );
+        let long = format!("build of {}", "é".repeat(40));
+        assert_eq!(
+            BuildUser::from_state_text(&long)
+                .map(|b| b.state_text())
+                .as_deref(),
+            Some("build of ")
+        );
+        let long = format!("build of {}", "a".repeat(100));
+        assert_eq!(
+            BuildUser::from_state_text(&long).map(|b| b.state_text().len()),
+            Some("build of ".len() + crate::inventory::ShortRef::MAX)
+        );
+    }
+
+    #[test]
     fn touch_keeps_the_newest_use() {
         let mut s = State::baseline([], t("2026-01-01T00:00:00Z"));
         s.touch("sha256:x", t("2026-01-05T00:00:00Z"), "tag");
