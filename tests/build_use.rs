@@ -337,7 +337,7 @@ async fn a_build_use_is_recorded_in_the_state_and_outlives_the_child_and_a_resta
 // ---------------------------------------------------------------------------------------------
 
 /// `DOCKER_BUILDKIT=1 docker build` (Debian's 20.10 CLI, which builds with
-/// BuildKit and no registry) of `FROM <base>` plus one file, labelled for
+/// `BuildKit` and no registry) of `FROM <base>` plus one file, labelled for
 /// the lab, tagged `reference`. Returns the new image's ID. Held under the
 /// engine lock: the harness does not cover a raw `docker` command.
 fn buildkit_build(lab: &common::Lab, base: &str, reference: &str) -> String {

@@ -3,6 +3,7 @@
 //! the daemon reads that image's layers and marks every image whose chain
 //! they extend as used then, in the state file (issue 8).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,47 +35,51 @@ impl Notifier for Quiet {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_tag_event_of_a_new_image_built_on_a_base_marks_the_base_used_in_the_state() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let state_path = dir.path().join("state.json");
-    let wall = t("2026-11-28T10:00:00Z");
+/// `base:1` (two layers), `lower:1` (its bottom layer) and `other:1`
+/// (unrelated), all 10 days old.
+fn engine(wall: DateTime<Utc>) -> Arc<FakeEngine> {
     let engine = Arc::new(FakeEngine::new());
-    engine.add_image(fake::image(
-        "sha256:base",
-        &["base:1"],
-        wall - TimeDelta::days(10),
-        &[("sha256:b1", 100), ("sha256:b2", 200)],
-    ));
-    engine.add_image(fake::image(
-        "sha256:lower",
-        &["lower:1"],
-        wall - TimeDelta::days(10),
-        &[("sha256:b1", 100)],
-    ));
-    engine.add_image(fake::image(
-        "sha256:other",
-        &["other:1"],
-        wall - TimeDelta::days(10),
-        &[("sha256:o1", 100)],
-    ));
-    // The first pass (run_on_start) learns the images present; nothing it
-    // may remove is there (only dangling images go).
+    for (id, tag, layers) in [
+        (
+            "sha256:base",
+            "base:1",
+            &[("sha256:b1", 100), ("sha256:b2", 200)][..],
+        ),
+        ("sha256:lower", "lower:1", &[("sha256:b1", 100)][..]),
+        ("sha256:other", "other:1", &[("sha256:o1", 100)][..]),
+    ] {
+        engine.add_image(fake::image(id, &[tag], wall - TimeDelta::days(10), layers));
+    }
+    engine
+}
+
+/// Starts the daemon (state at `state_path`, following events) and waits
+/// for its start pass, which learns the images present (only dangling
+/// images may go: none is), and for its event stream.
+async fn start(
+    engine: &Arc<FakeEngine>,
+    state_path: &Path,
+    wall: DateTime<Utc>,
+    shutdown: &CancellationToken,
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedSender<imagegc::daemon::Control>,
+) {
     let text = format!(
         "schedule = \"0 0 1 1 *\"\nrun_on_start = true\n[state]\npath = \"{}\"\n\
          [[policy]]\nname = \"dangling\"\ndangling = true\nolder_than = \"1h\"\n",
         state_path.display()
     );
     let policy = config::parse(&text, "test.toml").expect("valid test policy");
-    let mut daemon = Daemon::new(Arc::clone(&engine), None, policy, Arc::new(Metrics::new()));
+    let mut daemon = Daemon::new(Arc::clone(engine), None, policy, Arc::new(Metrics::new()));
     daemon.clock = Arc::new(TokioClock::starting_at(wall));
     daemon.notifier = Arc::new(Quiet);
     daemon.max_sleep = Duration::from_secs(3600);
     daemon.save_every = Duration::from_millis(100);
     let (tx, mut passes) = mpsc::unbounded_channel();
     daemon.on_pass = Some(tx);
-    let shutdown = CancellationToken::new();
-    let (_controls, control_rx) = mpsc::unbounded_channel();
+    // Reloads are never asked for; the caller keeps the sender.
+    let (controls, control_rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(daemon.run(control_rx, shutdown.clone()));
     tokio::time::timeout(Duration::from_secs(600), passes.recv())
         .await
@@ -87,6 +92,17 @@ async fn a_tag_event_of_a_new_image_built_on_a_base_marks_the_base_used_in_the_s
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(engine.open_event_streams(), 1, "the event stream is open");
+    (task, controls)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tag_event_of_a_new_image_built_on_a_base_marks_the_base_used_in_the_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_path = dir.path().join("state.json");
+    let wall = t("2026-11-28T10:00:00Z");
+    let engine = engine(wall);
+    let shutdown = CancellationToken::new();
+    let (task, _controls) = start(&engine, &state_path, wall, &shutdown).await;
 
     // A BuildKit build of `FROM base:1` finishes: only `image tag`.
     let built_at = t("2026-11-28T10:05:00Z");

@@ -192,8 +192,12 @@ impl<E: Engine + 'static> Daemon<E> {
                 },
                 update = updates.recv(), if updates_open => match update {
                     Some(u) => {
-                        lp.apply(&u);
-                        lp.record_builds(&shutdown).await;
+                        let new = lp.apply(&u);
+                        drop(u);
+                        if let Some(new) = new {
+                            // On the heap: the loop's own future stays small.
+                            Box::pin(lp.record_build(new, &shutdown)).await;
+                        }
                         save_at.get_or_insert_with(|| Instant::now() + lp.d.save_every);
                     }
                     None => updates_open = false,
@@ -344,9 +348,6 @@ struct Loop<E: Engine + 'static> {
     reload_rejected: Option<String>,
     /// The last state write failed (logged once, not at every attempt).
     save_failing: bool,
-    /// Images that appeared through events, to compare with the images
-    /// they may have been built on ([`build_use`]).
-    new_images: Vec<build_use::NewImage>,
     /// When an engine call outside a pass (start-up reads, connects, the
     /// gauges' refresh) last finished: the watchdog is fed during those
     /// only while calls keep finishing, as during a pass.
@@ -385,7 +386,6 @@ impl<E: Engine + 'static> Loop<E> {
             last_status: String::from("no pass yet"),
             reload_rejected: None,
             save_failing: false,
-            new_images: Vec::new(),
             progress: Arc::new(Progress::new()),
         };
         // Every wait here gives way to shutdown: an engine that accepts but
@@ -485,37 +485,29 @@ impl<E: Engine + 'static> Loop<E> {
         watchdog_tick(&*self.d.notifier, self.d.max_sleep)
     }
 
-    fn apply(&mut self, u: &Update) {
-        if let Some(new) = build_use::new_image(&self.memory.state, u) {
-            self.new_images.push(new);
-        }
+    /// Apply `u` to the state; the new image it names, if any, for
+    /// [`Loop::record_build`].
+    fn apply(&mut self, u: &Update) -> Option<build_use::NewImage> {
+        let new = build_use::new_image(&self.memory.state, u);
         self.memory.state.touch(&u.image_id, u.at, u.by);
+        new
     }
 
-    /// Count the builds that made the images new since the last call as
-    /// uses of their bases. The engine calls this takes (one bounded
-    /// `image_details` per new image) feed the watchdog while they finish,
-    /// and give way to shutdown.
-    async fn record_builds(&mut self, shutdown: &CancellationToken) {
-        if self.new_images.is_empty() {
-            return;
-        }
+    /// Count the build that made `new` as a use of the images it was built
+    /// on ([`build_use`]). The engine call this may take (one bounded
+    /// `image_details`) feeds the watchdog while it finishes, and gives
+    /// way to shutdown.
+    async fn record_build(&mut self, new: build_use::NewImage, shutdown: &CancellationToken) {
         let feeder = self.feeder();
         let engine = Watched {
             inner: &*self.d.engine,
             progress: &self.progress,
         };
         let (cache, state) = (&mut self.memory.cache, &mut self.memory.state);
-        let new_images = std::mem::take(&mut self.new_images);
-        let work = async {
-            for new in &new_images {
-                build_use::record(&engine, cache, state, new).await;
-            }
-        };
         tokio::select! {
-            () = work => {}
+            _ = build_use::record(&engine, cache, state, &new) => {}
             () = shutdown.cancelled() => {}
-            _ = feeder => debug!("reading the layers of new images made no progress; given up"),
+            _ = feeder => debug!(image = %new.image_id, "reading the layers of a new image made no progress; given up"),
         }
     }
 

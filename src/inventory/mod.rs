@@ -534,8 +534,8 @@ impl Snapshot {
             if r >= self.cache.records.len() {
                 break;
             }
-            let (at, used) = self.cache.last_used(r);
-            if !used {
+            let (at, is_use) = self.cache.last_used(r);
+            if !is_use {
                 continue;
             }
             let by = BuildUser::Record(ShortRef::new(&self.cache.records[r].id));
