@@ -211,6 +211,15 @@ fn a_used_build_cache_record_holding_an_images_top_layer_is_a_use_of_that_image(
         "a record created an hour ago and never used is no use"
     );
     assert_eq!(removed(&unused_7d(), &snap), vec![id("other")]);
+    let p = unused_7d();
+    let text = explain(&p, &snap, &plan(&p, &snap, now()), now(), b).to_text();
+    assert!(
+        text.contains("last used    by a build at")
+            && text.contains(
+                "build-cache record recused0000000000000000000 (fileop target) made from it was used"
+            ),
+        "{text}"
+    );
 
     // A record holding only a lower layer says nothing of the image on top.
     let mut used = fake::cache_record("recused0000000000000000000", &[], 0, ago(9 * DAY));

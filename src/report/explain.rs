@@ -112,7 +112,8 @@ pub struct Explanation {
     /// Where the last-used time came from.
     pub last_used_source: &'static str,
     /// When a build was the last use: the image built on it or the
-    /// build-cache record used, in words (`image 0123456789ab (app:2)`).
+    /// build-cache record used, in words (`image 0123456789ab (app:2) was
+    /// built on it`).
     pub last_used_by_build: Option<String>,
     /// Containers using it.
     pub containers: Vec<ContainerUse>,
@@ -273,7 +274,13 @@ fn build_user(snapshot: &Snapshot, by: BuildUser) -> String {
                 None => format!("image {id} was built on it"),
             }
         }
-        BuildUser::Record(id) => format!("build-cache record {id} made from it was used"),
+        BuildUser::Record(id) => match snapshot.cache.by_id.get(id.as_str()) {
+            Some(&r) => format!(
+                "build-cache record {id} ({}) made from it was used",
+                snapshot.cache.records[r].description
+            ),
+            None => format!("build-cache record {id} made from it was used"),
+        },
         BuildUser::Unnamed => "recorded in the state".to_owned(),
     }
 }
