@@ -459,3 +459,40 @@ fn on_the_engine_a_base_a_buildkit_build_used_survives_unused_for_and_explain_sa
         "{text}"
     );
 }
+
+#[test]
+fn the_disk_pressure_order_counts_a_build_as_the_bases_last_use() {
+    use imagegc::engine::DiskUsage;
+    use imagegc::policy::Threshold;
+    let p = policy(vec![rule("pressure")
+        .disk(Threshold::Ratio(0.85), Threshold::Ratio(0.75))
+        .build()]);
+    let old = img("old", 5 * DAY).tags(&["old:1"]).layer("o1", 1200);
+    // 87% used: removing old (1200 bytes) lands on 75%.
+    let disk = DiskUsage {
+        total_bytes: 10_000,
+        used_bytes: 8_700,
+    };
+    let targets = |snap: &Snapshot| -> Vec<String> {
+        plan(&p, snap, now())
+            .removals
+            .iter()
+            .map(|r| r.reference.clone().unwrap_or_default())
+            .collect()
+    };
+    let without_build = support::snapshot_on_disk(&[base(), old.clone()], vec![], disk);
+    assert_eq!(
+        targets(&without_build).first().map(String::as_str),
+        Some("base:1"),
+        "control: unused for 10 days, the base is the least recently used"
+    );
+    // Built an hour ago (created then, as a build's result is).
+    let mut built = child("app", HOUR);
+    built.created = ago(HOUR);
+    let snap = support::snapshot_on_disk(&[base(), old, built], vec![], disk);
+    assert_eq!(
+        targets(&snap),
+        vec!["old:1"],
+        "the base was used an hour ago"
+    );
+}
