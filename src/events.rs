@@ -20,6 +20,10 @@
 //! - a pull names the reference pulled, resolved with image inspect.
 //!
 //! A delete makes no update: the image is gone, and passes drop vanished IDs.
+//!
+//! A `BuildKit` build emits only `image tag` for its result, nothing naming
+//! the base it was built on: the daemon turns the update for an image it has
+//! not seen into uses of the images under it (`daemon::build_use`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

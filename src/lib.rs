@@ -16,7 +16,9 @@
 //!   `config::diagnostics` (errors, positions, did-you-mean).
 //! - [`daemon`] (`daemon/`): the service loop (triggers, passes that never
 //!   overlap, state upkeep, reload, shutdown) and `daemon::serve`, the wiring
-//!   `run` uses; `daemon::{triggers, signals, clock, notify, reload}` hold its parts.
+//!   `run` uses; `daemon::{triggers, signals, clock, notify, reload, build_use}`
+//!   hold its parts (`build_use`: a new image an event names counts as a use
+//!   of the images it was built on).
 //! - [`engine`] (`engine/`): the [`engine::Engine`] trait, its
 //!   [`engine::Capabilities`] and the engine-neutral types (image facts, uses,
 //!   build-cache records, errors); `engine::docker` (also [`docker`]): `Engine`

@@ -15,6 +15,7 @@
 //! Everything it touches is passed in (engine, clock, metrics, notifier,
 //! shutdown token), so tests drive it with a fake engine and paused time.
 
+pub mod build_use;
 pub mod clock;
 pub mod notify;
 pub mod reload;
@@ -191,7 +192,12 @@ impl<E: Engine + 'static> Daemon<E> {
                 },
                 update = updates.recv(), if updates_open => match update {
                     Some(u) => {
-                        lp.apply(&u);
+                        let new = lp.apply(&u);
+                        drop(u);
+                        if let Some(new) = new {
+                            // On the heap: the loop's own future stays small.
+                            Box::pin(lp.record_build(new, &shutdown)).await;
+                        }
                         save_at.get_or_insert_with(|| Instant::now() + lp.d.save_every);
                     }
                     None => updates_open = false,
@@ -479,8 +485,30 @@ impl<E: Engine + 'static> Loop<E> {
         watchdog_tick(&*self.d.notifier, self.d.max_sleep)
     }
 
-    fn apply(&mut self, u: &Update) {
+    /// Apply `u` to the state; the new image it names, if any, for
+    /// [`Loop::record_build`].
+    fn apply(&mut self, u: &Update) -> Option<build_use::NewImage> {
+        let new = build_use::new_image(&self.memory.state, u);
         self.memory.state.touch(&u.image_id, u.at, u.by);
+        new
+    }
+
+    /// Count the build that made `new` as a use of the images it was built
+    /// on ([`build_use`]). The engine call this may take (one bounded
+    /// `image_details`) feeds the watchdog while it finishes, and gives
+    /// way to shutdown.
+    async fn record_build(&mut self, new: build_use::NewImage, shutdown: &CancellationToken) {
+        let feeder = self.feeder();
+        let engine = Watched {
+            inner: &*self.d.engine,
+            progress: &self.progress,
+        };
+        let (cache, state) = (&mut self.memory.cache, &mut self.memory.state);
+        tokio::select! {
+            _ = build_use::record(&engine, cache, state, &new) => {}
+            () = shutdown.cancelled() => {}
+            _ = feeder => debug!(image = %new.image_id, "reading the layers of a new image made no progress; given up"),
+        }
     }
 
     /// Write the state; a failure is logged when it starts and when it ends,

@@ -13,12 +13,13 @@
 pub mod build_cache;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
 
 use crate::engine::{Capabilities, Container, DiskUsage, Engine, EngineError, ImageSummary, Layer};
 use crate::host::disk::{self, DiskProbe};
+use crate::model::short_id;
 pub use build_cache::{BuildCache, CacheAvailability, CacheRecord, CacheRecordKind};
 
 /// What is known about an image beyond the image list (computed by the
@@ -33,6 +34,10 @@ pub struct Tracked {
     pub first_seen: Option<DateTime<Utc>>,
     /// Newest event seen for the image (container start, tag, …).
     pub last_event: Option<DateTime<Utc>>,
+    /// `Some` when that newest use was a build (the state's `last_used_by`
+    /// says `build of …`): an image built on this one appeared, or a
+    /// build-cache record made from it was used. `None`: an engine event.
+    pub last_event_build: Option<BuildUser>,
     /// What `first_seen` stands for, so `explain` can say it.
     pub basis: FirstSeenBasis,
     /// When tracking last restarted (the state file was lost or cannot be
@@ -131,6 +136,129 @@ pub struct Snapshot {
     /// The engine's build cache; empty ([`CacheAvailability::NotRead`])
     /// unless [`Snapshot::with_build_cache`] gave it.
     pub cache: BuildCache,
+    /// [`Snapshot::build_use`] of every image, worked out on first use (the
+    /// snapshot is not changed after that: reset by `with_build_cache`).
+    build_uses: OnceLock<Vec<Option<BuildUse>>>,
+}
+
+/// Who made a build use of an image: short enough to copy, so [`Tracked`]
+/// stays `Copy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildUser {
+    /// An image built on top of it appeared (its short ID).
+    Image(ShortRef),
+    /// A build-cache record made from it was used (the record's ID).
+    Record(ShortRef),
+    /// A build the state recorded without naming it.
+    Unnamed,
+}
+
+impl BuildUser {
+    /// What the state file keeps as `last_used_by` for this use.
+    pub fn state_text(&self) -> String {
+        match self {
+            Self::Image(id) => format!("build of {id}"),
+            Self::Record(id) => format!("build cache record {id}"),
+            Self::Unnamed => "build".to_owned(),
+        }
+    }
+
+    /// The build a state's `last_used_by` names; `None` when it names no
+    /// build (`container start`, `tag`, …).
+    pub fn from_state_text(text: &str) -> Option<Self> {
+        if let Some(id) = text.strip_prefix("build of ") {
+            Some(Self::Image(ShortRef::new(id)))
+        } else if let Some(id) = text.strip_prefix("build cache record ") {
+            Some(Self::Record(ShortRef::new(id)))
+        } else if text == "build" {
+            Some(Self::Unnamed)
+        } else {
+            None
+        }
+    }
+}
+
+/// A short identifier (an image's short ID, a record's ID) kept inline:
+/// at most [`ShortRef::MAX`] ASCII characters, anything past them (or past
+/// the first character that is not printable ASCII) left out.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ShortRef {
+    len: u8,
+    bytes: [u8; ShortRef::MAX],
+}
+
+impl ShortRef {
+    /// The most characters kept (`BuildKit` record IDs have 25).
+    pub const MAX: usize = 32;
+
+    /// The leading printable ASCII of `text`, at most [`ShortRef::MAX`] bytes.
+    pub fn new(text: &str) -> Self {
+        let mut bytes = [0u8; Self::MAX];
+        let mut len = 0;
+        for b in text.bytes().take(Self::MAX) {
+            if !b.is_ascii_graphic() {
+                break;
+            }
+            bytes[len] = b;
+            len += 1;
+        }
+        Self {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII bytes are ever stored.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for ShortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for ShortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A use of an image by a build, as the snapshot shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuildUse {
+    /// When: the appearance of the image built on it, or the record's
+    /// `LastUsedAt`.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub by: BuildUser,
+    /// The image built on it (index), when `by` is one in this snapshot.
+    pub image: Option<usize>,
+    /// The record (index into `cache.records`), when `by` is a record.
+    pub record: Option<usize>,
+}
+
+/// An image's last use and where it came from ([`Snapshot::last_use`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastUse {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Where the time came from.
+    pub source: LastUsedSource,
+    /// The build, when `source` is [`LastUsedSource::Build`].
+    pub build: Option<BuildUser>,
+}
+
+/// True when the layer chain `base` is a proper prefix of `new`'s: `base`
+/// has k ≥ 1 layers, `new` more, and both have the same k-th chain ID (chain
+/// IDs are cumulative, so that one names the whole prefix). This is how a
+/// `FROM base` shows in the image a build made.
+pub fn built_on(new: &[Layer], base: &[Layer]) -> bool {
+    let k = base.len();
+    k >= 1 && new.len() > k && new[k - 1].chain_id == base[k - 1].chain_id
 }
 
 /// Input for one image when building a snapshot.
@@ -227,6 +355,7 @@ impl Snapshot {
             by_id,
             capabilities: Capabilities::DOCKER_20_10,
             cache: BuildCache::default(),
+            build_uses: OnceLock::new(),
         }
     }
 
@@ -264,6 +393,7 @@ impl Snapshot {
             holds,
             own_bytes,
         };
+        self.build_uses = OnceLock::new();
         self
     }
 
@@ -320,33 +450,157 @@ impl Snapshot {
         best
     }
 
-    /// Last used: the newest of created, last tag time, the creation of any
-    /// container using it, the newest tracked event, and the restart of
-    /// tracking after a state loss (uses before it are unknown, so an image
-    /// used yesterday does not look unused since it was created).
-    pub fn last_used(&self, image: usize) -> (DateTime<Utc>, LastUsedSource) {
+    /// When image `image` appeared, as a build use of the images under it
+    /// counts it: its first-seen time when imagegc saw it appear, else the
+    /// newest of its created and last tagged times (an image there before
+    /// tracking began, or first seen only at a restart of tracking).
+    pub fn appeared(&self, image: usize) -> DateTime<Utc> {
         let img = &self.images[image];
-        let mut best = (img.created, LastUsedSource::Created);
-        if let Some(t) = img.last_tag_time {
-            if t > best.0 {
-                best = (t, LastUsedSource::Tagged);
+        match img.tracked.first_seen {
+            Some(t) if img.tracked.basis == FirstSeenBasis::Seen => t,
+            _ => img
+                .last_tag_time
+                .filter(|t| *t > img.created)
+                .unwrap_or(img.created),
+        }
+    }
+
+    /// The newest use of image `image` by a build that this snapshot shows:
+    /// - an image present whose layer chain has this image's as a proper
+    ///   prefix ([`built_on`]; a `FROM`), at its appearance
+    ///   ([`Snapshot::appeared`]); the newest such image wins;
+    /// - a build-cache record holding this image's top layer
+    ///   (`cache.holds`), at the record's `LastUsedAt` when that is a use
+    ///   ([`BuildCache::last_used`]).
+    ///
+    /// Worked out for every image at the first call, in time linear in the
+    /// layers and held layers of the snapshot.
+    pub fn build_use(&self, image: usize) -> Option<BuildUse> {
+        self.build_uses
+            .get_or_init(|| self.compute_build_uses())
+            .get(image)
+            .copied()
+            .flatten()
+    }
+
+    fn compute_build_uses(&self) -> Vec<Option<BuildUse>> {
+        fn newer(slot: &mut Option<BuildUse>, candidate: BuildUse) {
+            if slot.is_none_or(|u| candidate.at > u.at) {
+                *slot = Some(candidate);
             }
+        }
+        // (position, layer) of a prefix → the newest image with more layers
+        // than that prefix: (appeared, image).
+        let mut on_top: HashMap<(usize, u32), (DateTime<Utc>, usize)> = HashMap::new();
+        for (n, img) in self.images.iter().enumerate() {
+            let at = self.appeared(n);
+            let m = img.layers.len();
+            for (pos, &layer) in img.layers.iter().enumerate().take(m.saturating_sub(1)) {
+                on_top
+                    .entry((pos, layer))
+                    .and_modify(|e| {
+                        if at > e.0 {
+                            *e = (at, n);
+                        }
+                    })
+                    .or_insert((at, n));
+            }
+        }
+        let mut uses: Vec<Option<BuildUse>> = self
+            .images
+            .iter()
+            .map(|img| {
+                let k = img.layers.len();
+                let top = *img.layers.last()?;
+                let &(at, n) = on_top.get(&(k - 1, top))?;
+                Some(BuildUse {
+                    at,
+                    by: BuildUser::Image(ShortRef::new(short_id(&self.images[n].id))),
+                    image: Some(n),
+                    record: None,
+                })
+            })
+            .collect();
+        if self.cache.records.is_empty() {
+            return uses;
+        }
+        let mut by_top: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (i, img) in self.images.iter().enumerate() {
+            if let Some(&top) = img.layers.last() {
+                by_top.entry(top).or_default().push(i);
+            }
+        }
+        for (r, held) in self.cache.holds.iter().enumerate() {
+            if r >= self.cache.records.len() {
+                break;
+            }
+            let (at, is_use) = self.cache.last_used(r);
+            if !is_use {
+                continue;
+            }
+            let by = BuildUser::Record(ShortRef::new(&self.cache.records[r].id));
+            for layer in held {
+                for &i in by_top.get(layer).into_iter().flatten() {
+                    newer(
+                        &mut uses[i],
+                        BuildUse {
+                            at,
+                            by,
+                            image: None,
+                            record: Some(r),
+                        },
+                    );
+                }
+            }
+        }
+        uses
+    }
+
+    /// Last used: the newest of created, last tag time, the creation of any
+    /// container using it, a build ([`Snapshot::build_use`]), the newest
+    /// tracked use (an event, or a build the state recorded), and the
+    /// restart of tracking after a state loss (uses before it are unknown,
+    /// so an image used yesterday does not look unused since it was
+    /// created).
+    pub fn last_used(&self, image: usize) -> (DateTime<Utc>, LastUsedSource) {
+        let last = self.last_use(image);
+        (last.at, last.source)
+    }
+
+    /// [`Snapshot::last_used`], with the build when a build was the last use.
+    pub fn last_use(&self, image: usize) -> LastUse {
+        let img = &self.images[image];
+        let mut best = LastUse {
+            at: img.created,
+            source: LastUsedSource::Created,
+            build: None,
+        };
+        let mut offer = |at: DateTime<Utc>, source, build| {
+            if at > best.at {
+                best = LastUse { at, source, build };
+            }
+        };
+        if let Some(t) = img.last_tag_time {
+            offer(t, LastUsedSource::Tagged, None);
         }
         for &c in &self.users[image] {
-            let t = self.containers[c].container.created;
-            if t > best.0 {
-                best = (t, LastUsedSource::Container);
-            }
+            offer(
+                self.containers[c].container.created,
+                LastUsedSource::Container,
+                None,
+            );
+        }
+        if let Some(u) = self.build_use(image) {
+            offer(u.at, LastUsedSource::Build, Some(u.by));
         }
         if let Some(t) = img.tracked.last_event {
-            if t > best.0 {
-                best = (t, LastUsedSource::Event);
+            match img.tracked.last_event_build {
+                Some(by) => offer(t, LastUsedSource::Build, Some(by)),
+                None => offer(t, LastUsedSource::Event, None),
             }
         }
         if let Some(t) = img.tracked.restarted {
-            if t > best.0 {
-                best = (t, LastUsedSource::TrackingRestarted);
-            }
+            offer(t, LastUsedSource::TrackingRestarted, None);
         }
         best
     }
@@ -405,6 +659,22 @@ impl DetailsCache {
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The facts cached for `image_id`.
+    pub fn get(&self, image_id: &str) -> Option<&Arc<ImageFacts>> {
+        self.entries.get(image_id)
+    }
+
+    /// Cache the facts of `image_id` (learnt outside a pass: the daemon
+    /// inspects a new image an event names).
+    pub fn insert(&mut self, image_id: &str, facts: Arc<ImageFacts>) {
+        self.entries.insert(image_id.to_owned(), facts);
+    }
+
+    /// Every cached image ID with its facts.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<ImageFacts>)> {
+        self.entries.iter().map(|(id, f)| (id.as_str(), f))
     }
 
     /// Drop entries for images no longer listed.

@@ -21,7 +21,7 @@ use super::table::{escaped, short_record_id};
 use super::text::{human_duration, size};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::gc::{self, Ledger, Protection, Verdict};
-use crate::inventory::{FirstSeenBasis, Snapshot};
+use crate::inventory::{BuildUser, FirstSeenBasis, LastUsedSource, Snapshot};
 use crate::model::{repository_of, short_id};
 use crate::policy::Policy;
 
@@ -172,6 +172,10 @@ pub struct Explanation {
     pub last_used: DateTime<Utc>,
     /// Where the last-used time came from.
     pub last_used_source: &'static str,
+    /// When a build was the last use: the image built on it or the
+    /// build-cache record used, in words (`image 0123456789ab (app:2) was
+    /// built on it`).
+    pub last_used_by_build: Option<String>,
     /// Containers using it.
     pub containers: Vec<ContainerUse>,
     /// Parent image ID, when the engine knows one.
@@ -258,8 +262,13 @@ pub fn explain(
         parents_freed += effect.deleted.len();
         orphaned_parents.extend(effect.newly_dangling);
     }
-    let (last_used, source) = snapshot.last_used(i);
     let (held_by_cache_bytes, held_by_records) = held_by_cache(snapshot, i);
+    let last = snapshot.last_use(i);
+    let (last_used, source) = (last.at, last.source);
+    let last_used_by_build = last
+        .build
+        .filter(|_| source == LastUsedSource::Build)
+        .map(|by| build_user(snapshot, by));
     Explanation {
         image_id: img.id.clone(),
         references: img.tags.clone(),
@@ -276,6 +285,7 @@ pub fn explain(
         last_tagged: img.last_tag_time,
         last_used,
         last_used_source: source.as_str(),
+        last_used_by_build,
         containers: snapshot.users[i]
             .iter()
             .map(|&c| {
@@ -347,6 +357,32 @@ fn held_by_cache(snapshot: &Snapshot, i: usize) -> (u64, Vec<String>) {
             total.saturating_add(snapshot.layers[l as usize].size)
         });
     (bytes, records)
+}
+
+/// The build that used an image, in words: the image built on it (with
+/// its first reference while it is there) or the record.
+fn build_user(snapshot: &Snapshot, by: BuildUser) -> String {
+    match by {
+        BuildUser::Image(id) => {
+            let tag = snapshot
+                .images
+                .iter()
+                .find(|img| short_id(&img.id) == id.as_str())
+                .and_then(|img| img.tags.first());
+            match tag {
+                Some(tag) => format!("image {id} ({tag}) was built on it"),
+                None => format!("image {id} was built on it"),
+            }
+        }
+        BuildUser::Record(id) => match snapshot.cache.by_id.get(id.as_str()) {
+            Some(&r) => format!(
+                "build-cache record {id} ({}) made from it was used",
+                snapshot.cache.records[r].description
+            ),
+            None => format!("build-cache record {id} made from it was used"),
+        },
+        BuildUser::Unnamed => "recorded in the state".to_owned(),
+    }
 }
 
 fn shown(reference: Option<&String>) -> &str {
@@ -457,13 +493,21 @@ impl Explanation {
                 "first seen   already there when tracking began (the grace period counts from created or last tagged)"
             ),
         };
-        let _ = writeln!(
-            o,
-            "last used    {} ({} ago; from: {})",
-            self.last_used.format("%Y-%m-%d %H:%M:%S UTC"),
-            ago(self.last_used),
-            self.last_used_source
-        );
+        let _ = match &self.last_used_by_build {
+            Some(by) => writeln!(
+                o,
+                "last used    by a build at {} ({} ago; {by})",
+                self.last_used.format("%Y-%m-%d %H:%M:%S UTC"),
+                ago(self.last_used),
+            ),
+            None => writeln!(
+                o,
+                "last used    {} ({} ago; from: {})",
+                self.last_used.format("%Y-%m-%d %H:%M:%S UTC"),
+                ago(self.last_used),
+                self.last_used_source
+            ),
+        };
         if let Some(p) = &self.parent {
             let _ = writeln!(o, "parent       {p}");
         }

@@ -9,6 +9,7 @@ use chrono::TimeDelta;
 
 use crate::gc::conditions::{Check, Fact};
 use crate::gc::plan::{KeptBecause, Note, Reason, Reasons, Usage};
+use crate::inventory::LastUsedSource;
 use crate::model::short_id;
 use crate::run::{PassOutcome, PassSummary, PassWork};
 
@@ -186,6 +187,16 @@ impl Display for Note {
 impl Display for Fact<'_> {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match self {
+            Self::UnusedFor {
+                idle,
+                limit,
+                source: LastUsedSource::Build,
+            } => write!(
+                f,
+                "last used by a build {} ago; unused_for {}",
+                human_duration(*idle),
+                human_duration(*limit)
+            ),
             Self::UnusedFor {
                 idle,
                 limit,

@@ -377,6 +377,7 @@ pub async fn run<E: Engine>(
     };
     if mode != Mode::Plan {
         state.observe(snapshot.images.iter().map(|i| i.id.as_str()), now);
+        record_build_uses(state, &snapshot);
     }
     let plan = plan(policy, &snapshot, now);
     for note in &plan.notes {
@@ -419,6 +420,24 @@ pub async fn run<E: Engine>(
         report,
         orphans,
     })
+}
+
+/// Builds count as use, and the use must outlive what shows it: the image
+/// built on a base may be deleted, its record pruned. Each build use the
+/// snapshot shows ([`Snapshot::build_use`]) goes into the state as a use
+/// like an event (`last_used_by` names the build), after `observe`, so it
+/// lands on the image's own record.
+fn record_build_uses(state: &mut State, snapshot: &Snapshot) {
+    let mut recorded = 0usize;
+    for (i, img) in snapshot.images.iter().enumerate() {
+        if let Some(u) = snapshot.build_use(i) {
+            state.touch(&img.id, u.at, &u.by.state_text());
+            recorded += 1;
+        }
+    }
+    if recorded > 0 {
+        debug!(images = recorded, "build uses recorded in the state");
+    }
 }
 
 /// Containers whose image no longer exists, as `seen` (a pass's snapshot)

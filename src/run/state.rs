@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{FirstSeenBasis, Tracked};
+use crate::inventory::{BuildUser, FirstSeenBasis, Tracked};
 
 /// Schema version written into the file.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -76,7 +76,9 @@ pub struct ImageRecord {
     /// Newest event seen for the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<DateTime<Utc>>,
-    /// What that event was (`container start`, `tag`, …).
+    /// What that event was (`container start`, `tag`, …), or the build that
+    /// used the image (`build of <short image ID>`, `build cache record
+    /// <ID>`: [`BuildUser::state_text`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used_by: Option<String>,
 }
@@ -149,9 +151,15 @@ impl State {
     /// Times the planner needs for one image. An ID the state has never seen
     /// counts as first seen `now`, which is what the next pass will record.
     pub fn tracked(&self, id: &str, now: DateTime<Utc>) -> Tracked {
-        let (first_seen, last_event) = match self.images.get(id) {
-            Some(r) => (r.first_seen, r.last_used),
-            None => ((!self.baseline_pending).then_some(now), None),
+        let (first_seen, last_event, last_event_build) = match self.images.get(id) {
+            Some(r) => (
+                r.first_seen,
+                r.last_used,
+                r.last_used_by
+                    .as_deref()
+                    .and_then(BuildUser::from_state_text),
+            ),
+            None => ((!self.baseline_pending).then_some(now), None, None),
         };
         let basis = match first_seen {
             None if self.baseline_pending => FirstSeenBasis::NoStateYet,
@@ -162,12 +170,14 @@ impl State {
         Tracked {
             first_seen,
             last_event,
+            last_event_build,
             basis,
             restarted: self.tracking_restarted,
         }
     }
 
-    /// Note a use of an image (an event); keeps the newest.
+    /// Note a use of an image (an event, or a build: `by` is then
+    /// [`BuildUser::state_text`]); keeps the newest.
     pub fn touch(&mut self, id: &str, at: DateTime<Utc>, by: &str) {
         let rec = self
             .images
@@ -771,6 +781,42 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left, vec![live, "unrelated".to_owned()]);
+    }
+
+    #[test]
+    fn a_build_recorded_by_touch_reads_back_as_a_build_naming_it() {
+        let mut s = State::baseline(["sha256:base"], t("2026-01-01T00:00:00Z"));
+        let by = BuildUser::Image(crate::inventory::ShortRef::new("0123456789ab"));
+        s.touch("sha256:base", t("2026-01-05T00:00:00Z"), &by.state_text());
+        assert_eq!(
+            s.images["sha256:base"].last_used_by.as_deref(),
+            Some("build of 0123456789ab")
+        );
+        let tracked = s.tracked("sha256:base", t("2026-01-06T00:00:00Z"));
+        assert_eq!(tracked.last_event, Some(t("2026-01-05T00:00:00Z")));
+        assert_eq!(tracked.last_event_build, Some(by));
+        // A newer engine event replaces it: then it is no build.
+        s.touch("sha256:base", t("2026-01-07T00:00:00Z"), "container start");
+        let tracked = s.tracked("sha256:base", t("2026-01-08T00:00:00Z"));
+        assert_eq!(tracked.last_event_build, None);
+        // Records, and texts from a hand-edited file: kept short, never a panic.
+        let record = BuildUser::from_state_text("build cache record u5ukl6868hkd0wh7uzvqg9t3v");
+        assert_eq!(
+            record.map(|r| r.state_text()).as_deref(),
+            Some("build cache record u5ukl6868hkd0wh7uzvqg9t3v")
+        );
+        let long = format!("build of {}", "é".repeat(40));
+        assert_eq!(
+            BuildUser::from_state_text(&long)
+                .map(|b| b.state_text())
+                .as_deref(),
+            Some("build of ")
+        );
+        let long = format!("build of {}", "a".repeat(100));
+        assert_eq!(
+            BuildUser::from_state_text(&long).map(|b| b.state_text().len()),
+            Some("build of ".len() + crate::inventory::ShortRef::MAX)
+        );
     }
 
     #[test]
