@@ -235,7 +235,14 @@ fn explain_says_last_used_by_a_build_and_names_the_image() {
     let snap = snapshot(&[base(), child("app", HOUR)], vec![]);
     let p = unused_7d();
     let planned = plan(&p, &snap, now());
-    let text = explain(&p, &snap, &planned, now(), index(&snap, "base")).to_text();
+    let explained = explain(&p, &snap, &planned, now(), index(&snap, "base"));
+    let json = explained.to_json();
+    assert_eq!(json["last_used_source"], "build", "{json}");
+    assert_eq!(
+        json["last_used_by_build"], "image app (app:1) was built on it",
+        "{json}"
+    );
+    let text = explained.to_text();
     assert!(
         text.contains("last used    by a build at")
             && text.contains("image app (app:1) was built on it"),

@@ -199,6 +199,7 @@ struct ExplainOut {
     last_tagged: Option<DateTime<Utc>>,
     last_used: DateTime<Utc>,
     last_used_source: String,
+    last_used_by_build: Option<String>,
     containers: Vec<ContainerOut>,
     parent: Option<String>,
     children: usize,
@@ -427,6 +428,7 @@ older_than = "1m"
     assert_eq!(e.first_seen_basis, "baseline");
     assert_eq!(e.last_tagged, None);
     assert_eq!(e.last_used_source, "container");
+    assert_eq!(e.last_used_by_build, None, "a container use names no build");
     let [c] = e.containers.as_slice() else {
         panic!("one container: {e:?}");
     };

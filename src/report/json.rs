@@ -429,8 +429,12 @@ pub struct ExplainJson<'a> {
     pub last_tagged: Option<DateTime<Utc>>,
     /// Last used.
     pub last_used: DateTime<Utc>,
-    /// `created`, `tagged`, `container`, `event` or `tracking_restarted`.
+    /// `created`, `tagged`, `container`, `event`, `tracking_restarted` or
+    /// `build`.
     pub last_used_source: &'static str,
+    /// For a `build` last use: which build, in words (the image built on it,
+    /// or the build-cache record made from it); `null` otherwise.
+    pub last_used_by_build: Option<&'a str>,
     /// Containers using it.
     pub containers: Vec<ContainerJson<'a>>,
     /// Parent image ID, or `null`.
@@ -556,6 +560,7 @@ impl<'a> ExplainJson<'a> {
             last_tagged: e.last_tagged,
             last_used: e.last_used,
             last_used_source: e.last_used_source,
+            last_used_by_build: e.last_used_by_build.as_deref(),
             containers: e
                 .containers
                 .iter()
