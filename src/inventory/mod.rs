@@ -230,7 +230,9 @@ impl Snapshot {
         }
     }
 
-    /// The same snapshot with the engine's build-cache records, indexed.
+    /// The same snapshot with the engine's build-cache records, indexed, and
+    /// the image layers each shared record holds mapped
+    /// ([`build_cache::map_records`]).
     #[must_use]
     pub fn with_build_cache(mut self, records: Vec<CacheRecord>) -> Self {
         let by_id: HashMap<String, usize> = records
@@ -253,8 +255,9 @@ impl Snapshot {
                 children[p].push(child);
             }
         }
-        let holds = vec![Vec::new(); records.len()];
-        let own_bytes = records.iter().map(|r| r.size).collect();
+        let images: Vec<Vec<u32>> = self.images.iter().map(|i| i.layers.clone()).collect();
+        let sizes: Vec<u64> = self.layers.iter().map(|l| l.size).collect();
+        let (holds, own_bytes) = build_cache::map_records(&records, &children, &images, &sizes);
         self.cache = BuildCache {
             availability: CacheAvailability::Listed,
             records,
