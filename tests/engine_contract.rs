@@ -691,4 +691,30 @@ async fn the_docker_snapshot_maps_shared_records_to_the_layers_they_hold() {
         }
     }
     assert_eq!(unshared, 2, "{:#?}", snap.cache.records);
+
+    // With the images built on it gone, the base's records are still the base's layers: their
+    // chain ends where the base does.
+    for tag in ["contract-app:1", "contract-app:2"] {
+        let (status, body) = private
+            .request("DELETE", &format!("/images/{tag}"), None, &[])
+            .expect("DELETE the image");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let snap = snapshot(&docker).await;
+    let base = image_layers(&snap, "contract-base:1");
+    let mut from_records = 0;
+    for (r, record) in snap.cache.records.iter().enumerate() {
+        if record.description.starts_with("from ") {
+            from_records += 1;
+            assert!(record.shared, "the base still uses it: {record:?}");
+            assert_eq!(
+                snap.cache.holds[r],
+                vec![base[depth(&snap, r)]],
+                "{record:?}"
+            );
+        } else if record.size == 200_000 {
+            assert!(!record.shared, "its image is gone: {record:?}");
+        }
+    }
+    assert_eq!(from_records, 2, "{:#?}", snap.cache.records);
 }

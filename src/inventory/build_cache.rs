@@ -89,12 +89,15 @@ impl BuildCache {
 /// The rule: a shared record at depth *d* matches layer *d* of an image when
 /// every record along its chain (root to it) is shared and has the size of
 /// the image's layer at that depth, a record of `Size` 0 matching any size.
-/// A match counts as *supported* when the record's own size equals the
-/// layer's, or when one of its children matches the same image supported
-/// (a `from local` record is placed by the layers built on it). A record
-/// holds the layers of its supported matches; when it has none, of all its
-/// matches (a base's records with nothing built on them still present:
-/// every image they could be). So a record may hold several distinct
+/// A match is *placed by sizes* when the record's own size equals the
+/// layer's, or when one of its children's matches on the same image is (a
+/// `from local` record is placed by the layers built on it). Failing that, a
+/// match *ends with the image* when the record has no shared child and sits
+/// at the image's top layer, or a child's match on the same image ends so (a
+/// base's own records with nothing built on them left: the base image
+/// itself). A record holds the layers of its matches placed by sizes; when
+/// it has none, of those that end with an image; when none, of all its
+/// matches (every image it could be). So a record may hold several distinct
 /// layers when sizes are ambiguous: imagegc then predicts less for removing
 /// those images alone, never more. A shared record matching nothing holds
 /// nothing and owns 0 (some image the pass cannot name uses its data).
@@ -118,8 +121,9 @@ pub fn map_records(
     let roots: Vec<usize> = (0..n)
         .filter(|&r| records[r].shared && records[r].parents.is_empty())
         .collect();
-    let mut strong: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut weak: Vec<Vec<u32>> = vec![Vec::new(); n];
+    // Per tier (0 = weak, 1 = chain ends with the image, 2 = placed by sizes), per record:
+    // the layers it matches.
+    let mut by_tier: [Vec<Vec<u32>>; 3] = std::array::from_fn(|_| vec![Vec::new(); n]);
     for layers in images {
         let size_at = |d: usize| layer_sizes.get(layers[d] as usize).copied().unwrap_or(0);
         // levels[d]: the records matching this image at depth d.
@@ -141,32 +145,52 @@ pub fn map_records(
             }
             levels.push(level);
         }
-        // Supported matches, deepest first.
-        let mut supported_below: Vec<usize> = Vec::new();
+        // Each match's tier, deepest first: 2 when the sizes place it (its own, or a
+        // child's placed on this image), 1 when its chain ends where the image does (a leaf
+        // record at the image's top layer, or a child so placed: a base's own records), else 0.
+        let mut tier_below: Vec<(usize, u8)> = Vec::new();
         for d in (0..levels.len()).rev() {
             let size = size_at(d);
-            let mut supported_here = Vec::new();
+            let mut tier_here = Vec::new();
             for &r in &levels[d] {
-                let exact = records[r].size == size;
-                let by_child = children
-                    .get(r)
-                    .is_some_and(|cs| cs.iter().any(|c| supported_below.binary_search(c).is_ok()));
-                if exact || by_child {
-                    strong[r].push(layers[d]);
-                    supported_here.push(r);
+                let kids = children.get(r).map_or(&[][..], Vec::as_slice);
+                let child_tier = kids
+                    .iter()
+                    .filter_map(|c| {
+                        tier_below
+                            .binary_search_by_key(c, |&(id, _)| id)
+                            .ok()
+                            .map(|i| tier_below[i].1)
+                    })
+                    .max();
+                let leaf = !kids.iter().any(|&c| c < n && records[c].shared);
+                let tier = if records[r].size == size || child_tier == Some(2) {
+                    2
+                } else if (leaf && d + 1 == layers.len()) || child_tier == Some(1) {
+                    1
                 } else {
-                    weak[r].push(layers[d]);
-                }
+                    0
+                };
+                by_tier[usize::from(tier)][r].push(layers[d]);
+                tier_here.push((r, tier));
             }
-            supported_here.sort_unstable();
-            supported_below = supported_here;
+            tier_here.sort_unstable();
+            tier_below = tier_here;
         }
     }
+    let [weak, ends, strong] = by_tier;
     let holds = strong
         .into_iter()
+        .zip(ends)
         .zip(weak)
-        .map(|(s, w)| {
-            let mut h = if s.is_empty() { w } else { s };
+        .map(|((s, e), w)| {
+            let mut h = if !s.is_empty() {
+                s
+            } else if !e.is_empty() {
+                e
+            } else {
+                w
+            };
             h.sort_unstable();
             h.dedup();
             h
@@ -313,11 +337,14 @@ mod tests {
     }
 
     #[test]
-    fn from_records_with_nothing_built_on_them_hold_every_layer_they_could_be() {
+    fn from_records_with_nothing_built_on_them_hold_the_layers_of_images_their_chain_ends_with() {
+        // The base's two `from local` records, nothing built on them left: the base itself (two
+        // layers) is what they are, not the one-layer image nor the bottom of the three-layer one.
         let snap = Snapshot::build(
             vec![
                 image("base", &[("B1", 800_000), ("B2", 300_000)]),
                 image("other", &[("O1", 700_000)]),
+                image("tall", &[("T1", 1), ("T2", 2), ("T3", 3)]),
             ],
             Vec::new(),
             None,
@@ -326,8 +353,26 @@ mod tests {
             record("f0", None, 0, true),
             record("f1", Some("f0"), 0, true),
         ]);
-        assert_eq!(held(&snap, "f0"), ["B1", "O1"]);
+        assert_eq!(held(&snap, "f0"), ["B1"]);
         assert_eq!(held(&snap, "f1"), ["B2"]);
+    }
+
+    #[test]
+    fn from_records_that_no_image_ends_with_hold_every_layer_they_could_be() {
+        let snap = Snapshot::build(
+            vec![
+                image("other", &[("O1", 700_000)]),
+                image("tall", &[("T1", 1), ("T2", 2), ("T3", 3)]),
+            ],
+            Vec::new(),
+            None,
+        )
+        .with_build_cache(vec![
+            record("f0", None, 0, true),
+            record("f1", Some("f0"), 0, true),
+        ]);
+        assert_eq!(held(&snap, "f0"), ["O1", "T1"]);
+        assert_eq!(held(&snap, "f1"), ["T2"]);
     }
 
     #[test]
