@@ -68,6 +68,13 @@ impl BuildCache {
     }
 }
 
+/// A record's match on an image is only possible (sizes allow it).
+const WEAK: u8 = 0;
+/// The record's chain ends where the image does.
+const ENDS: u8 = 1;
+/// Sizes place the match.
+const PLACED: u8 = 2;
+
 /// The image layers each record holds and the bytes each frees by itself
 /// (`BuildCache::holds`, `BuildCache::own_bytes`), from the records, their
 /// child indices, each image's layers (indices into `layer_sizes`, bottom
@@ -121,8 +128,8 @@ pub fn map_records(
     let roots: Vec<usize> = (0..n)
         .filter(|&r| records[r].shared && records[r].parents.is_empty())
         .collect();
-    // Per tier (0 = weak, 1 = chain ends with the image, 2 = placed by sizes), per record:
-    // the layers it matches.
+    // Per tier (weak, chain ends with the image, placed by sizes), per record: the layers it
+    // matches.
     let mut by_tier: [Vec<Vec<u32>>; 3] = std::array::from_fn(|_| vec![Vec::new(); n]);
     for layers in images {
         let size_at = |d: usize| layer_sizes.get(layers[d] as usize).copied().unwrap_or(0);
@@ -164,12 +171,12 @@ pub fn map_records(
                     })
                     .max();
                 let leaf = !kids.iter().any(|&c| c < n && records[c].shared);
-                let tier = if records[r].size == size || child_tier == Some(2) {
-                    2
-                } else if (leaf && d + 1 == layers.len()) || child_tier == Some(1) {
-                    1
+                let tier = if records[r].size == size || child_tier == Some(PLACED) {
+                    PLACED
+                } else if (leaf && d + 1 == layers.len()) || child_tier == Some(ENDS) {
+                    ENDS
                 } else {
-                    0
+                    WEAK
                 };
                 by_tier[usize::from(tier)][r].push(layers[d]);
                 tier_here.push((r, tier));
