@@ -419,8 +419,7 @@ fn a_build_running_during_a_cache_pass_finishes_and_its_in_use_records_are_kept(
         };
         // Older than min_age, still in use.
         std::thread::sleep(Duration::from_secs(2));
-        let policy =
-            scene.policy("[[build_cache]]\nname = \"everything\"\nkeep_storage = \"1B\"\n");
+        let policy = scene.policy("[[build_cache]]\nname = \"everything\"\nunused_for = \"1s\"\n");
         let pass = scene.imagegc(&policy, &["once"]);
         let still_in_use: BTreeSet<String> = e
             .records()
