@@ -524,3 +524,197 @@ impl<T> Drop for JoinOnDrop<T> {
         }
     }
 }
+
+/// On a private engine: what `docs/ENGINES.md` "Build cache and image layers" measured and
+/// `Snapshot::with_build_cache` rests on, re-checked through the Docker adapter and
+/// `inventory::collect_with`. A `FROM scratch` build's shared records hold its layers bottom
+/// first along the `Parent` chain, with `Size` = the layer's size; a build `FROM` a loaded base
+/// makes `from local` records of `Size` 0 for the base's layers, placed by the layer built on
+/// them; a second build from the base moves their `LastUsedAt`; after `rmi` the image's records
+/// are no longer `Shared`, hold nothing and own their `Size`.
+#[tokio::test]
+#[allow(clippy::too_many_lines)]
+async fn the_docker_snapshot_maps_shared_records_to_the_layers_they_hold() {
+    use std::sync::Arc;
+
+    use imagegc::host::disk::{DiskProbe, FixedDisk};
+    use imagegc::snapshot::{collect_with, CollectNeeds, DetailsCache, Snapshot, Tracked};
+
+    async fn snapshot(docker: &imagegc::docker::Docker) -> Snapshot {
+        let no_disk: Arc<dyn DiskProbe> = Arc::new(FixedDisk::new(None));
+        collect_with(
+            docker,
+            &no_disk,
+            None,
+            &mut DetailsCache::new(),
+            &|_| Tracked::default(),
+            CollectNeeds::ALL,
+        )
+        .await
+        .expect("collect from the private engine")
+    }
+    fn image_layers(snap: &Snapshot, tag: &str) -> Vec<u32> {
+        let i = snap
+            .images
+            .iter()
+            .position(|i| i.tags.iter().any(|t| t == tag))
+            .unwrap_or_else(|| panic!("{tag} in the snapshot"));
+        snap.images[i].layers.clone()
+    }
+    fn depth(snap: &Snapshot, mut r: usize) -> usize {
+        let mut d = 0;
+        while let Some(&p) = snap.cache.parents[r].first() {
+            d += 1;
+            r = p;
+            assert!(d <= snap.cache.len(), "a parent cycle");
+        }
+        d
+    }
+
+    let private = common::private_engine::PrivateEngine::start();
+    let random = |n: usize| common::random_hex(n / 2).into_bytes();
+    private.load(
+        "contract-base:1",
+        Utc::now() - chrono::TimeDelta::days(3),
+        &[random(800_000), random(300_000)],
+    );
+    private.build(
+        "contract-app:1",
+        &[
+            ("Dockerfile", b"FROM contract-base:1\nCOPY c.bin /c.bin\n"),
+            ("c.bin", &random(200_000)),
+        ],
+    );
+    private.build(
+        "contract-scratch:1",
+        &[
+            (
+                "Dockerfile",
+                b"FROM scratch\nCOPY a.bin /a.bin\nCOPY b.bin /b.bin\n",
+            ),
+            ("a.bin", &random(1_000_000)),
+            ("b.bin", &random(500_000)),
+        ],
+    );
+    let docker = imagegc::docker::Docker::connect(&private.address())
+        .await
+        .unwrap_or_else(|e| panic!("connect to the private engine: {e}\n{}", private.log_text()));
+
+    let snap = snapshot(&docker).await;
+    let base = image_layers(&snap, "contract-base:1");
+    let app = image_layers(&snap, "contract-app:1");
+    let scratch = image_layers(&snap, "contract-scratch:1");
+    assert_eq!(&app[..2], &base[..], "app is built on base's layers");
+    let size = |l: u32| snap.layers[l as usize].size;
+    assert_eq!(
+        scratch.iter().map(|&l| size(l)).collect::<Vec<_>>(),
+        [1_000_000, 500_000]
+    );
+    let cache = &snap.cache;
+    let mut from_records = 0;
+    for (r, record) in cache.records.iter().enumerate() {
+        let d = depth(&snap, r);
+        if !record.shared {
+            assert!(cache.holds[r].is_empty(), "{record:?}");
+            assert_eq!(cache.own_bytes[r], record.size, "{record:?}");
+            continue;
+        }
+        assert_eq!(
+            cache.own_bytes[r], 0,
+            "a shared record owns nothing: {record:?}"
+        );
+        if record.description.starts_with("from ") {
+            // The base's layers: Size 0, whatever the layer's size.
+            from_records += 1;
+            assert_eq!(record.size, 0, "{record:?}");
+            assert_eq!(cache.holds[r], vec![base[d]], "{record:?} at depth {d}");
+        } else if record.size == 200_000 {
+            assert_eq!(d, 2, "the COPY on the base's two layers: {record:?}");
+            assert_eq!(cache.holds[r], vec![app[2]], "{record:?}");
+        } else {
+            assert_eq!(record.size, size(scratch[d]), "{record:?} at depth {d}");
+            assert_eq!(cache.holds[r], vec![scratch[d]], "{record:?}");
+        }
+    }
+    assert_eq!(
+        from_records, 2,
+        "one record per base layer: {:#?}",
+        cache.records
+    );
+
+    // A second build from the base, all of it cached, still uses the base's records.
+    let last_used = |snap: &Snapshot| {
+        snap.cache
+            .records
+            .iter()
+            .filter(|r| r.description.starts_with("from "))
+            .map(|r| r.last_used)
+            .max()
+            .flatten()
+            .expect("the from records were used")
+    };
+    let before = last_used(&snap);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    private.build(
+        "contract-app:2",
+        &[
+            ("Dockerfile", b"FROM contract-base:1\nCOPY d.bin /d.bin\n"),
+            ("d.bin", &random(1000)),
+        ],
+    );
+    let snap = snapshot(&docker).await;
+    assert!(
+        last_used(&snap) > before,
+        "LastUsedAt moves with a build FROM the base"
+    );
+
+    // `rmi` deletes no layer while records hold them, and the records stop being shared.
+    let answer = private.request("DELETE", "/images/contract-scratch:1", None, &[]);
+    let (status, body) = answer.expect("DELETE the image");
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(status, 200, "{body}");
+    let deleted: Vec<&Value> = body
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|i| i.get("Deleted").is_some())
+        .collect();
+    assert_eq!(deleted.len(), 1, "only the image, no layer: {body}");
+    let snap = snapshot(&docker).await;
+    let mut unshared = 0;
+    for (r, record) in snap.cache.records.iter().enumerate() {
+        if record.size == 1_000_000 || record.size == 500_000 {
+            unshared += 1;
+            assert!(!record.shared, "{record:?}");
+            assert!(snap.cache.holds[r].is_empty(), "{record:?}");
+            assert_eq!(snap.cache.own_bytes[r], record.size, "{record:?}");
+        }
+    }
+    assert_eq!(unshared, 2, "{:#?}", snap.cache.records);
+
+    // With the images built on it gone, the base's records are still the base's layers: their
+    // chain ends where the base does.
+    for tag in ["contract-app:1", "contract-app:2"] {
+        let (status, body) = private
+            .request("DELETE", &format!("/images/{tag}"), None, &[])
+            .expect("DELETE the image");
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    let snap = snapshot(&docker).await;
+    let base = image_layers(&snap, "contract-base:1");
+    let mut from_records = 0;
+    for (r, record) in snap.cache.records.iter().enumerate() {
+        if record.description.starts_with("from ") {
+            from_records += 1;
+            assert!(record.shared, "the base still uses it: {record:?}");
+            assert_eq!(
+                snap.cache.holds[r],
+                vec![base[depth(&snap, r)]],
+                "{record:?}"
+            );
+        } else if record.size == 200_000 {
+            assert!(!record.shared, "its image is gone: {record:?}");
+        }
+    }
+    assert_eq!(from_records, 2, "{:#?}", snap.cache.records);
+}

@@ -81,6 +81,8 @@ struct Inner {
     cache: Vec<CacheRecord>,
     /// IDs passed to `remove_cache_record`, in order.
     cache_removals: Vec<String>,
+    /// What `build_cache` fails with, when set (the other calls answer).
+    fail_build_cache: Option<EngineError>,
 }
 
 impl Default for Inner {
@@ -108,6 +110,7 @@ impl Default for Inner {
             last_tag_times: HashMap::new(),
             cache: Vec::new(),
             cache_removals: Vec::new(),
+            fail_build_cache: None,
         }
     }
 }
@@ -246,6 +249,12 @@ impl FakeEngine {
     /// Make every call fail with `error` (or succeed again with `None`).
     pub fn fail_everything(&self, error: Option<EngineError>) {
         self.lock().fail_all = error;
+    }
+
+    /// Make `build_cache` fail with `error` (or answer again with `None`),
+    /// as an engine that declares a build cache and then answers 404.
+    pub fn fail_build_cache(&self, error: Option<EngineError>) {
+        self.lock().fail_build_cache = error;
     }
 
     /// Targets passed to `remove_image`, in order.
@@ -611,6 +620,9 @@ impl Engine for FakeEngine {
         let inner = self.lock();
         if !inner.capabilities.build_cache {
             return Err(no_build_cache());
+        }
+        if let Some(e) = &inner.fail_build_cache {
+            return Err(e.clone());
         }
         Ok(inner.cache.clone())
     }

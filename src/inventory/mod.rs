@@ -13,13 +13,16 @@
 pub mod build_cache;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Utc};
+use tracing::warn;
 
 use crate::engine::{Capabilities, Container, DiskUsage, Engine, EngineError, ImageSummary, Layer};
 use crate::host::disk::{self, DiskProbe};
 use crate::model::short_id;
+use crate::policy::Policy;
 pub use build_cache::{BuildCache, CacheAvailability, CacheRecord, CacheRecordKind};
 
 /// What is known about an image beyond the image list (computed by the
@@ -359,7 +362,9 @@ impl Snapshot {
         }
     }
 
-    /// The same snapshot with the engine's build-cache records, indexed.
+    /// The same snapshot with the engine's build-cache records, indexed, and
+    /// the image layers each shared record holds mapped
+    /// ([`build_cache::map_records`]).
     #[must_use]
     pub fn with_build_cache(mut self, records: Vec<CacheRecord>) -> Self {
         let by_id: HashMap<String, usize> = records
@@ -382,8 +387,9 @@ impl Snapshot {
                 children[p].push(child);
             }
         }
-        let holds = vec![Vec::new(); records.len()];
-        let own_bytes = records.iter().map(|r| r.size).collect();
+        let images: Vec<Vec<u32>> = self.images.iter().map(|i| i.layers.clone()).collect();
+        let sizes: Vec<u64> = self.layers.iter().map(|l| l.size).collect();
+        let (holds, own_bytes) = build_cache::map_records(&records, &children, &images, &sizes);
         self.cache = BuildCache {
             availability: CacheAvailability::Listed,
             records,
@@ -683,15 +689,76 @@ impl DetailsCache {
     }
 }
 
+/// What a pass needs collected beyond images, containers and the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CollectNeeds {
+    /// Read the engine's build cache (when its capabilities say it has one).
+    pub build_cache: bool,
+}
+
+impl CollectNeeds {
+    /// Images, containers and the disk only.
+    pub const IMAGES_ONLY: Self = Self { build_cache: false };
+    /// Everything, the build cache included (`explain` of a record, reports).
+    pub const ALL: Self = Self { build_cache: true };
+
+    /// What a pass under `policy` needs: the build cache when a
+    /// `[[build_cache]]` table exists, or when any `[[policy]]` table uses
+    /// last use (`unused_for` or a disk watermark, whose least-recently-used
+    /// order counts builds as use: a record's `LastUsedAt`).
+    pub fn for_policy(policy: &Policy) -> Self {
+        let uses_last_use = policy
+            .rules
+            .iter()
+            .any(|r| r.conditions.unused_for.is_some() || r.conditions.disk.is_some());
+        Self {
+            build_cache: !policy.cache_rules.is_empty() || uses_last_use,
+        }
+    }
+}
+
+/// Set once the "no build cache" warning was logged in this process.
+static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
+
 /// Images, containers and disk of the engine, with facts from the cache and
-/// times from `tracked`. The disk is `disk`'s reading at `root_dir`, when the
-/// engine's root dir is on this host.
+/// times from `tracked`, without the build cache: [`collect_with`] with
+/// [`CollectNeeds::IMAGES_ONLY`].
 pub async fn collect<E: Engine>(
     engine: &E,
     disk: &Arc<dyn DiskProbe>,
     root_dir: Option<&str>,
     cache: &mut DetailsCache,
     tracked: &(dyn Fn(&str) -> Tracked + Sync),
+) -> Result<Snapshot, EngineError> {
+    collect_with(
+        engine,
+        disk,
+        root_dir,
+        cache,
+        tracked,
+        CollectNeeds::IMAGES_ONLY,
+    )
+    .await
+}
+
+/// Images, containers and disk of the engine, with facts from the cache and
+/// times from `tracked`, and the build cache when `needs` says so. The disk
+/// is `disk`'s reading at `root_dir`, when the engine's root dir is on this
+/// host.
+///
+/// The build cache is read only from an engine whose capabilities say it has
+/// one ([`CacheAvailability::Unsupported`] otherwise, without a call). An
+/// engine that answers [`EngineError::Unsupported`] anyway gives
+/// [`CacheAvailability::Unsupported`] too, with a warning logged once per
+/// process: not a failed pass. Any other error fails the collection, as
+/// other engine errors do.
+pub async fn collect_with<E: Engine>(
+    engine: &E,
+    disk: &Arc<dyn DiskProbe>,
+    root_dir: Option<&str>,
+    cache: &mut DetailsCache,
+    tracked: &(dyn Fn(&str) -> Tracked + Sync),
+    needs: CollectNeeds,
 ) -> Result<Snapshot, EngineError> {
     let capabilities = engine.capabilities();
     let summaries = engine.list_images().await?;
@@ -725,5 +792,33 @@ pub async fn collect<E: Engine>(
         Some(dir) if capabilities.root_dir_on_host => disk::usage_of(disk, dir).await,
         _ => None,
     };
-    Ok(Snapshot::build(inputs, containers, disk).with_capabilities(capabilities))
+    let records = if !needs.build_cache {
+        None
+    } else if !capabilities.build_cache {
+        Some(Err(()))
+    } else {
+        match engine.build_cache().await {
+            Ok(records) => Some(Ok(records)),
+            Err(EngineError::Unsupported(why)) => {
+                if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                    warn!(
+                        reason = %why,
+                        "the engine has no build cache: [[build_cache]] policies are skipped"
+                    );
+                }
+                Some(Err(()))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let snapshot = Snapshot::build(inputs, containers, disk).with_capabilities(capabilities);
+    Ok(match records {
+        None => snapshot,
+        Some(Ok(records)) => snapshot.with_build_cache(records),
+        Some(Err(())) => {
+            let mut snapshot = snapshot;
+            snapshot.cache.availability = CacheAvailability::Unsupported;
+            snapshot
+        }
+    })
 }

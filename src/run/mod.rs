@@ -30,7 +30,7 @@ pub mod state;
 use crate::engine::{Container, Engine, EngineError};
 use crate::gc::{plan, Plan};
 use crate::host::disk::{DiskProbe, Statvfs};
-use crate::inventory::{collect, DetailsCache, Snapshot};
+use crate::inventory::{collect_with, CollectNeeds, DetailsCache, Snapshot};
 use crate::policy::Policy;
 
 use self::execute::{execute, Removed, Report};
@@ -373,7 +373,16 @@ pub async fn run<E: Engine>(
     let Memory { cache, state, disk } = memory;
     let snapshot = {
         let st = &*state;
-        collect(engine, disk, root_dir, cache, &|id| st.tracked(id, now)).await?
+        let needs = CollectNeeds::for_policy(policy);
+        collect_with(
+            engine,
+            disk,
+            root_dir,
+            cache,
+            &|id| st.tracked(id, now),
+            needs,
+        )
+        .await?
     };
     if mode != Mode::Plan {
         state.observe(snapshot.images.iter().map(|i| i.id.as_str()), now);

@@ -12,14 +12,18 @@
 //!
 //! Tests that remove build cache run only here, never on the shared engine.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 /// How long dockerd may take to answer `/_ping` after it is started.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,6 +41,21 @@ pub struct PrivateEngine {
 }
 
 impl PrivateEngine {
+    /// Why a private dockerd cannot be started on this machine (`dockerd`, `fuse-overlayfs` or
+    /// `/dev/fuse` missing), or `None` when it can. `.ci/run` installs what is missing; a test
+    /// skips, saying so, only for this.
+    pub fn missing() -> Option<String> {
+        for program in ["dockerd", "fuse-overlayfs"] {
+            if find_program(program).is_none() {
+                return Some(format!("{program} is not installed (.ci/run installs it)"));
+            }
+        }
+        if !Path::new("/dev/fuse").exists() {
+            return Some("/dev/fuse is missing (fuse-overlayfs needs it)".to_owned());
+        }
+        None
+    }
+
     /// Starts a private dockerd and waits until it answers; panics with its log if it does not.
     pub fn start() -> PrivateEngine {
         // Short path: a unix socket path has at most 107 bytes.
@@ -112,6 +131,98 @@ impl PrivateEngine {
     /// The data root (`--data-root`), whose size on disk is what removals free.
     pub fn data_root(&self) -> PathBuf {
         self.base().join("root")
+    }
+
+    /// Bytes the data root takes on disk: `st_blocks * 512` summed over a walk of
+    /// `--data-root` (not following symlinks, each inode once, not crossing into other
+    /// filesystems such as a running build's mounts). What removals free is its drop.
+    pub fn data_root_bytes(&self) -> u64 {
+        let root = self.data_root();
+        let dev = std::fs::symlink_metadata(&root)
+            .unwrap_or_else(|e| panic!("stat {}: {e}", root.display()))
+            .dev();
+        let mut seen: HashSet<(u64, u64)> = HashSet::new();
+        let mut total = 0u64;
+        let mut stack = vec![root];
+        while let Some(path) = stack.pop() {
+            // Files come and go while dockerd works: what vanished counts as gone.
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if meta.dev() != dev || !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            total += meta.blocks() * 512;
+            if meta.is_dir() {
+                if let Ok(entries) = std::fs::read_dir(&path) {
+                    stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+                }
+            }
+        }
+        total
+    }
+
+    /// The build-cache records `/system/df` lists now.
+    pub fn records(&self) -> Vec<Value> {
+        let df = self.get("/system/df");
+        df["BuildCache"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Loads an image made of `layers` (each one layer holding one file of those bytes), bottom
+    /// first, created at `created`, tagged `tag`, with `POST /images/load`; returns its ID.
+    pub fn load(&self, tag: &str, created: DateTime<Utc>, layers: &[Vec<u8>]) -> String {
+        let created_text = created.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut tarball = tar::Builder::new(Vec::new());
+        let mut diff_ids = Vec::new();
+        let mut names = Vec::new();
+        let mut history = Vec::new();
+        for (n, data) in layers.iter().enumerate() {
+            let mut layer = tar::Builder::new(Vec::new());
+            append(&mut layer, &format!("data-{n}-{tag}"), data, 0o644);
+            let layer = layer.into_inner().expect("finish a layer tar");
+            let hex = hex(&Sha256::digest(&layer));
+            let name = format!("{hex}/layer.tar");
+            append(&mut tarball, &name, &layer, 0o644);
+            diff_ids.push(format!("sha256:{hex}"));
+            names.push(name);
+            history.push(json!({"created": created_text, "created_by": format!("layer {n}")}));
+        }
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        let config = serde_json::to_vec(&json!({
+            "architecture": arch,
+            "os": "linux",
+            "created": created_text,
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "history": history,
+        }))
+        .expect("config JSON");
+        let id = hex(&Sha256::digest(&config));
+        append(&mut tarball, &format!("{id}.json"), &config, 0o644);
+        let manifest = serde_json::to_vec(&json!([
+            {"Config": format!("{id}.json"), "RepoTags": [tag], "Layers": names}
+        ]))
+        .expect("manifest JSON");
+        append(&mut tarball, "manifest.json", &manifest, 0o644);
+        let tarball = tarball.into_inner().expect("finish the load tarball");
+        let (status, body) = self
+            .request(
+                "POST",
+                "/images/load?quiet=1",
+                Some("application/x-tar"),
+                &tarball,
+            )
+            .unwrap_or_else(|e| panic!("POST /images/load on the private engine: {e}"));
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            status == 200 && !text.contains("\"error\""),
+            "load of {tag}: {status} {text}"
+        );
+        format!("sha256:{id}")
     }
 
     fn base(&self) -> &Path {
@@ -310,6 +421,48 @@ pub fn nap_binary() -> &'static [u8] {
     })
 }
 
+/// A static binary: `fill PATH N [S]` writes `N` pseudo-random bytes to `PATH` (then sleeps
+/// `S` seconds): a `RUN` step that puts bytes into a cache mount (`RUN --mount=type=cache`) of a
+/// `FROM scratch` image. Built once per test process with `gcc -static`.
+pub fn fill_binary() -> &'static [u8] {
+    static FILL: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILL.get_or_init(|| {
+        static_binary(
+            "fill",
+            "#include <stdio.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+             int main(int argc, char **argv) {\n\
+               if (argc < 3) return 2;\n\
+               FILE *f = fopen(argv[1], \"w\"); if (!f) return 3;\n\
+               long n = atol(argv[2]); unsigned x = (unsigned)n | 1u;\n\
+               for (long i = 0; i < n; i++) { x = x * 1103515245u + 12345u; fputc((x >> 16) & 255, f); }\n\
+               if (fclose(f) != 0) return 4;\n\
+               if (argc > 3) sleep(atoi(argv[3]));\n\
+               return 0;\n\
+             }\n",
+        )
+    })
+}
+
+/// Compiles `source` with `gcc -static` into `CARGO_TARGET_TMPDIR`; the binary's bytes.
+fn static_binary(name: &str, source: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir for a binary");
+    let c = dir.path().join(format!("{name}.c"));
+    let binary = dir.path().join(name);
+    std::fs::write(&c, source).expect("write the C source");
+    let out = Command::new("gcc")
+        .args(["-static", "-Os", "-s", "-o"])
+        .arg(&binary)
+        .arg(&c)
+        .output()
+        .expect("cannot run gcc");
+    assert!(
+        out.status.success(),
+        "gcc -static {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&binary).expect("read the binary")
+}
+
 /// Mount points under `dir`, deepest first (from `/proc/self/mountinfo`).
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -325,10 +478,37 @@ fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// The path of a program on `PATH`; panics naming it when absent.
 fn which(program: &str) -> PathBuf {
+    find_program(program)
+        .unwrap_or_else(|| panic!("{program} is not installed (.ci/run installs docker.io)"))
+}
+
+/// The path of a program on `PATH` (or in `/usr/sbin`, `/sbin`), if there is one.
+fn find_program(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
         .map(|dir| dir.join(program))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{program} is not installed (.ci/run installs docker.io)"))
+}
+
+/// Appends one regular file to a tar.
+fn append<W: Write>(builder: &mut tar::Builder<W>, name: &str, data: &[u8], mode: u32) {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(data.len() as u64);
+    header.set_mode(mode);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    builder
+        .append_data(&mut header, name, data)
+        .unwrap_or_else(|e| panic!("add {name} to a tar: {e}"));
+}
+
+/// Lower-case hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
