@@ -19,6 +19,7 @@ use crate::config;
 use crate::daemon::{self, signals, Daemon, SystemdNotifier, Wiring};
 use crate::docker::Docker;
 use crate::engine::{Engine, EngineError, EngineInfo};
+use crate::inventory::CollectNeeds;
 use crate::policy::Policy;
 use crate::report::explain;
 use crate::report::table as output;
@@ -207,6 +208,11 @@ async fn one_pass(cli: &Cli, policy: &Policy, spec: &EngineSpec) -> anyhow::Resu
         State::load_or_fresh(state_path, now)
     };
     let mut memory = Memory::new(state);
+    if matches!(cli.command, Command::Explain { .. }) {
+        // The target may be a build-cache record, which a policy without
+        // build-cache tables would not read.
+        memory = memory.with_needs(CollectNeeds::ALL);
+    }
     let result = run::run(
         &engine,
         policy,

@@ -34,6 +34,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::engine::{Engine, EngineError};
 use crate::events::{self, Update};
+use crate::inventory::CollectNeeds;
 use crate::policy::Policy;
 use crate::run::state::State;
 use crate::run::{self, Memory, Mode, Outcome, PassOutcome, PassSummary};
@@ -381,7 +382,9 @@ impl<E: Engine + 'static> Loop<E> {
         d.metrics.set_policy(&d.policy);
         let mut lp = Self {
             d,
-            memory: Memory::new(state),
+            // The build cache is read every pass, so its gauges show what
+            // it holds whatever the policy collects.
+            memory: Memory::new(state).with_needs(CollectNeeds::ALL),
             root_dir: None,
             last_status: String::from("no pass yet"),
             reload_rejected: None,

@@ -339,6 +339,9 @@ pub struct Memory {
     /// How the disk under the engine's root dir is read: statvfs, unless a
     /// test swaps in a fake with [`Memory::with_disk_probe`].
     pub disk: Arc<dyn DiskProbe>,
+    /// What a pass reads from the engine; `None`: what the policy needs
+    /// ([`CollectNeeds::for_policy`]).
+    pub needs: Option<CollectNeeds>,
 }
 
 impl Memory {
@@ -348,6 +351,7 @@ impl Memory {
             cache: DetailsCache::new(),
             state,
             disk: Arc::new(Statvfs),
+            needs: None,
         }
     }
 
@@ -355,6 +359,15 @@ impl Memory {
     #[must_use]
     pub fn with_disk_probe(mut self, probe: Arc<dyn DiskProbe>) -> Self {
         self.disk = probe;
+        self
+    }
+
+    /// The same memory, with passes reading `needs` whatever the policy
+    /// needs: `explain` of a build-cache record, and the daemon, whose
+    /// gauges show the build cache.
+    #[must_use]
+    pub fn with_needs(mut self, needs: CollectNeeds) -> Self {
+        self.needs = Some(needs);
         self
     }
 }
@@ -370,10 +383,15 @@ pub async fn run<E: Engine>(
     now: DateTime<Utc>,
     cancel: &CancellationToken,
 ) -> Result<Outcome, EngineError> {
-    let Memory { cache, state, disk } = memory;
+    let Memory {
+        cache,
+        state,
+        disk,
+        needs,
+    } = memory;
     let snapshot = {
         let st = &*state;
-        let needs = CollectNeeds::for_policy(policy);
+        let needs = needs.unwrap_or_else(|| CollectNeeds::for_policy(policy));
         collect_with(
             engine,
             disk,
