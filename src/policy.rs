@@ -39,6 +39,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// The `[[build_cache]]` tables, in file order.
     pub cache_rules: Vec<CacheRule>,
+    /// The `[[containers]]` tables, in file order.
+    pub container_rules: Vec<ContainerRule>,
     /// Every `[[policy]]` and `[[build_cache]]` table in file order, so
     /// disk-pressure policies of both kinds run in the order they are written.
     pub order: Vec<RuleRef>,
@@ -52,6 +54,8 @@ pub enum RuleRef {
     Image(usize),
     /// `Policy::cache_rules[i]`, a `[[build_cache]]` table.
     Cache(usize),
+    /// `Policy::container_rules[i]`, a `[[containers]]` table.
+    Container(usize),
 }
 
 impl Policy {
@@ -60,6 +64,7 @@ impl Policy {
         self.order.iter().map(|r| match *r {
             RuleRef::Image(i) => self.rules[i].name.as_str(),
             RuleRef::Cache(i) => self.cache_rules[i].name.as_str(),
+            RuleRef::Container(i) => self.container_rules[i].name.as_str(),
         })
     }
 }
@@ -87,8 +92,12 @@ pub struct Safety {
     pub min_age: Duration,
     /// Reference globs never removed (matched against `repo:tag` and `repo`).
     pub protect: Vec<Glob>,
-    /// Image labels (`key` or `key=value`) whose images are never removed.
+    /// Labels (`key` or `key=value`) whose images and containers are never
+    /// removed.
     pub protect_labels: Vec<LabelMatch>,
+    /// Container name globs never removed (matched against each name,
+    /// without the leading `/`).
+    pub protect_containers: Vec<Glob>,
     /// Upper bound on removals in one pass; unlimited when `None`.
     pub max_removals_per_run: Option<NonZeroUsize>,
 }
@@ -278,4 +287,70 @@ pub struct CacheConditions {
     /// record's own bytes plus the layers records hold that no image uses
     /// (held layers an image uses count as image bytes).
     pub disk: Option<DiskPressure>,
+}
+
+/// One `[[containers]]` table: which stopped containers to remove.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRule {
+    /// Unique name across every table kind; every removal carries it.
+    pub name: String,
+    /// Which containers the rule looks at.
+    pub selectors: ContainerSelectors,
+    /// Which of those it removes. At least one is set.
+    pub conditions: ContainerConditions,
+}
+
+/// A stopped container state a `[[containers]]` table may select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StoppedState {
+    /// `exited`: it ran and stopped.
+    Exited,
+    /// `dead`: the engine failed to remove or stop it.
+    Dead,
+    /// `created`: never started.
+    Created,
+}
+
+impl StoppedState {
+    /// Every state, in the order the policy reference lists them.
+    pub const ALL: [Self; 3] = [Self::Exited, Self::Dead, Self::Created];
+
+    /// The engine's word for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exited => "exited",
+            Self::Dead => "dead",
+            Self::Created => "created",
+        }
+    }
+
+    /// The state the engine's word names, if it is a stopped one.
+    pub fn from_engine(state: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == state)
+    }
+}
+
+/// Container selectors: all given must match. None given selects every
+/// stopped container (`exited`, `dead`; `created` only when `states` names it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSelectors {
+    /// States; any may match. Empty: `exited` and `dead`.
+    pub states: Vec<StoppedState>,
+    /// Globs on the container's names; any name may match any glob.
+    pub names: Vec<Glob>,
+    /// Globs on the image reference the container was created from.
+    pub images: Vec<Glob>,
+    /// Container labels; all must match. Naming `com.docker.compose.project`
+    /// here is what lets a rule remove Compose-managed containers.
+    pub labels: Vec<LabelMatch>,
+}
+
+/// Container conditions: all given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerConditions {
+    /// Finished (`State.FinishedAt`; `Created` for never-started
+    /// containers) longer ago than this.
+    pub exited_for: Option<Duration>,
+    /// Created longer ago than this.
+    pub older_than: Option<Duration>,
 }

@@ -594,6 +594,8 @@ async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state(
         let created = t0 + TimeDelta::milliseconds(20 * i as i64);
         let started = created + TimeDelta::milliseconds(10);
         engine.add_container(Container {
+            image_ref: String::new(),
+            labels: Default::default(),
             id: id.clone(),
             names: vec![id.clone()],
             image_id: image_of(i),

@@ -147,6 +147,8 @@ fn snapshot() -> Snapshot {
         image_id: id("c"),
         state: "running".to_string(),
         created: ago(1),
+        image_ref: String::new(),
+        labels: Default::default(),
     }];
     let disk = DiskUsage {
         total_bytes: 1000,

@@ -1143,6 +1143,7 @@ proptest! {
             .filter_map(|r| match *r {
                 RuleRef::Image(i) => p.rules[i].conditions.disk.map(|d| (p.rules[i].name.clone(), d.low)),
                 RuleRef::Cache(i) => p.cache_rules[i].conditions.disk.map(|d| (p.cache_rules[i].name.clone(), d.low)),
+                RuleRef::Container(_) => None,
             })
             .map(|(n, low)| match low {
                 Threshold::Ratio(r) => (n, r),

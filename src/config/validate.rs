@@ -96,6 +96,7 @@ impl Checker<'_> {
             safety,
             rules,
             cache_rules,
+            container_rules: Vec::new(),
             order,
         })
     }
@@ -207,6 +208,9 @@ impl Checker<'_> {
             min_age,
             protect,
             protect_labels,
+            // `[safety] protect_containers` comes with the config part of
+            // issue 9.
+            protect_containers: Vec::new(),
             max_removals_per_run,
         }
     }

@@ -384,7 +384,10 @@ impl<E: Engine + 'static> Loop<E> {
             d,
             // The build cache is read every pass, so its gauges show what
             // it holds whatever the policy collects.
-            memory: Memory::new(state).with_needs(CollectNeeds::ALL),
+            memory: Memory::new(state).with_needs(CollectNeeds {
+                build_cache: true,
+                ..CollectNeeds::IMAGES_ONLY
+            }),
             root_dir: None,
             last_status: String::from("no pass yet"),
             reload_rejected: None,

@@ -227,6 +227,35 @@ pub struct Container {
     pub state: String,
     /// When the container was created; a last-used time for its image.
     pub created: DateTime<Utc>,
+    /// The image reference it was created from, as given (`ci/app:1`, or
+    /// an image ID); what `[[containers]] images` globs match.
+    pub image_ref: String,
+    /// Container labels (Compose's `com.docker.compose.project`, a CI
+    /// runner's job labels).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the container list does not say about a stopped container, read
+/// (one inspect, `size=1`) only for containers a `[[containers]]` policy
+/// selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerDetails {
+    /// `State.StartedAt`; `None` if never started (the engine's zero time).
+    pub started_at: Option<DateTime<Utc>>,
+    /// `State.FinishedAt`; `None` if it never stopped.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `HostConfig.RestartPolicy.Name`: `no` (or empty), `always`,
+    /// `unless-stopped`, `on-failure`.
+    pub restart_policy: String,
+    /// `HostConfig.VolumesFrom`: containers (names or IDs, `:ro`/`:rw`
+    /// suffix stripped) whose volumes this one mounts.
+    pub volumes_from: Vec<String>,
+    /// `HostConfig.NetworkMode` `container:<name or ID>`: the container
+    /// whose network stack this one joins.
+    pub network_container: Option<String>,
+    /// `SizeRw`: bytes of its writable layer; `None` when the engine did not
+    /// say.
+    pub size_rw: Option<u64>,
 }
 
 /// Facts about the engine itself.
@@ -499,6 +528,39 @@ pub trait Engine: Send + Sync {
     ) -> impl Future<Output = Result<CacheRemoval, EngineError>> + Send {
         let _ = id;
         async { Err(no_build_cache()) }
+    }
+
+    /// Inspect one container with its writable-layer size (`size=1`). A
+    /// container that is gone is [`EngineError::NotFound`].
+    ///
+    /// The default implementation is for engines that cannot:
+    /// [`EngineError::Unsupported`].
+    fn container_details(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<ContainerDetails, EngineError>> + Send {
+        let _ = id;
+        async {
+            Err(EngineError::Unsupported(
+                "container details: not implemented for this engine".to_owned(),
+            ))
+        }
+    }
+
+    /// Remove one stopped container: never forced, never its volumes
+    /// (`v=false`), named or anonymous. A 409 (running again, being removed)
+    /// is [`EngineError::Conflict`], a 404 [`EngineError::NotFound`]: normal
+    /// outcomes.
+    ///
+    /// The default implementation is for engines that cannot:
+    /// [`EngineError::Unsupported`].
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = id;
+        async {
+            Err(EngineError::Unsupported(
+                "container removal: not implemented for this engine".to_owned(),
+            ))
+        }
     }
 }
 

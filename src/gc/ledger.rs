@@ -233,6 +233,14 @@ impl<'a> Ledger<'a> {
         self.settle(image)
     }
 
+    /// Remove stopped container `container` (index into the snapshot's
+    /// `containers`): its image loses a user. Skeleton: the unpinning comes
+    /// with the planner part of issue 9.
+    pub fn remove_container(&mut self, container: usize) -> Effect {
+        let _ = (self.snapshot.containers.len(), container);
+        Effect::default()
+    }
+
     /// Remove build-cache record `record` (by index into the snapshot's
     /// `cache.records`): frees its own bytes and every layer it held as the
     /// last live record that no live image uses. Removing it again, or an

@@ -493,6 +493,8 @@ impl<'a> Planner<'a> {
         let valid = |r: &RuleRef| match *r {
             RuleRef::Image(i) => i < self.rules.len(),
             RuleRef::Cache(i) => i < self.cache_rules.len(),
+            // Container tables have no watermarks: their phase runs first.
+            RuleRef::Container(_) => false,
         };
         let listed = self.policy.order.iter().copied().filter(valid);
         let all = (0..self.rules.len())
@@ -510,6 +512,7 @@ impl<'a> Planner<'a> {
             match table {
                 RuleRef::Image(r) => self.disk_images(r),
                 RuleRef::Cache(c) => self.disk_records(c),
+                RuleRef::Container(_) => {}
             }
         }
     }
@@ -640,6 +643,7 @@ impl<'a> Planner<'a> {
                 reason,
                 reclaim_bytes: effect.freed,
                 deletes_image: effect.deleted.contains(&i),
+                unpinned_by: Vec::new(),
             });
         }
         // Records after every image, deeper first (children before
@@ -666,6 +670,8 @@ impl<'a> Planner<'a> {
             .filter(|k| !planned_records[k.record])
             .collect();
         Plan {
+            containers: Vec::new(),
+            kept_containers: Vec::new(),
             removals,
             records,
             kept_records,

@@ -18,6 +18,11 @@ pub struct Plan {
     pub removals: Vec<Removal>,
     /// What a policy wanted to remove but a safety rule (or a limit) kept.
     pub kept: Vec<Kept>,
+    /// Container removals, run before every image removal (a removed
+    /// container unpins its image for the image removals after it).
+    pub containers: Vec<ContainerRemoval>,
+    /// Containers a policy wanted, kept by a safety rule.
+    pub kept_containers: Vec<KeptContainer>,
     /// Build-cache record removals, run after every image removal, children
     /// before parents.
     pub records: Vec<RecordRemoval>,
@@ -46,6 +51,9 @@ pub struct Removal {
     pub reclaim_bytes: u64,
     /// True when the engine deletes the image with this removal.
     pub deletes_image: bool,
+    /// Names of the containers whose removal earlier in the plan unpinned
+    /// the image (empty when no container used it).
+    pub unpinned_by: Vec<String>,
 }
 
 impl Removal {
@@ -53,6 +61,41 @@ impl Removal {
     pub fn target(&self) -> &str {
         self.reference.as_deref().unwrap_or(&self.image_id)
     }
+}
+
+/// One stopped-container removal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRemoval {
+    /// Index into the snapshot's `containers`.
+    pub container: usize,
+    /// The container's full ID, what the engine is asked to remove.
+    pub container_id: String,
+    /// Its first name (without the `/`), for the report.
+    pub name: String,
+    /// Name of the `[[containers]]` policy that removes it.
+    pub policy: String,
+    /// Why: the conditions that held.
+    pub reason: Reasons,
+    /// Bytes this removal frees by itself: the writable layer (`SizeRw`).
+    pub reclaim_bytes: u64,
+    /// Images (snapshot indices) no container uses once this one and the
+    /// container removals before it are done: what it unpins.
+    pub unpins: Vec<usize>,
+}
+
+/// A container a policy would remove, kept by a safety rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptContainer {
+    /// Index into the snapshot's `containers`.
+    pub container: usize,
+    /// The container's full ID.
+    pub container_id: String,
+    /// Its first name.
+    pub name: String,
+    /// The policy that wanted it.
+    pub policy: String,
+    /// The safety rule (or limit) that kept it.
+    pub reason: KeptBecause,
 }
 
 /// One build-cache record removal.
@@ -121,6 +164,18 @@ pub enum Reason {
         limit: TimeDelta,
         /// Where the last-use time came from.
         source: LastUsedSource,
+    },
+    /// `exited_for` held: the container finished `idle` ago (or, never
+    /// started, was created then), longer than `limit`.
+    ExitedFor {
+        /// Since it finished (or was created, if never started).
+        #[serde(rename = "idle_seconds", serialize_with = "seconds")]
+        idle: TimeDelta,
+        /// The policy's `exited_for`.
+        #[serde(rename = "limit_seconds", serialize_with = "seconds")]
+        limit: TimeDelta,
+        /// `finished` or `created`.
+        since: &'static str,
     },
     /// `older_than` held: created `age` ago, longer than `limit`.
     OlderThan {
@@ -217,6 +272,37 @@ pub enum KeptBecause {
     },
     /// A running build holds the build-cache record (`InUse`).
     BuildInUse,
+    /// The container is not stopped: `running`, `paused`, `restarting` or
+    /// `removing`.
+    ContainerActive {
+        /// Its state.
+        state: String,
+    },
+    /// The container's restart policy brings it back (`always`,
+    /// `unless-stopped`).
+    RestartPolicy {
+        /// The restart policy's name.
+        policy: String,
+    },
+    /// Another container uses this one (`--volumes-from`,
+    /// `network_mode: container:…`).
+    UsedByContainer {
+        /// The other container's full ID.
+        container: String,
+        /// `volumes_from` or `network`.
+        how: &'static str,
+    },
+    /// Compose manages the container and the policy does not select the
+    /// `com.docker.compose.project` label.
+    Compose {
+        /// The Compose project.
+        project: String,
+    },
+    /// A name matches a `[safety] protect_containers` glob.
+    ProtectContainer {
+        /// The glob as written.
+        pattern: String,
+    },
     /// Records made on top of this one are kept, and a record goes only
     /// after its children.
     HasChildren {
@@ -227,7 +313,7 @@ pub enum KeptBecause {
 
 impl KeptBecause {
     /// Every [`KeptBecause::word`], so a metric can show each one at 0.
-    pub const WORDS: [&'static str; 8] = [
+    pub const WORDS: [&'static str; 13] = [
         "in_use",
         "protect_label",
         "protect_glob",
@@ -236,6 +322,11 @@ impl KeptBecause {
         "whole_image",
         "build_in_use",
         "has_children",
+        "container_active",
+        "restart_policy",
+        "used_by_container",
+        "compose",
+        "protect_container",
     ];
 
     /// One fixed word per kind: a metric label, and the JSON `kind`.
@@ -248,6 +339,11 @@ impl KeptBecause {
             Self::RemovalLimit { .. } => "removal_limit",
             Self::WholeImage { .. } => "whole_image",
             Self::BuildInUse => "build_in_use",
+            Self::ContainerActive { .. } => "container_active",
+            Self::RestartPolicy { .. } => "restart_policy",
+            Self::UsedByContainer { .. } => "used_by_container",
+            Self::Compose { .. } => "compose",
+            Self::ProtectContainer { .. } => "protect_container",
             Self::HasChildren { .. } => "has_children",
         }
     }

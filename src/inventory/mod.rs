@@ -19,7 +19,9 @@ use std::sync::{Arc, OnceLock};
 use chrono::{DateTime, Utc};
 use tracing::warn;
 
-use crate::engine::{Capabilities, Container, DiskUsage, Engine, EngineError, ImageSummary, Layer};
+use crate::engine::{
+    Capabilities, Container, ContainerDetails, DiskUsage, Engine, EngineError, ImageSummary, Layer,
+};
 use crate::host::disk::{self, DiskProbe};
 use crate::model::short_id;
 use crate::policy::Policy;
@@ -110,6 +112,10 @@ pub struct SnapContainer {
     pub container: Container,
     /// Index of its image, when the image is in the snapshot.
     pub image: Option<usize>,
+    /// Inspect facts (finish time, restart policy, volumes-from, network
+    /// container, writable-layer size): read only for stopped containers a
+    /// `[[containers]]` policy selects; `None` otherwise.
+    pub details: Option<ContainerDetails>,
 }
 
 /// Everything one pass looks at.
@@ -342,7 +348,11 @@ impl Snapshot {
                 if let Some(i) = image {
                     users[i].push(ci);
                 }
-                SnapContainer { container, image }
+                SnapContainer {
+                    container,
+                    image,
+                    details: None,
+                }
             })
             .collect();
         let in_use = users.iter().map(|u| !u.is_empty()).collect();
@@ -694,13 +704,31 @@ impl DetailsCache {
 pub struct CollectNeeds {
     /// Read the engine's build cache (when its capabilities say it has one).
     pub build_cache: bool,
+    /// Inspect (with `size=1`) the stopped containers `[[containers]]`
+    /// policies select, for [`SnapContainer::details`].
+    pub container_details: bool,
 }
 
 impl CollectNeeds {
     /// Images, containers and the disk only.
-    pub const IMAGES_ONLY: Self = Self { build_cache: false };
+    pub const IMAGES_ONLY: Self = Self {
+        build_cache: false,
+        container_details: false,
+    };
     /// Everything, the build cache included (`explain` of a record, reports).
-    pub const ALL: Self = Self { build_cache: true };
+    pub const ALL: Self = Self {
+        build_cache: true,
+        container_details: true,
+    };
+
+    /// Everything either asks for.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self {
+            build_cache: self.build_cache || other.build_cache,
+            container_details: self.container_details || other.container_details,
+        }
+    }
 
     /// What a pass under `policy` needs: the build cache when a
     /// `[[build_cache]]` table exists, or when any `[[policy]]` table uses
@@ -713,6 +741,7 @@ impl CollectNeeds {
             .any(|r| r.conditions.unused_for.is_some() || r.conditions.disk.is_some());
         Self {
             build_cache: !policy.cache_rules.is_empty() || uses_last_use,
+            container_details: !policy.container_rules.is_empty(),
         }
     }
 }

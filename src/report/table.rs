@@ -403,6 +403,7 @@ mod tests {
                 }]),
                 reclaim_bytes: 1024,
                 deletes_image: true,
+                unpinned_by: Vec::new(),
             }],
             reclaim_bytes: 1024,
             ..Plan::default()

@@ -65,6 +65,17 @@ impl Display for Reason {
                 human_duration(*limit),
                 source.as_str()
             ),
+            Self::ExitedFor { idle, limit, since } => write!(
+                f,
+                "{} for {} (exited_for {})",
+                if *since == "created" {
+                    "never started, created"
+                } else {
+                    "exited"
+                },
+                human_duration(*idle),
+                human_duration(*limit)
+            ),
             Self::OlderThan { age, limit } => write!(
                 f,
                 "created {} ago (older_than {})",
@@ -131,6 +142,26 @@ impl Display for KeptBecause {
                 "the engine deletes whole images and this one has {references} references"
             ),
             Self::BuildInUse => f.write_str("in use by a running build"),
+            Self::ContainerActive { state } => write!(f, "the container is {state}"),
+            Self::RestartPolicy { policy } => {
+                write!(f, "restart policy {policy} brings it back")
+            }
+            Self::UsedByContainer { container, how } => match *how {
+                "network" => write!(f, "container {} joins its network", short_id(container)),
+                _ => write!(
+                    f,
+                    "container {} mounts its volumes (--volumes-from)",
+                    short_id(container)
+                ),
+            },
+            Self::Compose { project } => write!(
+                f,
+                "managed by Compose project {project} (a policy must select \
+                 com.docker.compose.project to remove it)"
+            ),
+            Self::ProtectContainer { pattern } => {
+                write!(f, "protected by container glob {pattern}")
+            }
             Self::HasChildren { children } => write!(
                 f,
                 "{children} record{} made on top of it {} kept",

@@ -339,8 +339,8 @@ pub struct Memory {
     /// How the disk under the engine's root dir is read: statvfs, unless a
     /// test swaps in a fake with [`Memory::with_disk_probe`].
     pub disk: Arc<dyn DiskProbe>,
-    /// What a pass reads from the engine; `None`: what the policy needs
-    /// ([`CollectNeeds::for_policy`]).
+    /// What a pass reads from the engine beyond what the policy needs
+    /// ([`CollectNeeds::for_policy`]); `None`: only that.
     pub needs: Option<CollectNeeds>,
 }
 
@@ -391,7 +391,8 @@ pub async fn run<E: Engine>(
     } = memory;
     let snapshot = {
         let st = &*state;
-        let needs = needs.unwrap_or_else(|| CollectNeeds::for_policy(policy));
+        let for_policy = CollectNeeds::for_policy(policy);
+        let needs = needs.map_or(for_policy, |n| n.union(for_policy));
         collect_with(
             engine,
             disk,

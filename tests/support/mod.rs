@@ -355,6 +355,8 @@ impl Img {
 /// A container `name` of image `image_name` in `state`, created a day ago.
 pub fn container(name: &str, image_name: &str, state: &str) -> Container {
     Container {
+        image_ref: String::new(),
+        labels: Default::default(),
         id: format!("{name}0123456789abcdef"),
         names: vec![name.to_string()],
         image_id: id(image_name),

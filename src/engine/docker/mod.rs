@@ -843,8 +843,10 @@ impl Engine for Docker {
                 image_id: c
                     .image_id
                     .filter(|i| !i.is_empty())
-                    .or(c.image.filter(|i| i.starts_with("sha256:")))
+                    .or(c.image.clone().filter(|i| i.starts_with("sha256:")))
                     .unwrap_or_default(),
+                image_ref: c.image.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
                 state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                 // A missing time only feeds last-used, where the newest wins; the
                 // container itself keeps its image in use regardless.
