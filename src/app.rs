@@ -375,7 +375,9 @@ async fn run_daemon(
         let address = address.clone();
         async move { Docker::connect(&address).await }
     };
-    daemon::serve(
+    // Boxed: the daemon's future is large (its state, the pass, the
+    // metrics server), and this one runs for the process's whole life.
+    Box::pin(daemon::serve(
         wiring,
         connect,
         |mut d: Daemon<Docker>| {
@@ -385,7 +387,7 @@ async fn run_daemon(
             d
         },
         shutdown,
-    )
+    ))
     .await;
     Ok(exit::OK)
 }

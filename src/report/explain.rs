@@ -471,6 +471,32 @@ impl Explanation {
                 ago(t)
             );
         }
+        self.times_text(&mut o);
+        if let Some(p) = &self.parent {
+            let _ = writeln!(o, "parent       {p}");
+        }
+        if self.children > 0 {
+            let _ = writeln!(o, "children     {} (kept while they exist)", self.children);
+        }
+        for c in &self.containers {
+            let _ = writeln!(o, "container    {} {} ({})", c.id, c.name, c.state);
+        }
+        if !self.held_by_records.is_empty() {
+            let _ = writeln!(
+                o,
+                "build cache  {} bytes of its layers are held by build-cache records {}; \
+                 removing it frees them only after those records go",
+                self.held_by_cache_bytes,
+                short_records(&self.held_by_records)
+            );
+        }
+        self.decisions_text(&mut o);
+        o
+    }
+
+    /// First seen and last used, as text.
+    fn times_text(&self, o: &mut String) {
+        let ago = |t: DateTime<Utc>| human_duration(self.now - t);
         let _ = match (self.first_seen, self.first_seen_basis) {
             (Some(t), FirstSeenBasis::Restarted) => writeln!(
                 o,
@@ -508,26 +534,6 @@ impl Explanation {
                 self.last_used_source
             ),
         };
-        if let Some(p) = &self.parent {
-            let _ = writeln!(o, "parent       {p}");
-        }
-        if self.children > 0 {
-            let _ = writeln!(o, "children     {} (kept while they exist)", self.children);
-        }
-        for c in &self.containers {
-            let _ = writeln!(o, "container    {} {} ({})", c.id, c.name, c.state);
-        }
-        if !self.held_by_records.is_empty() {
-            let _ = writeln!(
-                o,
-                "build cache  {} bytes of its layers are held by build-cache records {}; \
-                 removing it frees them only after those records go",
-                self.held_by_cache_bytes,
-                short_records(&self.held_by_records)
-            );
-        }
-        self.decisions_text(&mut o);
-        o
     }
 
     /// Policies, safety and the next pass, as text.
