@@ -235,9 +235,9 @@ pub struct Container {
     pub labels: BTreeMap<String, String>,
 }
 
-/// What the container list does not say about a stopped container, read
-/// (one inspect, `size=1`) only for containers a `[[containers]]` policy
-/// selects.
+/// What the container list does not say about a container: read (one
+/// inspect each) only when a `[[containers]]` policy exists; the
+/// writable-layer size only for the stopped containers a policy selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerDetails {
     /// `State.StartedAt`; `None` if never started (the engine's zero time).
@@ -530,16 +530,18 @@ pub trait Engine: Send + Sync {
         async { Err(no_build_cache()) }
     }
 
-    /// Inspect one container with its writable-layer size (`size=1`). A
-    /// container that is gone is [`EngineError::NotFound`].
+    /// Inspect one container; with `size`, also its writable-layer size
+    /// (`size=1`, expensive on large hosts: asked only for removal
+    /// candidates). A container that is gone is [`EngineError::NotFound`].
     ///
     /// The default implementation is for engines that cannot:
     /// [`EngineError::Unsupported`].
     fn container_details(
         &self,
         id: &str,
+        size: bool,
     ) -> impl Future<Output = Result<ContainerDetails, EngineError>> + Send {
-        let _ = id;
+        let _ = (id, size);
         async {
             Err(EngineError::Unsupported(
                 "container details: not implemented for this engine".to_owned(),

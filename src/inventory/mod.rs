@@ -113,8 +113,9 @@ pub struct SnapContainer {
     /// Index of its image, when the image is in the snapshot.
     pub image: Option<usize>,
     /// Inspect facts (finish time, restart policy, volumes-from, network
-    /// container, writable-layer size): read only for stopped containers a
-    /// `[[containers]]` policy selects; `None` otherwise.
+    /// container, writable-layer size): read for every container when a
+    /// `[[containers]]` policy exists (the size only for the stopped ones a
+    /// policy selects); `None` otherwise.
     pub details: Option<ContainerDetails>,
 }
 
@@ -704,8 +705,8 @@ impl DetailsCache {
 pub struct CollectNeeds {
     /// Read the engine's build cache (when its capabilities say it has one).
     pub build_cache: bool,
-    /// Inspect (with `size=1`) the stopped containers `[[containers]]`
-    /// policies select, for [`SnapContainer::details`].
+    /// Inspect every container for [`SnapContainer::details`] (with
+    /// `size=1` only the stopped ones `[[containers]]` policies select).
     pub container_details: bool,
 }
 
