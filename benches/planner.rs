@@ -107,7 +107,7 @@ fn synthetic(n: usize, now: DateTime<Utc>) -> Snapshot {
     let containers = (0..n / 10)
         .map(|c| Container {
             image_ref: String::new(),
-            labels: Default::default(),
+            labels: std::collections::BTreeMap::new(),
             id: format!("{c:064}"),
             names: vec![format!("c{c}")],
             image_id: format!("sha256:img{:061}", rng.below(n as u64)),

@@ -595,7 +595,7 @@ async fn container_uses_made_while_the_event_stream_is_down_all_reach_the_state(
         let started = created + TimeDelta::milliseconds(10);
         engine.add_container(Container {
             image_ref: String::new(),
-            labels: Default::default(),
+            labels: std::collections::BTreeMap::new(),
             id: id.clone(),
             names: vec![id.clone()],
             image_id: image_of(i),

@@ -45,7 +45,7 @@ fn container_event(
 fn container(id: &str, image_id: &str, created: &str) -> Container {
     Container {
         image_ref: String::new(),
-        labels: Default::default(),
+        labels: std::collections::BTreeMap::new(),
         id: id.to_owned(),
         names: vec![format!("name-{id}")],
         image_id: image_id.to_owned(),

@@ -27,7 +27,7 @@ fn image(id: &str, tags: &[&str], layers: &[(&str, u64)]) -> FakeImage {
 fn container_of(image_id: &str, state: &str) -> Container {
     Container {
         image_ref: String::new(),
-        labels: Default::default(),
+        labels: std::collections::BTreeMap::new(),
         id: "c0ffee00c0ffee00c0ffee00".to_string(),
         names: vec!["web".to_string()],
         image_id: image_id.to_string(),

@@ -148,7 +148,7 @@ fn snapshot() -> Snapshot {
         state: "running".to_string(),
         created: ago(1),
         image_ref: String::new(),
-        labels: Default::default(),
+        labels: std::collections::BTreeMap::new(),
     }];
     let disk = DiskUsage {
         total_bytes: 1000,

@@ -48,7 +48,7 @@ older_than = "1h"
 fn container(id: &str, image_id: &str) -> Container {
     Container {
         image_ref: String::new(),
-        labels: Default::default(),
+        labels: std::collections::BTreeMap::new(),
         id: id.to_owned(),
         names: vec![format!("name-{id}")],
         image_id: image_id.to_owned(),

@@ -356,7 +356,7 @@ impl Img {
 pub fn container(name: &str, image_name: &str, state: &str) -> Container {
     Container {
         image_ref: String::new(),
-        labels: Default::default(),
+        labels: std::collections::BTreeMap::new(),
         id: format!("{name}0123456789abcdef"),
         names: vec![name.to_string()],
         image_id: id(image_name),
