@@ -62,13 +62,10 @@ fn selects_compose(rule: &ContainerRule) -> bool {
 /// A container's first name without the `/`, or its short ID when it has
 /// none.
 pub(super) fn display_name(c: &SnapContainer) -> String {
-    c.container
-        .names
-        .first()
-        .map_or_else(
-            || crate::model::short_id(&c.container.id).to_owned(),
-            |n| n.trim_start_matches('/').to_owned(),
-        )
+    c.container.names.first().map_or_else(
+        || crate::model::short_id(&c.container.id).to_owned(),
+        |n| n.trim_start_matches('/').to_owned(),
+    )
 }
 
 /// Every condition of a container rule, checked against `c`.
