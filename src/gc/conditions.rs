@@ -13,9 +13,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::plan::{Reason, Usage};
 use super::Target;
-use crate::inventory::{LastUsedSource, Snapshot};
+use crate::inventory::{LastUsedSource, SnapContainer, Snapshot};
 use crate::model::repository_of;
-use crate::policy::{CacheConditions, Conditions, DiskPressure, Threshold};
+use crate::policy::{CacheConditions, Conditions, ContainerConditions, DiskPressure, Threshold};
 
 /// One condition a policy sets.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -103,6 +103,76 @@ impl CacheCondition {
     }
 }
 
+/// One condition a `[[containers]]` policy sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerCondition {
+    /// `exited_for`: finished (created, for a never-started container)
+    /// longer ago than this.
+    ExitedFor(TimeDelta),
+    /// `older_than`: created longer ago than this.
+    OlderThan(TimeDelta),
+}
+
+impl ContainerCondition {
+    /// The conditions a rule sets, in a fixed order (the order reasons are
+    /// told in): `exited_for`, `older_than`.
+    pub fn of(conditions: &ContainerConditions) -> impl Iterator<Item = ContainerCondition> {
+        [
+            conditions
+                .exited_for
+                .map(|d| Self::ExitedFor(std_to_delta(d))),
+            conditions
+                .older_than
+                .map(|d| Self::OlderThan(std_to_delta(d))),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    /// The condition's key in the policy file.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::ExitedFor(_) => "exited_for",
+            Self::OlderThan(_) => "older_than",
+        }
+    }
+}
+
+/// When a stopped container stopped, and from what: `finished`
+/// (`State.FinishedAt`), or `created` for one that never finished (a
+/// never-started `created` container, or an engine that gave no finish
+/// time). What `exited_for` and `[safety] min_age` count from.
+pub fn container_stopped_at(c: &SnapContainer) -> (DateTime<Utc>, &'static str) {
+    match c.details.as_ref().and_then(|d| d.finished_at) {
+        Some(t) if c.container.state != "created" => (t, "finished"),
+        _ => (c.container.created, "created"),
+    }
+}
+
+/// Check one `[[containers]]` condition against container `c`.
+pub(super) fn check_container(
+    now: DateTime<Utc>,
+    condition: ContainerCondition,
+    c: &SnapContainer,
+) -> Check<'static> {
+    let (holds, fact) = match condition {
+        ContainerCondition::ExitedFor(limit) => {
+            let (at, since) = container_stopped_at(c);
+            let idle = now - at;
+            (idle > limit, Fact::ExitedFor { idle, limit, since })
+        }
+        ContainerCondition::OlderThan(limit) => {
+            let age = now - c.container.created;
+            (age > limit, Fact::OlderThan { age, limit })
+        }
+    };
+    Check {
+        condition: condition.key(),
+        holds,
+        fact,
+    }
+}
+
 /// One condition checked against one target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check<'s> {
@@ -140,6 +210,16 @@ pub enum Fact<'s> {
         limit: TimeDelta,
         /// Where the last-use time came from.
         source: LastUsedSource,
+    },
+    /// A container finished (or, never started, was created) `idle` ago;
+    /// the policy says `limit`.
+    ExitedFor {
+        /// Since it finished (or was created).
+        idle: TimeDelta,
+        /// `exited_for`.
+        limit: TimeDelta,
+        /// `finished` or `created`.
+        since: &'static str,
     },
     /// Created `age` ago; the policy says `limit`.
     OlderThan {
@@ -193,6 +273,7 @@ impl Fact<'_> {
                 limit,
                 source,
             },
+            Fact::ExitedFor { idle, limit, since } => Fact::ExitedFor { idle, limit, since },
             Fact::OlderThan { age, limit } => Fact::OlderThan { age, limit },
             Fact::Rank {
                 n,
@@ -223,6 +304,11 @@ impl Fact<'_> {
                 idle: *idle,
                 limit: *limit,
                 source: *source,
+            }),
+            Fact::ExitedFor { idle, limit, since } => Some(Reason::ExitedFor {
+                idle: *idle,
+                limit: *limit,
+                since,
             }),
             Fact::OlderThan { age, limit } => Some(Reason::OlderThan {
                 age: *age,

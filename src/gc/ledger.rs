@@ -6,6 +6,11 @@
 //! removal frees its own bytes (`BuildCache::own_bytes`) and every held layer
 //! it was the last holder of that no live image uses. This module owns that
 //! rule, in both directions, for the planner, `explain` and the tests.
+//!
+//! Stopped containers are removed first ([`Ledger::remove_container`]): a
+//! removal frees the writable layer (`SizeRw`) and takes one user off its
+//! image, and an image is in use only while a container of it is left, so
+//! the image removals after it see what it unpinned.
 
 use crate::inventory::{dangling, Snapshot};
 use crate::model::repository_of;
@@ -33,7 +38,9 @@ pub struct Effect {
 /// untagged image, its removal is asked for), no child image remains and no
 /// container uses it. With removals run children before parents this is
 /// exactly what the engine does, so the result does not depend on the order
-/// removals are fed in; only the split of bytes between removals does.
+/// removals are fed in; only the split of bytes between removals does. An
+/// image whose last container is removed later is deleted then, if every
+/// reference of it was removed before.
 #[derive(Debug, Clone)]
 pub struct Ledger<'a> {
     snapshot: &'a Snapshot,
@@ -61,6 +68,10 @@ pub struct Ledger<'a> {
     /// Per layer: counted as build-cache bytes ([`cache_bytes`]): held by a
     /// record and used by no image.
     cache_only: Vec<bool>,
+    /// Containers not yet removed, per image.
+    image_users: Vec<u32>,
+    /// Per container: removed by the removals so far.
+    container_removed: Vec<bool>,
     /// Bytes freed by the removals so far.
     freed: u64,
     /// Of `freed`: bytes of image layers.
@@ -170,6 +181,12 @@ impl<'a> Ledger<'a> {
             record_removed: vec![false; snapshot.cache.len()],
             record_holds,
             cache_only,
+            image_users: snapshot
+                .users
+                .iter()
+                .map(|u| u32::try_from(u.len()).unwrap_or(u32::MAX))
+                .collect(),
+            container_removed: vec![false; snapshot.containers.len()],
             freed: 0,
             freed_layers: 0,
             freed_cache: 0,
@@ -199,6 +216,21 @@ impl<'a> Ledger<'a> {
         self.record_removed.get(record).copied().unwrap_or(false)
     }
 
+    /// True when a container not removed so far uses `image` (the
+    /// snapshot's `in_use`, less the containers removed). An index out of
+    /// range is not in use.
+    pub fn in_use(&self, image: usize) -> bool {
+        self.image_users.get(image).is_some_and(|&u| u > 0)
+    }
+
+    /// True when container `container` was removed by the removals so far.
+    pub fn is_container_removed(&self, container: usize) -> bool {
+        self.container_removed
+            .get(container)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// [`Snapshot::is_dangling`] after the removals so far: no tag left, no
     /// child left, and not deleted.
     pub fn is_dangling(&self, image: usize) -> bool {
@@ -218,7 +250,7 @@ impl<'a> Ledger<'a> {
         if self.keeps_digest[image] {
             // Untagged now, but a digest holds it: dangling, not deleted.
             let mut effect = Effect::default();
-            if self.live_children[image] == 0 && !self.snapshot.in_use[image] {
+            if self.live_children[image] == 0 && !self.in_use(image) {
                 effect.newly_dangling.push(image);
             }
             return effect;
@@ -234,11 +266,39 @@ impl<'a> Ledger<'a> {
     }
 
     /// Remove stopped container `container` (index into the snapshot's
-    /// `containers`): its image loses a user. Skeleton: the unpinning comes
-    /// with the planner part of issue 9.
+    /// `containers`): frees its writable layer (`SizeRw`, 0 when the
+    /// snapshot does not know it) and takes one user off its image. When it
+    /// was the image's last user ([`Ledger::in_use`] turns false), an image
+    /// whose references were all removed already is deleted now, and an
+    /// untagged image without children becomes dangling
+    /// ([`Effect::newly_dangling`]). Removing it again, or an index out of
+    /// range, does nothing.
     pub fn remove_container(&mut self, container: usize) -> Effect {
-        let _ = (self.snapshot.containers.len(), container);
-        Effect::default()
+        let mut effect = Effect::default();
+        if self.is_container_removed(container) || container >= self.container_removed.len() {
+            return effect;
+        }
+        self.container_removed[container] = true;
+        let c = &self.snapshot.containers[container];
+        let rw = c.details.as_ref().and_then(|d| d.size_rw).unwrap_or(0);
+        self.add_freed(&mut effect, rw, false, false);
+        let Some(image) = c.image.filter(|&i| i < self.image_users.len()) else {
+            return effect;
+        };
+        self.image_users[image] = self.image_users[image].saturating_sub(1);
+        if self.image_users[image] > 0 || self.deleted[image] {
+            return effect;
+        }
+        if self.requested[image] {
+            let settled = self.settle(image);
+            effect.deleted = settled.deleted;
+            effect.held = settled.held;
+            effect.newly_dangling = settled.newly_dangling;
+            effect.freed = effect.freed.saturating_add(settled.freed);
+        } else if self.is_dangling(image) {
+            effect.newly_dangling.push(image);
+        }
+        effect
     }
 
     /// Remove build-cache record `record` (by index into the snapshot's
@@ -288,7 +348,7 @@ impl<'a> Ledger<'a> {
             if self.deleted[i] || !self.requested[i] || self.live_children[i] > 0 {
                 break;
             }
-            if self.snapshot.in_use[i] {
+            if self.in_use(i) {
                 break;
             }
             self.deleted[i] = true;
@@ -311,7 +371,7 @@ impl<'a> Ledger<'a> {
                 if self.live_children[p] == 0 {
                     if self.requested[p] {
                         current = Some(p);
-                    } else if self.refs_left[p] == 0 && !self.snapshot.in_use[p] {
+                    } else if self.refs_left[p] == 0 && !self.in_use(p) {
                         effect.newly_dangling.push(p);
                     }
                 }

@@ -13,12 +13,20 @@
 //! records once, freed by whichever removal is its last user; record
 //! removals run after every image removal, children before parents.
 //!
+//! Stopped containers (`[[containers]]` policies) are planned first, in
+//! [`containers`]: each removal frees its writable layer and unpins its
+//! image in the ledger, so the image policies after it see the images no
+//! container is left to use; container removals run before every image
+//! removal.
+//!
 //! Each condition is evaluated once, in [`conditions`], and each safety rule
 //! once, in [`safety`]: the decision, the removal's [`Reasons`] and
-//! `imagegc explain` ([`judge`], [`judge_record`]) all read those checks. What the planner
+//! `imagegc explain` ([`judge`], [`judge_record`], [`judge_container`]) all
+//! read those checks. What the planner
 //! decides is data ([`plan`]); the words are made in `report::text`.
 
 pub mod conditions;
+mod containers;
 pub mod ledger;
 pub mod plan;
 mod records;
@@ -33,10 +41,14 @@ use crate::inventory::Snapshot;
 use crate::model::repository_of;
 use crate::policy::{Policy, Rule, RuleRef, Threshold};
 use conditions::{at_or_below, check, Basis, Context};
-pub use conditions::{CacheCondition, Check, Condition, ConditionCheck, Fact};
+pub use conditions::{
+    container_stopped_at, CacheCondition, Check, Condition, ConditionCheck, ContainerCondition,
+    Fact,
+};
 pub use ledger::{cache_bytes, Effect, Ledger};
 pub use plan::{
-    Kept, KeptBecause, KeptRecord, Note, Plan, Reason, Reasons, RecordRemoval, Removal, Usage,
+    ContainerRemoval, Kept, KeptBecause, KeptContainer, KeptRecord, Note, Plan, Reason, Reasons,
+    RecordRemoval, Removal, Usage,
 };
 use records::CacheView;
 
@@ -94,12 +106,21 @@ struct Planner<'a> {
     selected_records: Vec<(usize, usize, Reasons)>,
     kept_records: Vec<KeptRecord>,
     kept_records_seen: HashSet<usize>,
+    /// Per container: planned for removal (no longer pins its image).
+    removed_containers: Vec<bool>,
+    /// Selected container removals in selection order, with
+    /// container-rule index and reason.
+    selected_containers: Vec<(usize, usize, Reasons)>,
+    kept_containers: Vec<KeptContainer>,
 }
 
-/// Plan one pass: image age/usage policies, then build-cache age/usage
-/// policies, then every disk-pressure policy of either kind in file order.
+/// Plan one pass: container policies, then image age/usage policies (which
+/// see the images those container removals unpinned), then build-cache
+/// age/usage policies, then every disk-pressure policy of either kind in
+/// file order (counting every byte freed before it, containers' included).
 pub fn plan(policy: &Policy, snap: &Snapshot, now: DateTime<Utc>) -> Plan {
     let mut p = Planner::new(policy, snap, now);
+    p.container_phase();
     p.age_and_usage_phase();
     p.record_age_and_usage_phase();
     p.disk_phase();
@@ -137,7 +158,9 @@ pub fn judge(
     now: DateTime<Utc>,
     image: usize,
 ) -> (Vec<Verdict>, Vec<Protection>) {
-    let p = Planner::new(policy, snap, now);
+    let mut p = Planner::new(policy, snap, now);
+    // The containers this pass removes no longer keep the image in use.
+    p.container_phase();
     let img = &snap.images[image];
     let targets: Vec<Target> = if img.tags.is_empty() {
         vec![Target::Untagged(image)]
@@ -162,7 +185,7 @@ pub fn judge(
                 conditions,
             });
         }
-        for rule in safety::protections(&policy.safety, snap, now, target) {
+        for rule in safety::protections(&policy.safety, snap, now, target, &p.removed_containers) {
             protections.push(Protection {
                 reference: reference.clone(),
                 rule,
@@ -228,6 +251,56 @@ pub fn judge_record(
             });
         }
     }
+    (verdicts, protections)
+}
+
+/// Every `[[containers]]` policy's verdict and every safety rule, for one
+/// container (index into the snapshot's `containers`): what `imagegc
+/// explain CONTAINER` shows. Verdicts and protections carry no reference.
+/// The Compose rule is judged against the policy that would name the
+/// removal (else the first that selects the container, else none). A
+/// container without inspect facts is never removed whatever its verdicts
+/// say. An index out of range gives nothing.
+pub fn judge_container(
+    policy: &Policy,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+    container: usize,
+) -> (Vec<Verdict>, Vec<Protection>) {
+    let Some(sc) = snap.containers.get(container) else {
+        return (Vec::new(), Vec::new());
+    };
+    let rules = &policy.container_rules;
+    let verdicts = rules
+        .iter()
+        .map(|rule| {
+            let selected = containers::container_selected(rule, sc);
+            let conditions = if selected {
+                containers::container_checks(rule, now, sc).collect()
+            } else {
+                Vec::new()
+            };
+            Verdict {
+                policy: rule.name.clone(),
+                reference: None,
+                selected,
+                conditions,
+            }
+        })
+        .collect();
+    let judged = containers::naming_rule(rules, now, sc)
+        .or_else(|| {
+            rules
+                .iter()
+                .position(|r| containers::container_selected(r, sc))
+        })
+        .map_or(&[][..], |r| rules[r].selectors.labels.as_slice());
+    let protections = safety::container_protections(&policy.safety, snap, now, container, judged)
+        .map(|rule| Protection {
+            reference: None,
+            rule,
+        })
+        .collect();
     (verdicts, protections)
 }
 
@@ -322,14 +395,20 @@ impl<'a> Planner<'a> {
             selected_records: Vec::new(),
             kept_records: Vec::new(),
             kept_records_seen: HashSet::new(),
+            removed_containers: vec![false; snap.containers.len()],
+            selected_containers: Vec::new(),
+            kept_containers: Vec::new(),
         }
     }
 
-    /// `max_removals_per_run`, counting image and record removals together:
+    /// `max_removals_per_run`, counting container, image and record
+    /// removals together:
     /// the [`KeptBecause::RemovalLimit`] when it is reached (noted once).
     fn limit_reached(&mut self) -> Option<KeptBecause> {
         let max = self.policy.safety.max_removals_per_run?;
-        if self.selected.len() + self.selected_records.len() < max.get() {
+        let so_far =
+            self.selected.len() + self.selected_records.len() + self.selected_containers.len();
+        if so_far < max.get() {
             return None;
         }
         if !self.limit_hit {
@@ -419,7 +498,14 @@ impl<'a> Planner<'a> {
     /// Safety, then the removal limit, then the ledger. Returns the images
     /// that became dangling, or `None` when the target was kept.
     fn try_remove(&mut self, target: Target, rule: usize, reason: Reasons) -> Option<Vec<usize>> {
-        let first = safety::protections(&self.policy.safety, self.snap, self.now, target).next();
+        let first = safety::protections(
+            &self.policy.safety,
+            self.snap,
+            self.now,
+            target,
+            &self.removed_containers,
+        )
+        .next();
         if let Some(why) = first {
             self.keep(target, rule, why);
             return None;
@@ -614,9 +700,33 @@ impl<'a> Planner<'a> {
         Reasons(out)
     }
 
-    /// Order children before parents and price each removal in that order.
+    /// Order containers first, then images children before parents, then
+    /// records, and price each removal in that order.
     fn finish(self) -> Plan {
         let snap = self.snap;
+        let mut ledger = Ledger::new(snap);
+        let mut containers = Vec::with_capacity(self.selected_containers.len());
+        for (c, rule, reason) in self.selected_containers {
+            let sc = &snap.containers[c];
+            let pinned = sc.image.filter(|&i| ledger.in_use(i));
+            let effect = ledger.remove_container(c);
+            containers.push(ContainerRemoval {
+                container: c,
+                container_id: sc.container.id.clone(),
+                name: containers::display_name(sc),
+                policy: self.policy.container_rules[rule].name.clone(),
+                reason,
+                reclaim_bytes: effect.freed,
+                unpins: pinned.filter(|&i| !ledger.in_use(i)).into_iter().collect(),
+            });
+        }
+        let unpinned_by = |image: usize| -> Vec<String> {
+            containers
+                .iter()
+                .filter(|r| snap.containers[r.container].image == Some(image))
+                .map(|r| r.name.clone())
+                .collect()
+        };
         let mut order: Vec<(usize, (Target, usize, Reasons))> = self
             .selected
             .into_iter()
@@ -624,7 +734,6 @@ impl<'a> Planner<'a> {
             .collect();
         // Deeper images first; stable, so selection order holds within a depth.
         order.sort_by_key(|(depth, _)| Reverse(*depth));
-        let mut ledger = Ledger::new(snap);
         let mut removals = Vec::with_capacity(order.len());
         for (_, (target, rule, reason)) in order {
             let i = target.image();
@@ -643,7 +752,7 @@ impl<'a> Planner<'a> {
                 reason,
                 reclaim_bytes: effect.freed,
                 deletes_image: effect.deleted.contains(&i),
-                unpinned_by: Vec::new(),
+                unpinned_by: unpinned_by(i),
             });
         }
         // Records after every image, deeper first (children before
@@ -670,8 +779,8 @@ impl<'a> Planner<'a> {
             .filter(|k| !planned_records[k.record])
             .collect();
         Plan {
-            containers: Vec::new(),
-            kept_containers: Vec::new(),
+            containers,
+            kept_containers: self.kept_containers,
             removals,
             records,
             kept_records,

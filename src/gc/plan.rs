@@ -28,7 +28,7 @@ pub struct Plan {
     pub records: Vec<RecordRemoval>,
     /// Build-cache records a policy wanted, kept by a safety rule.
     pub kept_records: Vec<KeptRecord>,
-    /// Bytes the whole plan frees (images and records).
+    /// Bytes the whole plan frees (containers, images and records).
     pub reclaim_bytes: u64,
     /// Facts about the plan worth a log line (inactive disk policies, limits).
     pub notes: Vec<Note>,
@@ -251,7 +251,8 @@ pub enum KeptBecause {
         #[serde(rename = "min_age_seconds", serialize_with = "seconds")]
         min_age: TimeDelta,
         /// Where the grace period starts: `created`, `last tagged` or
-        /// `first seen`.
+        /// `first seen` for an image; `finished` (or `created`, never
+        /// started) for a container.
         since: &'static str,
         /// Time since then.
         #[serde(rename = "age_seconds", serialize_with = "seconds")]

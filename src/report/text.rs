@@ -239,6 +239,17 @@ impl Display for Fact<'_> {
                 source.as_str(),
                 human_duration(*limit)
             ),
+            Self::ExitedFor { idle, limit, since } => write!(
+                f,
+                "{} {} ago; exited_for {}",
+                if *since == "created" {
+                    "never started, created"
+                } else {
+                    "exited"
+                },
+                human_duration(*idle),
+                human_duration(*limit)
+            ),
             Self::OlderThan { age, limit } => write!(
                 f,
                 "created {} ago; older_than {}",

@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use imagegc::accounting::Layer;
-use imagegc::engine::{CacheRecord, CacheRecordKind, Container, DiskUsage, ImageSummary};
+use imagegc::engine::{
+    CacheRecord, CacheRecordKind, Container, ContainerDetails, DiskUsage, ImageSummary,
+};
 use imagegc::policy::{
-    CacheConditions, CacheRule, CacheSelectors, Conditions, DiskPressure, Glob, LabelMatch, Policy,
-    Rule, RuleRef, Selectors, Threshold,
+    CacheConditions, CacheRule, CacheSelectors, Conditions, ContainerConditions, ContainerRule,
+    ContainerSelectors, DiskPressure, Glob, LabelMatch, Policy, Rule, RuleRef, Selectors,
+    StoppedState, Threshold,
 };
 use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
 
@@ -75,6 +78,7 @@ pub fn policy(rules: Vec<Rule>) -> Policy {
     p.safety.min_age = secs(HOUR);
     p.safety.protect = Vec::new();
     p.safety.protect_labels = Vec::new();
+    p.safety.protect_containers = Vec::new();
     p.safety.max_removals_per_run = None;
     p.order = (0..rules.len()).map(RuleRef::Image).collect();
     p.rules = rules;
@@ -377,4 +381,156 @@ pub fn snapshot_on_disk(images: &[Img], containers: Vec<Container>, disk: DiskUs
         containers,
         Some(disk),
     )
+}
+
+/// [`policy`] with `[[containers]]` rules too (listed after the image
+/// tables in `Policy::order`).
+pub fn policy_with_containers(rules: Vec<Rule>, container_rules: Vec<ContainerRule>) -> Policy {
+    let mut p = policy(rules);
+    p.order
+        .extend((0..container_rules.len()).map(RuleRef::Container));
+    p.container_rules = container_rules;
+    p
+}
+
+/// Builds a [`ContainerRule`]; start with [`container_rule`].
+#[derive(Debug, Clone)]
+pub struct ContainerRuleBuilder(ContainerRule);
+
+/// A `[[containers]]` rule with no selector and no condition yet.
+pub fn container_rule(name: &str) -> ContainerRuleBuilder {
+    ContainerRuleBuilder(ContainerRule {
+        name: name.to_string(),
+        selectors: ContainerSelectors::default(),
+        conditions: ContainerConditions::default(),
+    })
+}
+
+impl ContainerRuleBuilder {
+    pub fn states(mut self, states: &[StoppedState]) -> Self {
+        self.0.selectors.states = states.to_vec();
+        self
+    }
+    pub fn names(mut self, patterns: &[&str]) -> Self {
+        self.0.selectors.names = patterns.iter().map(|p| glob(p)).collect();
+        self
+    }
+    pub fn images(mut self, patterns: &[&str]) -> Self {
+        self.0.selectors.images = patterns.iter().map(|p| glob(p)).collect();
+        self
+    }
+    pub fn labels(mut self, labels: &[&str]) -> Self {
+        self.0.selectors.labels = labels.iter().map(|l| label(l)).collect();
+        self
+    }
+    pub fn exited_for(mut self, d: Duration) -> Self {
+        self.0.conditions.exited_for = Some(d);
+        self
+    }
+    pub fn older_than(mut self, d: Duration) -> Self {
+        self.0.conditions.older_than = Some(d);
+        self
+    }
+    pub fn build(self) -> ContainerRule {
+        self.0
+    }
+}
+
+/// One container of a test snapshot with its inspect facts; start with
+/// [`ctr`].
+#[derive(Debug, Clone)]
+pub struct Ctr {
+    pub container: Container,
+    /// `None`: the snapshot has no inspect facts for it.
+    pub details: Option<ContainerDetails>,
+}
+
+/// A container `name` of image `image_name` (reference `image_name`) in
+/// `state`, created two days ago; stopped ones started then and finished a
+/// day ago (a `created` one never started), restart policy `no`, 1,000
+/// bytes in its writable layer.
+pub fn ctr(name: &str, image_name: &str, state: &str) -> Ctr {
+    let mut container = container(name, image_name, state);
+    container.created = ago(2 * DAY);
+    container.image_ref = image_name.to_string();
+    let started = state != "created";
+    let finished = matches!(state, "exited" | "dead");
+    Ctr {
+        container,
+        details: Some(ContainerDetails {
+            started_at: started.then(|| ago(2 * DAY)),
+            finished_at: finished.then(|| ago(DAY)),
+            restart_policy: "no".to_string(),
+            volumes_from: Vec::new(),
+            network_container: None,
+            size_rw: Some(1_000),
+        }),
+    }
+}
+
+impl Ctr {
+    fn details(&mut self) -> &mut ContainerDetails {
+        self.details.get_or_insert_with(ContainerDetails::default)
+    }
+    pub fn created(mut self, secs_ago: u64) -> Self {
+        self.container.created = ago(secs_ago);
+        self
+    }
+    pub fn finished(mut self, secs_ago: u64) -> Self {
+        self.details().finished_at = Some(ago(secs_ago));
+        self
+    }
+    pub fn size_rw(mut self, bytes: Option<u64>) -> Self {
+        self.details().size_rw = bytes;
+        self
+    }
+    pub fn restart(mut self, policy: &str) -> Self {
+        self.details().restart_policy = policy.to_string();
+        self
+    }
+    pub fn volumes_from(mut self, other: &str) -> Self {
+        self.details().volumes_from.push(other.to_string());
+        self
+    }
+    pub fn network_of(mut self, other: &str) -> Self {
+        self.details().network_container = Some(other.to_string());
+        self
+    }
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.container
+            .labels
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+    pub fn image_ref(mut self, reference: &str) -> Self {
+        self.container.image_ref = reference.to_string();
+        self
+    }
+    pub fn id(mut self, id: &str) -> Self {
+        self.container.id = id.to_string();
+        self
+    }
+    /// Without inspect facts (collect did not read them).
+    pub fn no_details(mut self) -> Self {
+        self.details = None;
+        self
+    }
+}
+
+/// A snapshot of `images` and `containers` (with their inspect facts), on
+/// `disk` when given.
+pub fn snapshot_with_containers(
+    images: &[Img],
+    containers: &[Ctr],
+    disk: Option<DiskUsage>,
+) -> Snapshot {
+    let mut snap = Snapshot::build(
+        images.iter().map(Img::input).collect(),
+        containers.iter().map(|c| c.container.clone()).collect(),
+        disk,
+    );
+    for (sc, c) in snap.containers.iter_mut().zip(containers) {
+        sc.details.clone_from(&c.details);
+    }
+    snap
 }

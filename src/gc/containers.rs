@@ -1,0 +1,174 @@
+//! Stopped containers in the plan (`[[containers]]` policies): which rule
+//! selects a container, its conditions, and the container phase, which
+//! runs before every image policy so that the images those removals unpin
+//! are candidates in the same pass.
+//!
+//! A container is removed only when the snapshot holds its inspect facts
+//! ([`SnapContainer::details`]): without them its finish time, restart
+//! policy and users are unknown, and unknown facts keep it.
+
+use super::conditions::{check_container, Check, ContainerCondition};
+use super::plan::{KeptBecause, KeptContainer, Reason, Reasons};
+use super::{safety, Planner};
+use crate::inventory::SnapContainer;
+use crate::policy::{ContainerRule, StoppedState};
+
+/// States a `[[containers]]` rule without `states` selects.
+const DEFAULT_STATES: [StoppedState; 2] = [StoppedState::Exited, StoppedState::Dead];
+
+/// Selectors: the container's state is one of the rule's `states` (none
+/// given: `exited`, `dead`), any name matches any `names` glob, its image
+/// reference matches an `images` glob, and every `labels` entry matches.
+///
+/// Private copy of `inventory::container_selected` (written by the engine
+/// part of issue 9) until the two branches meet; the planner must use that
+/// one once it is in `inventory`, so collect and the plan agree.
+pub(super) fn container_selected(rule: &ContainerRule, c: &SnapContainer) -> bool {
+    let sel = &rule.selectors;
+    let container = &c.container;
+    let Some(state) = StoppedState::from_engine(&container.state) else {
+        return false;
+    };
+    let states: &[StoppedState] = if sel.states.is_empty() {
+        &DEFAULT_STATES
+    } else {
+        &sel.states
+    };
+    if !states.contains(&state) {
+        return false;
+    }
+    if !sel.names.is_empty()
+        && !container.names.iter().any(|n| {
+            let n = n.trim_start_matches('/');
+            sel.names.iter().any(|g| g.is_match(n))
+        })
+    {
+        return false;
+    }
+    if !sel.images.is_empty() && !sel.images.iter().any(|g| g.is_match(&container.image_ref)) {
+        return false;
+    }
+    sel.labels.iter().all(|l| l.matches(&container.labels))
+}
+
+/// The rule's label selectors name Compose's project label.
+fn selects_compose(rule: &ContainerRule) -> bool {
+    rule.selectors
+        .labels
+        .iter()
+        .any(|l| l.key == safety::COMPOSE_PROJECT)
+}
+
+/// A container's first name without the `/`, or its short ID when it has
+/// none.
+pub(super) fn display_name(c: &SnapContainer) -> String {
+    c.container.names.first().map_or_else(
+        || crate::model::short_id(&c.container.id).to_owned(),
+        |n| n.trim_start_matches('/').to_owned(),
+    )
+}
+
+/// Every condition of a container rule, checked against `c`.
+pub(super) fn container_checks<'k>(
+    rule: &'k ContainerRule,
+    now: chrono::DateTime<chrono::Utc>,
+    c: &'k SnapContainer,
+) -> impl Iterator<Item = Check<'static>> + 'k {
+    ContainerCondition::of(&rule.conditions).map(move |k| check_container(now, k, c))
+}
+
+/// True when the rule sets a condition and every one holds (a rule without
+/// conditions, which the policy file refuses, removes nothing).
+fn container_conditions_met(
+    rule: &ContainerRule,
+    now: chrono::DateTime<chrono::Utc>,
+    c: &SnapContainer,
+) -> bool {
+    let mut any = false;
+    let all = container_checks(rule, now, c).all(|k| {
+        any = true;
+        k.holds
+    });
+    any && all
+}
+
+/// The rule that names the removal of `c`: the first (file order) whose
+/// selectors and conditions hold; when Compose manages `c` and a later such
+/// rule selects the Compose label, that one (it is the rule allowed to
+/// remove it).
+pub(super) fn naming_rule(
+    rules: &[ContainerRule],
+    now: chrono::DateTime<chrono::Utc>,
+    c: &SnapContainer,
+) -> Option<usize> {
+    let hits = || {
+        rules
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| container_selected(r, c) && container_conditions_met(r, now, c))
+    };
+    let first = hits().next()?.0;
+    if c.container.labels.contains_key(safety::COMPOSE_PROJECT) {
+        if let Some((i, _)) = hits().find(|(_, r)| selects_compose(r)) {
+            return Some(i);
+        }
+    }
+    Some(first)
+}
+
+impl Planner<'_> {
+    fn keep_container(&mut self, c: usize, rule: usize, reason: KeptBecause) {
+        let sc = &self.snap.containers[c];
+        self.kept_containers.push(KeptContainer {
+            container: c,
+            container_id: sc.container.id.clone(),
+            name: display_name(sc),
+            policy: self.policy.container_rules[rule].name.clone(),
+            reason,
+        });
+    }
+
+    /// Every `[[containers]]` rule, before any image policy: each stopped
+    /// container with inspect facts is named by [`naming_rule`], then
+    /// safety, then the removal limit, then the ledger (which unpins its
+    /// image for the image phases).
+    pub(super) fn container_phase(&mut self) {
+        let rules = &self.policy.container_rules;
+        if rules.is_empty() {
+            return;
+        }
+        for c in 0..self.snap.containers.len() {
+            let sc = &self.snap.containers[c];
+            if sc.details.is_none() {
+                continue;
+            }
+            let Some(r) = naming_rule(rules, self.now, sc) else {
+                continue;
+            };
+            let rule = &rules[r];
+            let first = safety::container_protections(
+                &self.policy.safety,
+                self.snap,
+                self.now,
+                c,
+                &rule.selectors.labels,
+            )
+            .next();
+            if let Some(why) = first {
+                self.keep_container(c, r, why);
+                continue;
+            }
+            if let Some(why) = self.limit_reached() {
+                self.keep_container(c, r, why);
+                continue;
+            }
+            let reason: Vec<Reason> = container_checks(rule, self.now, sc)
+                .filter(|k| k.holds)
+                .filter_map(|k| k.fact.reason())
+                .collect();
+            self.removed_containers[c] = true;
+            self.selected_containers.push((c, r, Reasons(reason)));
+            self.ledger.remove_container(c);
+        }
+    }
+}
