@@ -151,7 +151,12 @@ fn check_config(cli: &Cli, source: &PolicySource) -> u8 {
                 1 => ", 1 build-cache policy".to_string(),
                 n => format!(", {n} build-cache policies"),
             };
-            println!("{}: ok ({n} {noun}{caches})", source.describe());
+            let containers = match policy.container_rules.len() {
+                0 => String::new(),
+                1 => ", 1 container policy".to_string(),
+                n => format!(", {n} container policies"),
+            };
+            println!("{}: ok ({n} {noun}{caches}{containers})", source.describe());
             exit::OK
         }
         Err(errors) => {

@@ -41,13 +41,15 @@ pub struct Policy {
     pub cache_rules: Vec<CacheRule>,
     /// The `[[containers]]` tables, in file order.
     pub container_rules: Vec<ContainerRule>,
-    /// Every `[[policy]]` and `[[build_cache]]` table in file order, so
-    /// disk-pressure policies of both kinds run in the order they are written.
+    /// Every `[[policy]]`, `[[build_cache]]` and `[[containers]]` table in
+    /// file order, so disk-pressure policies run in the order they are
+    /// written (container policies have no watermarks: their phase runs
+    /// first, before any image policy).
     pub order: Vec<RuleRef>,
 }
 
-/// One table of the policy file, by kind and index into [`Policy::rules`] or
-/// [`Policy::cache_rules`].
+/// One table of the policy file, by kind and index into [`Policy::rules`],
+/// [`Policy::cache_rules`] or [`Policy::container_rules`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RuleRef {
     /// `Policy::rules[i]`, a `[[policy]]` table (images).
@@ -59,7 +61,7 @@ pub enum RuleRef {
 }
 
 impl Policy {
-    /// Every policy name of both kinds, in file order.
+    /// Every policy name of the three kinds, in file order.
     pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
         self.order.iter().map(|r| match *r {
             RuleRef::Image(i) => self.rules[i].name.as_str(),
@@ -244,8 +246,8 @@ impl std::fmt::Display for Threshold {
 /// One `[[build_cache]]` table: which `BuildKit` build-cache records to remove.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheRule {
-    /// Unique name across `[[policy]]` and `[[build_cache]]`; every removal
-    /// carries it.
+    /// Unique name across `[[policy]]`, `[[build_cache]]` and
+    /// `[[containers]]`; every removal carries it.
     pub name: String,
     /// Which records the rule looks at.
     pub selectors: CacheSelectors,

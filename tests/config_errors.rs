@@ -71,6 +71,9 @@ fn the_builtin_policy_removes_dangling_images_older_than_an_hour_every_hour() {
     assert_eq!(rule.conditions.disk, None);
     // The build-cache example is commented out: the default removes no record.
     assert!(policy.cache_rules.is_empty());
+    // So is the container example: the default removes no container.
+    assert!(policy.container_rules.is_empty());
+    assert!(policy.safety.protect_containers.is_empty());
 }
 
 #[test]
@@ -98,6 +101,13 @@ fn the_commented_examples_in_the_builtin_policy_are_valid_when_uncommented() {
     assert_eq!(names, ["dangling", "stale-ci", "ci-disk-pressure"]);
     let caches: Vec<&str> = policy.cache_rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(caches, ["build-cache"]);
+    let containers: Vec<&str> = policy
+        .container_rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(containers, ["finished-ci-jobs"]);
+    assert_eq!(policy.safety.protect_containers.len(), 1);
     assert_eq!(
         policy.cache_rules[0].conditions.keep_storage,
         Some(20 * 1024 * 1024 * 1024)
@@ -341,14 +351,14 @@ fn broken_files() -> Vec<Case> {
             "schedule = \"@daily\"\n[safety]\nmin_age = \"2h\"\n",
             (1, 1),
             "policy",
-            "no [[policy]] or [[build_cache]] tables: nothing to do",
+            "no [[policy]], [[build_cache]] or [[containers]] tables: nothing to do",
         ),
         case(
             "an empty policy array",
             "policy = []\n",
             (1, 10),
             "policy",
-            "no [[policy]] or [[build_cache]] tables: nothing to do",
+            "no [[policy]], [[build_cache]] or [[containers]] tables: nothing to do",
         ),
         case(
             "policy written as a table instead of an array of tables",
@@ -648,7 +658,7 @@ fn broken_files() -> Vec<Case> {
             (6, 8),
             "build_cache[0].name",
             "duplicate policy name \"p\": the [[policy]] at line 1 already uses it; names must \
-             be unique across [[policy]] and [[build_cache]] tables",
+             be unique across [[policy]], [[build_cache]] and [[containers]] tables",
         ),
         case(
             "a [[policy]] reusing a [[build_cache]] name",
@@ -656,7 +666,7 @@ fn broken_files() -> Vec<Case> {
             (6, 8),
             "policy[0].name",
             "duplicate policy name \"p\": the [[build_cache]] at line 1 already uses it; names \
-             must be unique across [[policy]] and [[build_cache]] tables",
+             must be unique across [[policy]], [[build_cache]] and [[containers]] tables",
         ),
         case(
             "two [[build_cache]] tables with one name",
@@ -708,7 +718,7 @@ fn broken_files() -> Vec<Case> {
             "build_cache = []\n",
             (1, 15),
             "build_cache",
-            "no [[policy]] or [[build_cache]] tables: nothing to do",
+            "no [[policy]], [[build_cache]] or [[containers]] tables: nothing to do",
         ),
     ]
 }
@@ -1181,6 +1191,7 @@ path = "/srv/imagegc/state.json"
 min_age = "0s"
 protect = ["base/*", "**/release-*"]
 protect_labels = ["keep", "tier=prod"]
+protect_containers = ["runner-helper*"]
 max_removals_per_run = 50
 
 [[policy]]
@@ -1215,6 +1226,15 @@ older_than = "14d"
 keep_storage = "20GiB"
 disk_high = "90%"
 disk_low = "80%"
+
+[[containers]]
+name = "finished-ci-jobs"
+states = ["exited", "dead", "created"]
+names = ["ci-*", "runner-*"]
+images = ["ci/**"]
+labels = ["com.gitlab.gitlab-runner.type=build"]
+exited_for = "6h"
+older_than = "2d"
 "#;
 
 #[test]
@@ -1294,10 +1314,27 @@ fn a_file_with_every_key_parses_to_the_values_written() {
     let watermarks = cache.conditions.disk.expect("disk watermarks");
     assert_eq!(watermarks.high, Threshold::Ratio(0.9));
     assert_eq!(watermarks.low, Threshold::Ratio(0.8));
-    assert_eq!(policy.order.len(), 5);
+    let [containers] = policy.container_rules.as_slice() else {
+        panic!("one [[containers]]: {:?}", policy.container_rules);
+    };
+    assert_eq!(containers.name, "finished-ci-jobs");
     assert_eq!(
-        policy.order.last(),
-        Some(&imagegc::policy::RuleRef::Cache(0))
+        containers.selectors.states,
+        imagegc::policy::StoppedState::ALL
+    );
+    assert_eq!(containers.selectors.names.len(), 2);
+    assert!(containers.selectors.images[0].is_match("ci/app/test:42"));
+    assert_eq!(containers.selectors.labels.len(), 1);
+    assert_eq!(containers.conditions.exited_for, Some(hours(6)));
+    assert_eq!(containers.conditions.older_than, Some(days(2)));
+    assert!(safety.protect_containers[0].is_match("runner-helper-1"));
+    assert_eq!(policy.order.len(), 6);
+    assert_eq!(
+        policy.order[4..],
+        [
+            imagegc::policy::RuleRef::Cache(0),
+            imagegc::policy::RuleRef::Container(0)
+        ]
     );
 }
 

@@ -7,13 +7,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use imagegc::config;
-use imagegc::policy::{CacheRule, Glob, Policy, Rule, RuleRef, Threshold};
+use imagegc::policy::{
+    CacheRule, ContainerRule, Glob, LabelMatch, Policy, Rule, RuleRef, StoppedState, Threshold,
+};
 
 const EXAMPLES_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/examples");
 
 /// The files the README and the Debian package promise.
-const EXPECTED: [&str; 4] = [
+const EXPECTED: [&str; 5] = [
     "ci-build-host.toml",
+    "ci-runner.toml",
     "conservative.toml",
     "disk-pressure-only.toml",
     "keep-last-n.toml",
@@ -52,6 +55,14 @@ fn cache_rule<'p>(policy: &'p Policy, name: &str) -> &'p CacheRule {
         .iter()
         .find(|rule| rule.name == name)
         .unwrap_or_else(|| panic!("no build-cache policy named {name:?} in {}", policy.source))
+}
+
+fn container_rule<'p>(policy: &'p Policy, name: &str) -> &'p ContainerRule {
+    policy
+        .container_rules
+        .iter()
+        .find(|rule| rule.name == name)
+        .unwrap_or_else(|| panic!("no container policy named {name:?} in {}", policy.source))
 }
 
 fn any_match(globs: &[Glob], text: &str) -> bool {
@@ -174,6 +185,68 @@ fn ci_build_host_collects_unused_build_cache_and_keeps_cache_mounts_longer() {
     assert!(at("build-cache-pressure") < at("disk-pressure"));
     assert_eq!(policy.order.len(), 7);
     assert!(matches!(policy.order.last(), Some(RuleRef::Image(_))));
+}
+
+#[test]
+fn ci_runner_removes_finished_build_containers_then_the_images_they_pinned() {
+    let policy = load("ci-runner.toml");
+    let hour = Duration::from_secs(3600);
+
+    let finished = container_rule(&policy, "finished-ci-jobs");
+    assert_eq!(
+        finished.selectors.states,
+        [StoppedState::Exited, StoppedState::Dead]
+    );
+    assert_eq!(finished.conditions.exited_for, Some(6 * hour));
+    assert_eq!(finished.conditions.older_than, None);
+    let names = &finished.selectors.names;
+    assert!(any_match(
+        names,
+        "runner-abc123-project-42-concurrent-0-build-1"
+    ));
+    assert!(!any_match(names, "postgres"));
+    assert_eq!(
+        finished.selectors.labels,
+        [LabelMatch {
+            key: "com.gitlab.gitlab-runner.type".into(),
+            value: Some("build".into()),
+        }]
+    );
+    // Compose containers are left alone: no policy names the label.
+    let compose = "com.docker.compose.project";
+    assert!(policy.container_rules.iter().all(|r| r
+        .selectors
+        .labels
+        .iter()
+        .all(|l| l.key != compose)));
+
+    let created = container_rule(&policy, "never-started");
+    assert_eq!(created.selectors.states, [StoppedState::Created]);
+    assert_eq!(created.conditions.older_than, Some(DAY));
+
+    let protected = &policy.safety.protect_containers;
+    assert!(any_match(protected, "runner-helper"));
+    assert!(any_match(protected, "runner-helper-7f3a"));
+    assert!(!any_match(
+        protected,
+        "runner-abc123-project-42-concurrent-0-build-1"
+    ));
+    assert!(any_match(
+        &policy.safety.protect,
+        "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper"
+    ));
+
+    // Their images afterwards: image policies beside the container ones.
+    assert_eq!(rule(&policy, "dangling").selectors.dangling, Some(true));
+    let jobs = rule(&policy, "job-images");
+    assert_eq!(jobs.conditions.unused_for, Some(2 * DAY));
+    assert!(rule(&policy, "disk-pressure").conditions.disk.is_some());
+    // Container tables come first in the file, as they run first.
+    assert!(matches!(
+        policy.order.as_slice(),
+        [RuleRef::Container(0), RuleRef::Container(1), ..]
+    ));
+    assert_eq!(policy.order.len(), 5);
 }
 
 #[test]

@@ -36,11 +36,11 @@
 //! where the policy's name is unknown or is itself the problem) and a message
 //! that says what would be valid.
 //!
-//! `[[policy]]` and `[[build_cache]]` tables share one name space (a duplicate
-//! names the line, and the kind, of the table that used the name first) and
-//! one order, [`Policy::order`](crate::policy::Policy::order): the file's,
-//! found from the tables' byte offsets, so disk-pressure policies of both
-//! kinds run as they are written.
+//! `[[policy]]`, `[[build_cache]]` and `[[containers]]` tables share one name
+//! space (a duplicate names the line, and the kind, of the table that used
+//! the name first) and one order, [`Policy::order`](crate::policy::Policy::order):
+//! the file's, found from the tables' byte offsets, so disk-pressure policies
+//! run as they are written.
 
 mod diagnostics;
 mod raw;

@@ -44,6 +44,9 @@ pub(super) struct RawFile {
     /// Moved into [`Raw::caches`] by [`read`], with what locates each.
     #[serde(default)]
     build_cache: Vec<RawCache>,
+    /// Moved into [`Raw::containers`] by [`read`], with what locates each.
+    #[serde(default)]
+    containers: Vec<RawContainer>,
 }
 
 /// `[metrics]` as written.
@@ -68,6 +71,7 @@ pub(super) struct RawSafety {
     pub(super) min_age: Option<Spanned<String>>,
     pub(super) protect: Option<Vec<Spanned<String>>>,
     pub(super) protect_labels: Option<Vec<Spanned<String>>>,
+    pub(super) protect_containers: Option<Vec<Spanned<String>>>,
     /// Signed so that `-1` reaches the semantic check and its clearer message.
     pub(super) max_removals_per_run: Option<Spanned<i64>>,
 }
@@ -101,9 +105,22 @@ pub(super) struct RawCache {
     pub(super) disk_low: Option<Spanned<String>>,
 }
 
+/// One `[[containers]]` as written; `name` optional as in [`RawPolicy`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawContainer {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) states: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) names: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) images: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) labels: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) exited_for: Option<Spanned<String>>,
+    pub(super) older_than: Option<Spanned<String>>,
+}
+
 /// An array of tables the file has, as written.
 pub(super) struct Written {
-    /// The array's key (`policy`, `build_cache`).
+    /// The array's key (`policy`, `build_cache`, `containers`).
     pub(super) section: &'static str,
     /// Where the array is (its first header, or `policy = [...]`).
     pub(super) span: Range<usize>,
@@ -116,13 +133,15 @@ pub(super) struct Raw {
     /// Everything that was accepted. Sections that were absent, not tables
     /// or given up on are empty defaults (their errors are already reported).
     pub(super) file: RawFile,
-    /// The arrays of tables the file has (`policy`, `build_cache`), even
-    /// when refused.
+    /// The arrays of tables the file has (`policy`, `build_cache`,
+    /// `containers`), even when refused.
     pub(super) written: Vec<Written>,
     /// The `[[policy]]` tables that could be read, in file order.
     pub(super) policies: Vec<RawEntry<RawPolicy>>,
     /// The `[[build_cache]]` tables that could be read, in file order.
     pub(super) caches: Vec<RawEntry<RawCache>>,
+    /// The `[[containers]]` tables that could be read, in file order.
+    pub(super) containers: Vec<RawEntry<RawContainer>>,
 }
 
 impl Raw {
@@ -203,11 +222,13 @@ pub(super) fn read<'t>(checker: &mut Checker<'t>, document: Spanned<DeTable<'t>>
         "build_cache",
         std::mem::take(&mut file.build_cache),
     );
+    let containers = located(&entries, "containers", std::mem::take(&mut file.containers));
     Some(Raw {
         file,
         written,
         policies,
         caches,
+        containers,
     })
 }
 
@@ -419,7 +440,7 @@ impl<'t> Reader<'_, 't> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::{BUILD_CACHE, METRICS, POLICY, SAFETY, STATE};
+    use crate::config::schema::{BUILD_CACHE, CONTAINERS, METRICS, POLICY, SAFETY, STATE};
     use serde::de::{self, Visitor};
 
     /// The field names serde's derive gave `T`, in declaration order.
@@ -560,13 +581,14 @@ max_removals_per_run = 170141183460469231731687303715884105728
 
     #[test]
     fn the_raw_structs_have_exactly_the_keys_of_the_schema_in_its_order() {
-        let pairs: [(&Section, &[&str]); 6] = [
+        let pairs: [(&Section, &[&str]); 7] = [
             (&TOP, fields_of::<RawFile>()),
             (&METRICS, fields_of::<RawMetrics>()),
             (&STATE, fields_of::<RawState>()),
             (&SAFETY, fields_of::<RawSafety>()),
             (&POLICY, fields_of::<RawPolicy>()),
             (&BUILD_CACHE, fields_of::<RawCache>()),
+            (&CONTAINERS, fields_of::<RawContainer>()),
         ];
         for (section, fields) in pairs {
             let keys: Vec<&str> = section.names().collect();
@@ -582,6 +604,7 @@ max_removals_per_run = 170141183460469231731687303715884105728
                     [metrics]\nenabled = true\nlisten = \"127.0.0.1:1\"\n\
                     [state]\npath = \"/x\"\n\
                     [safety]\nmin_age = \"1h\"\nprotect = [\"a\"]\nprotect_labels = [\"b\"]\n\
+                    protect_containers = [\"c\"]\n\
                     max_removals_per_run = -1\n\
                     [[policy]]\nname = \"p\"\ndangling = false\nrepositories = [\"r\"]\n\
                     labels = [\"l\"]\nunused_for = \"1d\"\nolder_than = \"1d\"\n\
@@ -589,7 +612,10 @@ max_removals_per_run = 170141183460469231731687303715884105728
                     disk_low = \"8%\"\nbogus = 1\n\
                     [[build_cache]]\nname = \"c\"\ntypes = [\"regular\"]\nunused_for = \"1d\"\n\
                     older_than = \"2d\"\nkeep_storage = \"1GiB\"\ndisk_high = \"9%\"\n\
-                    disk_low = \"8%\"\n";
+                    disk_low = \"8%\"\n\
+                    [[containers]]\nname = \"k\"\nstates = [\"exited\"]\nnames = [\"ci-*\"]\n\
+                    images = [\"ci/**\"]\nlabels = [\"l\"]\nexited_for = \"6h\"\n\
+                    older_than = \"2d\"\n";
         let (document, errors) = DeTable::parse_recoverable(text);
         assert!(errors.is_empty());
         let mut checker = Checker::new(text, "t");
@@ -629,5 +655,22 @@ max_removals_per_run = 170141183460469231731687303715884105728
             Some("1GiB")
         );
         assert!(cache.span.start > raw.policies[0].span.start);
+        assert!(raw.has(&CONTAINERS));
+        let [container] = raw.containers.as_slice() else {
+            panic!("one [[containers]] table");
+        };
+        assert_eq!(container.path, "containers \"k\"");
+        assert_eq!(
+            container
+                .raw
+                .exited_for
+                .as_ref()
+                .map(|d| d.get_ref().as_str()),
+            Some("6h")
+        );
+        assert_eq!(
+            raw.file.safety.protect_containers.as_ref().map(Vec::len),
+            Some(1)
+        );
     }
 }

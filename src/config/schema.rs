@@ -8,7 +8,7 @@
 //! policy_reference.rs` fails when they differ). The raw serde structs must
 //! have exactly these keys, in this order: a unit test in `raw.rs` pins them.
 //!
-//! A new section (`[[build_cache]]` was one, `[[containers]]` may be next) is
+//! A new section (`[[build_cache]]` was one, `[[containers]]` the next) is
 //! a new [`Section`] here plus its key in [`TOP`], a raw struct and a
 //! validation function.
 
@@ -103,14 +103,22 @@ impl Section {
 }
 
 /// Every section; the top level first.
-pub const SECTIONS: [&Section; 6] = [&TOP, &METRICS, &STATE, &SAFETY, &POLICY, &BUILD_CACHE];
+pub const SECTIONS: [&Section; 7] = [
+    &TOP,
+    &METRICS,
+    &STATE,
+    &SAFETY,
+    &POLICY,
+    &BUILD_CACHE,
+    &CONTAINERS,
+];
 
-/// The error for a file with neither `[[policy]]` nor `[[build_cache]]`
-/// tables: it would never remove anything, which is almost certainly not what
-/// its author meant.
-pub(super) const NO_POLICIES: &str = "no [[policy]] or [[build_cache]] tables: nothing to do; \
-                                      add at least one, such as [[policy]] name = \"dangling\", \
-                                      dangling = true, older_than = \"1h\"";
+/// The error for a file with no `[[policy]]`, `[[build_cache]]` or
+/// `[[containers]]` tables: it would never remove anything, which is almost
+/// certainly not what its author meant.
+pub(super) const NO_POLICIES: &str = "no [[policy]], [[build_cache]] or [[containers]] tables: \
+                                      nothing to do; add at least one, such as [[policy]] \
+                                      name = \"dangling\", dangling = true, older_than = \"1h\"";
 
 const DURATION: &str = "a duration string, like \"90m\", \"12h\" or \"7d\"";
 const BOOL: &str = "true or false";
@@ -228,6 +236,12 @@ pub static TOP: Section = Section {
             expected: "",
             doc: Doc::Section,
         },
+        Key {
+            name: "containers",
+            kind: Kind::Tables(&CONTAINERS),
+            expected: "",
+            doc: Doc::Section,
+        },
     ],
 };
 
@@ -330,8 +344,23 @@ pub static SAFETY: Section = Section {
                 kind: "list",
                 default: "`[]`",
                 example: "`[\"keep\", \"tier=prod\"]`",
-                meaning: "images with any of these labels (`key` or `key=value`) are never \
-                          removed",
+                meaning: "images and containers with any of these labels (`key` or \
+                          `key=value`) are never removed",
+            },
+        },
+        Key {
+            name: "protect_containers",
+            kind: Kind::Strings {
+                element: "a container name glob string, like \"runner-helper*\"",
+            },
+            expected: "an array of container name globs, like [\"runner-helper*\"]",
+            doc: Doc::Row {
+                role: "",
+                kind: "list of globs",
+                default: "`[]`",
+                example: "`[\"runner-helper*\", \"db-*\"]`",
+                meaning: "containers never removed; matched against each of the container's \
+                          names, without the leading `/`",
             },
         },
         Key {
@@ -501,8 +530,8 @@ pub static BUILD_CACHE: Section = Section {
                 kind: "string, required",
                 default: "",
                 example: "`\"build-cache\"`",
-                meaning: "unique across `[[policy]]` and `[[build_cache]]`, without control \
-                          characters; appears with every removal and in metrics",
+                meaning: "unique across `[[policy]]`, `[[build_cache]]` and `[[containers]]`, \
+                          without control characters; appears with every removal and in metrics",
             },
         },
         Key {
@@ -581,6 +610,121 @@ pub static BUILD_CACHE: Section = Section {
             kind: Kind::String,
             expected: THRESHOLD,
             doc: Doc::WithPrevious,
+        },
+    ],
+};
+
+/// One `[[containers]]`: which stopped containers to remove.
+pub static CONTAINERS: Section = Section {
+    name: "containers",
+    place: "in a [[containers]] table",
+    noun: "container policy",
+    columns: &[
+        Column::Key,
+        Column::Role,
+        Column::Type,
+        Column::Example,
+        Column::Meaning,
+    ],
+    keys: &[
+        Key {
+            name: "name",
+            kind: Kind::String,
+            expected: "a non-empty string, like \"finished-ci-jobs\"",
+            doc: Doc::Row {
+                role: "—",
+                kind: "string, required",
+                default: "",
+                example: "`\"finished-ci-jobs\"`",
+                meaning: "unique across `[[policy]]`, `[[build_cache]]` and `[[containers]]`, \
+                          without control characters; appears with every removal and in metrics",
+            },
+        },
+        Key {
+            name: "states",
+            kind: Kind::Strings {
+                element: "a container state string, like \"exited\"",
+            },
+            expected: "an array of container states, like [\"exited\", \"dead\"]",
+            doc: Doc::Row {
+                role: "selector",
+                kind: "list",
+                default: "",
+                example: "`[\"exited\", \"dead\", \"created\"]`",
+                meaning: "container states, any may match: `exited`, `dead`, `created` (never \
+                          started). None given: `exited` and `dead`, so never-started \
+                          containers are removed only by a policy that names `created`. A \
+                          running, paused, restarting or removing container is never removed",
+            },
+        },
+        Key {
+            name: "names",
+            kind: Kind::Strings {
+                element: "a container name glob string, like \"ci-*\"",
+            },
+            expected: "an array of container name globs, like [\"ci-*\", \"runner-*\"]",
+            doc: Doc::Row {
+                role: "selector",
+                kind: "list of globs",
+                default: "",
+                example: "`[\"ci-*\", \"runner-*\"]`",
+                meaning: "globs on the container's names (without the leading `/`); any name \
+                          may match any glob",
+            },
+        },
+        Key {
+            name: "images",
+            kind: Kind::Strings {
+                element: "an image reference glob string, like \"ci/**\"",
+            },
+            expected: "an array of image reference globs, like [\"ci/**\"]",
+            doc: Doc::Row {
+                role: "selector",
+                kind: "list of globs",
+                default: "",
+                example: "`[\"ci/**\"]`",
+                meaning: "globs on the image reference the container was created from, as \
+                          given to `docker run` (`ci/job:42`); `*` does not cross `/`, `**` does",
+            },
+        },
+        Key {
+            name: "labels",
+            kind: Kind::Strings { element: LABEL },
+            expected: LABELS,
+            doc: Doc::Row {
+                role: "selector",
+                kind: "list",
+                default: "",
+                example: "`[\"com.gitlab.gitlab-runner.type=build\"]`",
+                meaning: "container labels, all must match. Compose containers (label \
+                          `com.docker.compose.project`) are removed only by a policy that \
+                          lists that label here",
+            },
+        },
+        Key {
+            name: "exited_for",
+            kind: Kind::String,
+            expected: DURATION,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "duration",
+                default: "",
+                example: "`\"6h\"`",
+                meaning: "finished (`State.FinishedAt`; `Created` for a never-started \
+                          container) longer ago than this",
+            },
+        },
+        Key {
+            name: "older_than",
+            kind: Kind::String,
+            expected: DURATION,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "duration",
+                default: "",
+                example: "`\"2d\"`",
+                meaning: "created (`Created`) longer ago than this",
+            },
         },
     ],
 };

@@ -14,19 +14,22 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::diagnostics::{closest, Checker};
-use super::raw::{Raw, RawCache, RawEntry, RawMetrics, RawPolicy, RawSafety, RawState};
-use super::schema::{BUILD_CACHE, NO_POLICIES, POLICY};
+use super::raw::{
+    Raw, RawCache, RawContainer, RawEntry, RawMetrics, RawPolicy, RawSafety, RawState,
+};
+use super::schema::{BUILD_CACHE, CONTAINERS, NO_POLICIES, POLICY};
 use super::values::{compile_glob, parse_duration, parse_label, parse_size, parse_threshold};
 use super::{DEFAULT_LISTEN, DEFAULT_MIN_AGE, DEFAULT_SCHEDULE, DEFAULT_STATE_PATH};
 use crate::policy::{
-    CacheConditions, CacheRule, CacheSelectors, Conditions, DiskPressure, Glob, LabelMatch,
-    MetricsSettings, Policy, Rule, RuleRef, Safety, Selectors, StateSettings, Threshold,
-    CACHE_RECORD_TYPES,
+    CacheConditions, CacheRule, CacheSelectors, Conditions, ContainerConditions, ContainerRule,
+    ContainerSelectors, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, Rule, RuleRef,
+    Safety, Selectors, StateSettings, StoppedState, Threshold, CACHE_RECORD_TYPES,
 };
 use crate::schedule::Schedule;
 
 type Entry = RawEntry<RawPolicy>;
 type CacheEntry = RawEntry<RawCache>;
+type ContainerEntry = RawEntry<RawContainer>;
 
 /// Which kind of table a name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +38,19 @@ enum Table {
     Policy,
     /// `[[build_cache]]`.
     Cache,
+    /// `[[containers]]`.
+    Container,
+}
+
+impl Table {
+    /// Its key in the file, its header and an example name.
+    fn words(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::Policy => ("policy", "[[policy]]", "stale-ci"),
+            Self::Cache => ("build_cache", "[[build_cache]]", "build-cache"),
+            Self::Container => ("containers", "[[containers]]", "finished-ci-jobs"),
+        }
+    }
 }
 
 /// What the name check needs of a table of either kind.
@@ -83,7 +99,7 @@ impl Checker<'_> {
         let metrics = self.metrics(&file.metrics);
         let state = self.state(&file.state);
         let safety = self.safety(&file.safety);
-        let (rules, cache_rules, order) = self.tables(raw);
+        let (rules, cache_rules, container_rules, order) = self.tables(raw);
         Some(Policy {
             source: self.file.to_string(),
             schedule: schedule?,
@@ -96,7 +112,7 @@ impl Checker<'_> {
             safety,
             rules,
             cache_rules,
-            container_rules: Vec::new(),
+            container_rules,
             order,
         })
     }
@@ -188,6 +204,10 @@ impl Checker<'_> {
             raw.protect_labels.as_deref().unwrap_or_default(),
             "safety.protect_labels",
         );
+        let protect_containers = self.name_globs(
+            raw.protect_containers.as_deref().unwrap_or_default(),
+            "safety.protect_containers",
+        );
         let max_removals_per_run = raw.max_removals_per_run.as_ref().and_then(|max| {
             let n = usize::try_from(*max.get_ref())
                 .ok()
@@ -208,18 +228,20 @@ impl Checker<'_> {
             min_age,
             protect,
             protect_labels,
-            // `[safety] protect_containers` comes with the config part of
-            // issue 9.
-            protect_containers: Vec::new(),
+            protect_containers,
             max_removals_per_run,
         }
     }
 
-    /// Every `[[policy]]` and `[[build_cache]]` table, checked and put in
-    /// file order: the rules of both kinds and [`Policy::order`].
-    fn tables(&mut self, raw: &Raw) -> (Vec<Rule>, Vec<CacheRule>, Vec<RuleRef>) {
+    /// Every `[[policy]]`, `[[build_cache]]` and `[[containers]]` table,
+    /// checked and put in file order: the rules of the three kinds and
+    /// [`Policy::order`].
+    fn tables(
+        &mut self,
+        raw: &Raw,
+    ) -> (Vec<Rule>, Vec<CacheRule>, Vec<ContainerRule>, Vec<RuleRef>) {
         let any = |section: &str| raw.written.iter().any(|w| w.section == section && !w.empty);
-        if !any(POLICY.name) && !any(BUILD_CACHE.name) {
+        if !any(POLICY.name) && !any(BUILD_CACHE.name) && !any(CONTAINERS.name) {
             // At an empty array (`policy = []`) if there is one, else at the top.
             let (span, key) = raw
                 .written
@@ -227,7 +249,7 @@ impl Checker<'_> {
                 .map_or((0..0, POLICY.name), |w| (w.span.clone(), w.section));
             self.error(&span, key, NO_POLICIES);
         }
-        let (policy_names, cache_names) = self.names(raw);
+        let (policy_names, cache_names, container_names) = self.names(raw);
         let mut placed: Vec<(usize, RuleRef)> = Vec::new();
         let mut rules = Vec::new();
         for (entry, name) in raw.policies.iter().zip(policy_names) {
@@ -255,42 +277,69 @@ impl Checker<'_> {
                 });
             }
         }
+        let mut container_rules = Vec::new();
+        for (entry, name) in raw.containers.iter().zip(container_names) {
+            let selectors = self.container_selectors(entry);
+            let conditions = self.container_conditions(entry);
+            if let (Some(name), Some(selectors), Some(conditions)) = (name, selectors, conditions) {
+                placed.push((entry.span.start, RuleRef::Container(container_rules.len())));
+                container_rules.push(ContainerRule {
+                    name,
+                    selectors,
+                    conditions,
+                });
+            }
+        }
         placed.sort_by_key(|(start, _)| *start);
         let order = placed.into_iter().map(|(_, rule)| rule).collect();
-        (rules, cache_rules, order)
+        (rules, cache_rules, container_rules, order)
     }
 
-    /// The names of the `[[policy]]` and of the `[[build_cache]]` tables
-    /// (`None` where missing or refused, already reported), checked in file
-    /// order so that a duplicate is reported where it repeats a name, naming
-    /// the line (and the kind of table) that used it first.
-    fn names(&mut self, raw: &Raw) -> (Vec<Option<String>>, Vec<Option<String>>) {
+    /// The names of the `[[policy]]`, `[[build_cache]]` and `[[containers]]`
+    /// tables (`None` where missing or refused, already reported), checked in
+    /// file order so that a duplicate is reported where it repeats a name,
+    /// naming the line (and the kind of table) that used it first.
+    #[allow(clippy::type_complexity)]
+    fn names(
+        &mut self,
+        raw: &Raw,
+    ) -> (
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+        Vec<Option<String>>,
+    ) {
         let policies = raw
             .policies
             .iter()
-            .map(|e| (Table::Policy, NameOf::of(e, |r| r.name.as_ref())));
+            .enumerate()
+            .map(|(i, e)| (Table::Policy, i, NameOf::of(e, |r| r.name.as_ref())));
         let caches = raw
             .caches
             .iter()
-            .map(|e| (Table::Cache, NameOf::of(e, |r| r.name.as_ref())));
-        let mut all: Vec<(Table, usize, NameOf<'_>)> = policies
             .enumerate()
-            .map(|(i, (t, n))| (t, i, n))
-            .chain(caches.enumerate().map(|(i, (t, n))| (t, i, n)))
-            .collect();
+            .map(|(i, e)| (Table::Cache, i, NameOf::of(e, |r| r.name.as_ref())));
+        let containers = raw
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (Table::Container, i, NameOf::of(e, |r| r.name.as_ref())));
+        let mut all: Vec<(Table, usize, NameOf<'_>)> =
+            policies.chain(caches).chain(containers).collect();
         all.sort_by_key(|(_, _, n)| n.span.start);
         // Name → kind and line of the table that used it first.
         let mut seen: HashMap<&str, (Table, usize)> = HashMap::new();
         let mut policy_names = vec![None; raw.policies.len()];
         let mut cache_names = vec![None; raw.caches.len()];
+        let mut container_names = vec![None; raw.containers.len()];
         for (table, i, of) in all {
             let name = self.table_name(table, &of, &mut seen);
             match table {
                 Table::Policy => policy_names[i] = name,
                 Table::Cache => cache_names[i] = name,
+                Table::Container => container_names[i] = name,
             }
         }
-        (policy_names, cache_names)
+        (policy_names, cache_names, container_names)
     }
 
     fn table_name<'r>(
@@ -299,10 +348,7 @@ impl Checker<'_> {
         of: &NameOf<'r>,
         seen: &mut HashMap<&'r str, (Table, usize)>,
     ) -> Option<String> {
-        let (section, header, example) = match table {
-            Table::Policy => ("policy", "[[policy]]", "stale-ci"),
-            Table::Cache => ("build_cache", "[[build_cache]]", "build-cache"),
-        };
+        let (section, header, example) = table.words();
         let key = format!("{section}[{}].name", of.index);
         let Some(name) = of.name else {
             if !of.refused {
@@ -323,17 +369,11 @@ impl Checker<'_> {
         }
         let line = self.line_of(of.span.start);
         if let Some((first_table, first)) = seen.get(name.get_ref().as_str()) {
-            let (first_header, across) = match (first_table, table) {
-                (Table::Policy, Table::Policy) => ("[[policy]]", ""),
-                (Table::Cache, Table::Cache) => ("[[build_cache]]", ""),
-                (Table::Policy, Table::Cache) => (
-                    "[[policy]]",
-                    " across [[policy]] and [[build_cache]] tables",
-                ),
-                (Table::Cache, Table::Policy) => (
-                    "[[build_cache]]",
-                    " across [[policy]] and [[build_cache]] tables",
-                ),
+            let (_, first_header, _) = first_table.words();
+            let across = if *first_table == table {
+                ""
+            } else {
+                " across [[policy]], [[build_cache]] and [[containers]] tables"
             };
             let message = format!(
                 "duplicate policy name {:?}: the {first_header} at line {first} already uses it; \
@@ -560,6 +600,112 @@ impl Checker<'_> {
         })
     }
 
+    /// `None` when a selector is unusable (already reported): a rule with a
+    /// selector dropped would select more containers than its author wrote.
+    fn container_selectors(&mut self, entry: &ContainerEntry) -> Option<ContainerSelectors> {
+        let raw = &entry.raw;
+        let path = &entry.path;
+        let before = self.count();
+        let empty = |what: &str, example: &str| {
+            format!(
+                "an empty list would select every stopped container: list at least one \
+                 {what}, like {example}, or remove the key"
+            )
+        };
+        let mut states = Vec::new();
+        if let Some(list) = &raw.states {
+            let key = format!("{path}.states");
+            if list.get_ref().is_empty() {
+                self.error(&list.span(), key, empty("state", "[\"exited\"]"));
+            } else {
+                for (i, item) in list.get_ref().iter().enumerate() {
+                    match StoppedState::from_engine(item.get_ref()) {
+                        Some(state) if !states.contains(&state) => states.push(state),
+                        Some(_) => {}
+                        None => {
+                            let message = unknown_state_message(item.get_ref());
+                            self.error(&item.span(), format!("{key}[{i}]"), message);
+                        }
+                    }
+                }
+            }
+        }
+        let mut names = Vec::new();
+        if let Some(list) = &raw.names {
+            let key = format!("{path}.names");
+            if list.get_ref().is_empty() {
+                self.error(&list.span(), key, empty("name glob", "[\"ci-*\"]"));
+            } else {
+                names = self.name_globs(list.get_ref(), &key);
+            }
+        }
+        let mut images = Vec::new();
+        if let Some(list) = &raw.images {
+            let key = format!("{path}.images");
+            if list.get_ref().is_empty() {
+                self.error(&list.span(), key, empty("image glob", "[\"ci/**\"]"));
+            } else {
+                images = self.globs(list.get_ref(), &key);
+            }
+        }
+        let mut labels = Vec::new();
+        if let Some(list) = &raw.labels {
+            let key = format!("{path}.labels");
+            if list.get_ref().is_empty() {
+                self.error(
+                    &list.span(),
+                    key,
+                    empty("label", "[\"ci\"] or [\"tier=dev\"]"),
+                );
+            } else {
+                labels = self.labels(list.get_ref(), &key);
+            }
+        }
+        (self.count() == before).then_some(ContainerSelectors {
+            states,
+            names,
+            images,
+            labels,
+        })
+    }
+
+    /// `None` when the rule's conditions are unusable (already reported).
+    fn container_conditions(&mut self, entry: &ContainerEntry) -> Option<ContainerConditions> {
+        let raw = &entry.raw;
+        let path = &entry.path;
+        let before = self.count();
+        let exited_for = self.duration(
+            raw.exited_for.as_ref(),
+            &format!("{path}.exited_for"),
+            false,
+        );
+        let older_than = self.duration(
+            raw.older_than.as_ref(),
+            &format!("{path}.older_than"),
+            false,
+        );
+        let any_written = raw.exited_for.is_some()
+            || raw.older_than.is_some()
+            || ["exited_for", "older_than"]
+                .iter()
+                .any(|k| entry.refused_as(k));
+        if !any_written {
+            self.error(
+                &entry.span,
+                path.clone(),
+                format!(
+                    "{path} has no condition: set at least one of exited_for, older_than (a \
+                     container policy without one would remove every stopped container it \
+                     selects the moment it stops)"
+                ),
+            );
+        }
+        (self.count() == before).then_some(ContainerConditions {
+            exited_for,
+            older_than,
+        })
+    }
+
     /// `disk_high`/`disk_low` of the table at `path`, with the same rules
     /// for both kinds of table; `refused_as` tells which keys stage 1
     /// refused, `data` what a size counts (`image data`).
@@ -670,6 +816,28 @@ impl Checker<'_> {
         globs
     }
 
+    /// Globs on container names, which the engine reports with a leading
+    /// `/` that matching leaves out: a glob written with one would never
+    /// match, so it is refused.
+    fn name_globs(&mut self, raw: &[Spanned<String>], key: &str) -> Vec<Glob> {
+        let mut globs = Vec::new();
+        for (i, pattern) in raw.iter().enumerate() {
+            let text = pattern.get_ref();
+            let result = match text.strip_prefix('/') {
+                Some(rest) => Err(format!(
+                    "container names are matched without their leading `/`, so {text:?} would \
+                     never match: write {rest:?}"
+                )),
+                None => compile_glob(text),
+            };
+            match result {
+                Ok(glob) => globs.push(glob),
+                Err(message) => self.error(&pattern.span(), format!("{key}[{i}]"), message),
+            }
+        }
+        globs
+    }
+
     fn labels(&mut self, raw: &[Spanned<String>], key: &str) -> Vec<LabelMatch> {
         let mut labels = Vec::new();
         for (i, label) in raw.iter().enumerate() {
@@ -680,4 +848,26 @@ impl Checker<'_> {
         }
         labels
     }
+}
+
+/// What to say of a `states` entry that is not a stopped state, with a hint
+/// where it is close to one or is a state no policy may select.
+fn unknown_state_message(text: &str) -> String {
+    let known: Vec<&str> = StoppedState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut message = format!(
+        "unknown container state {text:?}: expected one of {}",
+        known.join(", ")
+    );
+    let lower = text.trim().to_ascii_lowercase();
+    if let Some(state) = StoppedState::from_engine(&lower) {
+        let _ = write!(message, "; did you mean {:?}?", state.as_str());
+    } else if ["running", "paused", "restarting", "removing"].contains(&lower.as_str()) {
+        let _ = write!(
+            message,
+            "; a {lower} container is never removed, whatever a policy says"
+        );
+    } else if let Some(close) = closest(text, known.iter().copied()) {
+        let _ = write!(message, "; did you mean {close:?}?");
+    }
+    message
 }

@@ -27,6 +27,13 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
         &new.cache_rules,
         |r| &r.name,
     );
+    describe_tables(
+        &mut out,
+        "container policy",
+        &old.container_rules,
+        &new.container_rules,
+        |r| &r.name,
+    );
     // Disk-pressure policies of both kinds run in file order: moving a table
     // changes what a pass does even when no table changed.
     let old_names: Vec<&str> = old.names().collect();
@@ -46,7 +53,8 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
 }
 
 /// Added, removed and changed tables of one kind (`what`: `policy`,
-/// `build-cache policy`), by name; names are unique across both kinds, so a
+/// `build-cache policy`, `container policy`), by name; names are unique
+/// across the three kinds, so a
 /// table that moved from one kind to the other is removed from one and added
 /// to the other.
 fn describe_tables<T: PartialEq>(
@@ -188,6 +196,61 @@ disk_low = "80%"
             [
                 "policy order dangling, stale, cache-stale, cache-pressure -> cache-stale, \
               cache-pressure, dangling, stale"
+            ]
+        );
+    }
+
+    const CONTAINERS: &str = r#"
+[[containers]]
+name = "finished-ci-jobs"
+names = ["ci-*"]
+exited_for = "6h"
+[[containers]]
+name = "never-started"
+states = ["created"]
+older_than = "1d"
+"#;
+
+    #[test]
+    fn container_policies_added_removed_and_changed_are_named_as_such() {
+        let with = policy(&format!("{BASE}{CONTAINERS}"));
+        assert_eq!(
+            describe_changes(&policy(BASE), &with),
+            [
+                "container policy finished-ci-jobs added",
+                "container policy never-started added"
+            ]
+        );
+        assert_eq!(
+            describe_changes(&with, &policy(BASE)),
+            [
+                "container policy finished-ci-jobs removed",
+                "container policy never-started removed"
+            ]
+        );
+        let changed = format!("{BASE}{CONTAINERS}")
+            .replace("names = [\"ci-*\"]", "names = [\"ci-*\", \"runner-*\"]")
+            .replace("\"never-started\"", "\"created-only\"");
+        assert_eq!(
+            describe_changes(&with, &policy(&changed)),
+            [
+                "container policy created-only added",
+                "container policy never-started removed",
+                "container policy finished-ci-jobs changed"
+            ]
+        );
+        let protected =
+            format!("[safety]\nprotect_containers = [\"runner-helper*\"]\n{CONTAINERS}");
+        assert_eq!(
+            describe_changes(&policy(CONTAINERS), &policy(&protected)),
+            ["[safety] changed"]
+        );
+        let moved = policy(&format!("{CONTAINERS}{BASE}"));
+        assert_eq!(
+            describe_changes(&with, &moved),
+            [
+                "policy order dangling, stale, finished-ci-jobs, never-started -> \
+                 finished-ci-jobs, never-started, dangling, stale"
             ]
         );
     }
