@@ -13,6 +13,9 @@ use imagegc::engine::{Engine, EngineError};
 
 use common::{docker, Lab};
 
+/// Bytes the exited container gets in its writable layer.
+const N: usize = 3_000_000;
+
 async fn engine() -> Docker {
     Docker::connect(&common::engine_address())
         .await
@@ -102,7 +105,6 @@ async fn details_of_created_exited_running_and_restarting_containers() {
     // exited, with exactly N bytes put into its writable layer.
     let exited = create(&lab, &[], &image, &["/sleeper", "0"]);
     run_to_exit(&exited);
-    const N: usize = 3_000_000;
     let file = lab.dir().join("payload");
     std::fs::File::create(&file)
         .and_then(|mut f| f.write_all(&common::random_hex(N / 2).into_bytes()))
@@ -268,7 +270,11 @@ async fn volumes_from_and_network_container_are_read_and_the_engine_does_not_pro
         .container_details(&user, false)
         .await
         .expect("inspect the user");
-    assert_eq!(d.volumes_from, [source_name.clone()], ":ro is stripped");
+    assert_eq!(
+        d.volumes_from,
+        std::slice::from_ref(&source_name),
+        ":ro is stripped"
+    );
     assert_eq!(d.network_container, None, "--network none");
     let d = docker_engine
         .container_details(&netuser, false)

@@ -916,6 +916,7 @@ async fn the_docker_containers_behave_as_the_contract_says() {
 /// rule selects, and leaves a container that vanished between list and inspect without
 /// details; a failing inspect fails the collection.
 #[tokio::test]
+#[allow(clippy::too_many_lines)] // one scene, three collections of it
 async fn collect_sizes_only_the_candidates_and_survives_a_vanished_container() {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
