@@ -718,3 +718,317 @@ async fn the_docker_snapshot_maps_shared_records_to_the_layers_they_hold() {
     }
     assert_eq!(from_records, 2, "{:#?}", snap.cache.records);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Containers
+// ---------------------------------------------------------------------------------------------
+
+/// Three containers of one image (no other container uses it): one `exited`, one `running`,
+/// one `paused`; and an ID no container has.
+struct ContainerSubject {
+    image_id: String,
+    exited: String,
+    running: String,
+    paused: String,
+    unknown: String,
+}
+
+/// The contract (Docker 20.10, measured in `tests/containers_engine.rs`): inspect says when a
+/// container started and finished and, only when asked, the bytes of its writable layer; a
+/// running or paused container is not removed (409), an unknown one is 404; the exited one
+/// goes, and with it the last user of its image, which can then be removed.
+async fn containers_behave_as_docker_does<E: Engine>(engine: &E, s: &ContainerSubject) {
+    let exited = engine
+        .container_details(&s.exited, true)
+        .await
+        .expect("inspect the exited container");
+    assert!(
+        exited.started_at.is_some() && exited.finished_at.is_some(),
+        "{exited:?}"
+    );
+    assert!(exited.size_rw.is_some(), "size asked: {exited:?}");
+    let unsized_ = engine
+        .container_details(&s.exited, false)
+        .await
+        .expect("inspect without size");
+    assert_eq!(unsized_.size_rw, None, "size not asked: {unsized_:?}");
+    let running = engine
+        .container_details(&s.running, false)
+        .await
+        .expect("inspect the running container");
+    assert!(
+        running.started_at.is_some() && running.finished_at.is_none(),
+        "{running:?}"
+    );
+    assert!(matches!(
+        engine.container_details(&s.unknown, true).await,
+        Err(EngineError::NotFound(_))
+    ));
+
+    for (what, id) in [("running", &s.running), ("paused", &s.paused)] {
+        match engine.remove_container(id).await {
+            Err(EngineError::Conflict(message)) => {
+                assert!(message.contains(what), "{what}: {message}");
+            }
+            other => panic!("removing the {what} container: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        engine.remove_container(&s.unknown).await,
+        Err(EngineError::NotFound(_))
+    ));
+    let listed = |containers: Vec<imagegc::engine::Container>| -> BTreeSet<String> {
+        containers.into_iter().map(|c| c.id).collect()
+    };
+    let before = listed(engine.list_containers().await.expect("list containers"));
+    assert!(before.contains(&s.running) && before.contains(&s.paused));
+    engine
+        .remove_container(&s.exited)
+        .await
+        .expect("the exited container goes");
+    let after = listed(engine.list_containers().await.expect("list containers"));
+    assert!(!after.contains(&s.exited), "{after:?}");
+    assert!(after.contains(&s.running) && after.contains(&s.paused));
+    assert!(matches!(
+        engine.remove_container(&s.exited).await,
+        Err(EngineError::NotFound(_))
+    ));
+    assert!(
+        matches!(
+            engine.remove_image(&s.image_id).await,
+            Err(EngineError::Conflict(_))
+        ),
+        "the running and paused containers still use the image"
+    );
+}
+
+fn fake_container(id: &str, image_id: &str, state: &str) -> imagegc::engine::Container {
+    imagegc::engine::Container {
+        id: id.to_owned(),
+        names: vec![format!("name-{id}")],
+        image_id: image_id.to_owned(),
+        state: state.to_owned(),
+        created: Utc::now(),
+        image_ref: "contract:1".to_owned(),
+        labels: std::collections::BTreeMap::new(),
+    }
+}
+
+#[tokio::test]
+async fn the_fake_containers_behave_as_docker_does() {
+    let engine = FakeEngine::new();
+    let image_id = fake_subject(&engine).image_id;
+    for (id, state) in [
+        ("c-exited", "exited"),
+        ("c-running", "running"),
+        ("c-paused", "paused"),
+    ] {
+        engine.add_container(fake_container(id, &image_id, state));
+    }
+    let now = Utc::now();
+    engine.set_container_details(
+        "c-exited",
+        imagegc::engine::ContainerDetails {
+            started_at: Some(now - chrono::TimeDelta::seconds(5)),
+            finished_at: Some(now - chrono::TimeDelta::seconds(4)),
+            restart_policy: "no".to_owned(),
+            size_rw: Some(3_000_000),
+            ..imagegc::engine::ContainerDetails::default()
+        },
+    );
+    engine.set_container_details(
+        "c-running",
+        imagegc::engine::ContainerDetails {
+            started_at: Some(now),
+            ..imagegc::engine::ContainerDetails::default()
+        },
+    );
+    let subject = ContainerSubject {
+        image_id: image_id.clone(),
+        exited: "c-exited".to_owned(),
+        running: "c-running".to_owned(),
+        paused: "c-paused".to_owned(),
+        unknown: "c-unknown".to_owned(),
+    };
+    containers_behave_as_docker_does(&engine, &subject).await;
+    assert_eq!(
+        engine.container_removals(),
+        ["c-running", "c-paused", "c-unknown", "c-exited", "c-exited"]
+    );
+    assert_eq!(
+        engine
+            .calls
+            .remove_container
+            .load(std::sync::atomic::Ordering::Relaxed),
+        5
+    );
+    // Once its last users go, the image can be removed.
+    engine.remove_container("c-running");
+    engine.remove_container("c-paused");
+    for tag in ["contract:1", "contract:2"] {
+        engine
+            .remove_image(tag)
+            .await
+            .expect("the image is unpinned");
+    }
+    assert!(engine.image_ids().is_empty());
+}
+
+#[tokio::test]
+async fn the_fake_fails_a_container_removal_as_told() {
+    let engine = FakeEngine::new();
+    engine.add_container(fake_container("c1", "sha256:i", "exited"));
+    engine.fail_removal_of(
+        "c1",
+        EngineError::Conflict("restarted meanwhile".to_owned()),
+    );
+    assert!(matches!(
+        Engine::remove_container(&engine, "c1").await,
+        Err(EngineError::Conflict(_))
+    ));
+    assert_eq!(engine.container_ids(), ["c1"]);
+    engine.fail_everything(Some(EngineError::Other("down".to_owned())));
+    assert!(matches!(
+        engine.container_details("c1", false).await,
+        Err(EngineError::Other(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_docker_containers_behave_as_the_contract_says() {
+    let lab = common::Lab::new();
+    let loaded = lab.load_image(&common::ImageSpec::new().tag(lab.reference("contract-c", "1")));
+    let subject = ContainerSubject {
+        image_id: loaded.id.clone(),
+        exited: lab.exited_container(&loaded.id),
+        running: lab.running_container(&loaded.id),
+        paused: lab.paused_container(&loaded.id),
+        unknown: "0123456789abcdef".repeat(4),
+    };
+    let docker = imagegc::docker::Docker::connect(&common::engine_address())
+        .await
+        .expect("these tests need the Docker Engine");
+    containers_behave_as_docker_does(&docker, &subject).await;
+}
+
+/// `collect_for` inspects every container once, asks the size only for the stopped ones a
+/// rule selects, and leaves a container that vanished between list and inspect without
+/// details; a failing inspect fails the collection.
+#[tokio::test]
+#[allow(clippy::too_many_lines)] // one scene, three collections of it
+async fn collect_sizes_only_the_candidates_and_survives_a_vanished_container() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    use imagegc::host::disk::{DiskProbe, FixedDisk};
+    use imagegc::snapshot::{collect_for, CollectNeeds, DetailsCache, Tracked};
+
+    use imagegc::policy::{ContainerConditions, ContainerRule, ContainerSelectors, Glob};
+
+    let rules = vec![ContainerRule {
+        name: "ci".to_owned(),
+        selectors: ContainerSelectors {
+            names: vec![Glob {
+                pattern: "ci-*".to_owned(),
+                matcher: globset::Glob::new("ci-*")
+                    .expect("a glob")
+                    .compile_matcher(),
+            }],
+            ..ContainerSelectors::default()
+        },
+        conditions: ContainerConditions {
+            exited_for: Some(std::time::Duration::from_secs(1)),
+            older_than: None,
+        },
+    }];
+    let engine = FakeEngine::new();
+    let image_id = fake_subject(&engine).image_id;
+    let mut ci_running = fake_container("c-run", &image_id, "running");
+    ci_running.names = vec!["ci-run".to_owned()];
+    let mut ci_exited = fake_container("c-ci", &image_id, "exited");
+    ci_exited.names = vec!["ci-7".to_owned()];
+    let mut ci_gone = fake_container("c-gone", &image_id, "exited");
+    ci_gone.names = vec!["ci-8".to_owned()];
+    let other = fake_container("c-web", &image_id, "exited");
+    for c in [ci_running, ci_exited, ci_gone, other] {
+        engine.add_container(c);
+    }
+    engine.set_container_details(
+        "c-ci",
+        imagegc::engine::ContainerDetails {
+            size_rw: Some(4096),
+            ..imagegc::engine::ContainerDetails::default()
+        },
+    );
+    engine.vanish_container("c-gone");
+    let no_disk: Arc<dyn DiskProbe> = Arc::new(FixedDisk::new(None));
+    let needs = CollectNeeds {
+        container_details: true,
+        ..CollectNeeds::IMAGES_ONLY
+    };
+    let snap = collect_for(
+        &engine,
+        &no_disk,
+        None,
+        &mut DetailsCache::new(),
+        &|_| Tracked::default(),
+        needs,
+        &rules,
+    )
+    .await
+    .expect("collect");
+    let details = |id: &str| {
+        snap.containers
+            .iter()
+            .find(|c| c.container.id == id)
+            .and_then(|c| c.details.clone())
+    };
+    assert_eq!(details("c-ci").and_then(|d| d.size_rw), Some(4096));
+    assert_eq!(
+        details("c-web").map(|d| d.size_rw),
+        Some(None),
+        "not selected: no size"
+    );
+    assert_eq!(
+        details("c-run").map(|d| d.size_rw),
+        Some(None),
+        "running: no size"
+    );
+    assert_eq!(details("c-gone"), None, "vanished: unknown");
+    assert_eq!(engine.calls.container_details.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        engine.calls.container_details_sized.load(Ordering::Relaxed),
+        2
+    );
+
+    // Without a [[containers]] table nothing is inspected.
+    let before = engine.calls.container_details.load(Ordering::Relaxed);
+    collect_for(
+        &engine,
+        &no_disk,
+        None,
+        &mut DetailsCache::new(),
+        &|_| Tracked::default(),
+        CollectNeeds::IMAGES_ONLY,
+        &rules,
+    )
+    .await
+    .expect("collect");
+    assert_eq!(
+        engine.calls.container_details.load(Ordering::Relaxed),
+        before
+    );
+
+    engine.fail_everything(Some(EngineError::Other("inspect failed".to_owned())));
+    assert!(collect_for(
+        &engine,
+        &no_disk,
+        None,
+        &mut DetailsCache::new(),
+        &|_| Tracked::default(),
+        needs,
+        &rules,
+    )
+    .await
+    .is_err());
+}

@@ -21,6 +21,17 @@
 //! answer (`deleted: false`), not an error; `reported_bytes` is the record's
 //! `Size`, as `SpaceReclaimed` is. Without the `build_cache` capability both
 //! build-cache calls fail with `EngineError::Unsupported`, as on Podman.
+//!
+//! Containers have settable inspect details
+//! ([`FakeEngine::set_container_details`]); `container_details` without
+//! `size` leaves `size_rw` out, as the engine leaves `SizeRw` out. The
+//! trait's `remove_container` answers as Docker 20.10 does (measured,
+//! docs/ENGINES.md): 409 for a running, paused, restarting or removing
+//! container, 404 for an unknown one, otherwise the container goes (never
+//! its volumes: the fake has none) and its image is no longer in use. It
+//! accepts any ID (tests name containers `c1`); the Docker adapter sends only
+//! full IDs. The inherent [`FakeEngine::remove_container`] is a test's own
+//! `docker rm -f`, which neither counts nor checks.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,8 +43,8 @@ use tokio::sync::mpsc;
 use crate::engine::docker::layers::chain_ids;
 use crate::engine::{
     is_plain_record_id, no_build_cache, CacheRecord, CacheRecordKind, CacheRemoval, Capabilities,
-    Container, ContainerTimes, DeleteItem, Engine, EngineError, EngineEvent, EngineInfo,
-    EventStream, ImageFacts, ImageSummary, Layer,
+    Container, ContainerDetails, ContainerTimes, DeleteItem, Engine, EngineError, EngineEvent,
+    EngineInfo, EventStream, ImageFacts, ImageSummary, Layer,
 };
 
 /// How many of the newest events the fake replays to `events(since)`, as
@@ -83,6 +94,10 @@ struct Inner {
     cache_removals: Vec<String>,
     /// What `build_cache` fails with, when set (the other calls answer).
     fail_build_cache: Option<EngineError>,
+    /// Inspect details of containers, by ID (defaults when absent).
+    container_details: HashMap<String, ContainerDetails>,
+    /// IDs passed to the trait's `remove_container`, in order.
+    container_removals: Vec<String>,
 }
 
 impl Default for Inner {
@@ -111,6 +126,8 @@ impl Default for Inner {
             cache: Vec::new(),
             cache_removals: Vec::new(),
             fail_build_cache: None,
+            container_details: HashMap::new(),
+            container_removals: Vec::new(),
         }
     }
 }
@@ -158,6 +175,12 @@ pub struct Calls {
     pub build_cache: AtomicUsize,
     /// `remove_cache_record` calls.
     pub remove_cache_record: AtomicUsize,
+    /// `container_details` calls, with or without size.
+    pub container_details: AtomicUsize,
+    /// `container_details` calls that asked for the size (`size=1`).
+    pub container_details_sized: AtomicUsize,
+    /// Calls of the trait's `remove_container`.
+    pub remove_container: AtomicUsize,
 }
 
 /// The fake engine.
@@ -204,7 +227,8 @@ impl FakeEngine {
         self.lock().capabilities = capabilities;
     }
 
-    /// Make removals of `target` fail with `error`.
+    /// Make removals of `target` fail with `error`: an image reference or ID
+    /// for `remove_image`, a container ID for `remove_container`.
     pub fn fail_removal_of(&self, target: &str, error: EngineError) {
         self.lock().fail_remove.insert(target.to_string(), error);
     }
@@ -280,11 +304,53 @@ impl FakeEngine {
             .collect()
     }
 
-    /// Remove a container (as `docker rm` would); its times go too.
+    /// Remove a container as a test's own `docker rm -f` would, whatever
+    /// its state, without counting a call; its times and details go too.
+    /// (The engine call imagegc makes is the trait's
+    /// [`Engine::remove_container`]: `Engine::remove_container(&fake, id)`.)
     pub fn remove_container(&self, id: &str) {
         let mut inner = self.lock();
         inner.containers.retain(|c| c.id != id);
         inner.container_times.remove(id);
+        inner.container_details.remove(id);
+    }
+
+    /// Set what `container_details` answers for a container (its
+    /// `size_rw` only when asked with `size`). Without this a listed
+    /// container has default details: never started or finished, restart
+    /// policy `no`, no mounts from others, a writable layer of 0 bytes.
+    pub fn set_container_details(&self, container_id: &str, details: ContainerDetails) {
+        self.lock()
+            .container_details
+            .insert(container_id.to_string(), details);
+    }
+
+    /// Set the state of a listed container (`running`, `exited`, …), as a
+    /// restart or a stop between two calls would.
+    pub fn set_container_state(&self, container_id: &str, state: &str) {
+        if let Some(c) = self
+            .lock()
+            .containers
+            .iter_mut()
+            .find(|c| c.id == container_id)
+        {
+            state.clone_into(&mut c.state);
+        }
+    }
+
+    /// IDs passed to the trait's `remove_container`, in order (refused and
+    /// failed ones included).
+    pub fn container_removals(&self) -> Vec<String> {
+        self.lock().container_removals.clone()
+    }
+
+    /// IDs of the containers present.
+    pub fn container_ids(&self) -> Vec<String> {
+        self.lock()
+            .containers
+            .iter()
+            .map(|c| c.id.clone())
+            .collect()
     }
 
     /// Set the times `container_times` reports for a container. Without
@@ -614,6 +680,68 @@ impl Engine for FakeEngine {
             .map(|i| i.summary.id.clone())
             .ok_or_else(|| EngineError::NotFound(format!("No such image: {reference}")))
     }
+    /// The details set for the container (defaults otherwise), `size_rw`
+    /// only with `size`; 404 for an unknown or vanished container.
+    async fn container_details(
+        &self,
+        id: &str,
+        size: bool,
+    ) -> Result<ContainerDetails, EngineError> {
+        self.calls.container_details.fetch_add(1, Ordering::Relaxed);
+        if size {
+            self.calls
+                .container_details_sized
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.check()?;
+        let inner = self.lock();
+        if inner.vanished.contains(id) || !inner.containers.iter().any(|c| c.id == id) {
+            return Err(EngineError::NotFound(format!("No such container: {id}")));
+        }
+        let mut details =
+            inner
+                .container_details
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| ContainerDetails {
+                    restart_policy: "no".to_owned(),
+                    size_rw: Some(0),
+                    ..ContainerDetails::default()
+                });
+        if !size {
+            details.size_rw = None;
+        }
+        Ok(details)
+    }
+
+    /// As Docker 20.10 answers `DELETE /containers/{id}?v=false&force=false`.
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        self.calls.remove_container.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        let mut inner = self.lock();
+        inner.container_removals.push(id.to_string());
+        if let Some(e) = inner.fail_remove.get(id) {
+            return Err(e.clone());
+        }
+        let Some(idx) = inner.containers.iter().position(|c| c.id == id) else {
+            return Err(EngineError::NotFound(format!("No such container: {id}")));
+        };
+        let state = inner.containers[idx].state.clone();
+        if matches!(
+            state.as_str(),
+            "running" | "paused" | "restarting" | "removing"
+        ) {
+            return Err(EngineError::Conflict(format!(
+                "You cannot remove a {state} container {id}. Stop the container before \
+                 attempting removal or force remove"
+            )));
+        }
+        inner.containers.remove(idx);
+        inner.container_times.remove(id);
+        inner.container_details.remove(id);
+        Ok(())
+    }
+
     async fn build_cache(&self) -> Result<Vec<CacheRecord>, EngineError> {
         self.calls.build_cache.fetch_add(1, Ordering::Relaxed);
         self.check()?;

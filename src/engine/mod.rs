@@ -571,6 +571,13 @@ pub fn no_build_cache() -> EngineError {
     EngineError::Unsupported("this engine has no build cache".to_owned())
 }
 
+/// Whether `id` is a full container ID as Docker makes them: exactly 64
+/// lowercase hex digits. The Docker adapter inspects and removes only such
+/// IDs, so a hostile name (`../images/x`, `a?force=1`) never reaches a URL.
+pub fn is_full_container_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Whether `id` is a plain build-cache record ID (ASCII letters and digits,
 /// 1 to 128 of them), the only IDs imagegc puts into a removal filter: the
 /// engine matches that filter as a regular expression.

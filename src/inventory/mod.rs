@@ -24,7 +24,7 @@ use crate::engine::{
 };
 use crate::host::disk::{self, DiskProbe};
 use crate::model::short_id;
-use crate::policy::Policy;
+use crate::policy::{ContainerRule, Policy, StoppedState};
 pub use build_cache::{BuildCache, CacheAvailability, CacheRecord, CacheRecordKind};
 
 /// What is known about an image beyond the image list (computed by the
@@ -747,6 +747,43 @@ impl CollectNeeds {
     }
 }
 
+/// Whether the selectors of `rule` pick container `c` (its conditions
+/// aside): its state is one of the rule's `states` (none given: `exited`
+/// and `dead`), any of its names matches any `names` glob, its image
+/// reference matches any `images` glob, and it has every `labels` match.
+/// A selector list left empty does not narrow. The one definition collect
+/// (which inspects only selected containers with their size) and the
+/// planner share. Selection is not safety: a running container is never
+/// selected, but a Compose-managed or protected one may be, and the planner
+/// keeps it.
+pub fn container_selected(rule: &ContainerRule, c: &SnapContainer) -> bool {
+    let selectors = &rule.selectors;
+    let container = &c.container;
+    let Some(state) = StoppedState::from_engine(&container.state) else {
+        return false;
+    };
+    let state_ok = if selectors.states.is_empty() {
+        matches!(state, StoppedState::Exited | StoppedState::Dead)
+    } else {
+        selectors.states.contains(&state)
+    };
+    state_ok
+        && (selectors.names.is_empty()
+            || container
+                .names
+                .iter()
+                .any(|n| selectors.names.iter().any(|g| g.is_match(n))))
+        && (selectors.images.is_empty()
+            || selectors
+                .images
+                .iter()
+                .any(|g| g.is_match(&container.image_ref)))
+        && selectors
+            .labels
+            .iter()
+            .all(|l| l.matches(&container.labels))
+}
+
 /// Set once the "no build cache" warning was logged in this process.
 static UNSUPPORTED_WARNED: AtomicBool = AtomicBool::new(false);
 
@@ -789,6 +826,27 @@ pub async fn collect_with<E: Engine>(
     cache: &mut DetailsCache,
     tracked: &(dyn Fn(&str) -> Tracked + Sync),
     needs: CollectNeeds,
+) -> Result<Snapshot, EngineError> {
+    collect_for(engine, disk, root_dir, cache, tracked, needs, &[]).await
+}
+
+/// [`collect_with`], inspecting containers for `[[containers]]` rules:
+/// with `needs.container_details`, every container is inspected once
+/// (without its size) for [`SnapContainer::details`], and the stopped ones
+/// (`exited`, `dead`, `created`) some rule in `container_rules` selects
+/// ([`container_selected`]) with their writable-layer size (`size=1`,
+/// expensive on large hosts: only candidates pay for it). A container gone
+/// between the list and its inspect (`NotFound`) keeps `details: None`,
+/// which the planner treats as unknown (kept); any other error fails the
+/// collection, as other engine errors do.
+pub async fn collect_for<E: Engine>(
+    engine: &E,
+    disk: &Arc<dyn DiskProbe>,
+    root_dir: Option<&str>,
+    cache: &mut DetailsCache,
+    tracked: &(dyn Fn(&str) -> Tracked + Sync),
+    needs: CollectNeeds,
+    container_rules: &[ContainerRule],
 ) -> Result<Snapshot, EngineError> {
     let capabilities = engine.capabilities();
     let summaries = engine.list_images().await?;
@@ -841,7 +899,10 @@ pub async fn collect_with<E: Engine>(
             Err(e) => return Err(e),
         }
     };
-    let snapshot = Snapshot::build(inputs, containers, disk).with_capabilities(capabilities);
+    let mut snapshot = Snapshot::build(inputs, containers, disk).with_capabilities(capabilities);
+    if needs.container_details {
+        inspect_containers(engine, &mut snapshot.containers, container_rules).await?;
+    }
     Ok(match records {
         None => snapshot,
         Some(Ok(records)) => snapshot.with_build_cache(records),
@@ -851,4 +912,181 @@ pub async fn collect_with<E: Engine>(
             snapshot
         }
     })
+}
+
+/// Fills [`SnapContainer::details`]: one inspect per container, with the
+/// size for stopped ones a rule selects. `NotFound` leaves `None`.
+async fn inspect_containers<E: Engine>(
+    engine: &E,
+    containers: &mut [SnapContainer],
+    rules: &[ContainerRule],
+) -> Result<(), EngineError> {
+    for c in containers.iter_mut() {
+        let candidate = rules.iter().any(|r| container_selected(r, c));
+        match engine.container_details(&c.container.id, candidate).await {
+            Ok(details) => c.details = Some(details),
+            // Removed between list and inspect: nothing is known of it.
+            Err(EngineError::NotFound(_)) => c.details = None,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{ContainerConditions, ContainerSelectors, Glob, LabelMatch};
+
+    fn glob(pattern: &str) -> Glob {
+        Glob {
+            pattern: pattern.to_owned(),
+            matcher: globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .expect("a glob")
+                .compile_matcher(),
+        }
+    }
+
+    fn rule(selectors: ContainerSelectors) -> ContainerRule {
+        ContainerRule {
+            name: "r".to_owned(),
+            selectors,
+            conditions: ContainerConditions {
+                exited_for: Some(std::time::Duration::from_secs(1)),
+                older_than: None,
+            },
+        }
+    }
+
+    fn container(
+        state: &str,
+        name: &str,
+        image_ref: &str,
+        labels: &[(&str, &str)],
+    ) -> SnapContainer {
+        SnapContainer {
+            container: Container {
+                id: "c".to_owned(),
+                names: vec![name.to_owned()],
+                image_id: "sha256:i".to_owned(),
+                state: state.to_owned(),
+                created: DateTime::UNIX_EPOCH,
+                image_ref: image_ref.to_owned(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            },
+            image: None,
+            details: None,
+        }
+    }
+
+    #[test]
+    fn without_selectors_only_exited_and_dead_containers_are_selected() {
+        let r = rule(ContainerSelectors::default());
+        for (state, selected) in [
+            ("exited", true),
+            ("dead", true),
+            ("created", false),
+            ("running", false),
+            ("paused", false),
+            ("restarting", false),
+            ("removing", false),
+            ("", false),
+        ] {
+            assert_eq!(
+                container_selected(&r, &container(state, "x", "img", &[])),
+                selected,
+                "{state}"
+            );
+        }
+    }
+
+    #[test]
+    fn states_name_created_but_never_a_running_state() {
+        let r = rule(ContainerSelectors {
+            states: vec![StoppedState::Created],
+            ..ContainerSelectors::default()
+        });
+        assert!(container_selected(&r, &container("created", "x", "i", &[])));
+        assert!(!container_selected(&r, &container("exited", "x", "i", &[])));
+        assert!(!container_selected(
+            &r,
+            &container("running", "x", "i", &[])
+        ));
+    }
+
+    #[test]
+    fn any_name_may_match_any_name_glob() {
+        let r = rule(ContainerSelectors {
+            names: vec![glob("ci-*"), glob("runner-*")],
+            ..ContainerSelectors::default()
+        });
+        let mut c = container("exited", "web", "i", &[]);
+        assert!(!container_selected(&r, &c));
+        c.container.names.push("runner-7".to_owned());
+        assert!(container_selected(&r, &c));
+        assert!(container_selected(
+            &r,
+            &container("exited", "ci-job-1", "i", &[])
+        ));
+        let nameless = SnapContainer {
+            container: Container {
+                names: Vec::new(),
+                ..c.container.clone()
+            },
+            ..c
+        };
+        assert!(!container_selected(&r, &nameless));
+    }
+
+    #[test]
+    fn image_globs_match_the_reference_the_container_was_made_from() {
+        let r = rule(ContainerSelectors {
+            images: vec![glob("ci/**")],
+            ..ContainerSelectors::default()
+        });
+        assert!(container_selected(
+            &r,
+            &container("exited", "x", "ci/app/test:1", &[])
+        ));
+        assert!(!container_selected(
+            &r,
+            &container("exited", "x", "web/ci:1", &[])
+        ));
+        assert!(!container_selected(&r, &container("exited", "x", "", &[])));
+    }
+
+    #[test]
+    fn every_label_match_must_hold() {
+        let r = rule(ContainerSelectors {
+            labels: vec![
+                LabelMatch {
+                    key: "job".to_owned(),
+                    value: Some("build".to_owned()),
+                },
+                LabelMatch {
+                    key: "com.docker.compose.project".to_owned(),
+                    value: None,
+                },
+            ],
+            ..ContainerSelectors::default()
+        });
+        let both = [("job", "build"), ("com.docker.compose.project", "p")];
+        assert!(container_selected(
+            &r,
+            &container("exited", "x", "i", &both)
+        ));
+        assert!(!container_selected(
+            &r,
+            &container("exited", "x", "i", &[("job", "test"), both[1]])
+        ));
+        assert!(!container_selected(
+            &r,
+            &container("exited", "x", "i", &both[..1])
+        ));
+    }
 }

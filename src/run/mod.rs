@@ -30,7 +30,7 @@ pub mod state;
 use crate::engine::{Container, Engine, EngineError};
 use crate::gc::{plan, Plan};
 use crate::host::disk::{DiskProbe, Statvfs};
-use crate::inventory::{collect_with, CollectNeeds, DetailsCache, Snapshot};
+use crate::inventory::{collect_for, CollectNeeds, DetailsCache, Snapshot};
 use crate::policy::Policy;
 
 use self::execute::{execute, Removed, Report};
@@ -393,13 +393,14 @@ pub async fn run<E: Engine>(
         let st = &*state;
         let for_policy = CollectNeeds::for_policy(policy);
         let needs = needs.map_or(for_policy, |n| n.union(for_policy));
-        collect_with(
+        collect_for(
             engine,
             disk,
             root_dir,
             cache,
             &|id| st.tracked(id, now),
             needs,
+            &policy.container_rules,
         )
         .await?
     };

@@ -31,8 +31,9 @@ use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{
-    EventsOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+    EventsOptionsBuilder, InspectContainerOptions, InspectContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
 };
 use bollard::BollardRequest;
 use chrono::{DateTime, Utc};
@@ -41,8 +42,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{
-    CacheRemoval, Capabilities, Container, ContainerTimes, DeleteItem, Engine, EngineError,
-    EngineInfo, EventStream, ImageFacts, ImageSummary,
+    is_full_container_id, CacheRemoval, Capabilities, Container, ContainerDetails, ContainerTimes,
+    DeleteItem, Engine, EngineError, EngineInfo, EventStream, ImageFacts, ImageSummary,
 };
 
 mod build_cache;
@@ -992,6 +993,50 @@ impl Engine for Docker {
         })
     }
 
+    /// `GET /containers/{id}/json`, with `?size=1` when `size`. Only a
+    /// full container ID is inspected: any other text is `NotFound` without
+    /// a call (no container of this engine can have it as its ID).
+    async fn container_details(
+        &self,
+        id: &str,
+        size: bool,
+    ) -> Result<ContainerDetails, EngineError> {
+        if !is_full_container_id(id) {
+            return Err(EngineError::NotFound(format!(
+                "{id:?} is not a container ID (64 hex digits): not inspected"
+            )));
+        }
+        let options = InspectContainerOptionsBuilder::new().size(size).build();
+        let inspect = self
+            .call(
+                &format!("GET /containers/{id}/json"),
+                self.client.inspect_container(id, Some(options)),
+            )
+            .await?;
+        Ok(container_details(inspect))
+    }
+
+    /// `DELETE /containers/{id}?v=false&force=false`: never forced, never
+    /// a volume. Only a full container ID is sent; anything else is refused
+    /// before any call.
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+        if !is_full_container_id(id) {
+            return Err(EngineError::Other(format!(
+                "refusing to remove container {id:?}: not a container ID (64 hex digits)"
+            )));
+        }
+        let options = RemoveContainerOptionsBuilder::new()
+            .v(false)
+            .force(false)
+            .link(false)
+            .build();
+        self.call(
+            &format!("DELETE /containers/{id}"),
+            self.client.remove_container(id, Some(options)),
+        )
+        .await
+    }
+
     async fn resolve_image(&self, reference: &str) -> Result<String, EngineError> {
         let inspect = self
             .call(
@@ -1005,6 +1050,43 @@ impl Engine for Docker {
             ))
         })
     }
+}
+
+/// The details of one container's inspect answer.
+fn container_details(inspect: bollard::models::ContainerInspectResponse) -> ContainerDetails {
+    let state = inspect.state.unwrap_or_default();
+    let host = inspect.host_config.unwrap_or_default();
+    ContainerDetails {
+        started_at: state.started_at.as_deref().and_then(parse_engine_time),
+        finished_at: state.finished_at.as_deref().and_then(parse_engine_time),
+        restart_policy: host
+            .restart_policy
+            .and_then(|r| r.name)
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        volumes_from: host
+            .volumes_from
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| without_mount_mode(&v).to_owned())
+            .filter(|v| !v.is_empty())
+            .collect(),
+        network_container: host
+            .network_mode
+            .as_deref()
+            .and_then(|m| m.strip_prefix("container:"))
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        size_rw: inspect.size_rw.and_then(|s| u64::try_from(s).ok()),
+    }
+}
+
+/// A `VolumesFrom` entry without its `:ro` / `:rw` suffix.
+fn without_mount_mode(entry: &str) -> &str {
+    entry
+        .strip_suffix(":ro")
+        .or_else(|| entry.strip_suffix(":rw"))
+        .unwrap_or(entry)
 }
 
 /// Splits an engine address into its transport and the URL named in messages.
@@ -1210,6 +1292,70 @@ mod tests {
     #[test]
     fn empty_reference_lists_of_new_apis_stay_empty() {
         assert!(without_placeholder(Vec::new(), NONE_TAG).is_empty());
+    }
+
+    fn inspect(json: &str) -> bollard::models::ContainerInspectResponse {
+        serde_json::from_str(json).expect("an inspect answer")
+    }
+
+    #[test]
+    fn inspect_of_a_never_started_container_has_no_times_and_no_size_unless_asked() {
+        let d = container_details(inspect(
+            r#"{"State":{"Status":"created","StartedAt":"0001-01-01T00:00:00Z",
+                "FinishedAt":"0001-01-01T00:00:00Z"},
+               "HostConfig":{"RestartPolicy":{"Name":"no","MaximumRetryCount":0},
+                "NetworkMode":"none"}}"#,
+        ));
+        assert_eq!(
+            d,
+            ContainerDetails {
+                started_at: None,
+                finished_at: None,
+                restart_policy: "no".to_owned(),
+                volumes_from: Vec::new(),
+                network_container: None,
+                size_rw: None,
+            }
+        );
+    }
+
+    #[test]
+    fn inspect_of_an_exited_container_reads_times_mounts_network_and_size() {
+        let d = container_details(inspect(
+            r#"{"State":{"Status":"exited","StartedAt":"2026-12-02T06:00:00.5Z",
+                "FinishedAt":"2026-12-02T06:00:03.25Z"},
+               "HostConfig":{"RestartPolicy":{"Name":"always"},
+                "VolumesFrom":["data:ro","other:rw","plain"],
+                "NetworkMode":"container:abc123"},
+               "SizeRw":1048576}"#,
+        ));
+        assert_eq!(
+            d.started_at,
+            parse_engine_time("2026-12-02T06:00:00.5Z"),
+            "{d:?}"
+        );
+        assert!(d.started_at.is_some());
+        assert_eq!(d.finished_at, parse_engine_time("2026-12-02T06:00:03.25Z"));
+        assert_eq!(d.restart_policy, "always");
+        assert_eq!(d.volumes_from, strings(&["data", "other", "plain"]));
+        assert_eq!(d.network_container.as_deref(), Some("abc123"));
+        assert_eq!(d.size_rw, Some(1_048_576));
+    }
+
+    #[test]
+    fn only_full_container_ids_are_sent_to_the_engine() {
+        let id = "0123456789abcdef".repeat(4);
+        assert!(crate::engine::is_full_container_id(&id));
+        for hostile in [
+            "",
+            "ci-job",
+            "../images/sha256:aa",
+            &format!("{id}?force=1"),
+            &id.to_uppercase(),
+            &id[..63],
+        ] {
+            assert!(!crate::engine::is_full_container_id(hostile), "{hostile}");
+        }
     }
 
     #[test]
