@@ -172,6 +172,21 @@ pub fn judge(
     (verdicts, protections)
 }
 
+/// Every `[[containers]]` policy's verdict and every safety rule, for
+/// container `container` (index into the snapshot's `containers`): what
+/// `imagegc explain CONTAINER` shows. Skeleton (c9-report, so explain
+/// compiles): the planner part of issue 9 replaces it with the planner's own
+/// checks; until then it judges nothing.
+pub fn judge_container(
+    policy: &Policy,
+    snap: &Snapshot,
+    now: DateTime<Utc>,
+    container: usize,
+) -> (Vec<Verdict>, Vec<Protection>) {
+    let _ = (policy, snap.containers.get(container), now);
+    (Vec::new(), Vec::new())
+}
+
 /// Every `[[build_cache]]` policy's verdict and every safety rule, for one
 /// build-cache record (index into the snapshot's `cache.records`): what
 /// `imagegc explain RECORD-ID` shows. Verdicts and protections carry no
