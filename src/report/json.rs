@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use super::explain::{Explanation, RecordExplanation};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::inventory::Snapshot;
-use crate::run::execute::{Failed, Report};
+use crate::run::execute::{ContainerNotRemoved, Failed, Report};
 
 /// The version of every JSON document below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -46,6 +46,54 @@ pub struct PlanJson<'a> {
     /// Build-cache records in the snapshot (0 when the engine has none or
     /// they were not read).
     pub build_cache_records: usize,
+    /// Stopped-container removals, run before every image removal.
+    pub containers: Vec<ContainerRemovalJson<'a>>,
+    /// Containers a `[[containers]]` policy wanted, kept by a safety rule.
+    pub kept_containers: Vec<KeptContainerJson<'a>>,
+}
+
+/// One planned stopped-container removal.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerRemovalJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name (without the `/`).
+    pub name: &'a str,
+    /// Its state as the engine spells it (`exited`, `dead`, `created`).
+    pub state: &'a str,
+    /// When it finished (`State.FinishedAt`), or `null` if it never ran.
+    pub finished: Option<DateTime<Utc>>,
+    /// Its writable layer as the engine reports it (`SizeRw`), or `null`
+    /// when the engine did not say.
+    pub size_rw_bytes: Option<u64>,
+    /// Bytes removing it frees by itself (its writable layer).
+    pub reclaim_bytes: u64,
+    /// The `[[containers]]` policy that removes it.
+    pub policy: &'a str,
+    /// Why, in words.
+    pub reason: String,
+    /// Why, typed.
+    pub why: &'a Reasons,
+    /// Image IDs no container uses once it (and the container removals
+    /// before it) are done.
+    pub unpins: Vec<&'a str>,
+}
+
+/// One container kept by a safety rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptContainerJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its state as the engine spells it.
+    pub state: &'a str,
+    /// The policy that wanted it.
+    pub policy: &'a str,
+    /// The rule, in words.
+    pub reason: String,
+    /// The rule, typed (`kind` is the `imagegc_kept` metric's `reason`).
+    pub why: &'a KeptBecause,
 }
 
 /// One planned build-cache record removal.
@@ -108,6 +156,9 @@ pub struct RemovalJson<'a> {
     pub deletes_image: bool,
     /// False when the image's layer sizes are a best guess.
     pub sizes_exact: bool,
+    /// Names of the containers whose removal earlier in the plan unpinned
+    /// the image (empty when none used it).
+    pub unpinned_by: &'a [String],
 }
 
 /// One reference or image kept by a safety rule.
@@ -160,6 +211,57 @@ pub struct PassJson<'a> {
     pub records_failed: Vec<FailedRecordJson<'a>>,
     /// Record removals not attempted: the engine has no build cache.
     pub records_unsupported: usize,
+    /// Stopped containers the engine removed (their bytes are in
+    /// `reclaimed_bytes`).
+    pub containers_removed: Vec<RemovedContainerJson<'a>>,
+    /// Containers the engine refused with a 409 or 404: a normal outcome.
+    pub containers_not_removed: Vec<ContainerNotRemovedJson<'a>>,
+    /// Container removals that failed with another engine error.
+    pub containers_failed: Vec<ContainerNotRemovedJson<'a>>,
+    /// Image removals left for a later pass: a container pinning the image
+    /// was not removed. Not failures.
+    pub pinned_skipped: Vec<PinnedSkippedJson<'a>>,
+}
+
+/// One stopped container the engine removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedContainerJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// Bytes of its writable layer (the engine's `SizeRw`).
+    pub reclaimed_bytes: u64,
+}
+
+/// One container removal that did not happen.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerNotRemovedJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// `conflict`, `not_found` or `engine`.
+    pub kind: &'a str,
+    /// The engine's words.
+    pub message: &'a str,
+}
+
+/// One image removal left for a later pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinnedSkippedJson<'a> {
+    /// The image the removal was for.
+    pub image_id: &'a str,
+    /// The tag, or `null`.
+    pub reference: Option<&'a str>,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// The container (name) still using it.
+    pub container: &'a str,
 }
 
 /// One build-cache record the engine deleted.
@@ -247,6 +349,7 @@ impl<'a> PlanJson<'a> {
                     reclaim_bytes: r.reclaim_bytes,
                     deletes_image: r.deletes_image,
                     sizes_exact: snapshot.images[r.image].sizes_exact,
+                    unpinned_by: &r.unpinned_by,
                 })
                 .collect(),
             kept: plan
@@ -297,6 +400,45 @@ impl<'a> PlanJson<'a> {
                 })
                 .collect(),
             build_cache_records: snapshot.cache.len(),
+            containers: plan
+                .containers
+                .iter()
+                .map(|c| {
+                    let snap = snapshot.containers.get(c.container);
+                    let details = snap.and_then(|s| s.details.as_ref());
+                    ContainerRemovalJson {
+                        container_id: &c.container_id,
+                        name: &c.name,
+                        state: snap.map_or("", |s| s.container.state.as_str()),
+                        finished: details.and_then(|d| d.finished_at),
+                        size_rw_bytes: details.and_then(|d| d.size_rw),
+                        reclaim_bytes: c.reclaim_bytes,
+                        policy: &c.policy,
+                        reason: c.reason.to_string(),
+                        why: &c.reason,
+                        unpins: c
+                            .unpins
+                            .iter()
+                            .filter_map(|&i| snapshot.images.get(i).map(|m| m.id.as_str()))
+                            .collect(),
+                    }
+                })
+                .collect(),
+            kept_containers: plan
+                .kept_containers
+                .iter()
+                .map(|k| KeptContainerJson {
+                    container_id: &k.container_id,
+                    name: &k.name,
+                    state: snapshot
+                        .containers
+                        .get(k.container)
+                        .map_or("", |s| s.container.state.as_str()),
+                    policy: &k.policy,
+                    reason: k.reason.to_string(),
+                    why: &k.reason,
+                })
+                .collect(),
         }
     }
 }
@@ -367,6 +509,42 @@ impl<'a> PassJson<'a> {
             })
             .collect();
         let records_unsupported = report.map_or(0, |r| r.records_unsupported);
+        let not_removed = |list: &'a [ContainerNotRemoved]| {
+            list.iter()
+                .map(|x| ContainerNotRemovedJson {
+                    container_id: &x.container_id,
+                    name: &x.name,
+                    policy: &x.policy,
+                    kind: x.kind,
+                    message: &x.message,
+                })
+                .collect()
+        };
+        let containers_removed = report.map_or_else(Vec::new, |r| {
+            r.containers_removed
+                .iter()
+                .map(|x| RemovedContainerJson {
+                    container_id: &x.container_id,
+                    name: &x.name,
+                    policy: &x.policy,
+                    reclaimed_bytes: x.reclaimed_bytes,
+                })
+                .collect()
+        });
+        let containers_not_removed =
+            report.map_or_else(Vec::new, |r| not_removed(&r.containers_not_removed));
+        let containers_failed = report.map_or_else(Vec::new, |r| not_removed(&r.containers_failed));
+        let pinned_skipped = report.map_or_else(Vec::new, |r| {
+            r.pinned_skipped
+                .iter()
+                .map(|x| PinnedSkippedJson {
+                    image_id: &x.image_id,
+                    reference: x.reference.as_deref(),
+                    policy: &x.policy,
+                    container: &x.container,
+                })
+                .collect()
+        });
         Self {
             plan: PlanJson::new(plan, snapshot),
             dry_run,
@@ -381,6 +559,10 @@ impl<'a> PassJson<'a> {
             records_not_deleted,
             records_failed,
             records_unsupported,
+            containers_removed,
+            containers_not_removed,
+            containers_failed,
+            pinned_skipped,
         }
     }
 }
