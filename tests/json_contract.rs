@@ -280,6 +280,8 @@ struct ContainerOut {
     id: String,
     name: String,
     state: String,
+    removed_by: Option<String>,
+    kept_because: Option<Why>,
 }
 
 #[derive(Debug, Deserialize)]

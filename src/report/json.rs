@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use chrono::{DateTime, Utc};
 
-use super::explain::{Explanation, RecordExplanation};
+use super::explain::{ContainerExplanation, Explanation, RecordExplanation};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::inventory::Snapshot;
 use crate::run::execute::{ContainerNotRemoved, Failed, Report};
@@ -647,6 +647,10 @@ pub struct ContainerJson<'a> {
     pub name: &'a str,
     /// State.
     pub state: &'a str,
+    /// The `[[containers]]` policy the next pass removes it by, or `null`.
+    pub removed_by: Option<&'a str>,
+    /// Why the next pass keeps it although a policy wants it, or `null`.
+    pub kept_because: Option<&'a KeptBecause>,
 }
 
 /// One policy's view of one reference.
@@ -750,6 +754,8 @@ impl<'a> ExplainJson<'a> {
                     id: &c.id,
                     name: &c.name,
                     state: &c.state,
+                    removed_by: c.removed_by.as_deref(),
+                    kept_because: c.kept_because.as_ref(),
                 })
                 .collect(),
             parent: e.parent.as_deref(),
@@ -908,6 +914,100 @@ impl<'a> ExplainRecordJson<'a> {
                     })
                     .collect(),
             },
+            summary: e.summary(),
+        }
+    }
+}
+
+/// `imagegc explain CONTAINER --output json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainContainerJson<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `container`.
+    pub kind: &'static str,
+    /// The full container ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its state as the engine spells it.
+    pub state: &'a str,
+    /// The image ID it uses.
+    pub image_id: &'a str,
+    /// The image reference it was created from.
+    pub image_ref: &'a str,
+    /// Created time.
+    pub created: DateTime<Utc>,
+    /// Last start, or `null` (never started, or not inspected).
+    pub started: Option<DateTime<Utc>>,
+    /// Finish time, or `null`.
+    pub finished: Option<DateTime<Utc>>,
+    /// Restart policy, or `null` when not inspected.
+    pub restart_policy: Option<&'a str>,
+    /// Writable layer (`SizeRw`), or `null` when the engine did not say.
+    pub size_rw_bytes: Option<u64>,
+    /// How each `[[containers]]` policy sees it.
+    pub policies: Vec<PolicyJson<'a>>,
+    /// Every safety rule that protects it.
+    pub safety: Vec<SafetyJson<'a>>,
+    /// What the next pass would do with it.
+    pub next_pass: NextPassJson<'a>,
+    /// Images (first tag or short ID) its removal unpins.
+    pub unpins: &'a [String],
+    /// The one-line answer.
+    pub summary: String,
+}
+
+impl<'a> ExplainContainerJson<'a> {
+    /// The document for one container's explanation.
+    pub fn new(e: &'a ContainerExplanation) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            kind: "container",
+            container_id: &e.container_id,
+            name: &e.name,
+            state: &e.state,
+            image_id: &e.image_id,
+            image_ref: &e.image_ref,
+            created: e.created,
+            started: e.started_at,
+            finished: e.finished_at,
+            restart_policy: e.restart_policy.as_deref(),
+            size_rw_bytes: e.size_rw,
+            policies: e.verdicts.iter().map(policy_json).collect(),
+            safety: e
+                .protections
+                .iter()
+                .map(|p| SafetyJson {
+                    reference: None,
+                    rule: p.rule.to_string(),
+                    why: &p.rule,
+                })
+                .collect(),
+            next_pass: NextPassJson {
+                removals: e
+                    .removal
+                    .iter()
+                    .map(|r| NextRemovalJson {
+                        reference: None,
+                        policy: &r.policy,
+                        reason: r.reason.to_string(),
+                        why: &r.reason,
+                        reclaim_bytes: r.reclaim_bytes,
+                    })
+                    .collect(),
+                kept: e
+                    .kept
+                    .iter()
+                    .map(|k| NextKeptJson {
+                        reference: None,
+                        policy: &k.policy,
+                        reason: k.reason.to_string(),
+                        why: &k.reason,
+                    })
+                    .collect(),
+            },
+            unpins: &e.unpins,
             summary: e.summary(),
         }
     }
