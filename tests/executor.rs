@@ -1070,13 +1070,11 @@ mod containers {
             if let Some(cancel) = &self.cancel_after_first {
                 cancel.cancel();
             }
-            match scripted {
-                Some(err) => Err(err),
-                None => {
-                    self.inner.remove_container(id);
-                    Ok(())
-                }
+            if let Some(err) = scripted {
+                return Err(err);
             }
+            self.inner.remove_container(id);
+            Ok(())
         }
     }
 

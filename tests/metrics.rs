@@ -1147,7 +1147,6 @@ fn snapshot_with_containers() -> Snapshot {
     add("ci-2", "a", "exited");
     add("zombie", "c", "dead");
     add("odd", "e", "hibernating");
-    drop(add);
     let images = vec![
         image("a", &[], None, ago(48), &[("a1", 1000)]),
         image(

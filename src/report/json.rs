@@ -400,45 +400,8 @@ impl<'a> PlanJson<'a> {
                 })
                 .collect(),
             build_cache_records: snapshot.cache.len(),
-            containers: plan
-                .containers
-                .iter()
-                .map(|c| {
-                    let snap = snapshot.containers.get(c.container);
-                    let details = snap.and_then(|s| s.details.as_ref());
-                    ContainerRemovalJson {
-                        container_id: &c.container_id,
-                        name: &c.name,
-                        state: snap.map_or("", |s| s.container.state.as_str()),
-                        finished: details.and_then(|d| d.finished_at),
-                        size_rw_bytes: details.and_then(|d| d.size_rw),
-                        reclaim_bytes: c.reclaim_bytes,
-                        policy: &c.policy,
-                        reason: c.reason.to_string(),
-                        why: &c.reason,
-                        unpins: c
-                            .unpins
-                            .iter()
-                            .filter_map(|&i| snapshot.images.get(i).map(|m| m.id.as_str()))
-                            .collect(),
-                    }
-                })
-                .collect(),
-            kept_containers: plan
-                .kept_containers
-                .iter()
-                .map(|k| KeptContainerJson {
-                    container_id: &k.container_id,
-                    name: &k.name,
-                    state: snapshot
-                        .containers
-                        .get(k.container)
-                        .map_or("", |s| s.container.state.as_str()),
-                    policy: &k.policy,
-                    reason: k.reason.to_string(),
-                    why: &k.reason,
-                })
-                .collect(),
+            containers: containers_json(plan, snapshot),
+            kept_containers: kept_containers_json(plan, snapshot),
         }
     }
 }
@@ -509,42 +472,8 @@ impl<'a> PassJson<'a> {
             })
             .collect();
         let records_unsupported = report.map_or(0, |r| r.records_unsupported);
-        let not_removed = |list: &'a [ContainerNotRemoved]| {
-            list.iter()
-                .map(|x| ContainerNotRemovedJson {
-                    container_id: &x.container_id,
-                    name: &x.name,
-                    policy: &x.policy,
-                    kind: x.kind,
-                    message: &x.message,
-                })
-                .collect()
-        };
-        let containers_removed = report.map_or_else(Vec::new, |r| {
-            r.containers_removed
-                .iter()
-                .map(|x| RemovedContainerJson {
-                    container_id: &x.container_id,
-                    name: &x.name,
-                    policy: &x.policy,
-                    reclaimed_bytes: x.reclaimed_bytes,
-                })
-                .collect()
-        });
-        let containers_not_removed =
-            report.map_or_else(Vec::new, |r| not_removed(&r.containers_not_removed));
-        let containers_failed = report.map_or_else(Vec::new, |r| not_removed(&r.containers_failed));
-        let pinned_skipped = report.map_or_else(Vec::new, |r| {
-            r.pinned_skipped
-                .iter()
-                .map(|x| PinnedSkippedJson {
-                    image_id: &x.image_id,
-                    reference: x.reference.as_deref(),
-                    policy: &x.policy,
-                    container: &x.container,
-                })
-                .collect()
-        });
+        let (containers_removed, containers_not_removed, containers_failed, pinned_skipped) =
+            container_outcomes(report);
         Self {
             plan: PlanJson::new(plan, snapshot),
             dry_run,
@@ -565,6 +494,106 @@ impl<'a> PassJson<'a> {
             pinned_skipped,
         }
     }
+}
+
+/// The plan's container removals as JSON.
+fn containers_json<'a>(plan: &'a Plan, snapshot: &'a Snapshot) -> Vec<ContainerRemovalJson<'a>> {
+    plan.containers
+        .iter()
+        .map(|c| {
+            let snap = snapshot.containers.get(c.container);
+            let details = snap.and_then(|s| s.details.as_ref());
+            ContainerRemovalJson {
+                container_id: &c.container_id,
+                name: &c.name,
+                state: snap.map_or("", |s| s.container.state.as_str()),
+                finished: details.and_then(|d| d.finished_at),
+                size_rw_bytes: details.and_then(|d| d.size_rw),
+                reclaim_bytes: c.reclaim_bytes,
+                policy: &c.policy,
+                reason: c.reason.to_string(),
+                why: &c.reason,
+                unpins: c
+                    .unpins
+                    .iter()
+                    .filter_map(|&i| snapshot.images.get(i).map(|m| m.id.as_str()))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The plan's kept containers as JSON.
+fn kept_containers_json<'a>(plan: &'a Plan, snapshot: &'a Snapshot) -> Vec<KeptContainerJson<'a>> {
+    plan.kept_containers
+        .iter()
+        .map(|k| KeptContainerJson {
+            container_id: &k.container_id,
+            name: &k.name,
+            state: snapshot
+                .containers
+                .get(k.container)
+                .map_or("", |s| s.container.state.as_str()),
+            policy: &k.policy,
+            reason: k.reason.to_string(),
+            why: &k.reason,
+        })
+        .collect()
+}
+
+/// The JSON of what a pass's container removals did: removed, refused,
+/// failed, and the image removals left pinned.
+#[allow(clippy::type_complexity)] // four lists, named at the one caller
+fn container_outcomes<'a>(
+    report: Option<&'a Report>,
+) -> (
+    Vec<RemovedContainerJson<'a>>,
+    Vec<ContainerNotRemovedJson<'a>>,
+    Vec<ContainerNotRemovedJson<'a>>,
+    Vec<PinnedSkippedJson<'a>>,
+) {
+    let not_removed = |list: &'a [ContainerNotRemoved]| {
+        list.iter()
+            .map(|x| ContainerNotRemovedJson {
+                container_id: &x.container_id,
+                name: &x.name,
+                policy: &x.policy,
+                kind: x.kind,
+                message: &x.message,
+            })
+            .collect()
+    };
+    let containers_removed = report.map_or_else(Vec::new, |r| {
+        r.containers_removed
+            .iter()
+            .map(|x| RemovedContainerJson {
+                container_id: &x.container_id,
+                name: &x.name,
+                policy: &x.policy,
+                reclaimed_bytes: x.reclaimed_bytes,
+            })
+            .collect()
+    });
+    let containers_not_removed =
+        report.map_or_else(Vec::new, |r| not_removed(&r.containers_not_removed));
+    let containers_failed = report.map_or_else(Vec::new, |r| not_removed(&r.containers_failed));
+    let pinned_skipped = report.map_or_else(Vec::new, |r| {
+        r.pinned_skipped
+            .iter()
+            .map(|x| PinnedSkippedJson {
+                image_id: &x.image_id,
+                reference: x.reference.as_deref(),
+                policy: &x.policy,
+                container: &x.container,
+            })
+            .collect()
+    });
+    (
+        containers_removed,
+        containers_not_removed,
+        containers_failed,
+        pinned_skipped,
+    )
 }
 
 impl<'a> From<&'a Failed> for FailedJson<'a> {

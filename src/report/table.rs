@@ -748,6 +748,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one plan and its pass, read top to bottom
     fn container_removals_come_first_with_state_finish_size_and_unpins_and_the_images_say_by_whom()
     {
         use crate::engine::{Container, ContainerDetails, ImageFacts, ImageSummary};

@@ -291,21 +291,11 @@ pub async fn execute<E: Engine>(
         reclaimed_exact: source == ReclaimSource::ReportedLayers,
         ..Report::default()
     };
-    // Names of the containers still there after their removal was asked.
-    let mut still_pinned: HashSet<&str> = HashSet::new();
-    if !execute_containers(
-        engine,
-        snapshot,
-        plan,
-        cancel,
-        &mut ledger,
-        &mut still_pinned,
-        &mut report,
-    )
-    .await
-    {
+    let Some(still_pinned) =
+        execute_containers(engine, snapshot, plan, cancel, &mut ledger, &mut report).await
+    else {
         return report;
-    }
+    };
     for (n, removal) in plan.removals.iter().enumerate() {
         if cancel.is_cancelled() {
             report.cancelled = true;
@@ -313,23 +303,8 @@ pub async fn execute<E: Engine>(
             info!(skipped = report.skipped, "pass cancelled between removals");
             return report;
         }
-        if let Some(pin) = removal
-            .unpinned_by
-            .iter()
-            .find(|c| still_pinned.contains(c.as_str()))
-        {
-            info!(
-                policy = %removal.policy,
-                target = %removal.target(),
-                container = %pin,
-                "not removed this pass: container {pin} that uses it is still there"
-            );
-            report.pinned_skipped.push(PinnedSkipped {
-                image_id: removal.image_id.clone(),
-                reference: removal.reference.clone(),
-                policy: removal.policy.clone(),
-                container: pin.clone(),
-            });
+        if let Some(pinned) = still_pinned_by(removal, &still_pinned) {
+            report.pinned_skipped.push(pinned);
             continue;
         }
         let target = removal.target();
@@ -398,19 +373,40 @@ pub async fn execute<E: Engine>(
     report
 }
 
+/// The skip of image removal `removal` (logged) when a container it needed
+/// gone is still there, else `None`.
+fn still_pinned_by(removal: &Removal, still_pinned: &HashSet<&str>) -> Option<PinnedSkipped> {
+    let pin = removal
+        .unpinned_by
+        .iter()
+        .find(|c| still_pinned.contains(c.as_str()))?;
+    info!(
+        policy = %removal.policy,
+        target = %removal.target(),
+        container = %pin,
+        "not removed this pass: container {pin} that uses it is still there"
+    );
+    Some(PinnedSkipped {
+        image_id: removal.image_id.clone(),
+        reference: removal.reference.clone(),
+        policy: removal.policy.clone(),
+        container: pin.clone(),
+    })
+}
+
 /// The container removals of `plan`, before its image removals: one call
-/// each, in plan order. A container not removed goes into `still_pinned`
-/// (its name), so the image removals that needed it gone are skipped.
-/// Returns false when the pass stops here (cancelled, engine lost).
+/// each, in plan order. Returns the names of the containers not removed, so
+/// the image removals that needed them gone are skipped; `None` when the
+/// pass stops here (cancelled, engine lost).
 async fn execute_containers<'p, E: Engine>(
     engine: &E,
     snapshot: &Snapshot,
     plan: &'p Plan,
     cancel: &CancellationToken,
     ledger: &mut Ledger<'_>,
-    still_pinned: &mut HashSet<&'p str>,
     report: &mut Report,
-) -> bool {
+) -> Option<HashSet<&'p str>> {
+    let mut still_pinned = HashSet::new();
     let rest = |n: usize| plan.containers.len() - n + plan.removals.len() + plan.records.len();
     for (n, removal) in plan.containers.iter().enumerate() {
         if cancel.is_cancelled() {
@@ -420,7 +416,7 @@ async fn execute_containers<'p, E: Engine>(
                 skipped = report.skipped,
                 "pass cancelled between container removals"
             );
-            return false;
+            return None;
         }
         match engine.remove_container(&removal.container_id).await {
             Ok(()) => {
@@ -465,12 +461,12 @@ async fn execute_containers<'p, E: Engine>(
                     report.engine_lost = true;
                     report.skipped = rest(n + 1);
                     warn!(skipped = report.skipped, "engine unreachable; pass stops");
-                    return false;
+                    return None;
                 }
             }
         }
     }
-    true
+    Some(still_pinned)
 }
 
 /// The failure of container removal `removal`, logged: at info for a 409 or
