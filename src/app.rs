@@ -287,7 +287,8 @@ async fn connect_once(
     connected.map_err(|e| print_error(cli, &e.to_string())).ok()
 }
 
-/// `imagegc explain`: find the image (or else the build-cache record) and
+/// `imagegc explain`: find the image (or else the container, or else the
+/// build-cache record) and
 /// print what imagegc thinks of it.
 fn print_explanation(
     cli: &Cli,
@@ -307,6 +308,19 @@ fn print_explanation(
     let text = match found {
         explain::Target::Image(image) => {
             let e = explain::explain(policy, &outcome.snapshot, &outcome.plan, now, image);
+            match format {
+                Format::Json => serde_json::to_string_pretty(&e.to_json())?,
+                Format::Table => e.to_text(),
+            }
+        }
+        explain::Target::Container(container) => {
+            let e = explain::explain_container(
+                policy,
+                &outcome.snapshot,
+                &outcome.plan,
+                now,
+                container,
+            );
             match format {
                 Format::Json => serde_json::to_string_pretty(&e.to_json())?,
                 Format::Table => e.to_text(),

@@ -341,6 +341,13 @@ fn dashboard_has_the_promised_panels() {
     panel_with(&["sum by (outcome) (increase(imagegc_passes_total{"]);
     panel_with(&["imagegc_config_last_reload_successful{"]);
     panel_with(&["imagegc_config_reloads_total{"]);
+    panel_with(&["sum by (state) (imagegc_containers{"]);
+    panel_with(&[
+        "imagegc_stopped_container_bytes{",
+        "imagegc_pinned_image_bytes{",
+    ]);
+    panel_with(&["sum by (policy) (increase(imagegc_reclaimed_bytes_total{kind=\"container\""]);
+    panel_with(&["sum by (policy) (imagegc_reclaimable_bytes{kind=\"container\""]);
 }
 
 /// `(title, description, all query text)` of every panel but rows.

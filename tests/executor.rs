@@ -991,3 +991,328 @@ async fn on_a_real_engine_a_parent_named_before_its_child_is_not_deleted_and_the
     let left = docker.build_cache().await.expect("list the build cache");
     assert!(!left.iter().any(|r| r.id == parent), "{left:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Stopped containers (issue 9). The in-memory engine here is wrapped so each
+// container removal can be scripted (a 409, a 404, a lost engine) and every
+// removal call, container or image, lands in one log in call order.
+
+mod containers {
+    use super::*;
+    use imagegc::engine::{DeleteItem, EngineInfo};
+    use imagegc::gc::plan::{ContainerRemoval, Reason, Reasons};
+    use imagegc::snapshot::ImageFacts;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    /// A [`FakeEngine`] whose container removals follow a script.
+    struct Host {
+        inner: FakeEngine,
+        /// Container ID → the error its removal fails with.
+        script: Mutex<HashMap<String, EngineError>>,
+        /// `container <id>` / `image <target>`, in call order.
+        log: Mutex<Vec<String>>,
+        /// Cancelled right after the first container removal, when set.
+        cancel_after_first: Option<CancellationToken>,
+    }
+
+    impl Host {
+        fn new(inner: FakeEngine) -> Self {
+            Self {
+                inner,
+                script: Mutex::new(HashMap::new()),
+                log: Mutex::new(Vec::new()),
+                cancel_after_first: None,
+            }
+        }
+
+        fn fail(&self, id: &str, err: EngineError) {
+            self.script
+                .lock()
+                .expect("script")
+                .insert(id.to_string(), err);
+        }
+
+        fn log(&self) -> Vec<String> {
+            self.log.lock().expect("log").clone()
+        }
+    }
+
+    impl Engine for Host {
+        async fn info(&self) -> Result<EngineInfo, EngineError> {
+            self.inner.info().await
+        }
+        async fn list_images(&self) -> Result<Vec<imagegc::engine::ImageSummary>, EngineError> {
+            self.inner.list_images().await
+        }
+        async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+            self.inner.list_containers().await
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn image_details(&self, image_id: &str) -> Result<ImageFacts, EngineError> {
+            self.inner.image_details(image_id).await
+        }
+        async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
+            self.log
+                .lock()
+                .expect("log")
+                .push(format!("image {target}"));
+            self.inner.remove_image(target).await
+        }
+        async fn remove_container(&self, id: &str) -> Result<(), EngineError> {
+            self.log
+                .lock()
+                .expect("log")
+                .push(format!("container {id}"));
+            let scripted = self.script.lock().expect("script").remove(id);
+            if let Some(cancel) = &self.cancel_after_first {
+                cancel.cancel();
+            }
+            if let Some(err) = scripted {
+                return Err(err);
+            }
+            self.inner.remove_container(id);
+            Ok(())
+        }
+    }
+
+    fn stopped(id: &str, name: &str, image_id: &str) -> Container {
+        Container {
+            image_ref: "ci/job".to_string(),
+            labels: std::collections::BTreeMap::new(),
+            id: id.to_string(),
+            names: vec![name.to_string()],
+            image_id: image_id.to_string(),
+            state: "exited".to_string(),
+            created: ago(3 * DAY),
+        }
+    }
+
+    /// `ci/job:1` (500 bytes) pinned by `ci-job-1`, `ci/job:2` (700) pinned by
+    /// `ci-job-2`, and the unused `a:1` (100).
+    fn ci_host() -> Host {
+        let engine = FakeEngine::new();
+        engine.add_image(image("sha256:ci1", &["ci/job:1"], &[("sha256:d-ci1", 500)]));
+        engine.add_image(image("sha256:ci2", &["ci/job:2"], &[("sha256:d-ci2", 700)]));
+        engine.add_image(image("sha256:a", &["a:1"], &[("sha256:d-a", 100)]));
+        engine.add_container(stopped("c1c1c1c1c1c1", "ci-job-1", "sha256:ci1"));
+        engine.add_container(stopped("c2c2c2c2c2c2", "ci-job-2", "sha256:ci2"));
+        Host::new(engine)
+    }
+
+    /// The snapshot of `host` with the details collect would read (finish
+    /// times, writable layers of 40 and 60 bytes, or none for `no_size`), and
+    /// the plan the planner makes of it: both containers, then the images they
+    /// unpin, then `a:1`.
+    async fn planned(host: &Host, no_size: Option<&str>) -> (Snapshot, Plan) {
+        let mut snap = snapshot_of(host).await;
+        for c in &mut snap.containers {
+            let size = if Some(c.container.id.as_str()) == no_size {
+                None
+            } else if c.container.id.starts_with("c1") {
+                Some(40)
+            } else {
+                Some(60)
+            };
+            c.details = Some(imagegc::engine::ContainerDetails {
+                started_at: Some(ago(2 * DAY)),
+                finished_at: Some(ago(DAY)),
+                restart_policy: "no".to_string(),
+                size_rw: size,
+                ..imagegc::engine::ContainerDetails::default()
+            });
+        }
+        let index = |id: &str| {
+            snap.containers
+                .iter()
+                .position(|c| c.container.id == id)
+                .expect("listed")
+        };
+        let image = |id: &str| snap.images.iter().position(|i| i.id == id).expect("listed");
+        let container = |id: &str, name: &str, bytes: u64, unpins: usize| ContainerRemoval {
+            container: index(id),
+            container_id: id.to_string(),
+            name: name.to_string(),
+            policy: "finished-ci-jobs".to_string(),
+            reason: Reasons(vec![Reason::ExitedFor {
+                idle: chrono::TimeDelta::days(1),
+                limit: chrono::TimeDelta::hours(6),
+                since: "finished",
+            }]),
+            reclaim_bytes: bytes,
+            unpins: vec![unpins],
+        };
+        let removal = |id: &str, tag: &str, bytes: u64, by: &[&str]| Removal {
+            image: image(id),
+            image_id: id.to_string(),
+            reference: Some(tag.to_string()),
+            policy: "stale".to_string(),
+            reason: Reasons(vec![Reason::OlderThan {
+                age: chrono::TimeDelta::days(30),
+                limit: chrono::TimeDelta::days(7),
+            }]),
+            reclaim_bytes: bytes,
+            deletes_image: true,
+            unpinned_by: by.iter().map(ToString::to_string).collect(),
+        };
+        let plan = Plan {
+            containers: vec![
+                container("c1c1c1c1c1c1", "ci-job-1", 40, image("sha256:ci1")),
+                container("c2c2c2c2c2c2", "ci-job-2", 60, image("sha256:ci2")),
+            ],
+            removals: vec![
+                removal("sha256:ci1", "ci/job:1", 500, &["ci-job-1"]),
+                removal("sha256:ci2", "ci/job:2", 700, &["ci-job-2"]),
+                removal("sha256:a", "a:1", 100, &[]),
+            ],
+            reclaim_bytes: 40 + 60 + 500 + 700 + 100,
+            ..Plan::default()
+        };
+        (snap, plan)
+    }
+
+    #[tokio::test]
+    async fn containers_are_removed_first_one_call_each_then_the_images_they_unpinned() {
+        let host = ci_host();
+        let (snap, plan) = planned(&host, None).await;
+
+        let report = execute(&host, &snap, &plan, &CancellationToken::new()).await;
+
+        assert_eq!(
+            host.log(),
+            vec![
+                "container c1c1c1c1c1c1",
+                "container c2c2c2c2c2c2",
+                "image ci/job:1",
+                "image ci/job:2",
+                "image a:1"
+            ]
+        );
+        let removed: Vec<(&str, u64)> = report
+            .containers_removed
+            .iter()
+            .map(|c| (c.name.as_str(), c.reclaimed_bytes))
+            .collect();
+        assert_eq!(removed, vec![("ci-job-1", 40), ("ci-job-2", 60)]);
+        assert_eq!(report.containers_removed[0].policy, "finished-ci-jobs");
+        assert_eq!(done_targets(&report), vec!["ci/job:1", "ci/job:2", "a:1"]);
+        assert_eq!(report.container_bytes(), 100);
+        assert_eq!(report.reclaimed_bytes, 100 + 500 + 700 + 100);
+        assert!(report.reclaimed_exact, "SizeRw is the engine's own figure");
+        assert!(report.failed.is_empty() && report.pinned_skipped.is_empty());
+        assert!(host.inner.image_ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_conflict_on_a_container_is_normal_and_the_image_it_pins_waits_for_the_next_pass() {
+        let host = ci_host();
+        let (snap, plan) = planned(&host, None).await;
+        host.fail(
+            "c2c2c2c2c2c2",
+            EngineError::Conflict("container is running again".into()),
+        );
+
+        let report = execute(&host, &snap, &plan, &CancellationToken::new()).await;
+
+        assert_eq!(
+            host.log(),
+            vec![
+                "container c1c1c1c1c1c1",
+                "container c2c2c2c2c2c2",
+                "image ci/job:1",
+                "image a:1"
+            ],
+            "ci/job:2 is not even tried"
+        );
+        assert_eq!(report.containers_removed.len(), 1);
+        assert_eq!(report.containers_not_removed.len(), 1);
+        let not = &report.containers_not_removed[0];
+        assert_eq!(
+            (not.name.as_str(), not.kind, not.policy.as_str()),
+            ("ci-job-2", "conflict", "finished-ci-jobs")
+        );
+        assert_eq!(report.pinned_skipped.len(), 1);
+        let pinned = &report.pinned_skipped[0];
+        assert_eq!(
+            (pinned.reference.as_deref(), pinned.container.as_str()),
+            (Some("ci/job:2"), "ci-job-2")
+        );
+        assert!(report.failed.is_empty(), "a pinned image is no failure");
+        assert!(report.containers_failed.is_empty());
+        assert_eq!((report.skipped, report.engine_lost), (0, false));
+        assert_eq!(report.reclaimed_bytes, 40 + 500 + 100);
+        assert_eq!(host.inner.image_ids(), vec!["sha256:ci2"]);
+    }
+
+    #[tokio::test]
+    async fn a_container_already_gone_is_not_found_and_its_image_waits_too() {
+        let host = ci_host();
+        let (snap, plan) = planned(&host, None).await;
+        host.fail(
+            "c1c1c1c1c1c1",
+            EngineError::NotFound("no such container".into()),
+        );
+
+        let report = execute(&host, &snap, &plan, &CancellationToken::new()).await;
+
+        assert_eq!(report.containers_not_removed[0].kind, "not_found");
+        assert_eq!(
+            report.pinned_skipped[0].reference.as_deref(),
+            Some("ci/job:1")
+        );
+        assert_eq!(done_targets(&report), vec!["ci/job:2", "a:1"]);
+        assert_eq!(report.reclaimed_bytes, 60 + 700 + 100);
+    }
+
+    #[tokio::test]
+    async fn a_lost_engine_at_a_container_stops_the_pass_before_any_image() {
+        let host = ci_host();
+        let (snap, plan) = planned(&host, None).await;
+        host.fail(
+            "c1c1c1c1c1c1",
+            EngineError::Unavailable {
+                address: "unix:///var/run/docker.sock".into(),
+                reason: "connection refused".into(),
+            },
+        );
+
+        let report = execute(&host, &snap, &plan, &CancellationToken::new()).await;
+
+        assert_eq!(host.log(), vec!["container c1c1c1c1c1c1"]);
+        assert!(report.engine_lost);
+        assert_eq!(report.containers_failed.len(), 1);
+        assert_eq!(report.containers_failed[0].kind, "engine");
+        assert_eq!(report.skipped, 1 + 3, "one container and three images");
+        assert_eq!(report.reclaimed_bytes, 0);
+    }
+
+    #[tokio::test]
+    async fn a_pass_cancelled_during_a_container_removal_finishes_it_and_stops_before_the_next() {
+        let mut host = ci_host();
+        let cancel = CancellationToken::new();
+        host.cancel_after_first = Some(cancel.clone());
+        let (snap, plan) = planned(&host, None).await;
+
+        let report = execute(&host, &snap, &plan, &cancel).await;
+
+        assert_eq!(host.log(), vec!["container c1c1c1c1c1c1"]);
+        assert!(report.cancelled);
+        assert_eq!(report.containers_removed.len(), 1);
+        assert_eq!(report.skipped, 1 + 3);
+        assert_eq!(report.reclaimed_bytes, 40);
+        assert_eq!(host.inner.image_ids().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_container_whose_size_the_engine_did_not_report_makes_the_bytes_an_estimate() {
+        let host = ci_host();
+        let (snap, plan) = planned(&host, Some("c2c2c2c2c2c2")).await;
+
+        let report = execute(&host, &snap, &plan, &CancellationToken::new()).await;
+
+        assert_eq!(report.containers_removed.len(), 2);
+        assert!(!report.reclaimed_exact);
+    }
+}

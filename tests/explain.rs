@@ -161,7 +161,8 @@ fn explain_says_why_each_image_goes_or_stays_and_the_pass_agrees() {
         &lab.reference("app", "missing"),
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no image or build-cache record matches"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no image, container or build-cache record matches"));
 
     // And the pass does what explain said.
     let out = imagegc(&["--config", policy, "once", "--output", "json"]);

@@ -32,6 +32,62 @@ struct PlanOut {
     records: Vec<RecordOut>,
     kept_records: Vec<KeptRecordOut>,
     build_cache_records: usize,
+    containers: Vec<ContainerRemovalOut>,
+    kept_containers: Vec<KeptContainerOut>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainerRemovalOut {
+    container_id: String,
+    name: String,
+    state: String,
+    finished: Option<DateTime<Utc>>,
+    size_rw_bytes: Option<u64>,
+    reclaim_bytes: u64,
+    policy: String,
+    reason: String,
+    why: Vec<Why>,
+    unpins: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeptContainerOut {
+    container_id: String,
+    name: String,
+    state: String,
+    policy: String,
+    reason: String,
+    why: Why,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemovedContainerOut {
+    container_id: String,
+    name: String,
+    policy: String,
+    reclaimed_bytes: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContainerNotRemovedOut {
+    container_id: String,
+    name: String,
+    policy: String,
+    kind: String,
+    message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinnedSkippedOut {
+    image_id: String,
+    reference: Option<String>,
+    policy: String,
+    container: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +177,7 @@ struct RemovalOut {
     reclaim_bytes: u64,
     deletes_image: bool,
     sizes_exact: bool,
+    unpinned_by: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -158,6 +215,12 @@ struct PassOut {
     records_not_deleted: Vec<RecordNotDeletedOut>,
     records_failed: Vec<FailedRecordOut>,
     records_unsupported: usize,
+    containers: Vec<ContainerRemovalOut>,
+    kept_containers: Vec<KeptContainerOut>,
+    containers_removed: Vec<RemovedContainerOut>,
+    containers_not_removed: Vec<ContainerNotRemovedOut>,
+    containers_failed: Vec<ContainerNotRemovedOut>,
+    pinned_skipped: Vec<PinnedSkippedOut>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,6 +280,8 @@ struct ContainerOut {
     id: String,
     name: String,
     state: String,
+    removed_by: Option<String>,
+    kept_because: Option<Why>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -668,5 +733,172 @@ mod build_cache {
         assert_eq!(out.children, vec!["busyrecord000002"]);
         assert_eq!(out.next_pass.removals.len(), 1);
         assert_eq!(out.next_pass.removals[0].reclaim_bytes, 300);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stopped containers: the plan's container removals and kept containers, the
+// pass's container outcomes, checked on the in-memory engine (the shared
+// engine's containers are c9-engine's real-engine tests).
+
+mod containers {
+    use super::*;
+    use imagegc::engine::{Container, ContainerDetails};
+    use imagegc::fake::{self, FakeEngine};
+    use imagegc::gc::plan::{
+        ContainerRemoval, KeptBecause, KeptContainer, Reason, Reasons, Removal,
+    };
+    use imagegc::host::disk::{DiskProbe, FixedDisk};
+    use imagegc::run::execute::{ContainerNotRemoved, PinnedSkipped, RemovedContainer, Report};
+    use imagegc::snapshot::{collect, DetailsCache, Snapshot, Tracked};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    fn strict<T: DeserializeOwned>(value: &Value) -> T {
+        serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("the documented JSON: {e}\n{value:#}"))
+    }
+
+    fn finished() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T06:00:00Z")
+            .expect("a time")
+            .with_timezone(&Utc)
+    }
+
+    async fn snapshot() -> Snapshot {
+        let engine = FakeEngine::new();
+        let created = Utc::now() - TimeDelta::days(9);
+        engine.add_image(fake::image(
+            "sha256:ci1",
+            &["ci/job:1"],
+            created,
+            &[("sha256:d1", 500)],
+        ));
+        for (id, name, state) in [
+            ("c1c1c1c1c1c1", "ci-job-1", "exited"),
+            ("c2c2c2c2c2c2", "web", "running"),
+        ] {
+            engine.add_container(Container {
+                id: id.to_string(),
+                names: vec![name.to_string()],
+                image_id: "sha256:ci1".to_string(),
+                image_ref: "ci/job:1".to_string(),
+                labels: BTreeMap::new(),
+                state: state.to_string(),
+                created,
+            });
+        }
+        let no_disk: Arc<dyn DiskProbe> = Arc::new(FixedDisk::new(None));
+        let mut snap = collect(&engine, &no_disk, None, &mut DetailsCache::new(), &|_| {
+            Tracked::default()
+        })
+        .await
+        .expect("the fake engine answers");
+        snap.containers[0].details = Some(ContainerDetails {
+            finished_at: Some(finished()),
+            size_rw: Some(4096),
+            ..ContainerDetails::default()
+        });
+        snap
+    }
+
+    fn plan_with_containers(snap: &Snapshot) -> imagegc::plan::Plan {
+        imagegc::plan::Plan {
+            containers: vec![ContainerRemoval {
+                container: 0,
+                container_id: "c1c1c1c1c1c1".to_string(),
+                name: "ci-job-1".to_string(),
+                policy: "finished-ci-jobs".to_string(),
+                reason: Reasons(vec![Reason::ExitedFor {
+                    idle: TimeDelta::hours(8),
+                    limit: TimeDelta::hours(6),
+                    since: "finished",
+                }]),
+                reclaim_bytes: 4096,
+                unpins: vec![0],
+            }],
+            kept_containers: vec![KeptContainer {
+                container: 1,
+                container_id: "c2c2c2c2c2c2".to_string(),
+                name: "web".to_string(),
+                policy: "finished-ci-jobs".to_string(),
+                reason: KeptBecause::ContainerActive {
+                    state: "running".to_string(),
+                },
+            }],
+            removals: vec![Removal {
+                image: 0,
+                image_id: snap.images[0].id.clone(),
+                reference: Some("ci/job:1".to_string()),
+                policy: "stale".to_string(),
+                reason: Reasons(vec![Reason::OlderThan {
+                    age: TimeDelta::days(9),
+                    limit: TimeDelta::days(7),
+                }]),
+                reclaim_bytes: 500,
+                deletes_image: true,
+                unpinned_by: vec!["ci-job-1".to_string()],
+            }],
+            reclaim_bytes: 4096 + 500,
+            ..imagegc::plan::Plan::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn plan_and_pass_json_carry_container_removals_kept_containers_and_their_outcomes() {
+        let snap = snapshot().await;
+        let plan = plan_with_containers(&snap);
+        let out: PlanOut = strict(&imagegc::output::plan_json(&plan, &snap));
+        assert_eq!(out.containers.len(), 1);
+        let c = &out.containers[0];
+        assert_eq!(
+            (c.container_id.as_str(), c.name.as_str(), c.state.as_str()),
+            ("c1c1c1c1c1c1", "ci-job-1", "exited")
+        );
+        assert_eq!(c.finished, Some(finished()));
+        assert_eq!((c.size_rw_bytes, c.reclaim_bytes), (Some(4096), 4096));
+        assert_eq!(c.unpins, vec!["sha256:ci1".to_string()]);
+        assert_eq!(kind(&c.why[0]), "exited_for");
+        assert_eq!(c.reason, "exited for 8h (exited_for 6h)");
+        assert_eq!(out.kept_containers[0].state, "running");
+        assert_eq!(kind(&out.kept_containers[0].why), "container_active");
+        assert_eq!(out.removals[0].unpinned_by, vec!["ci-job-1".to_string()]);
+
+        let report = Report {
+            containers_removed: vec![RemovedContainer {
+                container_id: "c1c1c1c1c1c1".to_string(),
+                name: "ci-job-1".to_string(),
+                policy: "finished-ci-jobs".to_string(),
+                reclaimed_bytes: 4096,
+            }],
+            containers_not_removed: vec![ContainerNotRemoved {
+                container_id: "c3c3c3c3c3c3".to_string(),
+                name: "ci-job-3".to_string(),
+                policy: "finished-ci-jobs".to_string(),
+                kind: "conflict",
+                message: "running again".to_string(),
+            }],
+            pinned_skipped: vec![PinnedSkipped {
+                image_id: "sha256:ci3".to_string(),
+                reference: Some("ci/job:3".to_string()),
+                policy: "stale".to_string(),
+                container: "ci-job-3".to_string(),
+            }],
+            reclaimed_bytes: 4096,
+            ..Report::default()
+        };
+        let out: PassOut = strict(&imagegc::output::pass_json(
+            &plan,
+            &snap,
+            Some(&report),
+            false,
+        ));
+        assert_eq!(out.containers_removed[0].reclaimed_bytes, 4096);
+        assert_eq!(out.containers_not_removed[0].kind, "conflict");
+        assert_eq!(out.pinned_skipped[0].container, "ci-job-3");
+        assert!(out.containers_failed.is_empty());
+        // A dry run has the same fields, empty.
+        let out: PassOut = strict(&imagegc::output::pass_json(&plan, &snap, None, true));
+        assert!(out.containers_removed.is_empty() && out.containers.len() == 1);
     }
 }

@@ -1101,3 +1101,232 @@ fn build_cache_shows_its_bytes_by_sharing_its_records_and_what_its_policies_recl
         1.0,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Stopped containers (issue 9).
+
+/// [`POLICY`] with a `[[containers]]` table `old-jobs` (built from the
+/// validated types: the policy file's `[[containers]]` is another part's).
+fn policy_with_containers() -> Policy {
+    let mut policy = parse(POLICY);
+    policy.container_rules.push(imagegc::policy::ContainerRule {
+        name: "old-jobs".to_string(),
+        selectors: imagegc::policy::ContainerSelectors::default(),
+        conditions: imagegc::policy::ContainerConditions {
+            exited_for: Some(Duration::from_secs(3600)),
+            older_than: None,
+        },
+    });
+    policy
+}
+
+/// [`snapshot`] plus: `ci-1` (exited, 700-byte writable layer) the only user
+/// of `ci/app:1` (2500 layer bytes), `ci-2` (exited, size not read) the only
+/// user of `a` (1000), a dead container with 30 bytes on `web:1` (which the
+/// running `web` also uses, so it is not pinned by stopped containers only),
+/// and one in a state this imagegc does not know.
+fn snapshot_with_containers() -> Snapshot {
+    let base = snapshot();
+    let mut containers: Vec<Container> = base
+        .containers
+        .iter()
+        .map(|c| c.container.clone())
+        .collect();
+    let mut add = |name: &str, image: &str, state: &str| {
+        containers.push(Container {
+            id: id(name),
+            names: vec![name.to_string()],
+            image_id: id(image),
+            state: state.to_string(),
+            created: ago(30),
+            image_ref: String::new(),
+            labels: BTreeMap::new(),
+        });
+    };
+    add("ci-1", "b", "exited");
+    add("ci-2", "a", "exited");
+    add("zombie", "c", "dead");
+    add("odd", "e", "hibernating");
+    let images = vec![
+        image("a", &[], None, ago(48), &[("a1", 1000)]),
+        image(
+            "b",
+            &["ci/app:1"],
+            None,
+            ago(30 * 24),
+            &[("base", 500), ("b1", 2000)],
+        ),
+        image(
+            "c",
+            &["web:1"],
+            None,
+            ago(30 * 24),
+            &[("base", 500), ("c1", 300)],
+        ),
+        image(
+            "d",
+            &[],
+            None,
+            now() - TimeDelta::minutes(10),
+            &[("d1", 100)],
+        ),
+        image(
+            "e",
+            &["web:2"],
+            Some("d"),
+            now() - TimeDelta::minutes(10),
+            &[("d1", 100), ("e1", 50)],
+        ),
+    ];
+    let mut snap = Snapshot::build(images, containers, base.disk);
+    for c in &mut snap.containers {
+        let size = match c.container.names[0].as_str() {
+            "ci-1" => Some(700),
+            "zombie" => Some(30),
+            "web" => Some(5),
+            _ => None,
+        };
+        c.details = Some(imagegc::engine::ContainerDetails {
+            size_rw: size,
+            ..imagegc::engine::ContainerDetails::default()
+        });
+    }
+    snap
+}
+
+#[test]
+fn containers_are_counted_by_state_with_the_bytes_stopped_ones_hold_and_the_images_they_pin() {
+    use imagegc::gc::plan::{ContainerRemoval, KeptBecause, KeptContainer, Reasons};
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy_with_containers());
+    let snap = snapshot_with_containers();
+    let index = |name: &str| {
+        snap.containers
+            .iter()
+            .position(|c| c.container.names[0] == name)
+            .expect("listed")
+    };
+    let plan = Plan {
+        containers: vec![ContainerRemoval {
+            container: index("ci-1"),
+            container_id: id("ci-1"),
+            name: "ci-1".to_string(),
+            policy: "old-jobs".to_string(),
+            reason: Reasons(Vec::new()),
+            reclaim_bytes: 700,
+            unpins: vec![1],
+        }],
+        kept_containers: vec![KeptContainer {
+            container: index("web"),
+            container_id: id("c0"),
+            name: "web".to_string(),
+            policy: "old-jobs".to_string(),
+            reason: KeptBecause::ContainerActive {
+                state: "running".to_string(),
+            },
+        }],
+        ..Plan::default()
+    };
+    metrics.record_inventory(&snap, &plan);
+    let text = metrics.render();
+    for (state, n) in [
+        ("running", 1.0),
+        ("exited", 2.0),
+        ("dead", 1.0),
+        ("other", 1.0),
+        ("created", 0.0),
+        ("paused", 0.0),
+        ("restarting", 0.0),
+        ("removing", 0.0),
+    ] {
+        assert_value(
+            &text,
+            &format!(r#"imagegc_containers{{state="{state}"}}"#),
+            n,
+        );
+    }
+    // 700 (ci-1) + 30 (zombie); web runs, ci-2's size was not read.
+    assert_value(&text, "imagegc_stopped_container_bytes", 730.0);
+    // ci/app:1 (500 + 2000) and a (1000); web:1 has a running user.
+    assert_value(&text, "imagegc_pinned_image_bytes", 3500.0);
+    assert_value(
+        &text,
+        r#"imagegc_reclaimable_bytes{kind="container",policy="old-jobs"}"#,
+        700.0,
+    );
+    assert_value(&text, r#"imagegc_kept{reason="container_active"}"#, 1.0);
+}
+
+#[test]
+fn a_pass_counts_containers_removed_refused_and_failed_with_their_bytes_as_kind_container() {
+    use imagegc::execute::{ContainerNotRemoved, RemovedContainer};
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy_with_containers());
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_removed_containers_total{policy="old-jobs"}"#,
+        0.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_containers_not_removed_total{policy="old-jobs"}"#,
+        0.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{kind="container",policy="old-jobs"}"#,
+        0.0,
+    );
+    let not = |kind: &'static str| ContainerNotRemoved {
+        container_id: id("ci-9"),
+        name: "ci-9".to_string(),
+        policy: "old-jobs".to_string(),
+        kind,
+        message: "test".to_string(),
+    };
+    let report = Report {
+        containers_removed: vec![RemovedContainer {
+            container_id: id("ci-1"),
+            name: "ci-1".to_string(),
+            policy: "old-jobs".to_string(),
+            reclaimed_bytes: 700,
+        }],
+        containers_not_removed: vec![not("conflict")],
+        containers_failed: vec![not("engine")],
+        reclaimed_bytes: 700,
+        ..Report::default()
+    };
+    metrics.record_pass(
+        PassOutcome::Success,
+        Some(&report),
+        Duration::from_millis(5),
+        now(),
+    );
+    let text = metrics.render();
+    assert_value(
+        &text,
+        r#"imagegc_removed_containers_total{policy="old-jobs"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_containers_not_removed_total{policy="old-jobs"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_reclaimed_bytes_total{kind="container",policy="old-jobs"}"#,
+        700.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removal_failures_total{kind="engine"}"#,
+        1.0,
+    );
+    assert_value(
+        &text,
+        r#"imagegc_removal_failures_total{kind="conflict"}"#,
+        0.0,
+    );
+}

@@ -105,12 +105,13 @@ pub enum Command {
     /// size and unique bytes, created / first seen / last used (and where
     /// that came from), how every policy sees it, every safety rule that
     /// protects it, and what the next pass would do. A target that names no
-    /// image is looked up among the build-cache records and the same is
-    /// shown for the record. Changes nothing.
+    /// image is looked up among the containers, then the build-cache
+    /// records, and the same is shown for what it names. Changes nothing.
     Explain {
         /// A reference (repo:tag, repo@digest, repo meaning repo:latest), an
-        /// image ID or unique ID prefix, or a build-cache record ID or unique
-        /// prefix of at least 4 characters.
+        /// image ID or unique ID prefix; else a container name, ID or unique ID
+        /// prefix of at least 4 characters; else a build-cache record ID or
+        /// unique prefix of at least 4 characters.
         target: String,
         #[command(flatten)]
         output: OutputArgs,

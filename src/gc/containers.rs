@@ -11,44 +11,16 @@ use super::conditions::{check_container, Check, ContainerCondition};
 use super::plan::{KeptBecause, KeptContainer, Reason, Reasons};
 use super::{safety, Planner};
 use crate::inventory::SnapContainer;
-use crate::policy::{ContainerRule, StoppedState};
-
-/// States a `[[containers]]` rule without `states` selects.
-const DEFAULT_STATES: [StoppedState; 2] = [StoppedState::Exited, StoppedState::Dead];
+use crate::policy::ContainerRule;
 
 /// Selectors: the container's state is one of the rule's `states` (none
 /// given: `exited`, `dead`), any name matches any `names` glob, its image
 /// reference matches an `images` glob, and every `labels` entry matches.
 ///
-/// Private copy of `inventory::container_selected` (written by the engine
-/// part of issue 9) until the two branches meet; the planner must use that
-/// one once it is in `inventory`, so collect and the plan agree.
+/// The rule's selectors pick the container: `inventory::container_selected`,
+/// the one collect uses to decide which containers to size, so the two agree.
 pub(super) fn container_selected(rule: &ContainerRule, c: &SnapContainer) -> bool {
-    let sel = &rule.selectors;
-    let container = &c.container;
-    let Some(state) = StoppedState::from_engine(&container.state) else {
-        return false;
-    };
-    let states: &[StoppedState] = if sel.states.is_empty() {
-        &DEFAULT_STATES
-    } else {
-        &sel.states
-    };
-    if !states.contains(&state) {
-        return false;
-    }
-    if !sel.names.is_empty()
-        && !container.names.iter().any(|n| {
-            let n = n.trim_start_matches('/');
-            sel.names.iter().any(|g| g.is_match(n))
-        })
-    {
-        return false;
-    }
-    if !sel.images.is_empty() && !sel.images.iter().any(|g| g.is_match(&container.image_ref)) {
-        return false;
-    }
-    sel.labels.iter().all(|l| l.matches(&container.labels))
+    crate::inventory::container_selected(rule, c)
 }
 
 /// The rule's label selectors name Compose's project label.

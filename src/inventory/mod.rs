@@ -769,10 +769,11 @@ pub fn container_selected(rule: &ContainerRule, c: &SnapContainer) -> bool {
     };
     state_ok
         && (selectors.names.is_empty()
-            || container
-                .names
-                .iter()
-                .any(|n| selectors.names.iter().any(|g| g.is_match(n))))
+            || container.names.iter().any(|n| {
+                // Names are matched without Docker's leading `/`.
+                let n = n.strip_prefix('/').unwrap_or(n);
+                selectors.names.iter().any(|g| g.is_match(n))
+            }))
         && (selectors.images.is_empty()
             || selectors
                 .images

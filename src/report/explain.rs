@@ -7,7 +7,10 @@
 //! would actually do with it (taken from a full plan, so the answer is the
 //! planner's own, not a second opinion).
 //!
-//! A target that names no image is looked up among the build-cache records
+//! A target that names no image is looked up among the containers (full ID,
+//! unique ID prefix of at least 4 characters, or exact name), and their
+//! questions are answered for it: [`explain_container`]. One that names no
+//! container either is looked up among the build-cache records
 //! (full ID, or a unique prefix of at least 4 characters), and the same
 //! questions are answered for the record: [`explain_record`].
 
@@ -29,7 +32,7 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     /// Nothing matches.
-    #[error("no image or build-cache record matches {0:?}: give a reference (repo:tag), an image ID or a build-cache record ID (or a unique prefix of one)")]
+    #[error("no image, container or build-cache record matches {0:?}: give a reference (repo:tag), an image ID, a container name or ID, or a build-cache record ID (or a unique prefix of an ID)")]
     NotFound(String),
     /// An ID prefix matches several images.
     #[error("{target:?} matches {count} images; give more of the ID")]
@@ -38,6 +41,14 @@ pub enum LookupError {
         target: String,
         /// How many images match.
         count: usize,
+    },
+    /// An ID prefix matches several containers.
+    #[error("{target:?} matches {} containers: {}; give more of the ID or the name", candidates.len(), candidates.join(", "))]
+    AmbiguousContainer {
+        /// What was asked for.
+        target: String,
+        /// The matching containers, `short-id (name)`, in the engine's order.
+        candidates: Vec<String>,
     },
     /// An ID prefix matches several build-cache records.
     #[error("{target:?} matches {} build-cache records: {}; give more of the ID", candidates.len(), candidates.join(", "))]
@@ -54,6 +65,8 @@ pub enum LookupError {
 pub enum Target {
     /// An image: index into the snapshot's images.
     Image(usize),
+    /// A container: index into the snapshot's containers.
+    Container(usize),
     /// A build-cache record: index into the snapshot's `cache.records`.
     Record(usize),
 }
@@ -61,14 +74,23 @@ pub enum Target {
 /// The fewest characters of a record ID prefix `explain` accepts.
 pub const MIN_RECORD_PREFIX: usize = 4;
 
-/// Find what `target` names: an image as [`find`] does, else a build-cache
-/// record by full ID or unique prefix (at least [`MIN_RECORD_PREFIX`]
-/// characters). An ambiguous image prefix stays an error (images first).
+/// The fewest characters of a container ID prefix `explain` accepts.
+pub const MIN_CONTAINER_PREFIX: usize = 4;
+
+/// Find what `target` names: an image as [`find`] does, else a container
+/// by full ID, exact name (with or without its `/`) or unique ID prefix (at
+/// least [`MIN_CONTAINER_PREFIX`] characters), else a build-cache record by
+/// full ID or unique prefix (at least [`MIN_RECORD_PREFIX`] characters). An
+/// ambiguous prefix is an error at the first kind it is ambiguous in
+/// (images, then containers).
 pub fn find_target(snapshot: &Snapshot, target: &str) -> Result<Target, LookupError> {
     match find(snapshot, target) {
         Ok(i) => return Ok(Target::Image(i)),
         Err(e @ LookupError::Ambiguous { .. }) => return Err(e),
         Err(_) => {}
+    }
+    if let Some(c) = find_container(snapshot, target)? {
+        return Ok(Target::Container(c));
     }
     let cache = &snapshot.cache;
     if let Some(&r) = cache.by_id.get(target) {
@@ -95,6 +117,55 @@ pub fn find_target(snapshot: &Snapshot, target: &str) -> Result<Target, LookupEr
             candidates: many.iter().map(|&r| cache.records[r].id.clone()).collect(),
         }),
     }
+}
+
+/// The container `target` names (full ID, exact name, unique ID prefix),
+/// `None` when none does.
+fn find_container(snapshot: &Snapshot, target: &str) -> Result<Option<usize>, LookupError> {
+    let containers = &snapshot.containers;
+    let name = target.strip_prefix('/').unwrap_or(target);
+    if let Some(c) = containers.iter().position(|c| {
+        c.container.id == target
+            || c.container
+                .names
+                .iter()
+                .any(|n| n.strip_prefix('/').unwrap_or(n) == name)
+    }) {
+        return Ok(Some(c));
+    }
+    if target.chars().count() < MIN_CONTAINER_PREFIX
+        || !target.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Ok(None);
+    }
+    let matches: Vec<usize> = containers
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.container.id.starts_with(target))
+        .map(|(i, _)| i)
+        .collect();
+    match matches.as_slice() {
+        [] => Ok(None),
+        [c] => Ok(Some(*c)),
+        many => Err(LookupError::AmbiguousContainer {
+            target: target.to_string(),
+            candidates: many
+                .iter()
+                .map(|&c| {
+                    let c = &containers[c].container;
+                    format!("{} ({})", short_id(&c.id), first_name(&c.names))
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A container's first name without its `/`, or empty.
+fn first_name(names: &[String]) -> String {
+    names
+        .first()
+        .map(|n| n.strip_prefix('/').unwrap_or(n).to_string())
+        .unwrap_or_default()
 }
 
 /// Find the image a reference or an ID (prefix) names.
@@ -208,6 +279,10 @@ pub struct ContainerUse {
     pub name: String,
     /// Its state (`running`, `exited`, …).
     pub state: String,
+    /// The `[[containers]]` policy the next pass removes it by, if any.
+    pub removed_by: Option<String>,
+    /// Why the next pass keeps it although a policy wants it, if so.
+    pub kept_because: Option<KeptBecause>,
 }
 
 /// A removal of the image the next pass would make.
@@ -288,12 +363,22 @@ pub fn explain(
         last_used_by_build,
         containers: snapshot.users[i]
             .iter()
-            .map(|&c| {
-                let c = &snapshot.containers[c].container;
+            .map(|&ci| {
+                let c = &snapshot.containers[ci].container;
                 ContainerUse {
                     id: short_id(&c.id).to_string(),
                     name: c.names.first().cloned().unwrap_or_default(),
                     state: c.state.clone(),
+                    removed_by: plan
+                        .containers
+                        .iter()
+                        .find(|r| r.container == ci)
+                        .map(|r| r.policy.clone()),
+                    kept_because: plan
+                        .kept_containers
+                        .iter()
+                        .find(|k| k.container == ci)
+                        .map(|k| k.reason.clone()),
                 }
             })
             .collect(),
@@ -479,7 +564,14 @@ impl Explanation {
             let _ = writeln!(o, "children     {} (kept while they exist)", self.children);
         }
         for c in &self.containers {
-            let _ = writeln!(o, "container    {} {} ({})", c.id, c.name, c.state);
+            let next = match (&c.removed_by, &c.kept_because) {
+                (Some(p), _) => {
+                    format!("; the next pass removes it (policy {p}), unpinning the image")
+                }
+                (None, Some(k)) => format!("; kept: {k}"),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(o, "container    {} {} ({}){next}", c.id, c.name, c.state);
         }
         if !self.held_by_records.is_empty() {
             let _ = writeln!(
@@ -847,5 +939,227 @@ impl RecordExplanation {
             );
         }
         let _ = writeln!(o, "  => {}", self.summary());
+    }
+}
+
+/// Everything `explain` reports about one container.
+#[derive(Debug, Clone)]
+pub struct ContainerExplanation {
+    /// The full container ID.
+    pub container_id: String,
+    /// Its first name, without the `/`.
+    pub name: String,
+    /// Its state as the engine spells it.
+    pub state: String,
+    /// The image ID it uses.
+    pub image_id: String,
+    /// The image reference it was created from.
+    pub image_ref: String,
+    /// Created time.
+    pub created: DateTime<Utc>,
+    /// When it last started, if ever (`None` also when not inspected).
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished, if it did.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Its restart policy, or `None` when not inspected.
+    pub restart_policy: Option<String>,
+    /// Its writable layer, when the engine reported it.
+    pub size_rw: Option<u64>,
+    /// How each `[[containers]]` policy sees it.
+    pub verdicts: Vec<Verdict>,
+    /// Safety rules that protect it.
+    pub protections: Vec<Protection>,
+    /// The next pass's removal of it, if any.
+    pub removal: Option<NextRemoval>,
+    /// Images the next pass's removal of it unpins (first tag or short ID).
+    pub unpins: Vec<String>,
+    /// What the next pass keeps of it for a safety reason.
+    pub kept: Vec<NextKept>,
+    /// When this was worked out.
+    pub now: DateTime<Utc>,
+}
+
+/// Explain container `c` of `snapshot` under `policy` at `now`, given the
+/// full `plan` of that snapshot.
+pub fn explain_container(
+    policy: &Policy,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    now: DateTime<Utc>,
+    c: usize,
+) -> ContainerExplanation {
+    let snap = &snapshot.containers[c];
+    let container = &snap.container;
+    let details = snap.details.as_ref();
+    let (verdicts, protections) = gc::judge_container(policy, snapshot, now, c);
+    let planned = plan.containers.iter().find(|r| r.container == c);
+    ContainerExplanation {
+        container_id: container.id.clone(),
+        name: first_name(&container.names),
+        state: container.state.clone(),
+        image_id: container.image_id.clone(),
+        image_ref: container.image_ref.clone(),
+        created: container.created,
+        started_at: details.and_then(|d| d.started_at),
+        finished_at: details.and_then(|d| d.finished_at),
+        restart_policy: details.map(|d| d.restart_policy.clone()),
+        size_rw: details.and_then(|d| d.size_rw),
+        verdicts,
+        protections,
+        removal: planned.map(|r| NextRemoval {
+            reference: None,
+            policy: r.policy.clone(),
+            reason: r.reason.clone(),
+            reclaim_bytes: r.reclaim_bytes,
+        }),
+        unpins: planned.map_or_else(Vec::new, |r| {
+            r.unpins
+                .iter()
+                .filter_map(|&i| snapshot.images.get(i))
+                .map(|i| {
+                    i.tags
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| short_id(&i.id).to_string())
+                })
+                .collect()
+        }),
+        kept: plan
+            .kept_containers
+            .iter()
+            .filter(|k| k.container == c)
+            .map(|k| NextKept {
+                reference: None,
+                policy: k.policy.clone(),
+                reason: k.reason.clone(),
+            })
+            .collect(),
+        now,
+    }
+}
+
+impl ContainerExplanation {
+    /// One-line answer: will the next pass remove it?
+    pub fn summary(&self) -> String {
+        if let Some(r) = &self.removal {
+            format!(
+                "the next pass would remove it (policy {}, frees {}{})",
+                r.policy,
+                size(r.reclaim_bytes),
+                if self.unpins.is_empty() {
+                    String::new()
+                } else {
+                    format!(", unpins {}", self.unpins.join(", "))
+                }
+            )
+        } else if let Some(k) = self.kept.first() {
+            format!(
+                "kept: policy {} would remove it, but {}",
+                k.policy, k.reason
+            )
+        } else if self.verdicts.iter().any(|v| v.selected) {
+            "kept: the containers policies that select it have conditions that do not hold"
+                .to_string()
+        } else {
+            "kept: no containers policy selects it".to_string()
+        }
+    }
+
+    /// As JSON: [`json::ExplainContainerJson`].
+    pub fn to_json(&self) -> Value {
+        json::to_value(&json::ExplainContainerJson::new(self))
+    }
+
+    /// As text for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut o = String::new();
+        let ago = |t: DateTime<Utc>| human_duration(self.now - t);
+        let at = |t: DateTime<Utc>| t.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        let _ = writeln!(o, "container    {}", self.container_id);
+        let _ = writeln!(o, "name         {}", escaped(&self.name));
+        let _ = writeln!(o, "state        {}", self.state);
+        let _ = writeln!(
+            o,
+            "image        {} ({})",
+            escaped(&self.image_ref),
+            short_id(&self.image_id)
+        );
+        let _ = writeln!(
+            o,
+            "created      {} ({} ago)",
+            at(self.created),
+            ago(self.created)
+        );
+        let _ = match self.finished_at {
+            Some(t) => writeln!(o, "finished     {} ({} ago)", at(t), ago(t)),
+            None if self.started_at.is_none() && self.restart_policy.is_some() => {
+                writeln!(o, "finished     never started")
+            }
+            None => writeln!(o, "finished     -"),
+        };
+        let _ = writeln!(
+            o,
+            "restart      {}",
+            match self.restart_policy.as_deref() {
+                None => "(not inspected: no containers policy)",
+                Some("") => "no",
+                Some(p) => p,
+            }
+        );
+        let _ = writeln!(
+            o,
+            "writable     {}",
+            self.size_rw
+                .map_or_else(|| "not reported".to_string(), size)
+        );
+        o.push_str("\nPolicies:\n");
+        if self.verdicts.is_empty() {
+            o.push_str("  (no containers policy judged it)\n");
+        }
+        for v in &self.verdicts {
+            if !v.selected {
+                let _ = writeln!(o, "  {}: not selected", v.policy);
+                continue;
+            }
+            let all = v.conditions.iter().all(|c| c.holds);
+            let _ = writeln!(
+                o,
+                "  {}: selected; conditions {}",
+                v.policy,
+                if all { "hold" } else { "do not hold" }
+            );
+            for c in &v.conditions {
+                let _ = writeln!(o, "    {c}");
+            }
+        }
+        o.push_str("\nSafety:\n");
+        if self.protections.is_empty() {
+            o.push_str("  no safety rule protects it\n");
+        }
+        for p in &self.protections {
+            let _ = writeln!(o, "  {}", p.rule);
+        }
+        o.push_str("\nNext pass:\n");
+        if let Some(r) = &self.removal {
+            let _ = writeln!(
+                o,
+                "  remove (policy {}, frees {}): {}",
+                r.policy,
+                size(r.reclaim_bytes),
+                r.reason
+            );
+            if !self.unpins.is_empty() {
+                let _ = writeln!(o, "  unpins {}", self.unpins.join(", "));
+            }
+        }
+        for k in &self.kept {
+            let _ = writeln!(
+                o,
+                "  keep (policy {} would remove it): {}",
+                k.policy, k.reason
+            );
+        }
+        let _ = writeln!(o, "  => {}", self.summary());
+        o
     }
 }

@@ -13,10 +13,10 @@ use serde_json::Value;
 
 use chrono::{DateTime, Utc};
 
-use super::explain::{Explanation, RecordExplanation};
+use super::explain::{ContainerExplanation, Explanation, RecordExplanation};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::inventory::Snapshot;
-use crate::run::execute::{Failed, Report};
+use crate::run::execute::{ContainerNotRemoved, Failed, Report};
 
 /// The version of every JSON document below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -46,6 +46,54 @@ pub struct PlanJson<'a> {
     /// Build-cache records in the snapshot (0 when the engine has none or
     /// they were not read).
     pub build_cache_records: usize,
+    /// Stopped-container removals, run before every image removal.
+    pub containers: Vec<ContainerRemovalJson<'a>>,
+    /// Containers a `[[containers]]` policy wanted, kept by a safety rule.
+    pub kept_containers: Vec<KeptContainerJson<'a>>,
+}
+
+/// One planned stopped-container removal.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerRemovalJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name (without the `/`).
+    pub name: &'a str,
+    /// Its state as the engine spells it (`exited`, `dead`, `created`).
+    pub state: &'a str,
+    /// When it finished (`State.FinishedAt`), or `null` if it never ran.
+    pub finished: Option<DateTime<Utc>>,
+    /// Its writable layer as the engine reports it (`SizeRw`), or `null`
+    /// when the engine did not say.
+    pub size_rw_bytes: Option<u64>,
+    /// Bytes removing it frees by itself (its writable layer).
+    pub reclaim_bytes: u64,
+    /// The `[[containers]]` policy that removes it.
+    pub policy: &'a str,
+    /// Why, in words.
+    pub reason: String,
+    /// Why, typed.
+    pub why: &'a Reasons,
+    /// Image IDs no container uses once it (and the container removals
+    /// before it) are done.
+    pub unpins: Vec<&'a str>,
+}
+
+/// One container kept by a safety rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeptContainerJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its state as the engine spells it.
+    pub state: &'a str,
+    /// The policy that wanted it.
+    pub policy: &'a str,
+    /// The rule, in words.
+    pub reason: String,
+    /// The rule, typed (`kind` is the `imagegc_kept` metric's `reason`).
+    pub why: &'a KeptBecause,
 }
 
 /// One planned build-cache record removal.
@@ -108,6 +156,9 @@ pub struct RemovalJson<'a> {
     pub deletes_image: bool,
     /// False when the image's layer sizes are a best guess.
     pub sizes_exact: bool,
+    /// Names of the containers whose removal earlier in the plan unpinned
+    /// the image (empty when none used it).
+    pub unpinned_by: &'a [String],
 }
 
 /// One reference or image kept by a safety rule.
@@ -160,6 +211,57 @@ pub struct PassJson<'a> {
     pub records_failed: Vec<FailedRecordJson<'a>>,
     /// Record removals not attempted: the engine has no build cache.
     pub records_unsupported: usize,
+    /// Stopped containers the engine removed (their bytes are in
+    /// `reclaimed_bytes`).
+    pub containers_removed: Vec<RemovedContainerJson<'a>>,
+    /// Containers the engine refused with a 409 or 404: a normal outcome.
+    pub containers_not_removed: Vec<ContainerNotRemovedJson<'a>>,
+    /// Container removals that failed with another engine error.
+    pub containers_failed: Vec<ContainerNotRemovedJson<'a>>,
+    /// Image removals left for a later pass: a container pinning the image
+    /// was not removed. Not failures.
+    pub pinned_skipped: Vec<PinnedSkippedJson<'a>>,
+}
+
+/// One stopped container the engine removed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemovedContainerJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// Bytes of its writable layer (the engine's `SizeRw`).
+    pub reclaimed_bytes: u64,
+}
+
+/// One container removal that did not happen.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerNotRemovedJson<'a> {
+    /// The container's full ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// `conflict`, `not_found` or `engine`.
+    pub kind: &'a str,
+    /// The engine's words.
+    pub message: &'a str,
+}
+
+/// One image removal left for a later pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct PinnedSkippedJson<'a> {
+    /// The image the removal was for.
+    pub image_id: &'a str,
+    /// The tag, or `null`.
+    pub reference: Option<&'a str>,
+    /// The policy that asked for it.
+    pub policy: &'a str,
+    /// The container (name) still using it.
+    pub container: &'a str,
 }
 
 /// One build-cache record the engine deleted.
@@ -247,6 +349,7 @@ impl<'a> PlanJson<'a> {
                     reclaim_bytes: r.reclaim_bytes,
                     deletes_image: r.deletes_image,
                     sizes_exact: snapshot.images[r.image].sizes_exact,
+                    unpinned_by: &r.unpinned_by,
                 })
                 .collect(),
             kept: plan
@@ -297,6 +400,8 @@ impl<'a> PlanJson<'a> {
                 })
                 .collect(),
             build_cache_records: snapshot.cache.len(),
+            containers: containers_json(plan, snapshot),
+            kept_containers: kept_containers_json(plan, snapshot),
         }
     }
 }
@@ -367,6 +472,8 @@ impl<'a> PassJson<'a> {
             })
             .collect();
         let records_unsupported = report.map_or(0, |r| r.records_unsupported);
+        let (containers_removed, containers_not_removed, containers_failed, pinned_skipped) =
+            container_outcomes(report);
         Self {
             plan: PlanJson::new(plan, snapshot),
             dry_run,
@@ -381,8 +488,112 @@ impl<'a> PassJson<'a> {
             records_not_deleted,
             records_failed,
             records_unsupported,
+            containers_removed,
+            containers_not_removed,
+            containers_failed,
+            pinned_skipped,
         }
     }
+}
+
+/// The plan's container removals as JSON.
+fn containers_json<'a>(plan: &'a Plan, snapshot: &'a Snapshot) -> Vec<ContainerRemovalJson<'a>> {
+    plan.containers
+        .iter()
+        .map(|c| {
+            let snap = snapshot.containers.get(c.container);
+            let details = snap.and_then(|s| s.details.as_ref());
+            ContainerRemovalJson {
+                container_id: &c.container_id,
+                name: &c.name,
+                state: snap.map_or("", |s| s.container.state.as_str()),
+                finished: details.and_then(|d| d.finished_at),
+                size_rw_bytes: details.and_then(|d| d.size_rw),
+                reclaim_bytes: c.reclaim_bytes,
+                policy: &c.policy,
+                reason: c.reason.to_string(),
+                why: &c.reason,
+                unpins: c
+                    .unpins
+                    .iter()
+                    .filter_map(|&i| snapshot.images.get(i).map(|m| m.id.as_str()))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The plan's kept containers as JSON.
+fn kept_containers_json<'a>(plan: &'a Plan, snapshot: &'a Snapshot) -> Vec<KeptContainerJson<'a>> {
+    plan.kept_containers
+        .iter()
+        .map(|k| KeptContainerJson {
+            container_id: &k.container_id,
+            name: &k.name,
+            state: snapshot
+                .containers
+                .get(k.container)
+                .map_or("", |s| s.container.state.as_str()),
+            policy: &k.policy,
+            reason: k.reason.to_string(),
+            why: &k.reason,
+        })
+        .collect()
+}
+
+/// The JSON of what a pass's container removals did: removed, refused,
+/// failed, and the image removals left pinned.
+#[allow(clippy::type_complexity)] // four lists, named at the one caller
+fn container_outcomes<'a>(
+    report: Option<&'a Report>,
+) -> (
+    Vec<RemovedContainerJson<'a>>,
+    Vec<ContainerNotRemovedJson<'a>>,
+    Vec<ContainerNotRemovedJson<'a>>,
+    Vec<PinnedSkippedJson<'a>>,
+) {
+    let not_removed = |list: &'a [ContainerNotRemoved]| {
+        list.iter()
+            .map(|x| ContainerNotRemovedJson {
+                container_id: &x.container_id,
+                name: &x.name,
+                policy: &x.policy,
+                kind: x.kind,
+                message: &x.message,
+            })
+            .collect()
+    };
+    let containers_removed = report.map_or_else(Vec::new, |r| {
+        r.containers_removed
+            .iter()
+            .map(|x| RemovedContainerJson {
+                container_id: &x.container_id,
+                name: &x.name,
+                policy: &x.policy,
+                reclaimed_bytes: x.reclaimed_bytes,
+            })
+            .collect()
+    });
+    let containers_not_removed =
+        report.map_or_else(Vec::new, |r| not_removed(&r.containers_not_removed));
+    let containers_failed = report.map_or_else(Vec::new, |r| not_removed(&r.containers_failed));
+    let pinned_skipped = report.map_or_else(Vec::new, |r| {
+        r.pinned_skipped
+            .iter()
+            .map(|x| PinnedSkippedJson {
+                image_id: &x.image_id,
+                reference: x.reference.as_deref(),
+                policy: &x.policy,
+                container: &x.container,
+            })
+            .collect()
+    });
+    (
+        containers_removed,
+        containers_not_removed,
+        containers_failed,
+        pinned_skipped,
+    )
 }
 
 impl<'a> From<&'a Failed> for FailedJson<'a> {
@@ -465,6 +676,10 @@ pub struct ContainerJson<'a> {
     pub name: &'a str,
     /// State.
     pub state: &'a str,
+    /// The `[[containers]]` policy the next pass removes it by, or `null`.
+    pub removed_by: Option<&'a str>,
+    /// Why the next pass keeps it although a policy wants it, or `null`.
+    pub kept_because: Option<&'a KeptBecause>,
 }
 
 /// One policy's view of one reference.
@@ -568,6 +783,8 @@ impl<'a> ExplainJson<'a> {
                     id: &c.id,
                     name: &c.name,
                     state: &c.state,
+                    removed_by: c.removed_by.as_deref(),
+                    kept_because: c.kept_because.as_ref(),
                 })
                 .collect(),
             parent: e.parent.as_deref(),
@@ -726,6 +943,100 @@ impl<'a> ExplainRecordJson<'a> {
                     })
                     .collect(),
             },
+            summary: e.summary(),
+        }
+    }
+}
+
+/// `imagegc explain CONTAINER --output json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainContainerJson<'a> {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `container`.
+    pub kind: &'static str,
+    /// The full container ID.
+    pub container_id: &'a str,
+    /// Its name.
+    pub name: &'a str,
+    /// Its state as the engine spells it.
+    pub state: &'a str,
+    /// The image ID it uses.
+    pub image_id: &'a str,
+    /// The image reference it was created from.
+    pub image_ref: &'a str,
+    /// Created time.
+    pub created: DateTime<Utc>,
+    /// Last start, or `null` (never started, or not inspected).
+    pub started: Option<DateTime<Utc>>,
+    /// Finish time, or `null`.
+    pub finished: Option<DateTime<Utc>>,
+    /// Restart policy, or `null` when not inspected.
+    pub restart_policy: Option<&'a str>,
+    /// Writable layer (`SizeRw`), or `null` when the engine did not say.
+    pub size_rw_bytes: Option<u64>,
+    /// How each `[[containers]]` policy sees it.
+    pub policies: Vec<PolicyJson<'a>>,
+    /// Every safety rule that protects it.
+    pub safety: Vec<SafetyJson<'a>>,
+    /// What the next pass would do with it.
+    pub next_pass: NextPassJson<'a>,
+    /// Images (first tag or short ID) its removal unpins.
+    pub unpins: &'a [String],
+    /// The one-line answer.
+    pub summary: String,
+}
+
+impl<'a> ExplainContainerJson<'a> {
+    /// The document for one container's explanation.
+    pub fn new(e: &'a ContainerExplanation) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            kind: "container",
+            container_id: &e.container_id,
+            name: &e.name,
+            state: &e.state,
+            image_id: &e.image_id,
+            image_ref: &e.image_ref,
+            created: e.created,
+            started: e.started_at,
+            finished: e.finished_at,
+            restart_policy: e.restart_policy.as_deref(),
+            size_rw_bytes: e.size_rw,
+            policies: e.verdicts.iter().map(policy_json).collect(),
+            safety: e
+                .protections
+                .iter()
+                .map(|p| SafetyJson {
+                    reference: None,
+                    rule: p.rule.to_string(),
+                    why: &p.rule,
+                })
+                .collect(),
+            next_pass: NextPassJson {
+                removals: e
+                    .removal
+                    .iter()
+                    .map(|r| NextRemovalJson {
+                        reference: None,
+                        policy: &r.policy,
+                        reason: r.reason.to_string(),
+                        why: &r.reason,
+                        reclaim_bytes: r.reclaim_bytes,
+                    })
+                    .collect(),
+                kept: e
+                    .kept
+                    .iter()
+                    .map(|k| NextKeptJson {
+                        reference: None,
+                        policy: &k.policy,
+                        reason: k.reason.to_string(),
+                        why: &k.reason,
+                    })
+                    .collect(),
+            },
+            unpins: &e.unpins,
             summary: e.summary(),
         }
     }

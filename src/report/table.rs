@@ -3,12 +3,12 @@
 
 use std::fmt::Write;
 
-use crate::gc::plan::Plan;
+use crate::gc::plan::{ContainerRemoval, Plan, Reason};
 use crate::inventory::{BuildCache, Snapshot};
 use crate::model::short_id;
 use crate::run::execute::Report;
 
-pub use super::text::{records_clause, size};
+pub use super::text::{containers_clause, human_duration, records_clause, size};
 
 /// How many characters of a record ID the tables show, as
 /// `docker system df -v` does.
@@ -123,11 +123,109 @@ pub fn dry_run_table(plan: &Plan, snapshot: &Snapshot) -> String {
     out
 }
 
+/// An image as a container section names it: its first tag, or its short
+/// ID.
+fn image_name(snapshot: &Snapshot, image: usize) -> String {
+    snapshot.images.get(image).map_or_else(
+        || "?".to_string(),
+        |i| {
+            i.tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| short_id(&i.id).to_string())
+        },
+    )
+}
+
+/// How long ago container removal `c` finished, from its `exited_for`
+/// reason, else its finish time, else `-`.
+fn finished_cell(c: &ContainerRemoval, snapshot: &Snapshot) -> String {
+    for reason in &c.reason.0 {
+        if let Reason::ExitedFor { idle, since, .. } = reason {
+            return if *since == "created" {
+                format!("never started ({} ago created)", human_duration(*idle))
+            } else {
+                format!("{} ago", human_duration(*idle))
+            };
+        }
+    }
+    snapshot
+        .containers
+        .get(c.container)
+        .and_then(|s| s.details.as_ref())
+        .and_then(|d| d.finished_at)
+        .map_or_else(
+            || "-".to_string(),
+            |t| t.format("%Y-%m-%d %H:%M").to_string(),
+        )
+}
+
+/// The plan's container removals, before its image removals: name, state,
+/// when it finished, its writable layer, what it unpins.
+fn planned_containers(out: &mut String, plan: &Plan, snapshot: &Snapshot) {
+    if plan.containers.is_empty() {
+        return;
+    }
+    out.push_str("Stopped containers, removed before the images:\n");
+    let rows: Vec<[String; 7]> = plan
+        .containers
+        .iter()
+        .map(|c| {
+            let snap = snapshot.containers.get(c.container);
+            let unpins: Vec<String> = c.unpins.iter().map(|&i| image_name(snapshot, i)).collect();
+            [
+                c.name.clone(),
+                snap.map_or_else(|| "?".to_string(), |s| s.container.state.clone()),
+                finished_cell(c, snapshot),
+                snap.and_then(|s| s.details.as_ref())
+                    .and_then(|d| d.size_rw)
+                    .map_or_else(|| "?".to_string(), size),
+                c.policy.clone(),
+                if unpins.is_empty() {
+                    "-".to_string()
+                } else {
+                    unpins.join(", ")
+                },
+                c.reason.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &rows,
+        [
+            "CONTAINER",
+            "STATE",
+            "FINISHED",
+            "WRITABLE",
+            "POLICY",
+            "UNPINS",
+            "REASON",
+        ],
+        &[3],
+    ));
+    out.push('\n');
+}
+
+/// An image removal's reason, with the containers whose removal made it
+/// possible.
+fn removal_reason(r: &crate::gc::Removal) -> String {
+    if r.unpinned_by.is_empty() {
+        r.reason.to_string()
+    } else {
+        format!(
+            "{}; unpinned by removing container {}",
+            r.reason,
+            r.unpinned_by.join(", ")
+        )
+    }
+}
+
 fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
     let mut out = String::new();
-    if plan.removals.is_empty() && plan.records.is_empty() {
+    if plan.removals.is_empty() && plan.records.is_empty() && plan.containers.is_empty() {
         out.push_str("Nothing to remove.\n");
     } else {
+        planned_containers(&mut out, plan, snapshot);
         let rows: Vec<[String; 4]> = plan
             .removals
             .iter()
@@ -136,7 +234,7 @@ fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
                     shown_ref(r.reference.as_deref(), &r.image_id),
                     r.policy.clone(),
                     size(r.reclaim_bytes),
-                    r.reason.to_string(),
+                    removal_reason(r),
                 ]
             })
             .collect();
@@ -163,18 +261,28 @@ fn plan_table_as(plan: &Plan, snapshot: &Snapshot, summary: &str) -> String {
         out.push_str(&table(&rows, ["REFERENCE", "POLICY", "KEPT BECAUSE"], &[]));
     }
     kept_records(&mut out, plan, snapshot);
+    if !plan.kept_containers.is_empty() {
+        out.push_str("\nContainers kept by safety rules:\n");
+        let rows: Vec<[String; 3]> = plan
+            .kept_containers
+            .iter()
+            .map(|k| [k.name.clone(), k.policy.clone(), k.reason.to_string()])
+            .collect();
+        out.push_str(&table(&rows, ["CONTAINER", "POLICY", "KEPT BECAUSE"], &[]));
+    }
     for note in &plan.notes {
         let _ = writeln!(out, "note: {note}");
     }
     let deletes = plan.removals.iter().filter(|r| r.deletes_image).count();
     let _ = writeln!(
         out,
-        "\n{summary}: {} ({} deleted){}, frees {}; {} kept by safety rules.",
+        "\n{summary}: {}{} ({} deleted){}, frees {}; {} kept by safety rules.",
+        containers_clause(plan.containers.len()),
         count(plan.removals.len(), "removal", "removals"),
         count(deletes, "image", "images"),
         records_clause(plan.records.len()),
         size(plan.reclaim_bytes),
-        plan.kept.len() + plan.kept_records.len(),
+        plan.kept.len() + plan.kept_records.len() + plan.kept_containers.len(),
     );
     out
 }
@@ -248,6 +356,7 @@ fn kept_records(out: &mut String, plan: &Plan, snapshot: &Snapshot) {
 /// the plan was made from.
 pub fn report_table(plan: &Plan, snapshot: &Snapshot, report: &Report) -> String {
     let mut out = String::new();
+    containers_report(&mut out, report);
     if !report.removed.is_empty() {
         let rows: Vec<[String; 4]> = report
             .removed
@@ -291,20 +400,41 @@ pub fn report_table(plan: &Plan, snapshot: &Snapshot, report: &Report) -> String
             &[],
         ));
     }
+    if !report.pinned_skipped.is_empty() {
+        out.push_str("\nLeft for a later pass (a container still uses them):\n");
+        let rows: Vec<[String; 3]> = report
+            .pinned_skipped
+            .iter()
+            .map(|p| {
+                [
+                    shown_ref(p.reference.as_deref(), &p.image_id),
+                    p.policy.clone(),
+                    p.container.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&rows, ["REFERENCE", "POLICY", "CONTAINER"], &[]));
+    }
     records_report(&mut out, plan, snapshot, report);
-    let kept = plan.kept.len() + plan.kept_records.len();
+    let kept = plan.kept.len() + plan.kept_records.len() + plan.kept_containers.len();
     if kept > 0 {
         let _ = writeln!(out, "\n{kept} kept by safety rules (see `imagegc plan`).");
     }
     let _ = writeln!(
         out,
-        "\nRemoved {}{}, deleted {}, freed {} (predicted {}); {} not removed{}.",
+        "\nRemoved {}{}{}, deleted {}, freed {} (predicted {}); {} not removed{}.",
+        containers_clause(report.containers_removed.len()),
         count(report.removed.len(), "reference", "references"),
         records_clause(report.records_removed.len()),
         count(report.deleted_images(), "image", "images"),
         size(report.reclaimed_bytes),
         size(plan.reclaim_bytes),
-        report.failed.len() + report.records_not_deleted.len() + report.records_failed.len(),
+        report.failed.len()
+            + report.records_not_deleted.len()
+            + report.records_failed.len()
+            + report.containers_not_removed.len()
+            + report.containers_failed.len()
+            + report.pinned_skipped.len(),
         if report.cancelled {
             format!(", {} skipped: cancelled", report.skipped)
         } else if report.skipped > 0 {
@@ -314,6 +444,43 @@ pub fn report_table(plan: &Plan, snapshot: &Snapshot, report: &Report) -> String
         }
     );
     out
+}
+
+/// The container part of a pass's table, first as they ran first:
+/// containers removed, and those not removed.
+fn containers_report(out: &mut String, report: &Report) {
+    if !report.containers_removed.is_empty() {
+        out.push_str("Containers removed:\n");
+        let rows: Vec<[String; 3]> = report
+            .containers_removed
+            .iter()
+            .map(|c| [c.name.clone(), c.policy.clone(), size(c.reclaimed_bytes)])
+            .collect();
+        out.push_str(&table(&rows, ["CONTAINER", "POLICY", "FREED"], &[2]));
+        out.push('\n');
+    }
+    if !report.containers_not_removed.is_empty() || !report.containers_failed.is_empty() {
+        out.push_str("Containers not removed:\n");
+        let rows: Vec<[String; 4]> = report
+            .containers_not_removed
+            .iter()
+            .chain(&report.containers_failed)
+            .map(|c| {
+                [
+                    c.name.clone(),
+                    c.policy.clone(),
+                    c.kind.to_string(),
+                    c.message.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &rows,
+            ["CONTAINER", "POLICY", "KIND", "MESSAGE"],
+            &[],
+        ));
+        out.push('\n');
+    }
 }
 
 /// The build-cache part of a pass's table: records removed, not deleted,
@@ -576,6 +743,146 @@ mod tests {
             text.contains(
                 "note: the engine has no build cache; 3 build-cache record removals not attempted."
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::too_many_lines)] // one plan and its pass, read top to bottom
+    fn container_removals_come_first_with_state_finish_size_and_unpins_and_the_images_say_by_whom()
+    {
+        use crate::engine::{Container, ContainerDetails, ImageFacts, ImageSummary};
+        use crate::gc::plan::{ContainerRemoval, KeptBecause, KeptContainer};
+        use crate::inventory::{ImageInput, Tracked};
+        use crate::run::execute::{ContainerNotRemoved, PinnedSkipped, RemovedContainer};
+        use std::collections::BTreeMap;
+        use std::sync::Arc;
+        let created = chrono::Utc::now();
+        let image_id = format!("sha256:{:0>64}", "c1");
+        let input = ImageInput {
+            summary: ImageSummary {
+                id: image_id.clone(),
+                parent_id: None,
+                tags: vec!["ci/job:1".into()],
+                digests: Vec::new(),
+                created,
+                labels: BTreeMap::new(),
+            },
+            facts: Arc::new(ImageFacts::default()),
+            tracked: Tracked::default(),
+        };
+        let container = |id: &str, name: &str, state: &str| Container {
+            id: id.into(),
+            names: vec![name.into()],
+            image_id: image_id.clone(),
+            image_ref: "ci/job:1".into(),
+            labels: BTreeMap::new(),
+            state: state.into(),
+            created,
+        };
+        let mut snap = Snapshot::build(
+            vec![input],
+            vec![
+                container("c1c1c1c1c1c1", "ci-job-4812", "exited"),
+                container("c2c2c2c2c2c2", "web", "running"),
+            ],
+            None,
+        );
+        snap.containers[0].details = Some(ContainerDetails {
+            size_rw: Some(2048),
+            ..ContainerDetails::default()
+        });
+        let mut plan = one_removal();
+        plan.removals[0].image_id.clone_from(&image_id);
+        plan.removals[0].reference = Some("ci/job:1".into());
+        plan.removals[0].unpinned_by = vec!["ci-job-4812".into()];
+        plan.containers = vec![ContainerRemoval {
+            container: 0,
+            container_id: "c1c1c1c1c1c1".into(),
+            name: "ci-job-4812".into(),
+            policy: "finished-ci-jobs".into(),
+            reason: Reasons(vec![Reason::ExitedFor {
+                idle: TimeDelta::hours(8),
+                limit: TimeDelta::hours(6),
+                since: "finished",
+            }]),
+            reclaim_bytes: 2048,
+            unpins: vec![0],
+        }];
+        plan.kept_containers = vec![KeptContainer {
+            container: 1,
+            container_id: "c2c2c2c2c2c2".into(),
+            name: "web".into(),
+            policy: "finished-ci-jobs".into(),
+            reason: KeptBecause::ContainerActive {
+                state: "running".into(),
+            },
+        }];
+        plan.reclaim_bytes = 3072;
+        let text = plan_table(&plan, &snap);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0], "Stopped containers, removed before the images:",
+            "{text}"
+        );
+        assert!(lines[1].starts_with("CONTAINER"), "{text}");
+        for cell in [
+            "ci-job-4812",
+            "exited",
+            "8h ago",
+            "2.0 KiB",
+            "finished-ci-jobs",
+            "ci/job:1",
+        ] {
+            assert!(lines[2].contains(cell), "{cell} in {text}");
+        }
+        let image_row = lines
+            .iter()
+            .find(|l| l.starts_with("ci/job:1"))
+            .expect("the image removal");
+        assert!(
+            image_row.ends_with("unpinned by removing container ci-job-4812"),
+            "{text}"
+        );
+        assert!(text.contains("Containers kept by safety rules:"), "{text}");
+        assert!(text.contains("the container is running"), "{text}");
+        assert!(
+            text.contains("Plan: 1 container, 1 removal (1 image deleted), frees 3.0 KiB; 1 kept"),
+            "{text}"
+        );
+
+        let report = Report {
+            containers_removed: vec![RemovedContainer {
+                container_id: "c1c1c1c1c1c1".into(),
+                name: "ci-job-4812".into(),
+                policy: "finished-ci-jobs".into(),
+                reclaimed_bytes: 2048,
+            }],
+            containers_not_removed: vec![ContainerNotRemoved {
+                container_id: "c3c3c3c3c3c3".into(),
+                name: "ci-job-9".into(),
+                policy: "finished-ci-jobs".into(),
+                kind: "conflict",
+                message: "restarted".into(),
+            }],
+            pinned_skipped: vec![PinnedSkipped {
+                image_id: image_id.clone(),
+                reference: Some("ci/job:9".into()),
+                policy: "dangling".into(),
+                container: "ci-job-9".into(),
+            }],
+            reclaimed_bytes: 2048,
+            ..Report::default()
+        };
+        let text = report_table(&plan, &snap, &report);
+        assert!(text.starts_with("Containers removed:\n"), "{text}");
+        assert!(text.contains("Containers not removed:"), "{text}");
+        assert!(
+            text.contains("Left for a later pass (a container still uses them):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Removed 1 container, 0 references, deleted 0 images, freed 2.0 KiB (predicted 3.0 KiB); 2 not removed."),
             "{text}"
         );
     }

@@ -323,10 +323,12 @@ impl PassSummary {
                 Some(PassWork::DryRun {
                     would_remove,
                     would_remove_records,
+                    would_remove_containers,
                     would_free_bytes,
                 }),
             ) => format!(
-                "last pass {at} (dry run): would remove {}{}, free {}",
+                "last pass {at} (dry run): would remove {}{}{}, free {}",
+                containers_clause(would_remove_containers),
                 super::table::count(would_remove, "reference", "references"),
                 records_clause(would_remove_records),
                 size(would_free_bytes)
@@ -336,11 +338,13 @@ impl PassSummary {
                 Some(PassWork::Executed {
                     removed,
                     records_removed,
+                    containers_removed,
                     reclaimed_bytes,
                     ..
                 }),
             ) => format!(
-                "last pass {at}: removed {}{}, freed {}{}",
+                "last pass {at}: removed {}{}{}, freed {}{}",
+                containers_clause(containers_removed),
                 super::table::count(removed, "reference", "references"),
                 records_clause(records_removed),
                 size(reclaimed_bytes),
@@ -350,6 +354,19 @@ impl PassSummary {
                 }
             ),
         }
+    }
+}
+
+/// `N containers, ` (before the references), or nothing for none: the
+/// summaries of a host without container policies read as they always have.
+pub fn containers_clause(containers: usize) -> String {
+    if containers == 0 {
+        String::new()
+    } else {
+        format!(
+            "{}, ",
+            super::table::count(containers, "container", "containers")
+        )
     }
 }
 
@@ -514,6 +531,8 @@ mod tests {
             records_removed,
             records_not_deleted: 0,
             records_failed: 0,
+            containers_removed: 0,
+            containers_not_removed: 0,
             reclaimed_bytes: 2048,
             predicted_bytes: 2048,
             kept: 0,
@@ -530,10 +549,21 @@ mod tests {
             summary(PassWork::DryRun {
                 would_remove: 1,
                 would_remove_records: 1,
+                would_remove_containers: 0,
                 would_free_bytes: 1024,
             })
             .status_line(),
             "last pass 12:30 (dry run): would remove 1 reference and 1 build-cache record, free 1.0 KiB"
+        );
+        assert_eq!(
+            summary(PassWork::DryRun {
+                would_remove: 1,
+                would_remove_records: 0,
+                would_remove_containers: 2,
+                would_free_bytes: 1024,
+            })
+            .status_line(),
+            "last pass 12:30 (dry run): would remove 2 containers, 1 reference, free 1.0 KiB"
         );
     }
 }

@@ -11,6 +11,18 @@
 //! prediction; on one that lists none, they are the ledger's prediction for
 //! the removals that succeeded, and the report says they are estimated.
 //!
+//! Container removals ([`Plan::containers`]) run first, one
+//! `remove_container` call each (never forced, never volumes: the engine's
+//! contract), in plan order. A 409 (running again, being removed) or 404
+//! (gone already) is a normal outcome, counted and logged at info; the image
+//! removals that container would have unpinned ([`Removal::unpinned_by`]
+//! naming it) are then not attempted this pass and are reported as
+//! [`Report::pinned_skipped`], not as failures. A removed container frees its
+//! writable layer: the plan's `reclaim_bytes` for it, the engine's own
+//! `SizeRw` figure (the removal answer reports no bytes). That counts as
+//! exact; a container whose size the engine did not report makes the pass's
+//! bytes an estimate.
+//!
 //! Build-cache record removals ([`Plan::records`]) run after every image
 //! removal, in plan order (children before parents), one anchored prune per
 //! record. A record the engine did not delete (`CachesDeleted` lacks it) is a
@@ -30,6 +42,7 @@ use tracing::{info, warn};
 
 use crate::engine::{Capabilities, DeleteItem, Engine, EngineError};
 use crate::gc::ledger::{Effect, Ledger};
+use crate::gc::plan::ContainerRemoval;
 use crate::gc::{Plan, Removal};
 use crate::inventory::Snapshot;
 
@@ -62,6 +75,17 @@ pub struct Report {
     /// Record removals not attempted because the engine has no build cache
     /// (it said so at the first one): not a failure.
     pub records_unsupported: usize,
+    /// Stopped containers the engine removed, in the order removed. Their
+    /// bytes are in `reclaimed_bytes` too.
+    pub containers_removed: Vec<RemovedContainer>,
+    /// Containers the engine refused with a 409 (running again, being
+    /// removed) or 404 (gone already): normal outcomes.
+    pub containers_not_removed: Vec<ContainerNotRemoved>,
+    /// Container removals that failed with another engine error.
+    pub containers_failed: Vec<ContainerNotRemoved>,
+    /// Image removals not attempted because a container they needed gone
+    /// was not removed: the image is still pinned this pass. Not failures.
+    pub pinned_skipped: Vec<PinnedSkipped>,
 }
 
 impl Default for Report {
@@ -79,6 +103,10 @@ impl Default for Report {
             records_not_deleted: Vec::new(),
             records_failed: Vec::new(),
             records_unsupported: 0,
+            containers_removed: Vec::new(),
+            containers_not_removed: Vec::new(),
+            containers_failed: Vec::new(),
+            pinned_skipped: Vec::new(),
         }
     }
 }
@@ -110,6 +138,14 @@ impl Report {
         self.removed.iter().map(|r| r.deleted_images.len()).sum()
     }
 
+    /// Bytes the container removals freed (their writable layers; part of
+    /// `reclaimed_bytes`).
+    pub fn container_bytes(&self) -> u64 {
+        self.containers_removed
+            .iter()
+            .fold(0u64, |total, c| total.saturating_add(c.reclaimed_bytes))
+    }
+
     /// Bytes the build-cache record removals freed (part of
     /// `reclaimed_bytes`).
     pub fn record_bytes(&self) -> u64 {
@@ -117,6 +153,49 @@ impl Report {
             .iter()
             .fold(0u64, |total, r| total.saturating_add(r.reclaimed_bytes))
     }
+}
+
+/// One stopped container the engine removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemovedContainer {
+    /// The container's full ID.
+    pub container_id: String,
+    /// Its name.
+    pub name: String,
+    /// The `[[containers]]` policy that asked for it.
+    pub policy: String,
+    /// Bytes of its writable layer (`SizeRw`, the engine's figure; 0 when
+    /// the engine did not report it).
+    pub reclaimed_bytes: u64,
+}
+
+/// A container removal that did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerNotRemoved {
+    /// The container's full ID.
+    pub container_id: String,
+    /// Its name.
+    pub name: String,
+    /// The policy that asked for it.
+    pub policy: String,
+    /// [`EngineError::kind`]: `conflict`, `not_found` or `engine`.
+    pub kind: &'static str,
+    /// The engine's words.
+    pub message: String,
+}
+
+/// An image removal left for a later pass because a container pinning it
+/// was not removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedSkipped {
+    /// The image the removal was for.
+    pub image_id: String,
+    /// The tag, or `None` for an untagged image.
+    pub reference: Option<String>,
+    /// The policy that asked for it.
+    pub policy: String,
+    /// The container (name) that is still there.
+    pub container: String,
 }
 
 /// One build-cache record the engine deleted.
@@ -212,12 +291,21 @@ pub async fn execute<E: Engine>(
         reclaimed_exact: source == ReclaimSource::ReportedLayers,
         ..Report::default()
     };
+    let Some(still_pinned) =
+        execute_containers(engine, snapshot, plan, cancel, &mut ledger, &mut report).await
+    else {
+        return report;
+    };
     for (n, removal) in plan.removals.iter().enumerate() {
         if cancel.is_cancelled() {
             report.cancelled = true;
             report.skipped = plan.removals.len() - n + plan.records.len();
             info!(skipped = report.skipped, "pass cancelled between removals");
             return report;
+        }
+        if let Some(pinned) = still_pinned_by(removal, &still_pinned) {
+            report.pinned_skipped.push(pinned);
+            continue;
         }
         let target = removal.target();
         match engine.remove_image(target).await {
@@ -283,6 +371,131 @@ pub async fn execute<E: Engine>(
     )
     .await;
     report
+}
+
+/// The skip of image removal `removal` (logged) when a container it needed
+/// gone is still there, else `None`.
+fn still_pinned_by(removal: &Removal, still_pinned: &HashSet<&str>) -> Option<PinnedSkipped> {
+    let pin = removal
+        .unpinned_by
+        .iter()
+        .find(|c| still_pinned.contains(c.as_str()))?;
+    info!(
+        policy = %removal.policy,
+        target = %removal.target(),
+        container = %pin,
+        "not removed this pass: container {pin} that uses it is still there"
+    );
+    Some(PinnedSkipped {
+        image_id: removal.image_id.clone(),
+        reference: removal.reference.clone(),
+        policy: removal.policy.clone(),
+        container: pin.clone(),
+    })
+}
+
+/// The container removals of `plan`, before its image removals: one call
+/// each, in plan order. Returns the names of the containers not removed, so
+/// the image removals that needed them gone are skipped; `None` when the
+/// pass stops here (cancelled, engine lost).
+async fn execute_containers<'p, E: Engine>(
+    engine: &E,
+    snapshot: &Snapshot,
+    plan: &'p Plan,
+    cancel: &CancellationToken,
+    ledger: &mut Ledger<'_>,
+    report: &mut Report,
+) -> Option<HashSet<&'p str>> {
+    let mut still_pinned = HashSet::new();
+    let rest = |n: usize| plan.containers.len() - n + plan.removals.len() + plan.records.len();
+    for (n, removal) in plan.containers.iter().enumerate() {
+        if cancel.is_cancelled() {
+            report.cancelled = true;
+            report.skipped = rest(n);
+            info!(
+                skipped = report.skipped,
+                "pass cancelled between container removals"
+            );
+            return None;
+        }
+        match engine.remove_container(&removal.container_id).await {
+            Ok(()) => {
+                ledger.remove_container(removal.container);
+                let reported = snapshot
+                    .containers
+                    .get(removal.container)
+                    .and_then(|c| c.details.as_ref())
+                    .and_then(|d| d.size_rw)
+                    .is_some();
+                if !reported {
+                    // No figure from the engine: what it freed is unknown.
+                    report.reclaimed_exact = false;
+                }
+                report.reclaimed_bytes =
+                    report.reclaimed_bytes.saturating_add(removal.reclaim_bytes);
+                info!(
+                    policy = %removal.policy,
+                    container = %removal.container_id,
+                    name = %removal.name,
+                    bytes = removal.reclaim_bytes,
+                    unpins = removal.unpins.len(),
+                    reason = %removal.reason,
+                    "container removed"
+                );
+                report.containers_removed.push(RemovedContainer {
+                    container_id: removal.container_id.clone(),
+                    name: removal.name.clone(),
+                    policy: removal.policy.clone(),
+                    reclaimed_bytes: removal.reclaim_bytes,
+                });
+            }
+            Err(err) => {
+                still_pinned.insert(removal.name.as_str());
+                let not = container_refused(removal, &err);
+                if matches!(err, EngineError::Conflict(_) | EngineError::NotFound(_)) {
+                    report.containers_not_removed.push(not);
+                } else {
+                    report.containers_failed.push(not);
+                }
+                if err.is_unreachable() {
+                    report.engine_lost = true;
+                    report.skipped = rest(n + 1);
+                    warn!(skipped = report.skipped, "engine unreachable; pass stops");
+                    return None;
+                }
+            }
+        }
+    }
+    Some(still_pinned)
+}
+
+/// The failure of container removal `removal`, logged: at info for a 409 or
+/// 404 (normal outcomes), else as a warning.
+fn container_refused(removal: &ContainerRemoval, err: &EngineError) -> ContainerNotRemoved {
+    match err {
+        EngineError::Conflict(_) | EngineError::NotFound(_) => info!(
+            policy = %removal.policy,
+            container = %removal.container_id,
+            name = %removal.name,
+            kind = err.kind(),
+            error = %err,
+            "container not removed (running again, being removed, or gone); going on"
+        ),
+        _ => warn!(
+            policy = %removal.policy,
+            container = %removal.container_id,
+            name = %removal.name,
+            error = %err,
+            "container removal failed"
+        ),
+    }
+    ContainerNotRemoved {
+        container_id: removal.container_id.clone(),
+        name: removal.name.clone(),
+        policy: removal.policy.clone(),
+        kind: err.kind(),
+        message: err.to_string(),
+    }
 }
 
 /// The record removals of `plan`, after its image removals: one call per

@@ -142,6 +142,8 @@ pub enum PassWork {
         would_remove: usize,
         /// Build-cache records the plan would remove.
         would_remove_records: usize,
+        /// Stopped containers the plan would remove.
+        would_remove_containers: usize,
         /// Bytes the plan predicts those removals free (images and records).
         would_free_bytes: u64,
     },
@@ -163,6 +165,11 @@ pub enum PassWork {
         records_not_deleted: usize,
         /// Build-cache record removals that failed.
         records_failed: usize,
+        /// Stopped containers the engine removed.
+        containers_removed: usize,
+        /// Containers refused with a 409 or 404 (a normal outcome), or whose
+        /// removal failed.
+        containers_not_removed: usize,
         /// Bytes the removals freed (images and records).
         reclaimed_bytes: u64,
         /// Bytes the plan predicted.
@@ -188,6 +195,7 @@ impl PassSummary {
                 PassWork::DryRun {
                     would_remove: outcome.plan.removals.len(),
                     would_remove_records: outcome.plan.records.len(),
+                    would_remove_containers: outcome.plan.containers.len(),
                     would_free_bytes: outcome.plan.reclaim_bytes,
                 },
             ),
@@ -207,6 +215,9 @@ impl PassSummary {
                     records_removed: report.records_removed.len(),
                     records_not_deleted: report.records_not_deleted.len(),
                     records_failed: report.records_failed.len(),
+                    containers_removed: report.containers_removed.len(),
+                    containers_not_removed: report.containers_not_removed.len()
+                        + report.containers_failed.len(),
                     reclaimed_bytes: report.reclaimed_bytes,
                     predicted_bytes: outcome.plan.reclaim_bytes,
                     kept: outcome.plan.kept.len(),
@@ -259,6 +270,7 @@ impl PassSummary {
             Some(PassWork::DryRun {
                 would_remove,
                 would_remove_records,
+                would_remove_containers,
                 would_free_bytes,
             }) => info!(
                 trigger,
@@ -266,6 +278,7 @@ impl PassSummary {
                 dry_run = true,
                 would_remove,
                 would_remove_records,
+                would_remove_containers,
                 would_free_bytes,
                 duration_ms,
                 "pass finished"
@@ -278,6 +291,8 @@ impl PassSummary {
                 records_removed,
                 records_not_deleted,
                 records_failed,
+                containers_removed,
+                containers_not_removed,
                 reclaimed_bytes,
                 predicted_bytes,
                 kept,
@@ -291,6 +306,8 @@ impl PassSummary {
                 records_removed,
                 records_not_deleted,
                 records_failed,
+                containers_removed,
+                containers_not_removed,
                 reclaimed_bytes,
                 predicted_bytes,
                 kept,

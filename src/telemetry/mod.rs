@@ -38,7 +38,24 @@ use self::http::Health;
 const FAILURE_KINDS: [&str; 3] = ["conflict", "not_found", "engine"];
 
 /// `kind` values of the removal metrics: what was removed.
-pub const REMOVAL_KINDS: [&str; 2] = ["image", "build_cache"];
+pub const REMOVAL_KINDS: [&str; 3] = ["image", "build_cache", "container"];
+
+/// `containers{state}` values: the engine's states, and `other` for a word
+/// it may add (so the series stay bounded).
+pub const CONTAINER_STATES: [&str; 8] = [
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "removing",
+    "exited",
+    "dead",
+    "other",
+];
+
+/// The states of a stopped container, whose writable layer a
+/// `[[containers]]` policy may free.
+const STOPPED_STATES: [&str; 3] = ["exited", "dead", "created"];
 
 /// `build_cache_bytes{shared}` values.
 const SHARED: [&str; 2] = ["true", "false"];
@@ -117,6 +134,16 @@ pub struct Metrics {
     /// after each pass): made by a create racing a delete, or by anyone's
     /// forced removal.
     orphaned_containers: IntGauge,
+    /// Stopped containers the engine removed, per policy.
+    removed_containers: IntCounterVec,
+    /// Containers the engine refused with a 409 or 404, per policy.
+    containers_not_removed: IntCounterVec,
+    /// Containers on the engine by state, from the last snapshot.
+    containers: IntGaugeVec,
+    /// Known writable-layer bytes of stopped containers, last snapshot.
+    stopped_container_bytes: IntGauge,
+    /// Layer bytes of the images only stopped containers keep in use.
+    pinned_image_bytes: IntGauge,
     /// 1 when the last reload (SIGHUP) applied a valid policy.
     config_last_reload_successful: IntGauge,
     /// Reloads, per outcome.
@@ -348,6 +375,43 @@ impl Metrics {
                     "1 when the container engine answered the last request, 0 otherwise.",
                 ),
             ),
+            removed_containers: policy_counter(
+                "imagegc_removed_containers_total",
+                "Stopped containers the engine removed, by [[containers]] policy.",
+            ),
+            containers_not_removed: policy_counter(
+                "imagegc_containers_not_removed_total",
+                "Containers a pass asked the engine to remove that it refused with a 409 \
+                 (running again, being removed) or 404 (gone already): a normal outcome, by \
+                 policy. The images they would have unpinned wait for a later pass.",
+            ),
+            containers: register(
+                r,
+                int_gauge_vec(
+                    "imagegc_containers",
+                    "Containers on the engine at the last snapshot, by state (created, \
+                     running, paused, restarting, removing, exited, dead, other).",
+                    &["state"],
+                ),
+            ),
+            stopped_container_bytes: register(
+                r,
+                int_gauge(
+                    "imagegc_stopped_container_bytes",
+                    "Writable-layer bytes (SizeRw) of stopped containers (exited, dead, \
+                     created) at the last snapshot, as far as the engine reported them: read \
+                     only for containers a [[containers]] policy selects.",
+                ),
+            ),
+            pinned_image_bytes: register(
+                r,
+                int_gauge(
+                    "imagegc_pinned_image_bytes",
+                    "Layer bytes (each layer once) of the images that only stopped containers \
+                     keep in use at the last snapshot: what removing those containers could let \
+                     image policies collect (layers shared with other images included).",
+                ),
+            ),
             orphaned_containers: register(
                 r,
                 int_gauge(
@@ -407,6 +471,9 @@ impl Metrics {
         for shared in SHARED {
             metrics.build_cache_bytes.with_label_values(&[shared]);
         }
+        for state in CONTAINER_STATES {
+            metrics.containers.with_label_values(&[state]);
+        }
         for word in KeptBecause::WORDS {
             metrics.kept.with_label_values(&[word]);
         }
@@ -438,8 +505,21 @@ impl Metrics {
             self.reclaimable_bytes
                 .with_label_values(&[name, "build_cache"]);
         }
+        let containers: HashSet<&str> = policy
+            .container_rules
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        for &name in &containers {
+            self.reclaimed_bytes.with_label_values(&[name, "container"]);
+            self.removed_containers.with_label_values(&[name]);
+            self.containers_not_removed.with_label_values(&[name]);
+            self.reclaimable_bytes
+                .with_label_values(&[name, "container"]);
+        }
         retain_pairs(&self.reclaimable_bytes, |name, kind| match kind {
             "image" => images.contains(name),
+            "container" => containers.contains(name),
             _ => caches.contains(name),
         });
 
@@ -570,6 +650,27 @@ impl Metrics {
                 .with_label_values(&[failed.kind])
                 .inc();
         }
+        for removed in &report.containers_removed {
+            saturating_inc(
+                &self
+                    .reclaimed_bytes
+                    .with_label_values(&[removed.policy.as_str(), "container"]),
+                removed.reclaimed_bytes,
+            );
+            self.removed_containers
+                .with_label_values(&[removed.policy.as_str()])
+                .inc();
+        }
+        for not in &report.containers_not_removed {
+            self.containers_not_removed
+                .with_label_values(&[not.policy.as_str()])
+                .inc();
+        }
+        for failed in &report.containers_failed {
+            self.removal_failures
+                .with_label_values(&[failed.kind])
+                .inc();
+        }
     }
 
     /// The engine's state as one snapshot and the plan made from it show it:
@@ -591,6 +692,7 @@ impl Metrics {
             self.images.with_label_values(&[state]).set(count);
         }
         self.image_bytes.set(saturating_i64(snapshot.image_bytes()));
+        self.record_containers(snapshot);
 
         // Every policy already shown drops to 0 unless the plan names it, and
         // each value is set once, so a scrape never sees a series vanish.
@@ -607,7 +709,11 @@ impl Metrics {
             .records
             .iter()
             .map(|r| (&r.policy, "build_cache", r.reclaim_bytes));
-        for (policy, kind, bytes) in removals.chain(records) {
+        let containers = plan
+            .containers
+            .iter()
+            .map(|c| (&c.policy, "container", c.reclaim_bytes));
+        for (policy, kind, bytes) in removals.chain(records).chain(containers) {
             let total = reclaimable
                 .entry((policy.clone(), kind.to_string()))
                 .or_default();
@@ -644,7 +750,8 @@ impl Metrics {
             .kept
             .iter()
             .map(|k| k.reason.word())
-            .chain(plan.kept_records.iter().map(|k| k.reason.word()));
+            .chain(plan.kept_records.iter().map(|k| k.reason.word()))
+            .chain(plan.kept_containers.iter().map(|k| k.reason.word()));
         for word in words {
             if let Some(slot) = kept.iter_mut().find(|(w, _)| *w == word) {
                 slot.1 += 1;
@@ -665,6 +772,51 @@ impl Metrics {
             self.disk_used_ratio.reset();
             self.disk_free_bytes.reset();
         }
+    }
+
+    /// The container gauges of one snapshot: containers by state, the known
+    /// writable-layer bytes of the stopped ones, and the layer bytes of the
+    /// images only stopped containers use.
+    fn record_containers(&self, snapshot: &Snapshot) {
+        let mut counts = [0i64; CONTAINER_STATES.len()];
+        let mut stopped_bytes = 0u64;
+        for c in &snapshot.containers {
+            let state = c.container.state.as_str();
+            let slot = CONTAINER_STATES
+                .iter()
+                .position(|s| *s == state)
+                .unwrap_or(CONTAINER_STATES.len() - 1);
+            counts[slot] += 1;
+            if STOPPED_STATES.contains(&state) {
+                if let Some(size) = c.details.as_ref().and_then(|d| d.size_rw) {
+                    stopped_bytes = stopped_bytes.saturating_add(size);
+                }
+            }
+        }
+        for (state, count) in CONTAINER_STATES.iter().zip(counts) {
+            self.containers.with_label_values(&[state]).set(count);
+        }
+        self.stopped_container_bytes
+            .set(saturating_i64(stopped_bytes));
+        let mut layers: HashSet<u32> = HashSet::new();
+        for (i, users) in snapshot.users.iter().enumerate() {
+            let only_stopped = !users.is_empty()
+                && users.iter().all(|&c| {
+                    snapshot
+                        .containers
+                        .get(c)
+                        .is_some_and(|c| STOPPED_STATES.contains(&c.container.state.as_str()))
+                });
+            if only_stopped {
+                if let Some(img) = snapshot.images.get(i) {
+                    layers.extend(img.layers.iter().copied());
+                }
+            }
+        }
+        let pinned = layers.iter().fold(0u64, |total, &l| {
+            total.saturating_add(snapshot.layers.get(l as usize).map_or(0, |x| x.size))
+        });
+        self.pinned_image_bytes.set(saturating_i64(pinned));
     }
 
     /// Whether the engine answered the last request.
