@@ -30,14 +30,18 @@
 //!   benchmarks.
 //! - [`events`] (`events.rs`): the engine's event stream → last-use updates, with reconnects.
 //! - [`gc`] (`gc/`): the pure planner, `plan(&Policy, &Snapshot, now) -> Plan`:
-//!   `gc::ledger` (the bytes a set of removals frees), `gc::conditions` (one
-//!   evaluator per condition), `gc::safety` (one per safety rule), `gc::plan`
+//!   `gc::ledger` (the bytes a set of removals frees, across containers,
+//!   images and build cache), `gc::conditions` (one evaluator per condition),
+//!   `gc::safety` (one per safety rule), `gc::containers` (the `[[containers]]`
+//!   phase, first), `gc::records` (the `[[build_cache]]` phases), `gc::plan`
 //!   (the plan as data: typed reasons).
 //! - [`host`] (`host/`): facts about this machine: the disk under the
 //!   engine's root dir ([`host::disk::DiskProbe`], statvfs).
 //! - [`inventory`] (`inventory/`): one consistent view of the engine
-//!   (`Snapshot`, the one definition of dangling, the engine's capabilities),
-//!   with the per-image-ID inspect cache.
+//!   (`Snapshot`, the one definition of dangling, the engine's capabilities,
+//!   containers with their inspect facts and `container_selected`),
+//!   `inventory::build_cache` (the build-cache records and the image layers
+//!   they hold), with the per-image-ID inspect cache.
 //! - [`model`] (`model/`): engine-neutral helpers: references (`repository_of`, `short_id`).
 //! - [`policy`] (`policy.rs`): the validated policy types the rest of the crate reads.
 //! - [`report`] (`report/`): the edge where plans become words:
