@@ -894,52 +894,74 @@ impl RecordExplanation {
 
     /// Policies, safety and the next pass, as text.
     fn decisions_text(&self, o: &mut String) {
-        o.push_str("\nPolicies:\n");
-        if self.verdicts.is_empty() {
-            o.push_str("  (no build_cache policy)\n");
-        }
-        for v in &self.verdicts {
-            if !v.selected {
-                let _ = writeln!(o, "  {}: not selected", v.policy);
-                continue;
-            }
-            let all = v.conditions.iter().all(|c| c.holds);
-            let _ = writeln!(
-                o,
-                "  {}: selected; conditions {}",
-                v.policy,
-                if all { "hold" } else { "do not hold" }
-            );
-            for c in &v.conditions {
-                let _ = writeln!(o, "    {c}");
-            }
-        }
-        o.push_str("\nSafety:\n");
-        if self.protections.is_empty() {
-            o.push_str("  no safety rule protects it\n");
-        }
-        for p in &self.protections {
-            let _ = writeln!(o, "  {}", p.rule);
-        }
+        policies_and_safety_text(o, &self.verdicts, &self.protections, "build_cache");
         o.push_str("\nNext pass:\n");
-        if let Some(r) = &self.removal {
-            let _ = writeln!(
-                o,
-                "  remove (policy {}, frees {}): {}",
-                r.policy,
-                size(r.reclaim_bytes),
-                r.reason
-            );
-        }
-        for k in &self.kept {
-            let _ = writeln!(
-                o,
-                "  keep (policy {} would remove it): {}",
-                k.policy, k.reason
-            );
-        }
-        let _ = writeln!(o, "  => {}", self.summary());
+        removal_text(o, self.removal.as_ref());
+        kept_and_summary_text(o, &self.kept, &self.summary());
     }
+}
+
+/// The `Policies:` and `Safety:` parts of a record's or a container's
+/// explanation: each policy's verdict with its checks, then every safety
+/// rule that protects it. `kind` names the table kind when no policy judged it.
+fn policies_and_safety_text(
+    o: &mut String,
+    verdicts: &[Verdict],
+    protections: &[Protection],
+    kind: &str,
+) {
+    o.push_str("\nPolicies:\n");
+    if verdicts.is_empty() {
+        let _ = writeln!(o, "  (no {kind} policy judged it)");
+    }
+    for v in verdicts {
+        if !v.selected {
+            let _ = writeln!(o, "  {}: not selected", v.policy);
+            continue;
+        }
+        let all = v.conditions.iter().all(|c| c.holds);
+        let _ = writeln!(
+            o,
+            "  {}: selected; conditions {}",
+            v.policy,
+            if all { "hold" } else { "do not hold" }
+        );
+        for c in &v.conditions {
+            let _ = writeln!(o, "    {c}");
+        }
+    }
+    o.push_str("\nSafety:\n");
+    if protections.is_empty() {
+        o.push_str("  no safety rule protects it\n");
+    }
+    for p in protections {
+        let _ = writeln!(o, "  {}", p.rule);
+    }
+}
+
+/// The next pass's removal, if it makes one.
+fn removal_text(o: &mut String, removal: Option<&NextRemoval>) {
+    if let Some(r) = removal {
+        let _ = writeln!(
+            o,
+            "  remove (policy {}, frees {}): {}",
+            r.policy,
+            size(r.reclaim_bytes),
+            r.reason
+        );
+    }
+}
+
+/// What policies would remove but safety keeps, and the one-line summary.
+fn kept_and_summary_text(o: &mut String, kept: &[NextKept], summary: &str) {
+    for k in kept {
+        let _ = writeln!(
+            o,
+            "  keep (policy {} would remove it): {}",
+            k.policy, k.reason
+        );
+    }
+    let _ = writeln!(o, "  => {summary}");
 }
 
 /// Everything `explain` reports about one container.
@@ -1112,54 +1134,13 @@ impl ContainerExplanation {
             self.size_rw
                 .map_or_else(|| "not reported".to_string(), size)
         );
-        o.push_str("\nPolicies:\n");
-        if self.verdicts.is_empty() {
-            o.push_str("  (no containers policy judged it)\n");
-        }
-        for v in &self.verdicts {
-            if !v.selected {
-                let _ = writeln!(o, "  {}: not selected", v.policy);
-                continue;
-            }
-            let all = v.conditions.iter().all(|c| c.holds);
-            let _ = writeln!(
-                o,
-                "  {}: selected; conditions {}",
-                v.policy,
-                if all { "hold" } else { "do not hold" }
-            );
-            for c in &v.conditions {
-                let _ = writeln!(o, "    {c}");
-            }
-        }
-        o.push_str("\nSafety:\n");
-        if self.protections.is_empty() {
-            o.push_str("  no safety rule protects it\n");
-        }
-        for p in &self.protections {
-            let _ = writeln!(o, "  {}", p.rule);
-        }
+        policies_and_safety_text(&mut o, &self.verdicts, &self.protections, "containers");
         o.push_str("\nNext pass:\n");
-        if let Some(r) = &self.removal {
-            let _ = writeln!(
-                o,
-                "  remove (policy {}, frees {}): {}",
-                r.policy,
-                size(r.reclaim_bytes),
-                r.reason
-            );
-            if !self.unpins.is_empty() {
-                let _ = writeln!(o, "  unpins {}", self.unpins.join(", "));
-            }
+        removal_text(&mut o, self.removal.as_ref());
+        if self.removal.is_some() && !self.unpins.is_empty() {
+            let _ = writeln!(o, "  unpins {}", self.unpins.join(", "));
         }
-        for k in &self.kept {
-            let _ = writeln!(
-                o,
-                "  keep (policy {} would remove it): {}",
-                k.policy, k.reason
-            );
-        }
-        let _ = writeln!(o, "  => {}", self.summary());
+        kept_and_summary_text(&mut o, &self.kept, &self.summary());
         o
     }
 }
