@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -470,29 +471,19 @@ impl Checker<'_> {
             |key| entry.refused_as(key),
             "image data",
         );
-        let condition_keys = [
-            "unused_for",
-            "older_than",
-            "keep_most_recent",
-            "disk_high",
-            "disk_low",
-        ];
-        let any_written = raw.unused_for.is_some()
-            || raw.older_than.is_some()
-            || raw.keep_most_recent.is_some()
-            || raw.disk_high.is_some()
-            || raw.disk_low.is_some()
-            || condition_keys.iter().any(|k| entry.refused_as(k));
-        if !any_written {
-            self.error(
-                &entry.span,
-                path.clone(),
-                format!(
-                    "{path} has no condition: set at least one of unused_for, older_than, \
-                     keep_most_recent, disk_high/disk_low"
-                ),
-            );
-        }
+        self.require_a_condition(
+            &entry.span,
+            path,
+            &[
+                ("unused_for", raw.unused_for.is_some()),
+                ("older_than", raw.older_than.is_some()),
+                ("keep_most_recent", raw.keep_most_recent.is_some()),
+                ("disk_high", raw.disk_high.is_some()),
+                ("disk_low", raw.disk_low.is_some()),
+            ],
+            |key| entry.refused_as(key),
+            "unused_for, older_than, keep_most_recent, disk_high/disk_low",
+        );
         (self.count() == before).then_some(Conditions {
             unused_for,
             older_than,
@@ -503,6 +494,28 @@ impl Checker<'_> {
 
     /// `None` when `types` is unusable (already reported): a rule with a
     /// type dropped would select more than its author wrote.
+    /// Reports a table that sets none of its conditions. `set` pairs each
+    /// condition key with whether the table gives it a value; a key written
+    /// but refused (or a typo of one) counts as set, as its own error already
+    /// tells the author. `choices` lists what to set, for the message.
+    fn require_a_condition(
+        &mut self,
+        span: &Range<usize>,
+        path: &str,
+        set: &[(&str, bool)],
+        refused: impl Fn(&str) -> bool,
+        choices: &str,
+    ) {
+        if set.iter().any(|&(key, given)| given || refused(key)) {
+            return;
+        }
+        self.error(
+            span,
+            path.to_owned(),
+            format!("{path} has no condition: set at least one of {choices}"),
+        );
+    }
+
     fn cache_selectors(&mut self, entry: &CacheEntry) -> Option<CacheSelectors> {
         let Some(list) = &entry.raw.types else {
             return Some(CacheSelectors::default());
@@ -568,30 +581,20 @@ impl Checker<'_> {
             |key| entry.refused_as(key),
             "build-cache data",
         );
-        let condition_keys = [
-            "unused_for",
-            "older_than",
-            "keep_storage",
-            "disk_high",
-            "disk_low",
-        ];
-        let any_written = raw.unused_for.is_some()
-            || raw.older_than.is_some()
-            || raw.keep_storage.is_some()
-            || raw.disk_high.is_some()
-            || raw.disk_low.is_some()
-            || condition_keys.iter().any(|k| entry.refused_as(k));
-        if !any_written {
-            self.error(
-                &entry.span,
-                path.clone(),
-                format!(
-                    "{path} has no condition: set at least one of unused_for, older_than, \
-                     keep_storage, disk_high/disk_low (a build-cache policy without one would \
-                     remove every record it selects)"
-                ),
-            );
-        }
+        self.require_a_condition(
+            &entry.span,
+            path,
+            &[
+                ("unused_for", raw.unused_for.is_some()),
+                ("older_than", raw.older_than.is_some()),
+                ("keep_storage", raw.keep_storage.is_some()),
+                ("disk_high", raw.disk_high.is_some()),
+                ("disk_low", raw.disk_low.is_some()),
+            ],
+            |key| entry.refused_as(key),
+            "unused_for, older_than, keep_storage, disk_high/disk_low (a build-cache policy \
+             without one would remove every record it selects)",
+        );
         (self.count() == before).then_some(CacheConditions {
             unused_for,
             older_than,
@@ -684,22 +687,17 @@ impl Checker<'_> {
             &format!("{path}.older_than"),
             false,
         );
-        let any_written = raw.exited_for.is_some()
-            || raw.older_than.is_some()
-            || ["exited_for", "older_than"]
-                .iter()
-                .any(|k| entry.refused_as(k));
-        if !any_written {
-            self.error(
-                &entry.span,
-                path.clone(),
-                format!(
-                    "{path} has no condition: set at least one of exited_for, older_than (a \
-                     container policy without one would remove every stopped container it \
-                     selects the moment it stops)"
-                ),
-            );
-        }
+        self.require_a_condition(
+            &entry.span,
+            path,
+            &[
+                ("exited_for", raw.exited_for.is_some()),
+                ("older_than", raw.older_than.is_some()),
+            ],
+            |key| entry.refused_as(key),
+            "exited_for, older_than (a container policy without one would remove every \
+             stopped container it selects the moment it stops)",
+        );
         (self.count() == before).then_some(ContainerConditions {
             exited_for,
             older_than,
