@@ -178,6 +178,22 @@ fn a_container_without_inspect_facts_is_never_removed() {
     assert!(planned.kept_containers.is_empty());
 }
 
+#[test]
+fn a_container_that_ran_without_a_readable_finish_time_is_never_removed() {
+    // Created two days ago; when it stopped is unknown (it may have stopped a
+    // minute ago), so neither exited_for nor min_age can count from creation.
+    let snap = snapshot_with_containers(
+        &[app()],
+        &[
+            ctr("no-finish", "app", "exited").finish_unknown(),
+            ctr("finished", "app", "exited"),
+        ],
+        None,
+    );
+    let planned = plan(&exited_hour(), &snap, now());
+    assert_eq!(removed(&planned), vec!["finished"]);
+}
+
 // ---------------------------------------------------------------------------
 // Safety.
 

@@ -585,8 +585,8 @@ pub static BUILD_CACHE: Section = Section {
                 default: "",
                 example: "`\"20GiB\"`",
                 meaning: "keep the most recently used records this policy selects up to this \
-                          total size, remove the rest (computed by imagegc, not handed to the \
-                          engine)",
+                          total of their engine-reported `Size` (shared records included), \
+                          remove the rest (computed by imagegc, not handed to the engine)",
             },
         },
         Key {

@@ -140,8 +140,9 @@ impl ContainerCondition {
 
 /// When a stopped container stopped, and from what: `finished`
 /// (`State.FinishedAt`), or `created` for one that never finished (a
-/// never-started `created` container, or an engine that gave no finish
-/// time). What `exited_for` and `[safety] min_age` count from.
+/// never-started `created` container; one that ran but has no readable
+/// finish time is never removed, `gc::containers`). What `exited_for` and
+/// `[safety] min_age` count from.
 pub fn container_stopped_at(c: &SnapContainer) -> (DateTime<Utc>, &'static str) {
     match c.details.as_ref().and_then(|d| d.finished_at) {
         Some(t) if c.container.state != "created" => (t, "finished"),

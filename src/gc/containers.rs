@@ -23,6 +23,16 @@ pub(super) fn container_selected(rule: &ContainerRule, c: &SnapContainer) -> boo
     crate::inventory::container_selected(rule, c)
 }
 
+/// The container's inspect facts are known, and so is when it stopped: a
+/// container that ran (`exited`, `dead`) without a readable `FinishedAt`
+/// stopped at an unknown time, maybe a minute ago, so it is kept like one
+/// without inspect facts; a never-started one counts from its creation.
+fn finish_known(sc: &SnapContainer) -> bool {
+    sc.details
+        .as_ref()
+        .is_some_and(|d| d.finished_at.is_some() || sc.container.state == "created")
+}
+
 /// The rule's label selectors name Compose's project label.
 fn selects_compose(rule: &ContainerRule) -> bool {
     rule.selectors
@@ -111,7 +121,7 @@ impl Planner<'_> {
         }
         for c in 0..self.snap.containers.len() {
             let sc = &self.snap.containers[c];
-            if sc.details.is_none() {
+            if !finish_known(sc) {
                 continue;
             }
             let Some(r) = naming_rule(rules, self.now, sc) else {

@@ -57,8 +57,12 @@ pub struct Report {
     pub skipped: usize,
     /// Bytes of the layers the engine deleted (see `reclaimed_exact`).
     pub reclaimed_bytes: u64,
-    /// True when the bytes are what the engine reported deleting; false
-    /// when they are the ledger's estimate ([`ReclaimSource::Predicted`]).
+    /// True when the image bytes are what the engine reported deleting;
+    /// false when they are the ledger's estimate ([`ReclaimSource::Predicted`]).
+    /// Build-cache record bytes always come from the ledger (the engine's
+    /// `SpaceReclaimed` counts shared bytes that stay on disk): its model of
+    /// shared layers, checked against the data root's drop on disk by
+    /// `tests/build_cache_scenario.rs`; they do not clear this flag.
     pub reclaimed_exact: bool,
     /// True when cancellation stopped the pass early.
     pub cancelled: bool,

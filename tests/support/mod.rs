@@ -480,6 +480,11 @@ impl Ctr {
         self.details().finished_at = Some(ago(secs_ago));
         self
     }
+    /// The engine gave no readable finish time.
+    pub fn finish_unknown(mut self) -> Self {
+        self.details().finished_at = None;
+        self
+    }
     pub fn size_rw(mut self, bytes: Option<u64>) -> Self {
         self.details().size_rw = bytes;
         self

@@ -30,11 +30,60 @@ use crate::engine::{is_plain_record_id, CacheRecord, CacheRecordKind, CacheRemov
 
 /// The records of a `/system/df` answer (`BuildCache`: null or absent on an
 /// engine without build cache, so none).
+///
+/// An entry left out (no ID, no valid creation time) may be a child: the
+/// records it was made on top of, and theirs, are left out too, so no plan
+/// can remove a parent before a child it cannot see.
 pub(super) fn records(df: &Value) -> Vec<CacheRecord> {
-    df.get("BuildCache")
-        .and_then(Value::as_array)
-        .map(|entries| entries.iter().filter_map(record).collect())
-        .unwrap_or_default()
+    let Some(entries) = df.get("BuildCache").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    let mut kept = Vec::with_capacity(entries.len());
+    let mut hidden_parents: Vec<String> = Vec::new();
+    for entry in entries {
+        match record(entry) {
+            Some(r) => kept.push(r),
+            None => hidden_parents.extend(parents_of(entry)),
+        }
+    }
+    // Every ancestor of a left-out entry, transitively (a cycle ends: each
+    // ID is taken at most once).
+    let mut hidden: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while let Some(id) = hidden_parents.pop() {
+        if hidden.insert(id.clone()) {
+            if let Some(r) = kept.iter().find(|r| r.id == id) {
+                hidden_parents.extend(r.parents.iter().cloned());
+            }
+        }
+    }
+    if !hidden.is_empty() {
+        tracing::warn!(
+            records = hidden.len(),
+            "build-cache records left out because a record made on top of them could not be read"
+        );
+        kept.retain(|r| !hidden.contains(&r.id));
+    }
+    kept
+}
+
+/// The parent IDs an entry names: `Parents` (1.42+, a list) or `Parent`
+/// (1.41, one ID or "").
+fn parents_of(entry: &Value) -> Vec<String> {
+    match entry.get("Parents").and_then(Value::as_array) {
+        Some(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => entry
+            .get("Parent")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+    }
 }
 
 /// One `BuildCache` entry; `None` (with a warning) without an ID or a
@@ -56,20 +105,7 @@ fn record(entry: &Value) -> Option<CacheRecord> {
         );
         return None;
     };
-    // 1.42+: `Parents`, a list; 1.41: `Parent`, one ID or "".
-    let parents = match entry.get("Parents").and_then(Value::as_array) {
-        Some(list) => list
-            .iter()
-            .filter_map(Value::as_str)
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
-        None => Some(text("Parent"))
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .into_iter()
-            .collect(),
-    };
+    let parents = parents_of(entry);
     Some(CacheRecord {
         id: id.to_owned(),
         parents,
@@ -163,6 +199,20 @@ mod tests {
             base[k] = v.clone();
         }
         base
+    }
+
+    #[test]
+    fn the_ancestors_of_an_entry_that_cannot_be_read_are_left_out_too() {
+        let df = json!({ "BuildCache": [
+            entry(&json!({ "ID": "grandparent0000000000000a", "Parent": "" })),
+            entry(&json!({ "ID": "parent0000000000000000000", "Parent": "grandparent0000000000000a" })),
+            entry(&json!({ "ID": "unrelated0000000000000000", "Parent": "" })),
+            // A child whose creation time is unreadable: left out, and so
+            // must be every record it was made on top of.
+            entry(&json!({ "ID": "child00000000000000000000", "Parent": "parent0000000000000000000", "CreatedAt": "" })),
+        ]});
+        let ids: Vec<String> = records(&df).into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec!["unrelated0000000000000000"]);
     }
 
     #[test]
