@@ -881,38 +881,47 @@ pub async fn collect_for<E: Engine>(
         Some(dir) if capabilities.root_dir_on_host => disk::usage_of(disk, dir).await,
         _ => None,
     };
-    let records = if !needs.build_cache {
-        None
-    } else if !capabilities.build_cache {
-        Some(Err(()))
+    // `Some(None)`: asked for, but the engine has none.
+    let records = if needs.build_cache {
+        Some(build_cache_of(engine, &capabilities).await?)
     } else {
-        match engine.build_cache().await {
-            Ok(records) => Some(Ok(records)),
-            Err(EngineError::Unsupported(why)) => {
-                if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
-                    warn!(
-                        reason = %why,
-                        "the engine has no build cache: [[build_cache]] policies are skipped"
-                    );
-                }
-                Some(Err(()))
-            }
-            Err(e) => return Err(e),
-        }
+        None
     };
     let mut snapshot = Snapshot::build(inputs, containers, disk).with_capabilities(capabilities);
     if needs.container_details {
         inspect_containers(engine, &mut snapshot.containers, container_rules).await?;
     }
-    Ok(match records {
-        None => snapshot,
-        Some(Ok(records)) => snapshot.with_build_cache(records),
-        Some(Err(())) => {
-            let mut snapshot = snapshot;
-            snapshot.cache.availability = CacheAvailability::Unsupported;
-            snapshot
+    match records {
+        Some(Some(records)) => snapshot = snapshot.with_build_cache(records),
+        Some(None) => snapshot.cache.availability = CacheAvailability::Unsupported,
+        None => {}
+    }
+    Ok(snapshot)
+}
+
+/// The engine's build-cache records; `None` when it has no build cache (its
+/// capabilities say so, without a call, or it answers
+/// [`EngineError::Unsupported`], warned about once per process).
+async fn build_cache_of<E: Engine>(
+    engine: &E,
+    capabilities: &Capabilities,
+) -> Result<Option<Vec<CacheRecord>>, EngineError> {
+    if !capabilities.build_cache {
+        return Ok(None);
+    }
+    match engine.build_cache().await {
+        Ok(records) => Ok(Some(records)),
+        Err(EngineError::Unsupported(why)) => {
+            if !UNSUPPORTED_WARNED.swap(true, Ordering::Relaxed) {
+                warn!(
+                    reason = %why,
+                    "the engine has no build cache: [[build_cache]] policies are skipped"
+                );
+            }
+            Ok(None)
         }
-    })
+        Err(e) => Err(e),
+    }
 }
 
 /// Fills [`SnapContainer::details`]: one inspect per container, with the
