@@ -137,29 +137,7 @@ impl PrivateEngine {
     /// `--data-root` (not following symlinks, each inode once, not crossing into other
     /// filesystems such as a running build's mounts). What removals free is its drop.
     pub fn data_root_bytes(&self) -> u64 {
-        let root = self.data_root();
-        let dev = std::fs::symlink_metadata(&root)
-            .unwrap_or_else(|e| panic!("stat {}: {e}", root.display()))
-            .dev();
-        let mut seen: HashSet<(u64, u64)> = HashSet::new();
-        let mut total = 0u64;
-        let mut stack = vec![root];
-        while let Some(path) = stack.pop() {
-            // Files come and go while dockerd works: what vanished counts as gone.
-            let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
-            };
-            if meta.dev() != dev || !seen.insert((meta.dev(), meta.ino())) {
-                continue;
-            }
-            total += meta.blocks() * 512;
-            if meta.is_dir() {
-                if let Ok(entries) = std::fs::read_dir(&path) {
-                    stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
-                }
-            }
-        }
-        total
+        tree_bytes(&self.data_root())
     }
 
     /// The build-cache records `/system/df` lists now.
@@ -171,44 +149,7 @@ impl PrivateEngine {
     /// Loads an image made of `layers` (each one layer holding one file of those bytes), bottom
     /// first, created at `created`, tagged `tag`, with `POST /images/load`; returns its ID.
     pub fn load(&self, tag: &str, created: DateTime<Utc>, layers: &[Vec<u8>]) -> String {
-        let created_text = created.to_rfc3339_opts(SecondsFormat::Secs, true);
-        let mut tarball = tar::Builder::new(Vec::new());
-        let mut diff_ids = Vec::new();
-        let mut names = Vec::new();
-        let mut history = Vec::new();
-        for (n, data) in layers.iter().enumerate() {
-            let mut layer = tar::Builder::new(Vec::new());
-            append(&mut layer, &format!("data-{n}-{tag}"), data, 0o644);
-            let layer = layer.into_inner().expect("finish a layer tar");
-            let hex = hex(&Sha256::digest(&layer));
-            let name = format!("{hex}/layer.tar");
-            append(&mut tarball, &name, &layer, 0o644);
-            diff_ids.push(format!("sha256:{hex}"));
-            names.push(name);
-            history.push(json!({"created": created_text, "created_by": format!("layer {n}")}));
-        }
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
-        let config = serde_json::to_vec(&json!({
-            "architecture": arch,
-            "os": "linux",
-            "created": created_text,
-            "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": history,
-        }))
-        .expect("config JSON");
-        let id = hex(&Sha256::digest(&config));
-        append(&mut tarball, &format!("{id}.json"), &config, 0o644);
-        let manifest = serde_json::to_vec(&json!([
-            {"Config": format!("{id}.json"), "RepoTags": [tag], "Layers": names}
-        ]))
-        .expect("manifest JSON");
-        append(&mut tarball, "manifest.json", &manifest, 0o644);
-        let tarball = tarball.into_inner().expect("finish the load tarball");
+        let (tarball, id) = image_tarball(tag, created, layers);
         let (status, body) = self
             .request(
                 "POST",
@@ -222,7 +163,7 @@ impl PrivateEngine {
             status == 200 && !text.contains("\"error\""),
             "load of {tag}: {status} {text}"
         );
-        format!("sha256:{id}")
+        id
     }
 
     fn base(&self) -> &Path {
@@ -245,30 +186,7 @@ impl PrivateEngine {
         content_type: Option<&str>,
         body: &[u8],
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut stream = UnixStream::connect(&self.socket)?;
-        stream.set_read_timeout(Some(Duration::from_secs(300)))?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(content_type) = content_type {
-            let _ = write!(head, "Content-Type: {content_type}\r\n");
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes())?;
-        stream.write_all(body)?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response)?;
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| std::io::Error::other("no end of the HTTP header"))?;
-        let status = String::from_utf8_lossy(&response[..split])
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
-        Ok((status, response[split + 4..].to_vec()))
+        unix_request(&self.socket, method, path, content_type, body)
     }
 
     /// `GET <path>` (unversioned: the engine answers in its own version), as JSON; panics
@@ -492,7 +410,7 @@ fn find_program(program: &str) -> Option<PathBuf> {
 }
 
 /// Appends one regular file to a tar.
-fn append<W: Write>(builder: &mut tar::Builder<W>, name: &str, data: &[u8], mode: u32) {
+pub fn append<W: Write>(builder: &mut tar::Builder<W>, name: &str, data: &[u8], mode: u32) {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(data.len() as u64);
@@ -506,9 +424,118 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, name: &str, data: &[u8], mode
 }
 
 /// Lower-case hex.
-fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+/// Bytes the tree at `root` takes on disk: `st_blocks * 512` summed over a walk (not following
+/// symlinks, each inode once, not crossing into other filesystems such as a running build's
+/// mounts). What an engine's removals free is the drop of its data root's figure.
+pub fn tree_bytes(root: &Path) -> u64 {
+    let dev = std::fs::symlink_metadata(root)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", root.display()))
+        .dev();
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        // Files come and go while the engine works: what vanished counts as gone.
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.dev() != dev || !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.filter_map(Result::ok).map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+/// One HTTP/1.0 request on the unix socket `socket`: the status and the body (read timeout
+/// 300 s).
+pub fn unix_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(300)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(content_type) = content_type {
+        let _ = write!(head, "Content-Type: {content_type}\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of the HTTP header"))?;
+    let status = String::from_utf8_lossy(&response[..split])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status"))?;
+    Ok((status, response[split + 4..].to_vec()))
+}
+
+/// A `docker save`-format tarball of one image made of `layers` (each one layer holding one
+/// file of those bytes), bottom first, created at `created`, tagged `tag`; and its config
+/// digest (`sha256:…`), which is its ID on a graph-driver store (the containerd store's ID is
+/// the manifest digest the engine makes: read it from the engine).
+pub fn image_tarball(tag: &str, created: DateTime<Utc>, layers: &[Vec<u8>]) -> (Vec<u8>, String) {
+    let created_text = created.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let mut tarball = tar::Builder::new(Vec::new());
+    let mut diff_ids = Vec::new();
+    let mut names = Vec::new();
+    let mut history = Vec::new();
+    for (n, data) in layers.iter().enumerate() {
+        let mut layer = tar::Builder::new(Vec::new());
+        append(&mut layer, &format!("data-{n}-{tag}"), data, 0o644);
+        let layer = layer.into_inner().expect("finish a layer tar");
+        let hex = hex(&Sha256::digest(&layer));
+        let name = format!("{hex}/layer.tar");
+        append(&mut tarball, &name, &layer, 0o644);
+        diff_ids.push(format!("sha256:{hex}"));
+        names.push(name);
+        history.push(json!({"created": created_text, "created_by": format!("layer {n}")}));
+    }
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let config = serde_json::to_vec(&json!({
+        "architecture": arch,
+        "os": "linux",
+        "created": created_text,
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    }))
+    .expect("config JSON");
+    let id = hex(&Sha256::digest(&config));
+    append(&mut tarball, &format!("{id}.json"), &config, 0o644);
+    let manifest = serde_json::to_vec(&json!([
+        {"Config": format!("{id}.json"), "RepoTags": [tag], "Layers": names}
+    ]))
+    .expect("manifest JSON");
+    append(&mut tarball, "manifest.json", &manifest, 0o644);
+    let tarball = tarball.into_inner().expect("finish the load tarball");
+    (tarball, format!("sha256:{id}"))
 }

@@ -1,0 +1,11 @@
+//! Scenario `daemon` (to be written).
+
+use super::Finding;
+use crate::engine::MatrixEngine;
+
+pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
+    Err(format!(
+        "scenario daemon is not written yet ({})",
+        engine.name
+    ))
+}

@@ -1,0 +1,11 @@
+//! Scenario `race` (to be written).
+
+use super::Finding;
+use crate::engine::MatrixEngine;
+
+pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
+    Err(format!(
+        "scenario race is not written yet ({})",
+        engine.name
+    ))
+}
