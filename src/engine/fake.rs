@@ -477,6 +477,7 @@ impl Engine for FakeEngine {
             server_version: "fake".into(),
             api_version: "1.41".into(),
             root_dir: "/var/lib/docker".into(),
+            store: "fake".into(),
         })
     }
 

@@ -268,6 +268,9 @@ pub struct EngineInfo {
     /// The engine's root directory (`/var/lib/docker`), whose filesystem
     /// disk-pressure policies watch.
     pub root_dir: String,
+    /// How the engine stores images, for logs and reports (`graph driver`,
+    /// `containerd image store`, `podman`).
+    pub store: String,
 }
 
 /// One line of the engine's answer to an image removal.

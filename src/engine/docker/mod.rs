@@ -48,6 +48,7 @@ use crate::engine::{
 
 mod build_cache;
 mod events;
+pub mod flavor;
 pub mod layers;
 
 use layers::{HistoryEntry, ImageDetails};
@@ -101,6 +102,8 @@ pub struct Docker {
     /// turns the read error into text without its source, so the stream's
     /// error is made from this instead.
     line_overflow: Overflow,
+    /// Which engine this is (read at connect time), and so its capabilities.
+    flavor: flavor::Flavor,
 }
 
 /// The cap an event stream's reader passed, for that stream's error.
@@ -169,6 +172,7 @@ impl Docker {
             call_timeout,
             interrupt,
             line_overflow,
+            flavor: flavor::Flavor::GraphDriver,
         };
 
         // GET /version: the one cheap call that proves the engine answers, and
@@ -181,9 +185,21 @@ impl Docker {
                     .map_err(|e| not_docker(&docker.address, &e))
             })
             .await?;
+        // Which engine this is decides what it can do (capabilities), read once.
+        let (version, info) = docker
+            .call(
+                "GET /info",
+                Box::pin(futures_util::future::try_join(
+                    docker.client.version(),
+                    docker.client.info(),
+                )),
+            )
+            .await?;
+        docker.flavor = flavor::Flavor::detect(&version, &info);
         tracing::debug!(
             address = %docker.address,
             api_version = %docker.client.client_version(),
+            flavor = docker.flavor.describe(),
             "connected to the Docker Engine"
         );
         Ok(docker)
@@ -783,10 +799,8 @@ fn excerpt(text: &str) -> String {
 
 impl Engine for Docker {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            root_dir_on_host: matches!(self.endpoint, Endpoint::Unix(_)),
-            ..Capabilities::DOCKER_20_10
-        }
+        self.flavor
+            .capabilities(matches!(self.endpoint, Endpoint::Unix(_)))
     }
 
     async fn info(&self) -> Result<EngineInfo, EngineError> {
@@ -809,6 +823,7 @@ impl Engine for Docker {
             server_version: version.version.unwrap_or_default(),
             api_version: self.client.client_version().to_string(),
             root_dir,
+            store: self.flavor.describe().to_owned(),
         })
     }
 
