@@ -52,7 +52,7 @@ impl MatrixEngine {
         format!("unix://{}", self.socket.display())
     }
 
-    /// Whether this engine is Docker (has BuildKit's build cache).
+    /// Whether this engine is Docker (has the `BuildKit` build cache).
     pub fn is_docker(&self) -> bool {
         self.store != Store::Podman
     }
@@ -239,19 +239,21 @@ fn read_list(list: &Path) -> Result<Vec<MatrixEngine>, String> {
             "overlay" if name.starts_with("podman") => Store::Podman,
             _ => Store::GraphDriver,
         };
-        let mut engine = MatrixEngine {
+        let socket = PathBuf::from(socket);
+        let (_, body) = unix_request(&socket, "GET", "/version", None, &[])
+            .map_err(|e| format!("GET /version on {name}: {e}"))?;
+        let version: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| format!("GET /version on {name}: {e}"))?;
+        let text = |key: &str| version[key].as_str().unwrap_or("?").to_owned();
+        engines.push(MatrixEngine {
             name: name.to_owned(),
-            socket: PathBuf::from(socket),
+            socket,
             data_root: PathBuf::from(data_root),
             store,
             store_name: store_name.to_owned(),
-            version: String::new(),
-            api: String::new(),
-        };
-        let version = engine.get("/version")?;
-        engine.version = version["Version"].as_str().unwrap_or("?").to_owned();
-        engine.api = version["ApiVersion"].as_str().unwrap_or("?").to_owned();
-        engines.push(engine);
+            version: text("Version"),
+            api: text("ApiVersion"),
+        });
     }
     // Table order.
     engines.sort_by_key(|e| {
