@@ -215,11 +215,13 @@ down() {
 }
 
 status() {
-    local line name socket
+    # Exit status 0 only when every listed engine answers.
+    local name socket down=0
     [ -f "$RUN/engines" ] || { log "the matrix is not up"; return 1; }
     while IFS=$'\t' read -r name socket _; do
-        if ping_socket "$socket"; then echo "$name up $socket"; else echo "$name DOWN $socket"; fi
+        if ping_socket "$socket"; then echo "$name up $socket"; else echo "$name DOWN $socket"; down=1; fi
     done <"$RUN/engines"
+    return "$down"
 }
 
 case ${1:-} in
