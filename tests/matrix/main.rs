@@ -31,7 +31,12 @@ use engine::Matrix;
 use scenarios::{Finding, Scenario};
 
 fn main() -> ExitCode {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // Trials on one engine wait for its lock, so more threads than engines gain nothing, and
+    // the engines' own work (not this process) is most of each trial's time.
+    if args.test_threads.is_none() {
+        args.test_threads = Some(engine::NAMES.len());
+    }
     if args.list {
         // Listing must not start engines: list every (scenario, engine) the matrix would run.
         let trials = scenarios::all()
