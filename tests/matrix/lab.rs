@@ -374,7 +374,17 @@ impl<'e> Lab<'e> {
 
     /// `POST /containers/create` of `image` running `cmd`, labelled, no network; its ID.
     pub fn create_container(&self, image: &str, cmd: &[&str]) -> Result<String, String> {
-        let (status, body) = self.create_container_raw(image, cmd)?;
+        self.create_named_container(None, image, cmd)
+    }
+
+    /// [`Lab::create_container`] with a container name (`name` should contain the lab id).
+    pub fn create_named_container(
+        &self,
+        name: Option<&str>,
+        image: &str,
+        cmd: &[&str],
+    ) -> Result<String, String> {
+        let (status, body) = self.create_container_raw(name, image, cmd)?;
         if status != 201 {
             return Err(format!(
                 "create a container of {image} on {}: {status} {}",
@@ -393,6 +403,7 @@ impl<'e> Lab<'e> {
     /// container it makes is tracked for cleanup.
     pub fn create_container_raw(
         &self,
+        name: Option<&str>,
         image: &str,
         cmd: &[&str],
     ) -> Result<(u16, Vec<u8>), String> {
@@ -403,12 +414,13 @@ impl<'e> Lab<'e> {
             "HostConfig": {"NetworkMode": "none"},
         }))
         .expect("create JSON");
-        let answer = self.engine.request(
-            "POST",
-            "/containers/create",
-            Some("application/json"),
-            &body,
-        )?;
+        let path = name.map_or_else(
+            || "/containers/create".to_owned(),
+            |n| format!("/containers/create?name={}", percent(n)),
+        );
+        let answer = self
+            .engine
+            .request("POST", &path, Some("application/json"), &body)?;
         if answer.0 == 201 {
             if let Some(id) = serde_json::from_slice::<Value>(&answer.1)
                 .ok()
