@@ -70,8 +70,9 @@ older_than = "1s"
 
     let plan = lab.imagegc_json(&["--config", &policy, "plan", "--output", "json"])?;
     let explain = |target: &str| -> Result<(Value, String), String> {
-        let json =
-            lab.imagegc_json(&["--config", &policy, "explain", target, "--output", "json"])?;
+        let json = lab
+            .imagegc_json(&["--config", &policy, "explain", target, "--output", "json"])
+            .map_err(|e| format!("{e}{}", localhost_note(&lab)))?;
         let out = engine.imagegc(&["--config", &policy, "explain", target]);
         if !out.status.success() {
             return Err(format!(
