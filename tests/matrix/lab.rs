@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -167,10 +167,6 @@ impl<'e> Lab<'e> {
     /// `imagegc-test-<id>/<name>:<tag>`.
     pub fn reference(&self, name: &str, tag: &str) -> String {
         format!("{}:{tag}", self.repo(name))
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// A state file path in the lab's temp dir.

@@ -16,7 +16,6 @@
 mod common;
 
 mod compat;
-#[allow(dead_code)]
 mod lab;
 // Scenarios use what they need of the engine handle; the rest is there for the next one.
 #[allow(dead_code)]
