@@ -12,6 +12,11 @@ use super::Finding;
 use crate::engine::MatrixEngine;
 use crate::lab::{Lab, Spec};
 
+/// A reference without the `localhost/` Podman puts in front of a name without a registry.
+fn unprefixed(reference: &str) -> &str {
+    reference.strip_prefix("localhost/").unwrap_or(reference)
+}
+
 /// The grace period here: short, waited out after the load (the containerd store counts it
 /// from the load, see the `images` scenario).
 const MIN_AGE_SECS: u64 = 2;
@@ -109,7 +114,7 @@ older_than = "1s"
             .iter()
             .find(|r| {
                 r["image_id"] == image_id.as_str()
-                    && r["reference"].as_str() == reference.as_deref()
+                    && r["reference"].as_str().map(unprefixed) == reference.as_deref()
             })
             .cloned();
         let (json, text) = explain(&target)?;

@@ -30,7 +30,8 @@ pub fn wait_out_min_age(loaded: Instant) {
     }
 }
 
-/// The names a removal list gives: its reference, else the lab's name of its image.
+/// The names a removal list gives: its reference (without a `localhost/` Podman put in front
+/// of a lab reference), else the lab's name of its image.
 pub fn removed_names(lab: &Lab<'_>, list: &Value) -> BTreeSet<String> {
     list.as_array()
         .map(Vec::as_slice)
@@ -38,7 +39,12 @@ pub fn removed_names(lab: &Lab<'_>, list: &Value) -> BTreeSet<String> {
         .iter()
         .map(|r| {
             if let Some(reference) = r["reference"].as_str() {
-                reference.to_owned()
+                // The same reference, however the engine spells it: Podman's `localhost/`
+                // in front of a lab reference is a spelling, not another decision.
+                match reference.strip_prefix("localhost/") {
+                    Some(short) if short.contains(lab.id()) => short.to_owned(),
+                    _ => reference.to_owned(),
+                }
             } else {
                 let id = r["image_id"].as_str().unwrap_or_default();
                 lab.name_of(id).unwrap_or_else(|| format!("unknown {id}"))
