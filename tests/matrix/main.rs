@@ -16,6 +16,7 @@
 mod common;
 
 mod compat;
+mod lab;
 // Scenarios use what they need of the engine handle; the rest is there for the next one.
 #[allow(dead_code)]
 mod engine;

@@ -1,0 +1,589 @@
+//! A lab on one matrix engine: a random id and its label `imagegc.test=<id>` on everything it
+//! makes, images loaded from tarballs built here (`POST /images/load`; no registry), the
+//! engine's own ID of each image (the containerd store names images by manifest digest, so
+//! IDs differ per store and are read back from the engine, never computed), containers made
+//! with raw API calls (`--network none`), and cleanup of all of it on drop (containers
+//! `rm -f`, then `rmi -f` of the lab's labelled images, children first; never a prune).
+//!
+//! Every image also carries `imagegc.test.image=<name>`, the lab's own name for it, so that a
+//! scenario can say what was removed by name, the same on every engine, whatever the engine
+//! calls the image.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::common::private_engine::{append, hex};
+use crate::common::{sleeper_path, LABEL_KEY};
+use crate::engine::MatrixEngine;
+
+/// The label carrying the lab's name of an image.
+pub const NAME_KEY: &str = "imagegc.test.image";
+
+/// How many rounds of `rmi -f` the cleanup tries (children before parents).
+const CLEANUP_ROUNDS: usize = 6;
+
+/// One image to load.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The lab's name for it (unique in the lab).
+    pub name: String,
+    /// Full references (`lab.reference(..)`); none makes a dangling image.
+    pub tags: Vec<String>,
+    /// Its `created` time (whole seconds).
+    pub created: DateTime<Utc>,
+    /// Random bytes in its own layer.
+    pub layer_bytes: usize,
+    /// Labels besides the lab's two.
+    pub labels: Vec<(String, String)>,
+    /// The name of an image earlier in the same [`Lab::load`] call: this image gets its layers
+    /// and history plus one layer, and the load tarball names it as parent (graph-driver
+    /// stores record that; the others see two images sharing layers).
+    pub parent: Option<String>,
+    /// Put the sleeper (`/sleeper`: waits for a signal; `/sleeper N` exits N) into its layer.
+    pub sleeper: bool,
+}
+
+impl Spec {
+    /// Dangling, 30 days old, 4 KiB layer.
+    pub fn new(name: &str) -> Spec {
+        Spec {
+            name: name.to_owned(),
+            tags: Vec::new(),
+            created: Utc::now() - TimeDelta::days(30),
+            layer_bytes: 4096,
+            labels: Vec::new(),
+            parent: None,
+            sleeper: false,
+        }
+    }
+
+    #[must_use]
+    pub fn tag(mut self, reference: impl Into<String>) -> Spec {
+        self.tags.push(reference.into());
+        self
+    }
+
+    #[must_use]
+    pub fn days_old(mut self, days: i64) -> Spec {
+        self.created = Utc::now() - TimeDelta::days(days);
+        self
+    }
+
+    #[must_use]
+    pub fn created(mut self, created: DateTime<Utc>) -> Spec {
+        self.created = created;
+        self
+    }
+
+    #[must_use]
+    pub fn bytes(mut self, n: usize) -> Spec {
+        self.layer_bytes = n;
+        self
+    }
+
+    #[must_use]
+    pub fn label(mut self, key: &str, value: &str) -> Spec {
+        self.labels.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    #[must_use]
+    pub fn parent(mut self, name: &str) -> Spec {
+        self.parent = Some(name.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn sleeper(mut self) -> Spec {
+        self.sleeper = true;
+        self
+    }
+}
+
+/// What a built image is made of (to build a child on it).
+#[derive(Debug, Clone)]
+struct Built {
+    config_id: String,
+    /// (name in the tarball, layer tar), bottom first.
+    layers: Vec<(String, Vec<u8>)>,
+    diff_ids: Vec<String>,
+    history: Vec<Value>,
+}
+
+/// One lab on one engine; removes what it made on drop.
+pub struct Lab<'e> {
+    pub engine: &'e MatrixEngine,
+    id: String,
+    dir: tempfile::TempDir,
+    /// The lab's name of each image → the engine's ID of it.
+    ids: Mutex<BTreeMap<String, String>>,
+    /// Containers made here (also found by label at cleanup).
+    containers: Mutex<Vec<String>>,
+}
+
+impl<'e> Lab<'e> {
+    pub fn new(engine: &'e MatrixEngine) -> Lab<'e> {
+        let mut id = [0u8; 6];
+        rand::rng().fill_bytes(&mut id);
+        let dir = tempfile::Builder::new()
+            .prefix("imagegc-matrix-")
+            .tempdir()
+            .expect("a temp dir for the lab");
+        Lab {
+            engine,
+            id: hex(&id),
+            dir,
+            ids: Mutex::default(),
+            containers: Mutex::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `imagegc.test=<id>`.
+    pub fn label(&self) -> String {
+        format!("{LABEL_KEY}={}", self.id)
+    }
+
+    /// The selector line scoping a policy table to the lab.
+    pub fn selector(&self) -> String {
+        format!("labels = [\"{}\"]", self.label())
+    }
+
+    /// `imagegc-test-<id>/<name>`.
+    pub fn repo(&self, name: &str) -> String {
+        format!("imagegc-test-{}/{name}", self.id)
+    }
+
+    /// `imagegc-test-<id>/<name>:<tag>`.
+    pub fn reference(&self, name: &str, tag: &str) -> String {
+        format!("{}:{tag}", self.repo(name))
+    }
+
+    /// A state file path in the lab's temp dir.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// Writes `policy.toml` into the temp dir; its path as text.
+    pub fn write_policy(&self, text: &str) -> String {
+        let path = self.dir.path().join("policy.toml");
+        std::fs::write(&path, text).expect("write the policy");
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Loads `specs` in one tarball and records the engine's ID of each.
+    pub fn load(&self, specs: &[Spec]) -> Result<(), String> {
+        let mut built: BTreeMap<&str, Built> = BTreeMap::new();
+        let mut tarball = tar::Builder::new(Vec::new());
+        let mut manifest = Vec::new();
+        let mut written = std::collections::HashSet::new();
+        for spec in specs {
+            let parent = match &spec.parent {
+                Some(p) => Some(
+                    built
+                        .get(p.as_str())
+                        .ok_or_else(|| {
+                            format!("parent {p} of {} is not loaded before it", spec.name)
+                        })?
+                        .clone(),
+                ),
+                None => None,
+            };
+            let image = self.build(spec, parent.as_ref());
+            let mut names = Vec::new();
+            for (name, layer) in &image.layers {
+                if written.insert(name.clone()) {
+                    append(&mut tarball, name, layer, 0o644);
+                }
+                names.push(name.clone());
+            }
+            let mut entry = json!({
+                "Config": format!("{}.json", image.config_id),
+                "RepoTags": spec.tags,
+                "Layers": names,
+            });
+            if let Some(p) = &parent {
+                entry["Parent"] = Value::String(format!("sha256:{}", p.config_id));
+            }
+            manifest.push(entry);
+            built.insert(spec.name.as_str(), image);
+        }
+        for (name, image) in &built {
+            let spec = specs
+                .iter()
+                .find(|s| s.name == *name)
+                .expect("built from a spec");
+            let config = self.config(spec, image);
+            append(
+                &mut tarball,
+                &format!("{}.json", image.config_id),
+                &config,
+                0o644,
+            );
+        }
+        let manifest = serde_json::to_vec(&manifest).expect("manifest JSON");
+        append(&mut tarball, "manifest.json", &manifest, 0o644);
+        let tarball = tarball.into_inner().expect("finish the load tarball");
+        self.engine.load_tarball(&tarball)?;
+        self.refresh_ids()?;
+        let ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        for spec in specs {
+            if !ids.contains_key(&spec.name) {
+                return Err(format!(
+                    "{}: {} was loaded but is not listed with its label",
+                    self.engine.name, spec.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The layer and history of `spec` on `parent`; its config ID is computed by
+    /// [`Lab::config`] (the tarball names the config file by it).
+    fn build(&self, spec: &Spec, parent: Option<&Built>) -> Built {
+        let created = DateTime::from_timestamp(spec.created.timestamp(), 0).expect("a valid time");
+        let mut data = vec![0u8; spec.layer_bytes];
+        rand::rng().fill_bytes(&mut data);
+        let mut layer = tar::Builder::new(Vec::new());
+        append(
+            &mut layer,
+            &format!("data-{}-{}", self.id, spec.name),
+            &data,
+            0o644,
+        );
+        if spec.sleeper {
+            let sleeper = std::fs::read(sleeper_path()).expect("read the sleeper");
+            append(&mut layer, "sleeper", &sleeper, 0o755);
+        }
+        let layer = layer.into_inner().expect("finish a layer tar");
+        let digest = hex(&Sha256::digest(&layer));
+        let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
+        layers.push((format!("{digest}/layer.tar"), layer));
+        let mut diff_ids = parent.map(|p| p.diff_ids.clone()).unwrap_or_default();
+        diff_ids.push(format!("sha256:{digest}"));
+        let mut history = parent.map(|p| p.history.clone()).unwrap_or_default();
+        history.push(json!({
+            "created": created.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "created_by": format!("imagegc matrix layer {}", spec.name),
+        }));
+        let mut image = Built {
+            config_id: String::new(),
+            layers,
+            diff_ids,
+            history,
+        };
+        image.config_id = hex(&Sha256::digest(self.config(spec, &image)));
+        image
+    }
+
+    fn config(&self, spec: &Spec, image: &Built) -> Vec<u8> {
+        let created = DateTime::from_timestamp(spec.created.timestamp(), 0).expect("a valid time");
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_KEY.to_owned(), self.id.clone());
+        labels.insert(NAME_KEY.to_owned(), spec.name.clone());
+        for (k, v) in &spec.labels {
+            labels.insert(k.clone(), v.clone());
+        }
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            other => other,
+        };
+        serde_json::to_vec(&json!({
+            "architecture": arch,
+            "os": "linux",
+            "created": created.to_rfc3339_opts(SecondsFormat::Secs, true),
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": image.diff_ids},
+            "history": image.history,
+        }))
+        .expect("config JSON")
+    }
+
+    /// Reads the engine's ID of every lab image (by its name label).
+    pub fn refresh_ids(&self) -> Result<(), String> {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        for image in self.images()? {
+            if let (Some(id), Some(name)) =
+                (image["Id"].as_str(), image["Labels"][NAME_KEY].as_str())
+            {
+                ids.insert(name.to_owned(), id.to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's listing (`/images/json?all=1`) of the lab's images.
+    pub fn images(&self) -> Result<Vec<Value>, String> {
+        let list = self.engine.get(&format!(
+            "/images/json?all=1&filters={}",
+            label_filter(&self.label())
+        ))?;
+        Ok(list.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The engine's ID of the lab image `name`.
+    pub fn image_id(&self, name: &str) -> String {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no lab image {name}"))
+    }
+
+    /// The lab's name of the image the engine calls `id`.
+    pub fn name_of(&self, id: &str) -> Option<String> {
+        self.ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|(_, v)| *v == id)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Whether the engine has an image `reference` (a reference or an ID).
+    pub fn image_exists(&self, reference: &str) -> Result<bool, String> {
+        match self
+            .engine
+            .request("GET", &format!("/images/{reference}/json"), None, &[])?
+        {
+            (200, _) => Ok(true),
+            (404, _) => Ok(false),
+            (status, body) => Err(format!(
+                "GET /images/{reference}/json on {}: {status} {}",
+                self.engine.name,
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    }
+
+    /// `POST /containers/create` of `image` running `cmd`, labelled, no network; its ID.
+    pub fn create_container(&self, image: &str, cmd: &[&str]) -> Result<String, String> {
+        self.create_named_container(None, image, cmd)
+    }
+
+    /// [`Lab::create_container`] with a container name (`name` should contain the lab id).
+    pub fn create_named_container(
+        &self,
+        name: Option<&str>,
+        image: &str,
+        cmd: &[&str],
+    ) -> Result<String, String> {
+        let (status, body) = self.create_container_raw(name, image, cmd)?;
+        if status != 201 {
+            return Err(format!(
+                "create a container of {image} on {}: {status} {}",
+                self.engine.name,
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let v: Value = serde_json::from_slice(&body).map_err(|e| format!("create answer: {e}"))?;
+        v["Id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("create answer without Id: {v}"))
+    }
+
+    /// The create call itself (status and body), for a caller that expects it may fail; a
+    /// container it makes is tracked for cleanup.
+    pub fn create_container_raw(
+        &self,
+        name: Option<&str>,
+        image: &str,
+        cmd: &[&str],
+    ) -> Result<(u16, Vec<u8>), String> {
+        let body = serde_json::to_vec(&json!({
+            "Image": image,
+            "Cmd": cmd,
+            "Labels": {LABEL_KEY: self.id},
+            "HostConfig": {"NetworkMode": "none"},
+        }))
+        .expect("create JSON");
+        let path = name.map_or_else(
+            || "/containers/create".to_owned(),
+            |n| format!("/containers/create?name={}", percent(n)),
+        );
+        let answer = self
+            .engine
+            .request("POST", &path, Some("application/json"), &body)?;
+        if answer.0 == 201 {
+            if let Some(id) = serde_json::from_slice::<Value>(&answer.1)
+                .ok()
+                .and_then(|v| v["Id"].as_str().map(str::to_owned))
+            {
+                self.containers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(id);
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Starts container `id`.
+    pub fn start(&self, id: &str) -> Result<(), String> {
+        let (status, body) =
+            self.engine
+                .request("POST", &format!("/containers/{id}/start"), None, &[])?;
+        if status == 204 || status == 304 {
+            Ok(())
+        } else {
+            Err(format!(
+                "start {id} on {}: {status} {}",
+                self.engine.name,
+                String::from_utf8_lossy(&body)
+            ))
+        }
+    }
+
+    /// Waits for container `id` to exit; its exit code.
+    pub fn wait(&self, id: &str) -> Result<i64, String> {
+        let (status, body) =
+            self.engine
+                .request("POST", &format!("/containers/{id}/wait"), None, &[])?;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if status != 200 {
+            return Err(format!("wait {id} on {}: {status} {v}", self.engine.name));
+        }
+        v["StatusCode"]
+            .as_i64()
+            .ok_or_else(|| format!("wait {id}: no StatusCode in {v}"))
+    }
+
+    /// A container that ran `/sleeper 0` and exited 0 (the image needs the sleeper).
+    pub fn exited_container(&self, image: &str) -> Result<String, String> {
+        let id = self.create_container(image, &["/sleeper", "0"])?;
+        self.start(&id)?;
+        let code = self.wait(&id)?;
+        if code != 0 {
+            return Err(format!("the sleeper exited {code}"));
+        }
+        Ok(id)
+    }
+
+    /// A container running `/sleeper` (the image needs the sleeper).
+    pub fn running_container(&self, image: &str) -> Result<String, String> {
+        let id = self.create_container(image, &["/sleeper"])?;
+        self.start(&id)?;
+        Ok(id)
+    }
+
+    /// The lab's containers as the engine lists them (`all=1`).
+    pub fn containers(&self) -> Result<Vec<Value>, String> {
+        let list = self.engine.get(&format!(
+            "/containers/json?all=1&filters={}",
+            label_filter(&self.label())
+        ))?;
+        Ok(list.as_array().cloned().unwrap_or_default())
+    }
+
+    /// Runs imagegc with `args`; its stdout as JSON, or an error with its output.
+    pub fn imagegc_json(&self, args: &[&str]) -> Result<Value, String> {
+        let out = self.engine.imagegc(args);
+        if !out.status.success() {
+            return Err(format!(
+                "imagegc {} on {}: {}\nstdout: {}\nstderr: {}",
+                args.join(" "),
+                self.engine.name,
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "imagegc {} on {}: not JSON ({e}): {}",
+                args.join(" "),
+                self.engine.name,
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Removes the lab's containers and images; never panics.
+    fn cleanup(&self) {
+        let mut containers = self
+            .containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Ok(listed) = self.containers() {
+            containers.extend(
+                listed
+                    .iter()
+                    .filter_map(|c| c["Id"].as_str().map(str::to_owned)),
+            );
+        }
+        containers.sort();
+        containers.dedup();
+        for id in &containers {
+            let _ = self.engine.request(
+                "DELETE",
+                &format!("/containers/{id}?force=1&v=1"),
+                None,
+                &[],
+            );
+        }
+        let mut left: Vec<String> = Vec::new();
+        for _ in 0..CLEANUP_ROUNDS {
+            let Ok(images) = self.images() else { break };
+            let ids: Vec<String> = images
+                .iter()
+                .filter_map(|i| i["Id"].as_str().map(str::to_owned))
+                .collect();
+            if ids.is_empty() {
+                left.clear();
+                break;
+            }
+            for id in &ids {
+                let _ = self
+                    .engine
+                    .request("DELETE", &format!("/images/{id}?force=1"), None, &[]);
+            }
+            left = ids;
+        }
+        if !left.is_empty() {
+            eprintln!(
+                "warning: lab {} on {} may have left images behind: {}",
+                self.id,
+                self.engine.name,
+                left.join(" ")
+            );
+        }
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// `{"label":["<label>"]}`, percent-encoded for a query string.
+pub fn label_filter(label: &str) -> String {
+    percent(&json!({"label": [label]}).to_string())
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn percent(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
