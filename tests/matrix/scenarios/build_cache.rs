@@ -1,5 +1,6 @@
 //! Scenario `build_cache`: on the Docker engines, a `BuildKit` build the scenario makes itself
-//! (raw `POST /build?version=2` with a tar context: `FROM scratch`, `COPY` of a 6 MB file,
+//! (raw `POST /build?version=2` with a tar context; on the containerd store, where that fails,
+//! the 20.10 CLI with `DOCKER_BUILDKIT=1`: `FROM scratch`, `COPY` of a 6 MB file,
 //! `COPY` of the static `fill`, and a `RUN --mount=type=cache` that writes 3 MB into the cache
 //! mount), then two measured passes, as `tests/build_cache_scenario.rs` does on the private
 //! engine:
@@ -48,7 +49,7 @@ fn record_ids(engine: &MatrixEngine) -> Result<BTreeSet<String>, String> {
 
 /// A `BuildKit` build of a context of `files`, tagged `tag` and labelled for the lab: a raw
 /// `POST /build?version=2` with a tar context, except on the containerd store, where that
-/// fails (measured on 26.1.5: BuildKit there fetches the uploaded context from its
+/// fails (measured on 26.1.5: `BuildKit` there fetches the uploaded context from its
 /// `http://build-context-…` URL over the network, "no such host"), so the 20.10 CLI builds
 /// with `DOCKER_BUILDKIT=1` and a session, sending the context from the lab's directory.
 fn build(lab: &Lab<'_>, tag: &str, files: &[(&str, &[u8])]) -> Result<(), String> {
@@ -130,7 +131,7 @@ fn cli_build(lab: &Lab<'_>, tag: &str, files: &[(&str, &[u8])]) -> Result<(), St
 }
 
 /// The outcome of one measured pass.
-struct Pass {
+struct Measured {
     plan: Value,
     pass: Value,
     predicted: u64,
@@ -146,7 +147,7 @@ fn measured_pass(
     mine: &BTreeSet<String>,
     layers: usize,
     what: &str,
-) -> Result<Pass, String> {
+) -> Result<Measured, String> {
     let engine = lab.engine;
     let plan = lab.imagegc_json(policy, &["plan"])?;
     let planned = strings(list(&plan, "records")?, "record_id");
@@ -203,7 +204,7 @@ fn measured_pass(
              ±{slack})\nplan: {plan:#}\npass: {pass:#}"
         ));
     }
-    Ok(Pass {
+    Ok(Measured {
         plan,
         pass,
         predicted,
