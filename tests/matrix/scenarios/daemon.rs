@@ -203,11 +203,6 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         || Ok(recorded_use(&lab, &used)),
     );
     let events = events_between(engine, window_start, Utc::now().timestamp() + 1);
-    eprintln!(
-        "[{}] engine events during the scenario:\n{}",
-        engine.name,
-        events.trim_end()
-    );
     let record = record.map_err(|e| {
         format!(
             "{e}\nengine events:\n{events}\nstate file: {}\ndaemon log:\n{}",
@@ -245,6 +240,13 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         ));
     }
     daemon.terminate()?;
+    // The engine's events of the whole first phase, the container's removal included
+    // (Podman says `remove` where Docker says `destroy`).
+    eprintln!(
+        "[{}] engine events up to the restart:\n{}",
+        engine.name,
+        events_between(engine, window_start, Utc::now().timestamp() + 1).trim_end()
+    );
     if recorded_use(&lab, &used).is_none() {
         return Err("after SIGTERM the state file no longer records the use".to_owned());
     }
