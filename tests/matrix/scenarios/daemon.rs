@@ -5,9 +5,9 @@
 //! 2 s, a policy that removes nothing yet: `unused_for = "365d"`) while a container of `used` is
 //! created, and until its state file records that use; the container is then removed (so that
 //! after the restart no container tells of the use: only the state file does), and daemon A is
-//! stopped with SIGTERM. Then, with `unused_for = 20s`, `plan` and a restarted daemon B must
+//! stopped with SIGTERM. Then, with `unused_for = 30s`, `plan` and a restarted daemon B must
 //! remove `unused` (its last use is its created time, or on the containerd store its load, which
-//! is more than 20 s ago by then) and keep `used` (used seconds ago, as only the state file
+//! is more than 30 s ago by then) and keep `used` (used seconds ago, as only the state file
 //! knows). A lost state would restart tracking and keep both: `unused` going shows the state
 //! was read, `used` staying shows the use was in it.
 //!
@@ -28,11 +28,11 @@ use crate::lab_support::{list, random_bytes, url_encode, wait_for, Lab};
 
 /// `unused_for` of the second phase: shorter than the time since the images were loaded,
 /// longer than the time since the use when daemon B decides.
-const UNUSED_FOR: Duration = Duration::from_secs(20);
+const UNUSED_FOR: Duration = Duration::from_secs(30);
 
 /// How long after the load the use is made: more than [`UNUSED_FOR`], so that on the
 /// containerd store (whose load sets `LastTagTime`, a use) the unused image is stale by then.
-const USE_AFTER_LOAD: Duration = Duration::from_secs(24);
+const USE_AFTER_LOAD: Duration = Duration::from_secs(34);
 
 /// `imagegc run` as a child; killed on drop if it is still running.
 struct Daemon {
@@ -251,7 +251,7 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         return Err("after SIGTERM the state file no longer records the use".to_owned());
     }
 
-    // After the restart, with unused_for = 20 s.
+    // After the restart, with unused_for = 30 s.
     let port = free_port();
     let policy_b = lab.write(
         "policy-b.toml",
