@@ -352,6 +352,34 @@ pub async fn execute<E: Engine>(
                 );
                 report.removed.push(done);
             }
+            Err(EngineError::NotFound(_))
+                if pruned_with_child(&engine.capabilities(), snapshot, removal, &report) =>
+            {
+                // Podman deleted this dangling parent with its child (it prunes
+                // parents, `noprune` or not, and lists only the child): removed,
+                // and its bytes counted here, once.
+                let mut done = Removed {
+                    image_id: removal.image_id.clone(),
+                    reference: None,
+                    policy: removal.policy.clone(),
+                    reclaimed_bytes: 0,
+                    deleted_images: vec![removal.image_id.clone()],
+                    untagged: Vec::new(),
+                };
+                let effect = replay(&mut ledger, removal);
+                if source == ReclaimSource::Predicted {
+                    predicted(effect, snapshot, &mut done);
+                }
+                report.reclaimed_bytes =
+                    report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
+                info!(
+                    policy = %removal.policy,
+                    image = %removal.image_id,
+                    bytes = done.reclaimed_bytes,
+                    "removed by the engine with its child"
+                );
+                report.removed.push(done);
+            }
             Err(err) => {
                 let failed = refused(removal, target, &err);
                 report.failed.push(failed);
@@ -637,6 +665,25 @@ fn refused(removal: &Removal, target: &str, err: &EngineError) -> Failed {
         kind: err.kind(),
         message: err.to_string(),
     }
+}
+
+/// Whether the image `removal` names (untagged) was gone because the engine
+/// prunes parents (`prunes_parents`) and a child of it was removed earlier
+/// in this pass.
+fn pruned_with_child(
+    capabilities: &Capabilities,
+    snapshot: &Snapshot,
+    removal: &Removal,
+    report: &Report,
+) -> bool {
+    capabilities.prunes_parents
+        && removal.reference.is_none()
+        && report
+            .removed
+            .iter()
+            .flat_map(|done| &done.deleted_images)
+            .filter_map(|id| snapshot.by_id.get(id))
+            .any(|&child| snapshot.is_ancestor(removal.image, child))
 }
 
 /// Replays `removal`, which the engine carried out, in `ledger`.
