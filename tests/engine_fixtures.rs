@@ -117,7 +117,7 @@ fn replay(engine: &str, names: &[&str], overrides: &[(&str, &str)]) -> Replay {
                             Value::String(s) => (s.clone(), "text/plain"),
                             // The event stream: one JSON object a line.
                             Value::Array(items) if path == "/events" => (
-                                items.iter().map(|e| format!("{e}\n")).collect(),
+                                items.iter().map(|e| e.to_string() + "\n").collect(),
                                 "application/json",
                             ),
                             Value::Null => (String::new(), "application/json"),

@@ -355,30 +355,7 @@ pub async fn execute<E: Engine>(
             Err(EngineError::NotFound(_))
                 if pruned_with_child(&engine.capabilities(), snapshot, removal, &report) =>
             {
-                // Podman deleted this dangling parent with its child (it prunes
-                // parents, `noprune` or not, and lists only the child): removed,
-                // and its bytes counted here, once.
-                let mut done = Removed {
-                    image_id: removal.image_id.clone(),
-                    reference: None,
-                    policy: removal.policy.clone(),
-                    reclaimed_bytes: 0,
-                    deleted_images: vec![removal.image_id.clone()],
-                    untagged: Vec::new(),
-                };
-                let effect = replay(&mut ledger, removal);
-                if source == ReclaimSource::Predicted {
-                    predicted(effect, snapshot, &mut done);
-                }
-                report.reclaimed_bytes =
-                    report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
-                info!(
-                    policy = %removal.policy,
-                    image = %removal.image_id,
-                    bytes = done.reclaimed_bytes,
-                    "removed by the engine with its child"
-                );
-                report.removed.push(done);
+                pruned_parent(&mut ledger, snapshot, removal, source, &mut report);
             }
             Err(err) => {
                 let failed = refused(removal, target, &err);
@@ -684,6 +661,38 @@ fn pruned_with_child(
             .flat_map(|done| &done.deleted_images)
             .filter_map(|id| snapshot.by_id.get(id))
             .any(|&child| snapshot.is_ancestor(removal.image, child))
+}
+
+/// A parent the engine deleted with its child (Podman prunes parents,
+/// `noprune` or not, and lists only the child), as removed: replayed in
+/// `ledger`, its bytes counted here, once, in `report`.
+fn pruned_parent(
+    ledger: &mut Ledger<'_>,
+    snapshot: &Snapshot,
+    removal: &Removal,
+    source: ReclaimSource,
+    report: &mut Report,
+) {
+    let mut done = Removed {
+        image_id: removal.image_id.clone(),
+        reference: None,
+        policy: removal.policy.clone(),
+        reclaimed_bytes: 0,
+        deleted_images: vec![removal.image_id.clone()],
+        untagged: Vec::new(),
+    };
+    let effect = replay(ledger, removal);
+    if source == ReclaimSource::Predicted {
+        predicted(effect, snapshot, &mut done);
+    }
+    info!(
+        policy = %removal.policy,
+        image = %removal.image_id,
+        bytes = done.reclaimed_bytes,
+        "removed by the engine with its child"
+    );
+    report.reclaimed_bytes = report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
+    report.removed.push(done);
 }
 
 /// Replays `removal`, which the engine carried out, in `ledger`.

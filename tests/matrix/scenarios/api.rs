@@ -13,6 +13,7 @@
 //! boolean), never the values themselves.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use chrono::Utc;
@@ -55,6 +56,32 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
     };
     let since = Utc::now().timestamp() - 1;
     let set = make_set(engine, &lab)?;
+    let answers: Vec<Exchange> = ask_all(engine, &set, since)?
+        .into_iter()
+        .map(|mut a| {
+            a.body = trim(a.name, a.body, &lab, &set);
+            a
+        })
+        .collect();
+    if recording() {
+        write(engine, &answers)?;
+    } else {
+        check(engine, &answers)?;
+    }
+    drop(guard);
+    let prune = answers
+        .iter()
+        .find(|a| a.name == "build_prune")
+        .map_or(0, |a| a.status);
+    Ok(Finding::new(if prune == 404 {
+        "shapes as recorded; no build cache (404)"
+    } else {
+        "shapes as recorded"
+    }))
+}
+
+/// Every call, in order, on the set: removals last but the lists after them.
+fn ask_all(engine: &MatrixEngine, set: &Set, since: i64) -> Result<Vec<Exchange>, String> {
     let mut answers = Vec::new();
     let mut call =
         |name: &'static str, method: &'static str, path: String| -> Result<Value, String> {
@@ -143,19 +170,15 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
             encode(r#"{"type":["container","image"]}"#)
         ),
     )?;
-    drop(call);
+    Ok(answers)
+}
 
-    let answers: Vec<Exchange> = answers
-        .into_iter()
-        .map(|mut a| {
-            a.body = trim(a.name, a.body, &lab, &set);
-            a
-        })
-        .collect();
+/// Writes the answers as the engine's fixtures.
+fn write(engine: &MatrixEngine, answers: &[Exchange]) -> Result<(), String> {
     let dir = fixture_dir(&engine.name);
-    if recording() {
+    {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for a in &answers {
+        for a in answers {
             let file = dir.join(format!("{}.json", a.name));
             let doc =
                 json!({"method": a.method, "path": a.path, "status": a.status, "body": a.body});
@@ -168,9 +191,16 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
             answers.len(),
             dir.display()
         );
-    } else {
+    }
+    Ok(())
+}
+
+/// Compares the answers' shapes with the engine's fixtures'.
+fn check(engine: &MatrixEngine, answers: &[Exchange]) -> Result<(), String> {
+    let dir = fixture_dir(&engine.name);
+    {
         let mut differences = Vec::new();
-        for a in &answers {
+        for a in answers {
             let file = dir.join(format!("{}.json", a.name));
             let text = std::fs::read_to_string(&file).map_err(|e| {
                 format!(
@@ -202,16 +232,7 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
             ));
         }
     }
-    drop(guard);
-    let prune = answers
-        .iter()
-        .find(|a| a.name == "build_prune")
-        .map_or(0, |a| a.status);
-    Ok(Finding::new(if prune == 404 {
-        "shapes as recorded; no build cache (404)"
-    } else {
-        "shapes as recorded"
-    }))
+    Ok(())
 }
 
 /// What [`make_set`] made.
@@ -461,11 +482,11 @@ fn parse_body(body: &[u8]) -> Value {
 /// not the lab's, so whether there are any changes from run to run.
 pub fn shape(value: &Value) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    walk(value, String::new(), &mut out);
+    walk(value, "", &mut out);
     out
 }
 
-fn walk(value: &Value, path: String, out: &mut BTreeSet<String>) {
+fn walk(value: &Value, path: &str, out: &mut BTreeSet<String>) {
     let kind = match value {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -481,7 +502,7 @@ fn walk(value: &Value, path: String, out: &mut BTreeSet<String>) {
     match value {
         Value::Array(items) => {
             for item in items {
-                walk(item, format!("{path}[]"), out);
+                walk(item, &format!("{path}[]"), out);
             }
         }
         Value::Object(map) => {
@@ -497,7 +518,7 @@ fn walk(value: &Value, path: String, out: &mut BTreeSet<String>) {
                     ));
                     continue;
                 }
-                walk(v, format!("{path}.{k}"), out);
+                walk(v, &format!("{path}.{k}"), out);
             }
         }
         _ => {}
@@ -591,8 +612,10 @@ fn hex_of(bytes: &[u8]) -> String {
 fn hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+        .fold(String::new(), |mut text, b| {
+            let _ = write!(text, "{b:02x}");
+            text
+        })
 }
 
 /// Percent-encodes a query value.
