@@ -453,3 +453,35 @@ async fn an_engine_without_build_cache_is_never_asked_and_a_404_means_none() {
         "{listed:?}"
     );
 }
+
+#[tokio::test]
+async fn engines_below_api_1_47_ignore_manifests_and_the_list_reads_the_same() {
+    for engine in ENGINES {
+        let plain = replay(engine, &[&CONNECT[..], &["images"]].concat(), &[]);
+        let asked = replay(engine, &[&CONNECT[..], &["images_manifests"]].concat(), &[]);
+        let mut plain = connect(&plain).await.list_images().await.expect("images");
+        let mut asked = connect(&asked).await.list_images().await.expect("images");
+        // Images created in the same second come in no fixed order.
+        plain.sort_by(|a, b| a.id.cmp(&b.id));
+        asked.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(plain, asked, "{engine}");
+        let raw = fixture(engine, "images_manifests")["body"].clone();
+        let listed = raw.as_array().expect("a list");
+        assert!(
+            listed.iter().all(|i| i.get("Manifests").is_none()),
+            "{engine}"
+        );
+        // `Containers` and `SharedSize`: -1 (not computed) on Docker's list, real on Podman's;
+        // imagegc reads neither.
+        let containers: Vec<i64> = listed
+            .iter()
+            .filter_map(|i| i["Containers"].as_i64())
+            .collect();
+        assert_eq!(containers.len(), 3, "{engine}");
+        assert_eq!(
+            containers.iter().all(|&c| c == -1),
+            engine != "podman",
+            "{engine}"
+        );
+    }
+}

@@ -100,6 +100,12 @@ fn ask_all(engine: &MatrixEngine, set: &Set, since: i64) -> Result<Vec<Exchange>
     call("version", "GET", "/version".to_owned())?;
     call("info", "GET", "/info".to_owned())?;
     call("images", "GET", "/images/json?all=1".to_owned())?;
+    // `manifests` is API 1.47+; older engines must ignore it.
+    call(
+        "images_manifests",
+        "GET",
+        "/images/json?all=1&manifests=1".to_owned(),
+    )?;
     call(
         "image_inspect",
         "GET",
@@ -408,7 +414,7 @@ impl Drop for Cleanup {
 fn trim(name: &str, body: Value, lab: &str, set: &Set) -> Value {
     let mine = |v: &Value| v["Labels"][LAB_LABEL] == lab;
     match (name, body) {
-        ("images" | "images_after" | "containers", Value::Array(items)) => {
+        ("images" | "images_manifests" | "images_after" | "containers", Value::Array(items)) => {
             Value::Array(items.into_iter().filter(mine).collect())
         }
         ("system_df", Value::Object(mut df)) => {
