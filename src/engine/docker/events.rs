@@ -133,6 +133,35 @@ mod tests {
     }
 
     #[test]
+    fn podman_says_remove_for_a_container_and_names_images_by_bare_hex() {
+        // As Podman 4.3's compatible service sent them (tests/fixtures/engines/podman).
+        let remove = r#"{"status":"remove","id":"e85b","Type":"container","Action":"remove",
+            "Actor":{"ID":"e85b","Attributes":{"image":"localhost/app:1","name":"happy_allen"}},
+            "scope":"local","time":1796205750,"timeNano":1796205750678838755}"#;
+        let message: EventMessage = serde_json::from_str(remove).unwrap_or_default();
+        assert_eq!(
+            engine_event(message).map(|e| e.what),
+            Some(Use::ContainerDestroyed(ContainerRef {
+                id: "e85b".to_owned(),
+                image_as_typed: Some("localhost/app:1".to_owned()),
+            }))
+        );
+        let hex = "3f157876135c3f157876135c3f157876135c3f157876135c3f157876135cabcd";
+        let untag = format!(
+            r#"{{"status":"untag","id":"{hex}","Type":"image","Action":"untag",
+            "Actor":{{"ID":"{hex}","Attributes":{{"name":"localhost/app:1"}}}},
+            "scope":"local","time":1796205785,"timeNano":1796205785145264393}}"#
+        );
+        let message: EventMessage = serde_json::from_str(&untag).unwrap_or_default();
+        assert_eq!(
+            engine_event(message).map(|e| e.what),
+            Some(Use::ImageUntagged {
+                image: format!("sha256:{hex}")
+            })
+        );
+    }
+
+    #[test]
     fn a_pull_names_the_reference_pulled() {
         let line = r#"{"status":"pull","id":"busybox:latest","Type":"image","Action":"pull",
             "Actor":{"ID":"busybox:latest","Attributes":{"name":"busybox"}},

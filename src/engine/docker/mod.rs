@@ -1348,6 +1348,16 @@ mod tests {
     }
 
     #[test]
+    fn bare_hex_ids_of_podman_get_their_algorithm_and_anything_else_is_kept() {
+        let hex = "a37b7a98c0aa2ada2f70a90c9a8b61e3a71472ab73907235bc3990aa45b51512";
+        assert_eq!(full_id(hex.to_owned()), format!("sha256:{hex}"));
+        assert_eq!(full_id(format!("sha256:{hex}")), format!("sha256:{hex}"));
+        // A reference or a short ID is no ID to complete.
+        assert_eq!(full_id("localhost/app:1".to_owned()), "localhost/app:1");
+        assert_eq!(full_id("a37b7a98c0aa".to_owned()), "a37b7a98c0aa");
+    }
+
+    #[test]
     fn empty_reference_lists_of_new_apis_stay_empty() {
         assert!(without_placeholder(Vec::new(), NONE_TAG).is_empty());
     }
