@@ -201,3 +201,40 @@ async fn on_docker_a_missing_parent_is_still_a_normal_not_found() {
     assert_eq!(report.failed[0].kind, "not_found");
     assert_eq!(report.removed.len(), 1);
 }
+
+#[test]
+fn parent_links_and_layer_chains_add_up_to_one_depth() {
+    // A ParentId link, then a chain prefix without one, then a ParentId link again (a classic
+    // build on a BuildKit image on a loaded base).
+    let snap = snapshot(
+        &[
+            img("d", 1)
+                .tags(&["d:1"])
+                .parent("c")
+                .layer("a", 1)
+                .layer("b", 1)
+                .layer("c", 1)
+                .layer("d", 1),
+            img("a", 4).tags(&["a:1"]).layer("a", 1),
+            img("c", 2)
+                .tags(&["c:1"])
+                .layer("a", 1)
+                .layer("b", 1)
+                .layer("c", 1),
+            img("b", 3)
+                .tags(&["b:1"])
+                .parent("a")
+                .layer("a", 1)
+                .layer("b", 1),
+        ],
+        vec![],
+    );
+    let depth = |name: &str| snap.depth(snap.by_id[&support::id(name)]);
+    assert_eq!(
+        (depth("a"), depth("b"), depth("c"), depth("d")),
+        (0, 1, 2, 3)
+    );
+    let at = |name: &str| snap.by_id[&support::id(name)];
+    assert!(snap.is_ancestor(at("a"), at("d")));
+    assert!(!snap.is_ancestor(at("d"), at("a")));
+}
