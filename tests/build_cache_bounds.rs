@@ -40,6 +40,10 @@ async fn serve(mut conn: UnixStream, prunes: Arc<AtomicUsize>) {
     if target.ends_with("/version") {
         let body = r#"{"ApiVersion":"1.41","MinAPIVersion":"1.12","Version":"20.10.99"}"#;
         let _ = conn.write_all(json(body).as_bytes()).await;
+    } else if target.ends_with("/info") {
+        // Read at connect time for the engine's flavor: a graph-driver Docker.
+        let body = r#"{"Driver":"overlay2","DockerRootDir":"/var/lib/docker"}"#;
+        let _ = conn.write_all(json(body).as_bytes()).await;
     } else if target.contains("/system/df") {
         // Headers and the start of a body, then nothing.
         let _ = conn

@@ -97,6 +97,11 @@ pub struct Capabilities {
     /// The engine runs on this machine, so the filesystem at
     /// [`EngineInfo::root_dir`] can be probed here; false for a remote one.
     pub root_dir_on_host: bool,
+    /// The engine lists a reference loaded or tagged without a registry
+    /// under `localhost/` (Podman: `foo:1` lists as `localhost/foo:1`).
+    /// Policies still match what the user wrote
+    /// ([`crate::model::as_written`]); removals name the engine's spelling.
+    pub qualifies_local_names: bool,
 }
 
 impl Capabilities {
@@ -111,6 +116,7 @@ impl Capabilities {
         build_cache: true,
         protects_in_use: true,
         root_dir_on_host: true,
+        qualifies_local_names: false,
     };
 }
 

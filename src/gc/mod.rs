@@ -38,7 +38,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use crate::inventory::Snapshot;
-use crate::model::repository_of;
+use crate::model::{as_written, repository_of};
 use crate::policy::{Policy, Rule, RuleRef, Threshold};
 use conditions::{at_or_below, check, Basis, Context};
 pub use conditions::{
@@ -344,8 +344,20 @@ fn selects(rule: &Rule, snap: &Snapshot, target: Target) -> bool {
         let Target::Tag(_, t) = target else {
             return false;
         };
-        let repo = repository_of(&img.tags[t]);
-        if !sel.repositories.iter().any(|g| g.is_match(repo)) {
+        let tag = &img.tags[t];
+        let repo = repository_of(tag);
+        // On Podman `ci/app` lists as `localhost/ci/app`: the glob the user
+        // wrote matches either spelling.
+        let written = snap
+            .capabilities
+            .qualifies_local_names
+            .then(|| as_written(tag).map(repository_of))
+            .flatten();
+        if !sel
+            .repositories
+            .iter()
+            .any(|g| g.is_match(repo) || written.is_some_and(|w| g.is_match(w)))
+        {
             return false;
         }
     }

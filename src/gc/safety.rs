@@ -21,7 +21,7 @@ use super::conditions::{container_stopped_at, std_to_delta};
 use super::plan::KeptBecause;
 use super::Target;
 use crate::inventory::{SnapContainer, Snapshot};
-use crate::model::repository_of;
+use crate::model::{as_written, repository_of};
 use crate::policy::{LabelMatch, Safety, StoppedState};
 
 /// Every safety rule that protects `target`, in order, evaluated lazily.
@@ -102,12 +102,20 @@ fn protect_globs<'s>(
         Target::Tag(_, t) => std::slice::from_ref(&img.tags[t]),
         Target::Untagged(_) => img.digests.as_slice(),
     };
+    let qualified = snap.capabilities.qualifies_local_names;
     references.iter().flat_map(move |reference| {
         let repo = repository_of(reference);
+        // On Podman `ci/app:1` lists as `localhost/ci/app:1`: a protect
+        // glob matches what the user wrote as well as the engine's spelling.
+        let written = qualified.then(|| as_written(reference)).flatten();
         safety
             .protect
             .iter()
-            .filter(move |g| g.is_match(reference) || g.is_match(repo))
+            .filter(move |g| {
+                g.is_match(reference)
+                    || g.is_match(repo)
+                    || written.is_some_and(|w| g.is_match(w) || g.is_match(repository_of(w)))
+            })
             .map(|g| KeptBecause::ProtectGlob {
                 pattern: g.pattern.clone(),
             })

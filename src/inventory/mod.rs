@@ -130,6 +130,16 @@ pub struct Snapshot {
     pub parent: Vec<Option<usize>>,
     /// Child indices per image.
     pub children: Vec<Vec<usize>>,
+    /// Per image, the present image whose layer chain is the longest strict
+    /// prefix of its own ([`built_on`]): its parent for the order of
+    /// removals only. `BuildKit` images and every image on the containerd
+    /// store or from a load without a `Parent` have no `ParentId`, yet
+    /// removing the base first would be removing a parent before its child.
+    /// Not a parent for "dangling" (the engine does not hold it for them).
+    pub chain_parent: Vec<Option<usize>>,
+    /// Per image, the longest path of `parent` and `chain_parent` links
+    /// above it ([`Snapshot::depth`]).
+    depths: Vec<usize>,
     /// Containers using each image (indices into `containers`).
     pub users: Vec<Vec<usize>>,
     /// True when any container, in any state, uses the image.
@@ -271,6 +281,63 @@ pub fn built_on(new: &[Layer], base: &[Layer]) -> bool {
     k >= 1 && new.len() > k && new[k - 1].chain_id == base[k - 1].chain_id
 }
 
+/// Per image, the image whose chain is the longest strict prefix of its own,
+/// if one is present (the first listed, when several have that chain).
+/// Chain IDs are cumulative, so an image whose top layer is layer *j* of
+/// another's chain has exactly that prefix.
+fn chain_parents(images: &[Image]) -> Vec<Option<usize>> {
+    let mut by_top: HashMap<u32, usize> = HashMap::new();
+    for (i, img) in images.iter().enumerate() {
+        if let Some(&top) = img.layers.last() {
+            by_top.entry(top).or_insert(i);
+        }
+    }
+    images
+        .iter()
+        .map(|img| {
+            let n = img.layers.len();
+            img.layers[..n.saturating_sub(1)]
+                .iter()
+                .rev()
+                .find_map(|layer| by_top.get(layer).copied())
+        })
+        .collect()
+}
+
+/// The longest path of `parent` and `chain_parent` links above each image,
+/// each worked out once. A cycle (impossible on a real engine: chain
+/// parents are strictly shorter, and `ParentId`s form a tree) is cut where
+/// it closes.
+fn ordering_depths(parent: &[Option<usize>], chain_parent: &[Option<usize>]) -> Vec<usize> {
+    const UNSEEN: usize = usize::MAX;
+    const ON_PATH: usize = usize::MAX - 1;
+    let n = parent.len();
+    let mut depth = vec![UNSEEN; n];
+    let ups = |i: usize| [parent[i], chain_parent[i]].into_iter().flatten();
+    for start in 0..n {
+        if depth[start] != UNSEEN {
+            continue;
+        }
+        let mut stack = vec![start];
+        while let Some(&node) = stack.last() {
+            if depth[node] == UNSEEN {
+                depth[node] = ON_PATH;
+                stack.extend(ups(node).filter(|&p| depth[p] == UNSEEN));
+            } else {
+                stack.pop();
+                if depth[node] == ON_PATH {
+                    depth[node] = ups(node)
+                        .filter(|&p| depth[p] < ON_PATH)
+                        .map(|p| depth[p] + 1)
+                        .max()
+                        .unwrap_or(0);
+                }
+            }
+        }
+    }
+    depth
+}
+
 /// Input for one image when building a snapshot.
 #[derive(Debug, Clone)]
 pub struct ImageInput {
@@ -340,6 +407,8 @@ impl Snapshot {
                 children[*p].push(child);
             }
         }
+        let chain_parent = chain_parents(&out_images);
+        let depths = ordering_depths(&parent, &chain_parent);
         let mut users = vec![Vec::new(); out_images.len()];
         let containers: Vec<SnapContainer> = containers
             .into_iter()
@@ -362,6 +431,8 @@ impl Snapshot {
             layers,
             parent,
             children,
+            chain_parent,
+            depths,
             users,
             in_use,
             containers,
@@ -439,18 +510,31 @@ impl Snapshot {
         )
     }
 
-    /// Number of ancestors of an image present in the snapshot.
+    /// How many images present are above this one, along the longest path
+    /// of parent links (`ParentId`) and layer-chain prefixes
+    /// ([`Snapshot::chain_parent`]); removals go deepest first, so a child
+    /// always goes before its parent whether or not the engine records
+    /// parents (capability `has_parents`).
     pub fn depth(&self, image: usize) -> usize {
-        let mut d = 0;
-        let mut cur = self.parent[image];
-        while let Some(p) = cur {
-            d += 1;
-            cur = self.parent[p];
-            if d > self.images.len() {
-                break; // a parent cycle cannot happen on a real engine; stop anyway
+        self.depths.get(image).copied().unwrap_or(0)
+    }
+
+    /// True when `ancestor` is above `image` along parent or layer-chain
+    /// links.
+    pub fn is_ancestor(&self, ancestor: usize, image: usize) -> bool {
+        let mut stack = vec![image];
+        let mut seen = vec![false; self.images.len()];
+        while let Some(i) = stack.pop() {
+            for p in [self.parent[i], self.chain_parent[i]].into_iter().flatten() {
+                if p == ancestor {
+                    return true;
+                }
+                if !std::mem::replace(&mut seen[p], true) {
+                    stack.push(p);
+                }
             }
         }
-        d
+        false
     }
 
     /// When the grace period (`min_age`) starts for an image: the latest of

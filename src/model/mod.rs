@@ -4,4 +4,4 @@
 
 pub mod reference;
 
-pub use reference::{repository_of, short_id};
+pub use reference::{as_written, repository_of, short_id};

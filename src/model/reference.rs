@@ -20,6 +20,22 @@ pub fn repository_of(reference: &str) -> &str {
     }
 }
 
+/// A reference as the user wrote it, on an engine that qualifies names
+/// without a registry with `localhost/` (Podman): the reference without
+/// that prefix. `None` when it has none.
+///
+/// ```
+/// use imagegc::model::as_written;
+/// assert_eq!(as_written("localhost/ci/app:1"), Some("ci/app:1"));
+/// assert_eq!(as_written("localhost:5000/ci/app:1"), None);
+/// assert_eq!(as_written("ci/app:1"), None);
+/// ```
+pub fn as_written(reference: &str) -> Option<&str> {
+    reference
+        .strip_prefix("localhost/")
+        .filter(|rest| !rest.is_empty())
+}
+
 /// The first 12 hex digits of an image or container ID, as `docker` shows them.
 ///
 /// ```

@@ -352,6 +352,11 @@ pub async fn execute<E: Engine>(
                 );
                 report.removed.push(done);
             }
+            Err(EngineError::NotFound(_))
+                if pruned_with_child(&engine.capabilities(), snapshot, removal, &report) =>
+            {
+                pruned_parent(&mut ledger, snapshot, removal, source, &mut report);
+            }
             Err(err) => {
                 let failed = refused(removal, target, &err);
                 report.failed.push(failed);
@@ -637,6 +642,57 @@ fn refused(removal: &Removal, target: &str, err: &EngineError) -> Failed {
         kind: err.kind(),
         message: err.to_string(),
     }
+}
+
+/// Whether the image `removal` names (untagged) was gone because the engine
+/// prunes parents (`prunes_parents`) and a child of it was removed earlier
+/// in this pass.
+fn pruned_with_child(
+    capabilities: &Capabilities,
+    snapshot: &Snapshot,
+    removal: &Removal,
+    report: &Report,
+) -> bool {
+    capabilities.prunes_parents
+        && removal.reference.is_none()
+        && report
+            .removed
+            .iter()
+            .flat_map(|done| &done.deleted_images)
+            .filter_map(|id| snapshot.by_id.get(id))
+            .any(|&child| snapshot.is_ancestor(removal.image, child))
+}
+
+/// A parent the engine deleted with its child (Podman prunes parents,
+/// `noprune` or not, and lists only the child), as removed: replayed in
+/// `ledger`, its bytes counted here, once, in `report`.
+fn pruned_parent(
+    ledger: &mut Ledger<'_>,
+    snapshot: &Snapshot,
+    removal: &Removal,
+    source: ReclaimSource,
+    report: &mut Report,
+) {
+    let mut done = Removed {
+        image_id: removal.image_id.clone(),
+        reference: None,
+        policy: removal.policy.clone(),
+        reclaimed_bytes: 0,
+        deleted_images: vec![removal.image_id.clone()],
+        untagged: Vec::new(),
+    };
+    let effect = replay(ledger, removal);
+    if source == ReclaimSource::Predicted {
+        predicted(effect, snapshot, &mut done);
+    }
+    info!(
+        policy = %removal.policy,
+        image = %removal.image_id,
+        bytes = done.reclaimed_bytes,
+        "removed by the engine with its child"
+    );
+    report.reclaimed_bytes = report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
+    report.removed.push(done);
 }
 
 /// Replays `removal`, which the engine carried out, in `ledger`.

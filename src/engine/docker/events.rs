@@ -9,6 +9,13 @@
 //!   reference there).
 //! - image `pull`: `Actor.ID` is the reference pulled (`busybox:latest`).
 //!
+//! Podman's compatible service (4.3, measured by the matrix's `api`
+//! scenario, `tests/fixtures/engines/podman/events.json`) says `remove` where
+//! Docker says `destroy` for a container, and `remove` for an image it
+//! deleted; it also sends `delete` on a plain untag, which is why an image
+//! `delete` is never taken as "the image is gone" (it is no use either way).
+//! It gives image IDs without `sha256:`; they are completed here.
+//!
 //! The stream is asked for exactly these ([`FILTER_ACTIONS`]); anything else
 //! that still arrives is dropped here.
 
@@ -20,8 +27,11 @@ use crate::engine::{ContainerRef, EngineEvent, Use};
 /// Every event action the stream is filtered to: the container events that
 /// are uses of the container's image, then the image events that put a
 /// reference on an image or take one away.
-pub(super) const FILTER_ACTIONS: [&str; 10] = [
-    "create", "start", "die", "destroy", "pull", "tag", "untag", "delete", "load", "import",
+/// `remove` is Podman's word for `destroy` (and for an image deletion);
+/// Docker accepts the value and sends no such event.
+pub(super) const FILTER_ACTIONS: [&str; 11] = [
+    "create", "start", "die", "destroy", "remove", "pull", "tag", "untag", "delete", "load",
+    "import",
 ];
 
 /// The `since` query value for `GET /events`: Unix seconds with nanoseconds,
@@ -54,17 +64,17 @@ pub(super) fn engine_event(message: EventMessage) -> Option<EngineEvent> {
                 "create" => Use::ContainerCreated(container),
                 "start" => Use::ContainerStarted(container),
                 "die" => Use::ContainerDied(container),
-                "destroy" => Use::ContainerDestroyed(container),
+                "destroy" | "remove" => Use::ContainerDestroyed(container),
                 _ => return None,
             }
         }
-        Some(EventMessageTypeEnum::IMAGE) => match action.as_str() {
-            "pull" => Use::ImagePulled { reference: id },
-            "tag" => Use::ImageTagged { image: id },
-            "untag" => Use::ImageUntagged { image: id },
-            "load" => Use::ImageLoaded { image: id },
-            "import" => Use::ImageImported { image: id },
-            "delete" => Use::ImageDeleted { image: id },
+        Some(EventMessageTypeEnum::IMAGE) => match (action.as_str(), super::full_id(id)) {
+            ("pull", reference) => Use::ImagePulled { reference },
+            ("tag", image) => Use::ImageTagged { image },
+            ("untag", image) => Use::ImageUntagged { image },
+            ("load", image) => Use::ImageLoaded { image },
+            ("import", image) => Use::ImageImported { image },
+            ("delete" | "remove", image) => Use::ImageDeleted { image },
             // save, push, prune: no use.
             _ => return None,
         },
@@ -119,6 +129,35 @@ mod tests {
             Use::ImageUntagged {
                 image: "sha256:0d24".to_owned()
             }
+        );
+    }
+
+    #[test]
+    fn podman_says_remove_for_a_container_and_names_images_by_bare_hex() {
+        // As Podman 4.3's compatible service sent them (tests/fixtures/engines/podman).
+        let remove = r#"{"status":"remove","id":"e85b","Type":"container","Action":"remove",
+            "Actor":{"ID":"e85b","Attributes":{"image":"localhost/app:1","name":"happy_allen"}},
+            "scope":"local","time":1796205750,"timeNano":1796205750678838755}"#;
+        let message: EventMessage = serde_json::from_str(remove).unwrap_or_default();
+        assert_eq!(
+            engine_event(message).map(|e| e.what),
+            Some(Use::ContainerDestroyed(ContainerRef {
+                id: "e85b".to_owned(),
+                image_as_typed: Some("localhost/app:1".to_owned()),
+            }))
+        );
+        let hex = "3f157876135c3f157876135c3f157876135c3f157876135c3f157876135cabcd";
+        let untag = format!(
+            r#"{{"status":"untag","id":"{hex}","Type":"image","Action":"untag",
+            "Actor":{{"ID":"{hex}","Attributes":{{"name":"localhost/app:1"}}}},
+            "scope":"local","time":1796205785,"timeNano":1796205785145264393}}"#
+        );
+        let message: EventMessage = serde_json::from_str(&untag).unwrap_or_default();
+        assert_eq!(
+            engine_event(message).map(|e| e.what),
+            Some(Use::ImageUntagged {
+                image: format!("sha256:{hex}")
+            })
         );
     }
 

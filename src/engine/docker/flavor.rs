@@ -62,6 +62,7 @@ impl Flavor {
                 reports_deleted_layers: false,
                 prunes_parents: true,
                 build_cache: false,
+                qualifies_local_names: true,
                 ..base
             },
         }

@@ -860,6 +860,7 @@ impl Engine for Docker {
                     .image_id
                     .filter(|i| !i.is_empty())
                     .or(c.image.clone().filter(|i| i.starts_with("sha256:")))
+                    .map(full_id)
                     .unwrap_or_default(),
                 image_ref: c.image.unwrap_or_default(),
                 labels: c.labels.unwrap_or_default().into_iter().collect(),
@@ -922,19 +923,36 @@ impl Engine for Docker {
                 item.untagged
                     .map(DeleteItem::Untagged)
                     .into_iter()
-                    .chain(item.deleted.map(DeleteItem::Deleted))
+                    .chain(item.deleted.map(full_id).map(DeleteItem::Deleted))
             })
             .collect())
     }
 
     /// `GET /system/df`, read as raw JSON (see `engine/docker/build_cache.rs`).
+    /// On an engine without `BuildKit` (Podman: its `/system/df` has an empty
+    /// `BuildCache`, `/build/prune` is 404) nothing is asked; a 404 from
+    /// `/system/df` also means no build cache.
     async fn build_cache(&self) -> Result<Vec<crate::engine::CacheRecord>, EngineError> {
-        let df = self.raw_json(hyper::Method::GET, "/system/df").await?;
+        if !self.capabilities().build_cache {
+            return Err(crate::engine::no_build_cache());
+        }
+        let df = self
+            .raw_json(hyper::Method::GET, "/system/df")
+            .await
+            .map_err(|e| match e {
+                EngineError::NotFound(message) => EngineError::Unsupported(format!(
+                    "GET /system/df answered 404 ({message}): this engine has no build cache"
+                )),
+                other => other,
+            })?;
         Ok(build_cache::records(&df))
     }
 
     /// One `POST /build/prune` for exactly this record (see `engine/docker/build_cache.rs`).
     async fn remove_cache_record(&self, id: &str) -> Result<CacheRemoval, EngineError> {
+        if !self.capabilities().build_cache {
+            return Err(crate::engine::no_build_cache());
+        }
         let query = build_cache::prune_query(id)?;
         let answer = self
             .raw_json(hyper::Method::POST, &format!("/build/prune?{query}"))
@@ -989,11 +1007,15 @@ impl Engine for Docker {
                     .inspect_container(container_id, None::<InspectContainerOptions>),
             )
             .await?;
-        let image_id = inspect.image.filter(|i| !i.is_empty()).ok_or_else(|| {
-            EngineError::Other(format!(
-                "container {container_id} has no image ID in its inspect answer"
-            ))
-        })?;
+        let image_id = inspect
+            .image
+            .filter(|i| !i.is_empty())
+            .map(full_id)
+            .ok_or_else(|| {
+                EngineError::Other(format!(
+                    "container {container_id} has no image ID in its inspect answer"
+                ))
+            })?;
         let state = inspect.state.unwrap_or_default();
         Ok(ContainerTimes {
             image_id,
@@ -1059,11 +1081,15 @@ impl Engine for Docker {
                 self.client.inspect_image(reference),
             )
             .await?;
-        inspect.id.filter(|i| !i.is_empty()).ok_or_else(|| {
-            EngineError::Other(format!(
-                "the inspect answer for {reference} has no image ID"
-            ))
-        })
+        inspect
+            .id
+            .filter(|i| !i.is_empty())
+            .map(full_id)
+            .ok_or_else(|| {
+                EngineError::Other(format!(
+                    "the inspect answer for {reference} has no image ID"
+                ))
+            })
     }
 }
 
@@ -1247,14 +1273,31 @@ fn image_summary(image: bollard::models::ImageSummary) -> Option<ImageSummary> {
         );
         return None;
     };
+    // `RepoTags`/`RepoDigests` may be lists, `null` (bollard reads both as
+    // lists) or hold placeholders; `ParentId` is empty on engines without
+    // parent links (BuildKit images, the containerd store). The ID is taken
+    // as the engine gives it: a config digest, or a manifest digest on the
+    // containerd store; nothing here derives it from the config.
     Some(ImageSummary {
-        parent_id: Some(image.parent_id).filter(|p| !p.is_empty()),
+        parent_id: Some(image.parent_id).filter(|p| !p.is_empty()).map(full_id),
         tags: without_placeholder(image.repo_tags, NONE_TAG),
         digests: without_placeholder(image.repo_digests, NONE_DIGEST),
         created,
         labels: image.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        id: image.id,
+        id: full_id(image.id),
     })
+}
+
+/// An image ID with its `sha256:` algorithm: Podman leaves it out of
+/// `ParentId`, of removal answers (`Deleted`) and of its events, where
+/// Docker and the rest of its own answers have it. Anything that is not 64
+/// bare hex digits is kept as it is.
+fn full_id(id: String) -> String {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("sha256:{id}")
+    } else {
+        id
+    }
 }
 
 /// Drops the placeholders older APIs put in `RepoTags` / `RepoDigests`.
@@ -1302,6 +1345,16 @@ mod tests {
             without_placeholder(strings(&["app:1", "<none>:<none>", "app:2"]), NONE_TAG),
             strings(&["app:1", "app:2"])
         );
+    }
+
+    #[test]
+    fn bare_hex_ids_of_podman_get_their_algorithm_and_anything_else_is_kept() {
+        let hex = "a37b7a98c0aa2ada2f70a90c9a8b61e3a71472ab73907235bc3990aa45b51512";
+        assert_eq!(full_id(hex.to_owned()), format!("sha256:{hex}"));
+        assert_eq!(full_id(format!("sha256:{hex}")), format!("sha256:{hex}"));
+        // A reference or a short ID is no ID to complete.
+        assert_eq!(full_id("localhost/app:1".to_owned()), "localhost/app:1");
+        assert_eq!(full_id("a37b7a98c0aa".to_owned()), "a37b7a98c0aa");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! needs labelled with a lab id of its own, removes it again (a drop guard), and returns its
 //! [`Finding`]: the README compatibility table's cell for that engine and column.
 
+pub mod api;
 pub mod build_cache;
 pub mod containers;
 pub mod daemon;
@@ -60,6 +61,11 @@ pub fn all() -> Vec<Scenario> {
             name: "build_cache",
             column: "build cache",
             run: build_cache::run,
+        },
+        Scenario {
+            name: "api",
+            column: "API answers",
+            run: api::run,
         },
         Scenario {
             name: "race",
