@@ -28,10 +28,22 @@ impl TriggerSender {
 #[derive(Debug)]
 pub struct TriggerReceiver(mpsc::UnboundedReceiver<Trigger>);
 
+impl TriggerReceiver {
+    /// The next trigger sent; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Trigger> {
+        self.0.recv().await
+    }
+}
+
 /// A channel for a trigger source outside the daemon.
 pub fn channel() -> (TriggerSender, TriggerReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     (TriggerSender(tx), TriggerReceiver(rx))
+}
+
+/// A trigger the disk-pressure sampler sends.
+pub fn is_pressure(trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Pressure | Trigger::Event)
 }
 
 /// Where the daemon's passes come from.
@@ -115,17 +127,24 @@ impl Triggers {
     }
 
     /// Called after a pass: what sources sent while it ran becomes one
-    /// pending trigger (the first), so the pass it asks for still runs, once.
+    /// pending trigger, so the pass it asks for still runs, once. The one
+    /// kept is the first, unless a disk-pressure trigger is among them: one
+    /// pass serves them all, and it is told as the pressure pass, which the
+    /// sampler waits for before it asks again.
     pub fn coalesce(&mut self) {
         let Some(pushed) = &mut self.pushed else {
             return;
         };
         let mut merged = 0usize;
         while let Ok(trigger) = pushed.0.try_recv() {
-            if self.pending.is_none() {
-                self.pending = Some(trigger);
-            } else {
-                merged += 1;
+            match self.pending {
+                None => self.pending = Some(trigger),
+                Some(kept) => {
+                    if is_pressure(trigger) && !is_pressure(kept) {
+                        self.pending = Some(trigger);
+                    }
+                    merged += 1;
+                }
             }
         }
         if merged > 0 {
