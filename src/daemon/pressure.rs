@@ -97,8 +97,8 @@ struct GateState {
     /// A pressure trigger was sent and its pass has not finished.
     asked: bool,
     /// When the first sample at or above a high mark was taken, since the
-    /// last pressure pass: where `imagegc_pressure_reaction_seconds` counts
-    /// from.
+    /// last pressure pass and outside a cooldown: where
+    /// `imagegc_pressure_reaction_seconds` counts from.
     crossed_at: Option<Instant>,
     /// The policies whose high mark the sample that asked was at or above.
     crossed: Vec<String>,
@@ -122,10 +122,15 @@ impl Gate {
     /// cooling down). Remembers the first such sample.
     fn crossed(&self, at: Instant, policies: &[&str]) -> bool {
         let mut g = self.lock();
+        // A cooldown holds passes back on purpose: the reaction counts from
+        // the first sample that could ask for one.
+        if g.cooling_until.is_some_and(|until| at < until) {
+            return false;
+        }
         if g.crossed_at.is_none() {
             g.crossed_at = Some(at);
         }
-        if g.asked || g.cooling_until.is_some_and(|until| at < until) {
+        if g.asked {
             return false;
         }
         g.asked = true;
@@ -219,5 +224,79 @@ pub async fn sample(
                 "disk above a high watermark; a pass is asked for already or cooling down"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watch() -> Watch {
+        Watch {
+            root_dir: "/var/lib/docker".into(),
+            marks: vec![
+                Mark {
+                    policy: "a".into(),
+                    high: 0.85,
+                    low: 0.70,
+                },
+                Mark {
+                    policy: "b".into(),
+                    high: 0.95,
+                    low: 0.90,
+                },
+            ],
+            interval: Duration::from_secs(5),
+            cooldown: Duration::from_secs(60),
+        }
+    }
+
+    fn used(percent: u64) -> DiskUsage {
+        DiskUsage {
+            total_bytes: 100,
+            used_bytes: percent,
+        }
+    }
+
+    #[test]
+    fn a_sample_is_above_the_high_marks_it_reaches_and_no_others() {
+        let w = watch();
+        assert!(w.above_high(&used(84)).is_empty());
+        assert_eq!(w.above_high(&used(85)), ["a"]);
+        assert_eq!(w.above_high(&used(97)), ["a", "b"]);
+    }
+
+    #[test]
+    fn only_the_low_marks_of_the_policies_that_crossed_count_after_a_pass() {
+        let w = watch();
+        // 80%: above a's low (70%), below b's (90%).
+        assert!(w.above_low_of(&used(80), &["a".into()]));
+        assert!(!w.above_low_of(&used(80), &["b".into()]));
+        assert!(!w.above_low_of(&used(70), &["a".into()]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_asks_once_until_served_and_not_while_cooling() {
+        let gate = Gate::default();
+        let t0 = Instant::now();
+        assert!(gate.crossed(t0, &["a"]));
+        assert!(
+            !gate.crossed(t0 + Duration::from_secs(5), &["a"]),
+            "asked already"
+        );
+        let (crossed_at, policies) = gate.served();
+        assert_eq!(crossed_at, Some(t0), "the first sample at or above high");
+        assert_eq!(policies, ["a"]);
+        gate.cool_until(t0 + Duration::from_secs(60));
+        assert!(gate.cooling(t0 + Duration::from_secs(59)));
+        assert!(!gate.crossed(t0 + Duration::from_secs(59), &["a"]));
+        assert!(!gate.cooling(t0 + Duration::from_secs(60)));
+        assert!(gate.crossed(t0 + Duration::from_secs(60), &["a"]));
+        let (crossed_at, _) = gate.served();
+        assert_eq!(
+            crossed_at,
+            Some(t0 + Duration::from_secs(60)),
+            "samples during the cooldown do not count towards the reaction"
+        );
     }
 }

@@ -152,3 +152,43 @@ impl Triggers {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        crate::config::parse(
+            "schedule = \"@yearly\"\nrun_on_start = false\n[[policy]]\nname = \"d\"\n\
+             dangling = true\nolder_than = \"1h\"\n",
+            "test.toml",
+        )
+        .expect("valid test policy")
+    }
+
+    #[test]
+    fn triggers_sent_during_a_pass_become_one_told_as_pressure_when_one_of_them_is() {
+        let (tx, rx) = channel();
+        let now = Utc::now();
+        let mut triggers = Triggers::new(&policy(), now, Some(rx));
+        for t in [Trigger::Reload, Trigger::Pressure, Trigger::Reload] {
+            assert!(tx.send(t));
+        }
+        triggers.coalesce();
+        assert_eq!(triggers.due(now), Some(Trigger::Pressure));
+        assert_eq!(triggers.due(now), None, "one pass, not three");
+    }
+
+    #[test]
+    fn without_a_pressure_trigger_the_first_sent_is_kept() {
+        let (tx, rx) = channel();
+        let now = Utc::now();
+        let mut triggers = Triggers::new(&policy(), now, Some(rx));
+        for t in [Trigger::Reload, Trigger::Start] {
+            assert!(tx.send(t));
+        }
+        triggers.coalesce();
+        assert_eq!(triggers.due(now), Some(Trigger::Reload));
+        assert_eq!(triggers.due(now), None);
+    }
+}
