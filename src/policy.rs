@@ -33,6 +33,8 @@ pub struct Policy {
     pub metrics: MetricsSettings,
     /// `[state]`: where first-seen and last-used times are kept.
     pub state: StateSettings,
+    /// `[pressure]`: how the daemon watches the disk between passes.
+    pub pressure: PressureSettings,
     /// `[safety]`: rules that win over every policy.
     pub safety: Safety,
     /// The `[[policy]]` tables, in file order (earlier ones name a removal first).
@@ -85,6 +87,44 @@ pub struct MetricsSettings {
 pub struct StateSettings {
     /// State file path. Default `/var/lib/imagegc/state.json`.
     pub path: PathBuf,
+}
+
+/// `[pressure]` settings: the daemon's disk sampler, which runs while any
+/// policy sets percentage watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PressureSettings {
+    /// How often the filesystem holding the engine's data is sampled.
+    /// Never zero. Default 5 s.
+    pub interval: Duration,
+    /// After a pressure pass that could not bring usage down to `disk_low`
+    /// (or `inodes_low`), no pressure pass before this has passed, so a
+    /// disk full of what no policy may remove does not spin the collector.
+    /// Default 1 min.
+    pub cooldown: Duration,
+}
+
+impl Policy {
+    /// The percentage watermarks of every table that sets them, as
+    /// `(policy, high, low)` shares of the filesystem: what the disk sampler
+    /// compares a sample with. Size watermarks count image or cache bytes,
+    /// which a statvfs cannot tell; passes check those.
+    pub fn disk_ratio_marks(&self) -> Vec<(String, f64, f64)> {
+        let image = self.rules.iter().map(|r| (&r.name, r.conditions.disk));
+        let cache = self
+            .cache_rules
+            .iter()
+            .map(|r| (&r.name, r.conditions.disk));
+        image
+            .chain(cache)
+            .filter_map(|(name, disk)| match disk? {
+                DiskPressure {
+                    high: Threshold::Ratio(high),
+                    low: Threshold::Ratio(low),
+                } => Some((name.clone(), high, low)),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// `[safety]`: protections no policy can override.

@@ -76,6 +76,12 @@ pub const DEFAULT_SCHEDULE: &str = "@hourly";
 /// `[metrics] listen` when the key is absent.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9317);
 
+/// `[pressure] interval` when the key is absent.
+pub const DEFAULT_PRESSURE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// `[pressure] cooldown` when the key is absent.
+pub const DEFAULT_PRESSURE_COOLDOWN: Duration = Duration::from_secs(60);
+
 /// `[state] path` when the key is absent.
 pub const DEFAULT_STATE_PATH: &str = "/var/lib/imagegc/state.json";
 

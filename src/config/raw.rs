@@ -37,6 +37,8 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub(super) state: RawState,
     #[serde(default)]
+    pub(super) pressure: RawPressure,
+    #[serde(default)]
     pub(super) safety: RawSafety,
     /// Moved into [`Raw::policies`] by [`read`], with what locates each.
     #[serde(default)]
@@ -62,6 +64,14 @@ pub(super) struct RawMetrics {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
     pub(super) path: Option<Spanned<String>>,
+}
+
+/// `[pressure]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPressure {
+    pub(super) interval: Option<Spanned<String>>,
+    pub(super) cooldown: Option<Spanned<String>>,
 }
 
 /// `[safety]` as written.
@@ -440,7 +450,9 @@ impl<'t> Reader<'_, 't> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::{BUILD_CACHE, CONTAINERS, METRICS, POLICY, SAFETY, STATE};
+    use crate::config::schema::{
+        BUILD_CACHE, CONTAINERS, METRICS, POLICY, PRESSURE, SAFETY, STATE,
+    };
     use serde::de::{self, Visitor};
 
     /// The field names serde's derive gave `T`, in declaration order.
@@ -581,10 +593,11 @@ max_removals_per_run = 170141183460469231731687303715884105728
 
     #[test]
     fn the_raw_structs_have_exactly_the_keys_of_the_schema_in_its_order() {
-        let pairs: [(&Section, &[&str]); 7] = [
+        let pairs: [(&Section, &[&str]); 8] = [
             (&TOP, fields_of::<RawFile>()),
             (&METRICS, fields_of::<RawMetrics>()),
             (&STATE, fields_of::<RawState>()),
+            (&PRESSURE, fields_of::<RawPressure>()),
             (&SAFETY, fields_of::<RawSafety>()),
             (&POLICY, fields_of::<RawPolicy>()),
             (&BUILD_CACHE, fields_of::<RawCache>()),

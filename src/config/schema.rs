@@ -103,10 +103,11 @@ impl Section {
 }
 
 /// Every section; the top level first.
-pub const SECTIONS: [&Section; 7] = [
+pub const SECTIONS: [&Section; 8] = [
     &TOP,
     &METRICS,
     &STATE,
+    &PRESSURE,
     &SAFETY,
     &POLICY,
     &BUILD_CACHE,
@@ -219,6 +220,12 @@ pub static TOP: Section = Section {
             doc: Doc::Section,
         },
         Key {
+            name: "pressure",
+            kind: Kind::Table(&PRESSURE),
+            expected: "",
+            doc: Doc::Section,
+        },
+        Key {
             name: "safety",
             kind: Kind::Table(&SAFETY),
             expected: "",
@@ -298,6 +305,44 @@ pub static STATE: Section = Section {
                       `once` reads and updates it",
         },
     }],
+};
+
+/// `[pressure]`.
+pub static PRESSURE: Section = Section {
+    name: "pressure",
+    place: "in [pressure]",
+    noun: "",
+    columns: WITH_EXAMPLE,
+    keys: &[
+        Key {
+            name: "interval",
+            kind: Kind::String,
+            expected: DURATION,
+            doc: Doc::Row {
+                role: "",
+                kind: "duration",
+                default: "`\"5s\"`",
+                example: "`\"1s\"`",
+                meaning: "while any policy sets a percentage `disk_high`, the daemon samples \
+                          the filesystem holding the engine's data this often \
+                          (and at once after a pull, load, build or container create) and \
+                          starts a pass as soon as usage is at or above a high mark; not zero",
+            },
+        },
+        Key {
+            name: "cooldown",
+            kind: Kind::String,
+            expected: DURATION,
+            doc: Doc::Row {
+                role: "",
+                kind: "duration",
+                default: "`\"1m\"`",
+                example: "`\"10m\"`",
+                meaning: "after a pressure pass that left usage above `disk_low` (nothing \
+                          more it may remove), no pressure pass before this has passed",
+            },
+        },
+    ],
 };
 
 /// `[safety]`.

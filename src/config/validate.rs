@@ -16,15 +16,18 @@ use toml::Spanned;
 
 use super::diagnostics::{closest, Checker};
 use super::raw::{
-    Raw, RawCache, RawContainer, RawEntry, RawMetrics, RawPolicy, RawSafety, RawState,
+    Raw, RawCache, RawContainer, RawEntry, RawMetrics, RawPolicy, RawPressure, RawSafety, RawState,
 };
 use super::schema::{BUILD_CACHE, CONTAINERS, NO_POLICIES, POLICY};
 use super::values::{compile_glob, parse_duration, parse_label, parse_size, parse_threshold};
-use super::{DEFAULT_LISTEN, DEFAULT_MIN_AGE, DEFAULT_SCHEDULE, DEFAULT_STATE_PATH};
+use super::{
+    DEFAULT_LISTEN, DEFAULT_MIN_AGE, DEFAULT_PRESSURE_COOLDOWN, DEFAULT_PRESSURE_INTERVAL,
+    DEFAULT_SCHEDULE, DEFAULT_STATE_PATH,
+};
 use crate::policy::{
     CacheConditions, CacheRule, CacheSelectors, Conditions, ContainerConditions, ContainerRule,
-    ContainerSelectors, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, Rule, RuleRef,
-    Safety, Selectors, StateSettings, StoppedState, Threshold, CACHE_RECORD_TYPES,
+    ContainerSelectors, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, PressureSettings,
+    Rule, RuleRef, Safety, Selectors, StateSettings, StoppedState, Threshold, CACHE_RECORD_TYPES,
 };
 use crate::schedule::Schedule;
 
@@ -99,6 +102,7 @@ impl Checker<'_> {
         });
         let metrics = self.metrics(&file.metrics);
         let state = self.state(&file.state);
+        let pressure = self.pressure(&file.pressure);
         let safety = self.safety(&file.safety);
         let (rules, cache_rules, container_rules, order) = self.tables(raw);
         Some(Policy {
@@ -110,6 +114,7 @@ impl Checker<'_> {
             run_on_start: file.run_on_start.as_ref().is_none_or(|r| *r.get_ref()),
             metrics,
             state,
+            pressure,
             safety,
             rules,
             cache_rules,
@@ -194,6 +199,17 @@ impl Checker<'_> {
             None => PathBuf::from(DEFAULT_STATE_PATH),
         };
         StateSettings { path }
+    }
+
+    fn pressure(&mut self, raw: &RawPressure) -> PressureSettings {
+        PressureSettings {
+            interval: self
+                .duration(raw.interval.as_ref(), "pressure.interval", false)
+                .unwrap_or(DEFAULT_PRESSURE_INTERVAL),
+            cooldown: self
+                .duration(raw.cooldown.as_ref(), "pressure.cooldown", true)
+                .unwrap_or(DEFAULT_PRESSURE_COOLDOWN),
+        }
     }
 
     fn safety(&mut self, raw: &RawSafety) -> Safety {

@@ -18,6 +18,7 @@
 pub mod build_use;
 pub mod clock;
 pub mod notify;
+pub mod pressure;
 pub mod reload;
 pub mod signals;
 pub mod triggers;
@@ -34,6 +35,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::engine::{Engine, EngineError};
 use crate::events::{self, Update};
+use crate::host::disk::{DiskProbe, Statvfs};
 use crate::inventory::CollectNeeds;
 use crate::policy::Policy;
 use crate::run::state::State;
@@ -99,8 +101,12 @@ pub struct Daemon<E: Engine + 'static> {
     /// Told about every finished pass.
     pub on_pass: Option<mpsc::UnboundedSender<PassRecord>>,
     /// Triggers from sources outside the daemon (a disk-pressure poller);
-    /// `None` means the schedule and `run_on_start` only. Default `None`.
+    /// `None` means the schedule, `run_on_start` and the disk-pressure
+    /// sampler only. Default `None`.
     pub triggers: Option<TriggerReceiver>,
+    /// How the disk under the engine's root dir is read, by passes and by
+    /// the disk-pressure sampler. Default statvfs.
+    pub disk: Arc<dyn DiskProbe>,
     /// Longest a pass may go without any engine call finishing. Past it the
     /// watchdog is no longer fed and the pass is abandoned as failed, which
     /// `/healthz` reports until a pass succeeds. Every engine call has a
@@ -132,6 +138,7 @@ impl<E: Engine + 'static> Daemon<E> {
             follow_events: true,
             on_pass: None,
             triggers: None,
+            disk: Arc::new(Statvfs),
             pass_stall: DEFAULT_PASS_STALL,
         }
     }
@@ -143,10 +150,11 @@ impl<E: Engine + 'static> Daemon<E> {
         mut controls: mpsc::UnboundedReceiver<Control>,
         shutdown: CancellationToken,
     ) {
-        let pushed = self.triggers.take();
+        let outside = self.triggers.take();
         let mut lp = Loop::start(self, &shutdown).await;
         let (tx, mut updates) = mpsc::unbounded_channel::<Update>();
         let tracker = tokio_util::task::TaskTracker::new();
+        let pushed = lp.trigger_sources(outside, &tracker, &shutdown);
         if lp.d.follow_events {
             let engine = Arc::clone(&lp.d.engine);
             let metrics = Arc::clone(&lp.d.metrics);
@@ -162,14 +170,25 @@ impl<E: Engine + 'static> Daemon<E> {
             drop(tx);
         }
         tracker.close();
-        let mut triggers = Triggers::new(&lp.d.policy, lp.d.clock.now(), pushed);
+        let mut triggers = Triggers::new(&lp.d.policy, lp.d.clock.now(), Some(pushed));
         let mut save_at: Option<Instant> = None;
         let mut controls_open = true;
         let mut updates_open = true;
         loop {
             let now = lp.d.clock.now();
             if let Some(trigger) = triggers.due(now) {
+                if triggers::is_pressure(trigger) && lp.gate.cooling(Instant::now()) {
+                    lp.gate.served();
+                    debug!(
+                        trigger = trigger.label(),
+                        "pressure pass not started: cooling down after one that could not reach disk_low"
+                    );
+                    continue;
+                }
                 lp.pass(trigger, &shutdown).await;
+                if triggers::is_pressure(trigger) {
+                    Box::pin(lp.after_pressure_pass()).await;
+                }
                 if shutdown.is_cancelled() {
                     break;
                 }
@@ -187,15 +206,20 @@ impl<E: Engine + 'static> Daemon<E> {
                     Some(Control::Reload) => {
                         if lp.reload() {
                             triggers.rearm(&lp.d.policy, lp.d.clock.now());
+                            lp.publish_watch();
                         }
                     }
                     None => controls_open = false,
                 },
                 update = updates.recv(), if updates_open => match update {
                     Some(u) => {
+                        if adds_data(u.by) {
+                            lp.poke.notify_one();
+                        }
                         let new = lp.apply(&u);
                         drop(u);
                         if let Some(new) = new {
+                            lp.poke.notify_one();
                             // On the heap: the loop's own future stays small.
                             Box::pin(lp.record_build(new, &shutdown)).await;
                         }
@@ -331,6 +355,12 @@ async fn ping_forever(notifier: &dyn Notifier, tick: Duration) {
     }
 }
 
+/// Whether a use the event follower reports (`Update::by`) is one that
+/// adds data to the engine's disk: the disk-pressure sampler looks at once.
+fn adds_data(by: &str) -> bool {
+    matches!(by, "container create" | "pull" | "load" | "import" | "tag")
+}
+
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -353,6 +383,15 @@ struct Loop<E: Engine + 'static> {
     /// gauges' refresh) last finished: the watchdog is fed during those
     /// only while calls keep finishing, as during a pass.
     progress: Arc<Progress>,
+    /// What the disk-pressure sampler watches: the policy's percentage
+    /// watermarks at the engine's root dir, once known and on this host.
+    watch: tokio::sync::watch::Sender<Option<pressure::Watch>>,
+    /// Tells the sampler to look now (an event that adds data).
+    poke: Arc<tokio::sync::Notify>,
+    /// Shared with the sampler: one pressure pass asked at a time, cooldown.
+    gate: Arc<pressure::Gate>,
+    /// When the first removal of the last pass finished.
+    first_removal: Option<Instant>,
 }
 
 impl<E: Engine + 'static> Loop<E> {
@@ -380,19 +419,26 @@ impl<E: Engine + 'static> Loop<E> {
         let path = d.policy.state.path.clone();
         let state = State::load_or_fresh(&path, now);
         d.metrics.set_policy(&d.policy);
+        let disk = Arc::clone(&d.disk);
         let mut lp = Self {
             d,
             // The build cache is read every pass, so its gauges show what
             // it holds whatever the policy collects.
-            memory: Memory::new(state).with_needs(CollectNeeds {
-                build_cache: true,
-                ..CollectNeeds::IMAGES_ONLY
-            }),
+            memory: Memory::new(state)
+                .with_disk_probe(disk)
+                .with_needs(CollectNeeds {
+                    build_cache: true,
+                    ..CollectNeeds::IMAGES_ONLY
+                }),
             root_dir: None,
             last_status: String::from("no pass yet"),
             reload_rejected: None,
             save_failing: false,
             progress: Arc::new(Progress::new()),
+            watch: tokio::sync::watch::Sender::new(None),
+            poke: Arc::new(tokio::sync::Notify::new()),
+            gate: Arc::new(pressure::Gate::default()),
+            first_removal: None,
         };
         // Every wait here gives way to shutdown: an engine that accepts but
         // never answers must not keep SIGTERM waiting for call deadlines.
@@ -428,6 +474,7 @@ impl<E: Engine + 'static> Loop<E> {
                 info!(version = %info.server_version, api = %info.api_version, root_dir = %info.root_dir, "engine answers");
                 self.root_dir = Some(info.root_dir);
                 self.d.metrics.set_engine_up(true);
+                self.publish_watch();
                 true
             }
             Err(e) => {
@@ -491,6 +538,97 @@ impl<E: Engine + 'static> Loop<E> {
         watchdog_tick(&*self.d.notifier, self.d.max_sleep)
     }
 
+    /// Starts what sends triggers besides the schedule: the disk-pressure
+    /// sampler, and a forwarder for `outside` sources; one channel for all.
+    fn trigger_sources(
+        &self,
+        outside: Option<TriggerReceiver>,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> TriggerReceiver {
+        let (sender, pushed) = triggers::channel();
+        if let Some(mut outside) = outside {
+            // Sources outside the daemon and the sampler feed one channel.
+            let sender = sender.clone();
+            let stop = shutdown.child_token();
+            tracker.spawn(async move {
+                while let Some(Some(trigger)) = stop.run_until_cancelled(outside.recv()).await {
+                    if !sender.send(trigger) {
+                        break;
+                    }
+                }
+            });
+        }
+        tracker.spawn(pressure::sample(
+            Arc::clone(&self.memory.disk),
+            self.watch.subscribe(),
+            Arc::clone(&self.poke),
+            Arc::clone(&self.gate),
+            sender,
+            shutdown.child_token(),
+        ));
+        self.publish_watch();
+        pushed
+    }
+
+    /// Tells the sampler what to watch now: the policy's percentage
+    /// watermarks at the engine's root dir, when it is known and on this
+    /// host; nothing otherwise.
+    fn publish_watch(&self) {
+        let watch = self
+            .root_dir
+            .as_deref()
+            .filter(|_| self.d.engine.capabilities().root_dir_on_host)
+            .and_then(|dir| pressure::Watch::of(&self.d.policy, dir));
+        self.watch.send_if_modified(|current| {
+            if *current == watch {
+                return false;
+            }
+            match &watch {
+                Some(w) => info!(
+                    root_dir = %w.root_dir,
+                    interval = %humantime::format_duration(w.interval),
+                    policies = w.marks.len(),
+                    "watching the disk for pressure between passes"
+                ),
+                None if current.is_some() => info!("no longer watching the disk for pressure"),
+                None => {}
+            }
+            *current = watch;
+            true
+        });
+    }
+
+    /// After a pass a pressure trigger started: its reaction time, and
+    /// whether it reached `disk_low`. A look at the disk still above the
+    /// low mark of a policy that crossed its high one means there was
+    /// nothing more to remove: no pressure pass for `[pressure] cooldown`.
+    async fn after_pressure_pass(&mut self) {
+        let (crossed_at, crossed) = self.gate.served();
+        if let (Some(crossed_at), Some(removed_at)) = (crossed_at, self.first_removal) {
+            self.d
+                .metrics
+                .observe_pressure_reaction(removed_at.saturating_duration_since(crossed_at));
+        }
+        let Some(watch) = self.watch.borrow().clone() else {
+            return;
+        };
+        let Some(usage) = crate::host::disk::usage_of(&self.memory.disk, &watch.root_dir).await
+        else {
+            return;
+        };
+        if watch.above_low_of(&usage, &crossed) {
+            self.gate.cool_until(Instant::now() + watch.cooldown);
+            warn!(
+                used_ratio = usage.used_ratio(),
+                policies = %crossed.join(", "),
+                cooldown = %humantime::format_duration(watch.cooldown),
+                "the pressure pass could not bring the disk down to disk_low; no pressure pass \
+                 before the cooldown has passed"
+            );
+        }
+    }
+
     /// Apply `u` to the state; the new image it names, if any, for
     /// [`Loop::record_build`].
     fn apply(&mut self, u: &Update) -> Option<build_use::NewImage> {
@@ -545,6 +683,7 @@ impl<E: Engine + 'static> Loop<E> {
             Mode::Execute
         };
         debug!(trigger = trigger.label(), "pass starting");
+        self.first_removal = None;
         let (result, stalled) = self.run_watched(shutdown, mode, started).await;
         let duration = clock_start.elapsed();
         let finished = self.d.clock.now();
@@ -644,7 +783,7 @@ impl<E: Engine + 'static> Loop<E> {
                 progress: &progress,
             };
             // On the heap: the daemon's own future stays small.
-            let run = Box::pin(run::run(
+            let outcome = Box::pin(run::run(
                 &engine,
                 &self.d.policy,
                 self.root_dir.as_deref(),
@@ -663,14 +802,16 @@ impl<E: Engine + 'static> Loop<E> {
             // finishing; one that makes no progress for `pass_stall` stops
             // the pings and is abandoned.
             let keepalive = keep_alive(&*self.d.notifier, &progress, tick, self.d.pass_stall);
-            tokio::select! {
-                r = run => Some(r),
+            let result = tokio::select! {
+                r = outcome => Some(r),
                 () = grace => None,
                 quiet = keepalive => {
                     stalled = Some(quiet);
                     None
                 }
-            }
+            };
+            self.first_removal = progress.first_removal();
+            result
         } else {
             None
         };
@@ -789,12 +930,31 @@ async fn keep_alive(
     }
 }
 
-/// When an engine call of the current pass last finished.
-struct Progress(std::sync::Mutex<Instant>);
+/// When an engine call of the current pass last finished, and when its
+/// first removal did.
+struct Progress(std::sync::Mutex<Instant>, std::sync::Mutex<Option<Instant>>);
 
 impl Progress {
     fn new() -> Self {
-        Self(std::sync::Mutex::new(Instant::now()))
+        Self(
+            std::sync::Mutex::new(Instant::now()),
+            std::sync::Mutex::new(None),
+        )
+    }
+
+    /// A removal succeeded now; the first one is kept.
+    fn removed(&self) {
+        self.1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert_with(Instant::now);
+    }
+
+    fn first_removal(&self) -> Option<Instant> {
+        *self
+            .1
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn touch(&self) {
@@ -826,6 +986,19 @@ impl<E: Engine> Watched<'_, E> {
         self.progress.touch();
         result
     }
+
+    /// [`Self::noted`] for a removal: a success is also the pass's first
+    /// removal, if none came before.
+    async fn removal<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, crate::engine::EngineError>>,
+    ) -> Result<T, crate::engine::EngineError> {
+        let result = self.noted(call).await;
+        if result.is_ok() {
+            self.progress.removed();
+        }
+        result
+    }
 }
 
 impl<E: Engine> Engine for Watched<'_, E> {
@@ -855,7 +1028,7 @@ impl<E: Engine> Engine for Watched<'_, E> {
         &self,
         target: &str,
     ) -> Result<Vec<crate::engine::DeleteItem>, crate::engine::EngineError> {
-        self.noted(self.inner.remove_image(target)).await
+        self.removal(self.inner.remove_image(target)).await
     }
     fn events(&self, since: Option<DateTime<Utc>>) -> crate::engine::EventStream {
         self.inner.events(since)
@@ -878,6 +1051,16 @@ impl<E: Engine> Engine for Watched<'_, E> {
         &self,
         id: &str,
     ) -> Result<crate::engine::CacheRemoval, crate::engine::EngineError> {
-        self.noted(self.inner.remove_cache_record(id)).await
+        self.removal(self.inner.remove_cache_record(id)).await
+    }
+    async fn container_details(
+        &self,
+        id: &str,
+        size: bool,
+    ) -> Result<crate::engine::ContainerDetails, crate::engine::EngineError> {
+        self.noted(self.inner.container_details(id, size)).await
+    }
+    async fn remove_container(&self, id: &str) -> Result<(), crate::engine::EngineError> {
+        self.removal(self.inner.remove_container(id)).await
     }
 }

@@ -19,6 +19,21 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> Vec<String> {
     if old.safety != new.safety {
         out.push("[safety] changed".to_string());
     }
+    let (was, is) = (old.pressure, new.pressure);
+    if was.interval != is.interval {
+        out.push(format!(
+            "[pressure] interval {} -> {}",
+            humantime::format_duration(was.interval),
+            humantime::format_duration(is.interval)
+        ));
+    }
+    if was.cooldown != is.cooldown {
+        out.push(format!(
+            "[pressure] cooldown {} -> {}",
+            humantime::format_duration(was.cooldown),
+            humantime::format_duration(is.cooldown)
+        ));
+    }
     describe_tables(&mut out, "policy", &old.rules, &new.rules, |r| &r.name);
     describe_tables(
         &mut out,
@@ -121,6 +136,15 @@ unused_for = "7d"
         assert_eq!(
             describe_changes(&policy(BASE), &policy(&new)),
             ["[safety] changed", "policy stale changed"]
+        );
+    }
+
+    #[test]
+    fn a_changed_pressure_interval_is_said_with_both_values() {
+        let new = format!("[pressure]\ninterval = \"1s\"\ncooldown = \"1m\"\n{BASE}");
+        assert_eq!(
+            describe_changes(&policy(BASE), &policy(&new)),
+            ["[pressure] interval 5s -> 1s"]
         );
     }
 

@@ -28,10 +28,22 @@ impl TriggerSender {
 #[derive(Debug)]
 pub struct TriggerReceiver(mpsc::UnboundedReceiver<Trigger>);
 
+impl TriggerReceiver {
+    /// The next trigger sent; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Trigger> {
+        self.0.recv().await
+    }
+}
+
 /// A channel for a trigger source outside the daemon.
 pub fn channel() -> (TriggerSender, TriggerReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     (TriggerSender(tx), TriggerReceiver(rx))
+}
+
+/// A trigger the disk-pressure sampler sends.
+pub fn is_pressure(trigger: Trigger) -> bool {
+    matches!(trigger, Trigger::Pressure | Trigger::Event)
 }
 
 /// Where the daemon's passes come from.
@@ -115,21 +127,68 @@ impl Triggers {
     }
 
     /// Called after a pass: what sources sent while it ran becomes one
-    /// pending trigger (the first), so the pass it asks for still runs, once.
+    /// pending trigger, so the pass it asks for still runs, once. The one
+    /// kept is the first, unless a disk-pressure trigger is among them: one
+    /// pass serves them all, and it is told as the pressure pass, which the
+    /// sampler waits for before it asks again.
     pub fn coalesce(&mut self) {
         let Some(pushed) = &mut self.pushed else {
             return;
         };
         let mut merged = 0usize;
         while let Ok(trigger) = pushed.0.try_recv() {
-            if self.pending.is_none() {
-                self.pending = Some(trigger);
-            } else {
-                merged += 1;
+            match self.pending {
+                None => self.pending = Some(trigger),
+                Some(kept) => {
+                    if is_pressure(trigger) && !is_pressure(kept) {
+                        self.pending = Some(trigger);
+                    }
+                    merged += 1;
+                }
             }
         }
         if merged > 0 {
             debug!(merged, "triggers sent during a pass: one pass follows");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        crate::config::parse(
+            "schedule = \"@yearly\"\nrun_on_start = false\n[[policy]]\nname = \"d\"\n\
+             dangling = true\nolder_than = \"1h\"\n",
+            "test.toml",
+        )
+        .expect("valid test policy")
+    }
+
+    #[test]
+    fn triggers_sent_during_a_pass_become_one_told_as_pressure_when_one_of_them_is() {
+        let (tx, rx) = channel();
+        let now = Utc::now();
+        let mut triggers = Triggers::new(&policy(), now, Some(rx));
+        for t in [Trigger::Reload, Trigger::Pressure, Trigger::Reload] {
+            assert!(tx.send(t));
+        }
+        triggers.coalesce();
+        assert_eq!(triggers.due(now), Some(Trigger::Pressure));
+        assert_eq!(triggers.due(now), None, "one pass, not three");
+    }
+
+    #[test]
+    fn without_a_pressure_trigger_the_first_sent_is_kept() {
+        let (tx, rx) = channel();
+        let now = Utc::now();
+        let mut triggers = Triggers::new(&policy(), now, Some(rx));
+        for t in [Trigger::Reload, Trigger::Start] {
+            assert!(tx.send(t));
+        }
+        triggers.coalesce();
+        assert_eq!(triggers.due(now), Some(Trigger::Reload));
+        assert_eq!(triggers.due(now), None);
     }
 }

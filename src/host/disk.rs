@@ -72,11 +72,28 @@ impl DiskProbe for Statvfs {
 /// The disk at `path` through `probe`, on a blocking thread under
 /// [`PROBE_TIMEOUT`]; `None` (logged) when it fails or does not return in
 /// time. A hung probe's thread is left behind: the pass must not hang.
+///
+/// At most one probe per path is in flight: while a hung one has not
+/// returned, a new call answers `None` at once instead of leaving one more
+/// thread behind (the disk-pressure sampler asks every few seconds).
 pub async fn usage_of(probe: &Arc<dyn DiskProbe>, path: &str) -> Option<DiskUsage> {
+    // Keyed by the probe too: two probes of one path (tests) do not wait
+    // for each other.
+    let key = (Arc::as_ptr(probe).cast::<()>() as usize, path.to_owned());
+    if !in_flight().insert(key.clone()) {
+        tracing::debug!(
+            root_dir = path,
+            "an earlier statvfs of the engine root directory has not returned; not asking again"
+        );
+        return None;
+    }
     let task = {
         let probe = Arc::clone(probe);
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || probe.usage(Path::new(&path)))
+        tokio::task::spawn_blocking(move || {
+            let _done = InFlight(key);
+            probe.usage(Path::new(&path))
+        })
     };
     let Ok(joined) = tokio::time::timeout(PROBE_TIMEOUT, task).await else {
         tracing::warn!(
@@ -95,6 +112,29 @@ pub async fn usage_of(probe: &Arc<dyn DiskProbe>, path: &str) -> Option<DiskUsag
             tracing::warn!(error = %error, "cannot read disk usage of the engine's root dir");
             None
         }
+    }
+}
+
+/// A probe (by address) and the path it is running for now.
+type ProbeKey = (usize, String);
+
+/// The probes running now.
+fn in_flight() -> std::sync::MutexGuard<'static, std::collections::HashSet<ProbeKey>> {
+    static PATHS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<ProbeKey>>> =
+        std::sync::OnceLock::new();
+    PATHS
+        .get_or_init(Default::default)
+        .lock()
+        // A set of strings: a poisoned lock still holds a good one.
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes a probe off [`in_flight`] when it returns, or panics.
+struct InFlight(ProbeKey);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        in_flight().remove(&self.0);
     }
 }
 
@@ -167,6 +207,47 @@ mod tests {
         assert_eq!(usage.total_bytes, 950 * 4096);
         assert_eq!(usage.free_bytes(), 200 * 4096);
         assert!((usage.used_ratio() - 750.0 / 950.0).abs() < 1e-12);
+    }
+
+    /// A probe that does not return until told to.
+    #[derive(Debug, Default)]
+    struct Hung(
+        std::sync::Mutex<bool>,
+        std::sync::Condvar,
+        std::sync::atomic::AtomicUsize,
+    );
+
+    impl DiskProbe for Hung {
+        fn usage(&self, _path: &Path) -> std::io::Result<DiskUsage> {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut released = self.0.lock().expect("lock");
+            while !*released {
+                released = self.1.wait(released).expect("wait");
+            }
+            Ok(df_usage(10, 5, 5, 1))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_has_not_returned_is_not_started_again_for_the_same_path() {
+        let hung = Arc::new(Hung::default());
+        let probe: Arc<dyn DiskProbe> = Arc::clone(&hung) as _;
+        let first = tokio::spawn({
+            let probe = Arc::clone(&probe);
+            async move { usage_of(&probe, "/x").await }
+        });
+        while hung.2.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(usage_of(&probe, "/x").await, None, "still in flight");
+        assert_eq!(hung.2.load(std::sync::atomic::Ordering::SeqCst), 1);
+        *hung.0.lock().expect("lock") = true;
+        hung.1.notify_all();
+        assert!(first.await.expect("join").is_some());
+        assert!(
+            usage_of(&probe, "/x").await.is_some(),
+            "asked again once it returned"
+        );
     }
 
     #[test]

@@ -57,11 +57,23 @@ pub enum Trigger {
     Schedule,
     /// A policy reload asked for a pass.
     Reload,
+    /// The disk-pressure sampler's periodic look found usage at or above a
+    /// policy's `disk_high`.
+    Pressure,
+    /// An engine event that adds data (pull, load, build, container create)
+    /// made the sampler look at once, and usage was at or above a high mark.
+    Event,
 }
 
 impl Trigger {
     /// Every trigger, in label order (the metrics zero-fill these).
-    pub const ALL: [Trigger; 3] = [Trigger::Start, Trigger::Schedule, Trigger::Reload];
+    pub const ALL: [Trigger; 5] = [
+        Trigger::Start,
+        Trigger::Schedule,
+        Trigger::Reload,
+        Trigger::Pressure,
+        Trigger::Event,
+    ];
 
     /// The `trigger` label value and log field.
     pub fn label(self) -> &'static str {
@@ -69,6 +81,8 @@ impl Trigger {
             Self::Start => "start",
             Self::Schedule => "schedule",
             Self::Reload => "reload",
+            Self::Pressure => "pressure",
+            Self::Event => "event",
         }
     }
 }

@@ -65,6 +65,12 @@ const IMAGE_STATES: [&str; 3] = ["dangling", "in_use", "other"];
 
 /// Pass durations range from a few milliseconds (nothing to do) to minutes
 /// (thousands of removals on a slow disk).
+/// Buckets of `imagegc_pressure_reaction_seconds`: a sampler interval of
+/// seconds plus the first removal, up to the minutes a slow engine takes.
+const PRESSURE_REACTION_BUCKETS: [f64; 12] = [
+    0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0, 300.0,
+];
+
 const PASS_DURATION_BUCKETS: [f64; 15] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
@@ -96,6 +102,9 @@ pub struct Metrics {
     passes: IntCounterVec,
     /// How long passes take.
     pass_duration: Histogram,
+    /// From the first disk sample at or above a high watermark to the first
+    /// removal of the pass it started: how fast a filling disk is met.
+    pressure_reaction: Histogram,
     /// When the last pass ended, whatever its outcome: alerts on a stuck schedule.
     last_pass: Gauge,
     /// When the last successful pass ended.
@@ -239,7 +248,7 @@ impl Metrics {
                     Opts::new(
                         "imagegc_passes_total",
                         "Garbage-collection passes, by outcome (success, failed or cancelled) \
-                         and trigger (start, schedule or reload).",
+                         and trigger (start, schedule, reload, pressure or event).",
                     ),
                     &["outcome", "trigger"],
                 )
@@ -253,6 +262,18 @@ impl Metrics {
                         "Wall-clock time of a pass, from snapshot to last removal, in seconds.",
                     )
                     .buckets(PASS_DURATION_BUCKETS.to_vec()),
+                )
+                .expect("the histogram name, help and buckets are valid constants"),
+            ),
+            pressure_reaction: register(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "imagegc_pressure_reaction_seconds",
+                        "Time from the first disk sample at or above a policy's disk_high to the \
+                         first removal of the pass it started, in seconds.",
+                    )
+                    .buckets(PRESSURE_REACTION_BUCKETS.to_vec()),
                 )
                 .expect("the histogram name, help and buckets are valid constants"),
             ),
@@ -564,6 +585,12 @@ impl Metrics {
             summary.duration,
             summary.finished,
         );
+    }
+
+    /// A pressure pass removed something `reaction` after the first sample
+    /// at or above a high watermark.
+    pub fn observe_pressure_reaction(&self, reaction: Duration) {
+        self.pressure_reaction.observe(reaction.as_secs_f64());
     }
 
     /// [`Metrics::record_summary`] for a caller without a summary (a `once`
