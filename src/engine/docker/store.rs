@@ -190,7 +190,11 @@ mod tests {
         let d = details(&["sha256:a", "sha256:b"], &[u64::MAX, u64::MAX]);
         let facts = image_facts(Flavor::ContainerdStore, "sha256:i", &d, Some(u64::MAX));
         let content: u128 = facts.blobs.iter().map(|b| u128::from(b.size)).sum();
-        assert_eq!(content, u128::from(u64::MAX), "the shares add up to the content total");
+        assert_eq!(
+            content,
+            u128::from(u64::MAX),
+            "the shares add up to the content total"
+        );
         assert_eq!(facts.blobs.len(), 3);
     }
 

@@ -3,6 +3,7 @@
 //! [`Finding`]: the README compatibility table's cell for that engine and column.
 
 pub mod build_cache;
+pub mod bytes;
 pub mod containers;
 pub mod daemon;
 pub mod explain;
@@ -40,6 +41,11 @@ pub fn all() -> Vec<Scenario> {
             name: "images",
             column: "image policies, bytes",
             run: images::run,
+        },
+        Scenario {
+            name: "bytes",
+            column: "bytes exact",
+            run: bytes::run,
         },
         Scenario {
             name: "explain",
