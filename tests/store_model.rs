@@ -148,3 +148,43 @@ fn a_podman_removal_frees_its_tar_sizes_and_its_config_flagged_estimated() {
     assert!(effect.estimated, "tar sizes, not blocks on disk");
     assert_eq!(snap.image_bytes(), 502_917);
 }
+
+#[test]
+fn the_prediction_does_not_depend_on_the_order_the_engine_lists_images_in() {
+    let snap = containerd_world();
+    let reversed = Snapshot::build(
+        {
+            let cs = Flavor::ContainerdStore;
+            vec![
+                image(
+                    cs,
+                    "sha256:s2",
+                    &["s2:1"],
+                    &[("sha256:base", 307_200), ("sha256:d2", 106_496)],
+                    410_621,
+                ),
+                image(
+                    cs,
+                    "sha256:s1",
+                    &["s1:1"],
+                    &[("sha256:base", 307_200), ("sha256:d1", 204_800)],
+                    513_021,
+                ),
+            ]
+        },
+        Vec::new(),
+        None,
+    );
+    let mut forward = Ledger::new(&snap);
+    let mut backward = Ledger::new(&reversed);
+    // s1 then s2 in both: indices 1, 2 in the first snapshot, 1, 0 in the second.
+    let a = (
+        forward.remove_reference(1).freed,
+        forward.remove_reference(2).freed,
+    );
+    let b = (
+        backward.remove_reference(1).freed,
+        backward.remove_reference(0).freed,
+    );
+    assert_eq!(a, b);
+}

@@ -134,8 +134,10 @@ pub struct Snapshot {
     /// Interned layers; shared layers appear once.
     pub layers: Vec<Layer>,
     /// Interned content blobs besides the layers (the containerd store's,
-    /// Podman's config and manifest); shared ones appear once, with the
-    /// size the first image naming them gave. Empty on a graph driver.
+    /// Podman's config and manifest); shared ones appear once, with an
+    /// exact size if an image gives one, else the smallest estimate (the
+    /// same whatever order the engine lists images in). Empty on a graph
+    /// driver.
     pub blobs: Vec<Blob>,
     /// Parent index per image (only parents present in the snapshot).
     pub parent: Vec<Option<usize>>,
@@ -341,6 +343,15 @@ impl Snapshot {
                     blobs.push(blob.clone());
                     next
                 });
+                // Images may estimate one shared blob differently: keep an exact size if
+                // any image gives one, else the smallest estimate, so the figure does not
+                // depend on the order the engine lists images in.
+                let have = &mut blobs[i as usize];
+                if (blob.exact && !have.exact)
+                    || (blob.exact == have.exact && blob.size < have.size)
+                {
+                    *have = blob.clone();
+                }
                 if !held.contains(&i) {
                     held.push(i);
                 }
