@@ -95,6 +95,7 @@ fn synthetic(n: usize, now: DateTime<Utc>) -> Snapshot {
                 layers: vec![base.clone(), own],
                 sizes_exact: true,
                 last_tag_time: None,
+                blobs: Vec::new(),
             }),
             tracked: Tracked {
                 first_seen: None,

@@ -295,6 +295,7 @@ async fn children_come_before_parents_with_or_without_parent_ids() {
         // The base's facts: its one layer is the child's first (the same chain ID).
         let base_facts = imagegc::engine::ImageFacts {
             layers: child_facts.layers[..1].to_vec(),
+            blobs: Vec::new(),
             sizes_exact: true,
             last_tag_time: None,
         };

@@ -96,6 +96,7 @@ fn image(
                 .collect(),
             sizes_exact: true,
             last_tag_time: None,
+            blobs: Vec::new(),
         }),
         tracked: Tracked::default(),
     }

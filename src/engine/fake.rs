@@ -519,6 +519,7 @@ impl Engine for FakeEngine {
                 .collect(),
             sizes_exact: true,
             last_tag_time: inner.last_tag_times.get(image_id).copied(),
+            blobs: Vec::new(),
         })
     }
 

@@ -50,6 +50,26 @@ pub struct Layer {
     pub size: u64,
 }
 
+/// Content an image holds on disk besides its layers' unpacked bytes: a
+/// content-addressed blob (the containerd store's compressed layer blobs,
+/// config and manifest; Podman's config and manifest). The ledger frees it
+/// when no live image holds it any more, like a layer, but it is no part of
+/// the layer chain: chain prefixes (parents, builds) never see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Blob {
+    /// What identifies the blob across images: a content digest, or a
+    /// stand-in for one the API does not give (see
+    /// `engine::docker::store`). Two images naming the same key hold one
+    /// blob.
+    pub key: String,
+    /// Bytes the blob takes.
+    pub size: u64,
+    /// False when `size` is the adapter's share of a total the engine gives
+    /// only for the whole image (the containerd store's per-layer blobs on
+    /// API < 1.47); exact when it is the engine's own figure.
+    pub exact: bool,
+}
+
 /// What the engine knows about one image beyond its list entry, as its
 /// adapter computes it. Immutable for a given image ID except
 /// `last_tag_time`, which only tag events change.
@@ -64,6 +84,11 @@ pub struct ImageFacts {
     /// When a reference was last put on the image (pull, tag, load), if the
     /// engine says; a last-used time.
     pub last_tag_time: Option<DateTime<Utc>>,
+    /// Content the image holds besides its layers (none on a graph-driver
+    /// store, whose layers are all it holds), freed when no live image
+    /// holds it. Empty by default, so facts cached before this field
+    /// existed read as a graph driver's.
+    pub blobs: Vec<Blob>,
 }
 
 /// What an engine can and cannot do, where engines differ. The planner and
@@ -102,6 +127,14 @@ pub struct Capabilities {
     /// Policies still match what the user wrote
     /// ([`crate::model::as_written`]); removals name the engine's spelling.
     pub qualifies_local_names: bool,
+    /// Where removals list no deleted layers, the adapter's facts still
+    /// model every byte a removal frees on this store from the engine's own
+    /// figures (the containerd store: snapshot usage and content sizes), so
+    /// the ledger's prediction is the report and is exact wherever the
+    /// facts are ([`ImageFacts::sizes_exact`], [`Blob::exact`]). False: the
+    /// prediction is an estimate (an engine that lists nothing and is not
+    /// modelled).
+    pub models_removed_bytes: bool,
 }
 
 impl Capabilities {
@@ -117,6 +150,7 @@ impl Capabilities {
         protects_in_use: true,
         root_dir_on_host: true,
         qualifies_local_names: false,
+        models_removed_bytes: false,
     };
 }
 

@@ -7,6 +7,12 @@
 //! it was the last holder of that no live image uses. This module owns that
 //! rule, in both directions, for the planner, `explain` and the tests.
 //!
+//! A content blob an image holds besides its layers ([`Snapshot::blobs`]:
+//! the containerd store's layer blobs, config and manifest; Podman's config
+//! and manifest) is freed like a layer no build-cache record holds: when the
+//! last live image holding it is deleted. Blobs are counted as image bytes
+//! and are no part of any layer chain.
+//!
 //! Stopped containers are removed first ([`Ledger::remove_container`]): a
 //! removal frees the writable layer (`SizeRw`) and takes one user off its
 //! image, and an image is in use only while a container of it is left, so
@@ -30,6 +36,10 @@ pub struct Effect {
     /// Untagged images that lost their last child and so became dangling:
     /// they are candidates now, though nothing has removed them.
     pub newly_dangling: Vec<usize>,
+    /// True when `freed` counts the bytes of an image deleted with it whose
+    /// sizes are a best guess (`Image::sizes_exact` false): the figure is an
+    /// estimate.
+    pub estimated: bool,
 }
 
 /// Replays removals against a snapshot.
@@ -46,6 +56,8 @@ pub struct Ledger<'a> {
     snapshot: &'a Snapshot,
     /// Live images using each layer.
     layer_users: Vec<u32>,
+    /// Live images holding each blob.
+    blob_users: Vec<u32>,
     /// Tags not yet removed, per image.
     refs_left: Vec<u32>,
     /// Per image: does a digest reference outlive its last tag? The engine
@@ -140,6 +152,14 @@ impl<'a> Ledger<'a> {
                 layer_users[l as usize] += 1;
             }
         }
+        let mut blob_users = vec![0u32; snapshot.blobs.len()];
+        for image in &snapshot.images {
+            for &b in &image.blobs {
+                if let Some(users) = blob_users.get_mut(b as usize) {
+                    *users += 1;
+                }
+            }
+        }
         let n = snapshot.images.len();
         let record_holds: Vec<Vec<u32>> = (0..snapshot.cache.len())
             .map(|r| distinct_holds(snapshot, r))
@@ -158,6 +178,7 @@ impl<'a> Ledger<'a> {
         Self {
             snapshot,
             layer_users,
+            blob_users,
             refs_left: snapshot
                 .images
                 .iter()
@@ -294,6 +315,7 @@ impl<'a> Ledger<'a> {
             effect.deleted = settled.deleted;
             effect.held = settled.held;
             effect.newly_dangling = settled.newly_dangling;
+            effect.estimated = settled.estimated;
             effect.freed = effect.freed.saturating_add(settled.freed);
         } else if self.is_dangling(image) {
             effect.newly_dangling.push(image);
@@ -354,6 +376,17 @@ impl<'a> Ledger<'a> {
             self.deleted[i] = true;
             effect.deleted.push(i);
             let snap = self.snapshot;
+            effect.estimated |= !snap.images[i].sizes_exact;
+            for &b in &snap.images[i].blobs {
+                let Some(users) = self.blob_users.get_mut(b as usize) else {
+                    continue;
+                };
+                *users -= 1;
+                if *users == 0 {
+                    let size = snap.blobs[b as usize].size;
+                    self.add_freed(&mut effect, size, true, false);
+                }
+            }
             for &l in &snap.images[i].layers {
                 let users = &mut self.layer_users[l as usize];
                 *users -= 1;

@@ -238,6 +238,7 @@ mod tests {
                     .collect(),
                 sizes_exact: true,
                 last_tag_time: None,
+                blobs: Vec::new(),
             }),
             tracked: Tracked::default(),
         }

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use crate::engine::{
-    Capabilities, Container, ContainerDetails, DiskUsage, Engine, EngineError, ImageSummary, Layer,
+    Blob, Capabilities, Container, ContainerDetails, DiskUsage, Engine, EngineError, ImageSummary,
+    Layer,
 };
 use crate::host::disk::{self, DiskProbe};
 use crate::model::short_id;
@@ -96,7 +97,13 @@ pub struct Image {
     pub labels: BTreeMap<String, String>,
     /// Layer indices into [`Snapshot::layers`], bottom first.
     pub layers: Vec<u32>,
-    /// False when layer sizes are a best guess.
+    /// Indices into [`Snapshot::blobs`]: the content the image holds
+    /// besides its layers (`ImageFacts::blobs`), each once.
+    pub blobs: Vec<u32>,
+    /// False when the bytes its removal frees are a best guess: layer
+    /// sizes the adapter guessed, or a blob whose size is an estimated
+    /// share ([`crate::engine::Blob::exact`]) that another image holds too
+    /// (alone, the image frees all its shares together: their exact sum).
     pub sizes_exact: bool,
     /// When a reference was last put on the image (`docker tag`, `build -t`;
     /// Docker 20.10 does not set it on pull or load).
@@ -126,6 +133,12 @@ pub struct Snapshot {
     pub images: Vec<Image>,
     /// Interned layers; shared layers appear once.
     pub layers: Vec<Layer>,
+    /// Interned content blobs besides the layers (the containerd store's,
+    /// Podman's config and manifest); shared ones appear once, with an
+    /// exact size if an image gives one, else the smallest estimate (the
+    /// same whatever order the engine lists images in). Empty on a graph
+    /// driver.
+    pub blobs: Vec<Blob>,
     /// Parent index per image (only parents present in the snapshot).
     pub parent: Vec<Option<usize>>,
     /// Child indices per image.
@@ -349,6 +362,26 @@ pub struct ImageInput {
     pub tracked: Tracked,
 }
 
+/// Clears `sizes_exact` of every image holding an estimated blob another
+/// image holds too: its removal frees some of its shares, not their sum.
+fn shared_estimates_are_inexact(images: &mut [Image], blobs: &[Blob]) {
+    let mut holders = vec![0u32; blobs.len()];
+    for image in images.iter() {
+        for &b in &image.blobs {
+            holders[b as usize] += 1;
+        }
+    }
+    for image in images.iter_mut() {
+        if image
+            .blobs
+            .iter()
+            .any(|&b| holders[b as usize] > 1 && !blobs[b as usize].exact)
+        {
+            image.sizes_exact = false;
+        }
+    }
+}
+
 /// The one definition of "dangling": no tag reference left and no child
 /// image left. [`Snapshot::is_dangling`] applies it to a snapshot, and the
 /// ledger to a snapshot with some removals replayed.
@@ -365,9 +398,31 @@ impl Snapshot {
     ) -> Self {
         let mut layer_index: HashMap<String, u32> = HashMap::new();
         let mut layers: Vec<Layer> = Vec::new();
+        let mut blob_index: HashMap<String, u32> = HashMap::new();
+        let mut blobs: Vec<Blob> = Vec::new();
         let mut out_images = Vec::with_capacity(images.len());
         let mut parent_ids = Vec::with_capacity(images.len());
         for input in images {
+            let mut held: Vec<u32> = Vec::with_capacity(input.facts.blobs.len());
+            for blob in &input.facts.blobs {
+                let next = blobs.len() as u32;
+                let i = *blob_index.entry(blob.key.clone()).or_insert_with(|| {
+                    blobs.push(blob.clone());
+                    next
+                });
+                // Images may estimate one shared blob differently: keep an exact size if
+                // any image gives one, else the smallest estimate, so the figure does not
+                // depend on the order the engine lists images in.
+                let have = &mut blobs[i as usize];
+                if (blob.exact && !have.exact)
+                    || (blob.exact == have.exact && blob.size < have.size)
+                {
+                    *have = blob.clone();
+                }
+                if !held.contains(&i) {
+                    held.push(i);
+                }
+            }
             let mut idx = Vec::with_capacity(input.facts.layers.len());
             for layer in &input.facts.layers {
                 let next = layers.len() as u32;
@@ -387,6 +442,7 @@ impl Snapshot {
                 created: input.summary.created,
                 labels: input.summary.labels,
                 layers: idx,
+                blobs: held,
                 sizes_exact: input.facts.sizes_exact,
                 last_tag_time: input.facts.last_tag_time,
                 tracked: input.tracked,
@@ -426,9 +482,11 @@ impl Snapshot {
             })
             .collect();
         let in_use = users.iter().map(|u| !u.is_empty()).collect();
+        shared_estimates_are_inexact(&mut out_images, &blobs);
         Self {
             images: out_images,
             layers,
+            blobs,
             parent,
             children,
             chain_parent,
@@ -492,12 +550,16 @@ impl Snapshot {
         self
     }
 
-    /// Unique layer bytes of every image on the engine (saturating at
-    /// `u64::MAX`: absurd sizes from the engine must not wrap).
+    /// Unique layer and blob bytes of every image on the engine (saturating
+    /// at `u64::MAX`: absurd sizes from the engine must not wrap).
     pub fn image_bytes(&self) -> u64 {
-        self.layers
+        let layers = self
+            .layers
             .iter()
-            .fold(0u64, |total, l| total.saturating_add(l.size))
+            .fold(0u64, |total, l| total.saturating_add(l.size));
+        self.blobs
+            .iter()
+            .fold(layers, |total, b| total.saturating_add(b.size))
     }
 
     /// True when image `image` is dangling ([`dangling`]): untagged, with no

@@ -285,14 +285,17 @@ pub async fn execute<E: Engine>(
         .map(|l| (l.chain_id.as_str(), l.size))
         .collect();
     let image_ids: HashSet<&str> = snapshot.images.iter().map(|i| i.id.as_str()).collect();
-    let source = ReclaimSource::for_engine(&engine.capabilities());
+    let capabilities = engine.capabilities();
+    let source = ReclaimSource::for_engine(&capabilities);
     // Replays only the removals that happened, so a refusal frees nothing.
     // On an engine that lists deleted layers it is there for the records:
     // which layers the images removed so far released to them.
     let mut ledger = Ledger::new(snapshot);
     let mut reported_layers: HashSet<&str> = HashSet::new();
     let mut report = Report {
-        reclaimed_exact: source == ReclaimSource::ReportedLayers,
+        // A modelled store's prediction is exact where its facts are.
+        reclaimed_exact: source == ReclaimSource::ReportedLayers
+            || capabilities.models_removed_bytes,
         ..Report::default()
     };
     let Some(still_pinned) =
@@ -337,6 +340,7 @@ pub async fn execute<E: Engine>(
                 }
                 let effect = replay(&mut ledger, removal);
                 if source == ReclaimSource::Predicted {
+                    report.reclaimed_exact &= !effect.estimated;
                     predicted(effect, snapshot, &mut done);
                 }
                 report.reclaimed_bytes =

@@ -143,6 +143,13 @@ pub struct Metrics {
     /// after each pass): made by a create racing a delete, or by anyone's
     /// forced removal.
     orphaned_containers: IntGauge,
+    /// 1 when a byte figure is exact, 0 when it is an estimate, by kind:
+    /// `image_sizes` (every image's bytes in the last snapshot, as
+    /// `imagegc_image_bytes` and the plan's predictions count them) and
+    /// `reclaimed` (the last pass's reclaimed bytes). Says which engines'
+    /// figures can be trusted to the byte (the containerd store's shared
+    /// layers, Podman's tar sizes are estimates; `docs/ENGINES.md`).
+    bytes_exact: IntGaugeVec,
     /// Stopped containers the engine removed, per policy.
     removed_containers: IntCounterVec,
     /// Containers the engine refused with a 409 or 404, per policy.
@@ -442,6 +449,16 @@ impl Metrics {
                      image delete, or by anyone's forced removal. Each is logged at warning level.",
                 ),
             ),
+            bytes_exact: register(
+                r,
+                int_gauge_vec(
+                    "imagegc_bytes_exact",
+                    "1 when a byte figure is exact, 0 when it is an estimate, by kind: \
+                     image_sizes (every image's bytes at the last snapshot: imagegc_image_bytes \
+                     and reclaimable_bytes) or reclaimed (the last pass's reclaimed bytes).",
+                    &["kind"],
+                ),
+            ),
             config_last_reload_successful: register(
                 r,
                 int_gauge(
@@ -637,6 +654,9 @@ impl Metrics {
         let Some(report) = report else {
             return;
         };
+        self.bytes_exact
+            .with_label_values(&["reclaimed"])
+            .set(i64::from(report.reclaimed_exact));
         for removed in &report.removed {
             let policy = [removed.policy.as_str()];
             saturating_inc(
@@ -719,6 +739,10 @@ impl Metrics {
             self.images.with_label_values(&[state]).set(count);
         }
         self.image_bytes.set(saturating_i64(snapshot.image_bytes()));
+        let exact = snapshot.images.iter().all(|i| i.sizes_exact);
+        self.bytes_exact
+            .with_label_values(&["image_sizes"])
+            .set(i64::from(exact));
         self.record_containers(snapshot);
 
         // Every policy already shown drops to 0 unless the plan names it, and

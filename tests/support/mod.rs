@@ -350,6 +350,7 @@ impl Img {
                     .collect(),
                 sizes_exact: true,
                 last_tag_time: self.last_tag_time,
+                blobs: Vec::new(),
             }),
             tracked: self.tracked,
         }

@@ -55,11 +55,13 @@ impl Flavor {
             Flavor::GraphDriver => base,
             Flavor::ContainerdStore => Capabilities {
                 reports_deleted_layers: false,
+                models_removed_bytes: true,
                 has_parents: false,
                 ..base
             },
             Flavor::Podman => Capabilities {
                 reports_deleted_layers: false,
+                models_removed_bytes: true,
                 prunes_parents: true,
                 build_cache: false,
                 qualifies_local_names: true,

@@ -40,6 +40,7 @@ pub fn image_facts(details: &ImageDetails) -> ImageFacts {
         layers: layers.layers,
         sizes_exact: layers.exact,
         last_tag_time: details.last_tag_time,
+        blobs: Vec::new(),
     }
 }
 

@@ -50,6 +50,7 @@ mod build_cache;
 mod events;
 pub mod flavor;
 pub mod layers;
+pub mod store;
 
 use layers::{HistoryEntry, ImageDetails};
 
@@ -889,7 +890,8 @@ impl Engine for Docker {
             .metadata
             .and_then(|m| m.last_tag_time)
             .and_then(|t| parse_engine_time(&t));
-        Ok(layers::image_facts(&ImageDetails {
+        let content_size = inspect.size.and_then(|s| u64::try_from(s).ok());
+        let details = ImageDetails {
             diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
             // The engine lists history newest first.
             history: history
@@ -901,7 +903,13 @@ impl Engine for Docker {
                 })
                 .collect(),
             last_tag_time,
-        }))
+        };
+        Ok(store::image_facts(
+            self.flavor,
+            image_id,
+            &details,
+            content_size,
+        ))
     }
 
     async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {

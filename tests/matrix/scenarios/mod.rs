@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod build_cache;
+pub mod bytes;
 pub mod containers;
 pub mod daemon;
 pub mod explain;
@@ -41,6 +42,11 @@ pub fn all() -> Vec<Scenario> {
             name: "images",
             column: "image policies, bytes",
             run: images::run,
+        },
+        Scenario {
+            name: "bytes",
+            column: "bytes exact",
+            run: bytes::run,
         },
         Scenario {
             name: "explain",
