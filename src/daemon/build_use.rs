@@ -64,6 +64,8 @@ pub async fn record<E: Engine>(
             Ok(facts) => {
                 let facts = Arc::new(facts);
                 cache.insert(&new.image_id, Arc::clone(&facts));
+                // Read after the event was applied: as fresh as it.
+                state.refresh.remove(&new.image_id);
                 facts
             }
             Err(EngineError::NotFound(_)) => return 0,

@@ -376,10 +376,14 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// Start with an empty cache and the given state.
+    /// Start from the given state, its image facts in the cache (so a
+    /// restarted daemon, a `once` and a `plan` inspect no image the state
+    /// file knows).
     pub fn new(state: State) -> Self {
+        let mut cache = DetailsCache::new();
+        cache.adopt(&state.facts);
         Self {
-            cache: DetailsCache::new(),
+            cache,
             state,
             disk: Arc::new(Statvfs),
             needs: None,
@@ -420,6 +424,14 @@ pub async fn run<E: Engine>(
         disk,
         needs,
     } = memory;
+    // A reference put on an image since the last pass (an event) may have
+    // changed its last tag time: read its facts again.
+    for id in &state.refresh {
+        cache.forget(id);
+    }
+    if mode != Mode::Plan {
+        state.refresh.clear();
+    }
     let snapshot = {
         let st = &*state;
         let for_policy = CollectNeeds::for_policy(policy);
@@ -438,6 +450,7 @@ pub async fn run<E: Engine>(
     if mode != Mode::Plan {
         state.observe(snapshot.images.iter().map(|i| i.id.as_str()), now);
         record_build_uses(state, &snapshot);
+        state.remember_facts(cache.known());
     }
     let plan = plan(policy, &snapshot, now);
     for note in &plan.notes {

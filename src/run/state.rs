@@ -28,7 +28,7 @@
 //!
 //! imagegc never refuses to start over a state file; it warns and restarts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -36,14 +36,19 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::inventory::{BuildUser, FirstSeenBasis, Tracked};
+use crate::engine::{Blob, ImageFacts, Layer};
+use crate::inventory::{BuildUser, FirstSeenBasis, KnownFacts, RefsPrint, Tracked};
 
-/// Schema version written into the file.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Schema version written into the file: 2 adds `facts`. A version 1 file
+/// (no facts) is read as a version 2 one without facts; a newer one is
+/// refused (moved aside).
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest schema version still read.
+const OLDEST_READ: u32 = 1;
 
 /// The state file's contents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
     /// Schema version; files from a newer imagegc are refused (moved aside).
     pub version: u32,
@@ -51,18 +56,24 @@ pub struct State {
     pub tracking_since: DateTime<Utc>,
     /// When tracking last restarted because the state was lost or could not
     /// be written: every image present then counts as first seen then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracking_restarted: Option<DateTime<Utc>>,
     /// Per image ID.
     pub images: BTreeMap<String, ImageRecord>,
+    /// Inspect and history facts per image ID (content-addressed: they
+    /// hold for as long as the ID exists, but for the last tag time, see
+    /// [`KnownFacts::refs`]), so a later process does not inspect images it
+    /// already knows. Saved only for IDs in `images`.
+    pub facts: HashMap<String, KnownFacts>,
+    /// Images a tag-like use named since the last pass (`tag`, `pull`,
+    /// `load`, `import`): their last tag time may have changed, so the next
+    /// pass reads their facts again.
+    pub refresh: HashSet<String>,
     /// True for a state that has not observed the engine yet: its first
     /// observation is the baseline (no first-seen times).
-    #[serde(skip)]
     pub baseline_pending: bool,
     /// A path this state must not be saved to, and why: the file there
     /// exists but could be neither read nor moved aside, so writing would
     /// replace what may be a good file. [`State::save`] refuses it.
-    #[serde(skip)]
     pub write_refused: Option<(PathBuf, String)>,
 }
 
@@ -108,6 +119,8 @@ impl State {
                 .into_iter()
                 .map(|id| (id.to_string(), ImageRecord::default()))
                 .collect(),
+            facts: HashMap::new(),
+            refresh: HashSet::new(),
             baseline_pending: false,
             write_refused: None,
         }
@@ -190,6 +203,23 @@ impl State {
             rec.last_used = Some(at);
             rec.last_used_by = Some(by.to_string());
         }
+        if matches!(by, "tag" | "pull" | "load" | "import") {
+            self.facts.remove(id);
+            self.refresh.insert(id.to_string());
+        }
+    }
+
+    /// Keep `known` as the facts to save, for the images the state tracks
+    /// (the cache of a pass holds only images present).
+    pub fn remember_facts<'a>(
+        &mut self,
+        known: impl IntoIterator<Item = (&'a String, &'a KnownFacts)>,
+    ) {
+        self.facts = known
+            .into_iter()
+            .filter(|(id, _)| self.images.contains_key(id.as_str()))
+            .map(|(id, k)| (id.clone(), k.clone()))
+            .collect();
     }
 
     /// The state a pass that writes the state (`once`, the daemon) starts
@@ -274,14 +304,47 @@ impl State {
 
     /// A state file's contents, or why they cannot be used.
     fn parse(bytes: &[u8]) -> Result<Self, String> {
-        match serde_json::from_slice::<State>(bytes) {
-            Ok(state) if state.version == SCHEMA_VERSION => Ok(state),
-            Ok(state) => Err(format!(
-                "schema version {} is not {SCHEMA_VERSION}",
-                state.version
-            )),
-            Err(e) => Err(e.to_string()),
+        let file = serde_json::from_slice::<StateFile>(bytes).map_err(|e| e.to_string())?;
+        Self::from_file(file)
+    }
+
+    /// The state a file of any version read holds; a version 1 file has no
+    /// facts, a newer one than [`SCHEMA_VERSION`] is refused.
+    fn from_file(file: StateFile) -> Result<Self, String> {
+        if !(OLDEST_READ..=SCHEMA_VERSION).contains(&file.version) {
+            return Err(format!(
+                "schema version {} is not one of {OLDEST_READ}..={SCHEMA_VERSION}",
+                file.version
+            ));
         }
+        let mut ignored = 0usize;
+        let facts = file
+            .facts
+            .into_iter()
+            .filter_map(|(id, raw)| {
+                let known = serde_json::from_value::<FactsRecord>(raw)
+                    .ok()
+                    .and_then(FactsRecord::into_known);
+                ignored += usize::from(known.is_none());
+                Some((id, known?))
+            })
+            .collect();
+        if ignored > 0 {
+            tracing::warn!(
+                entries = ignored,
+                "state file: image facts that do not parse are ignored; those images are inspected again"
+            );
+        }
+        Ok(Self {
+            version: SCHEMA_VERSION,
+            tracking_since: file.tracking_since,
+            tracking_restarted: file.tracking_restarted,
+            images: file.images,
+            facts,
+            refresh: HashSet::new(),
+            baseline_pending: false,
+            write_refused: None,
+        })
     }
 
     /// Read and parse the file, never through a symlink and never blocking
@@ -364,7 +427,8 @@ impl State {
         }
         let dir = parent_dir(path);
         std::fs::create_dir_all(&dir).map_err(io)?;
-        let json = serde_json::to_vec_pretty(self).map_err(|e| io(std::io::Error::other(e)))?;
+        let json =
+            serde_json::to_vec_pretty(&self.to_file()).map_err(|e| io(std::io::Error::other(e)))?;
         // On error the temp file is removed when `tmp` drops.
         // 0644 less the umask, as the file had before (tempfile's default
         // is 0600): it holds image IDs and times, nothing secret.
@@ -381,6 +445,142 @@ impl State {
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(io)
+    }
+}
+
+impl State {
+    /// What [`State::save`] writes: the facts of tracked images only, in ID
+    /// order (a stable file for a stable host).
+    fn to_file(&self) -> StateFileOut<'_> {
+        let facts = self
+            .facts
+            .iter()
+            .filter(|(id, _)| self.images.contains_key(id.as_str()))
+            .map(|(id, k)| (id.as_str(), FactsRecord::of(k)))
+            .collect();
+        StateFileOut {
+            version: SCHEMA_VERSION,
+            tracking_since: self.tracking_since,
+            tracking_restarted: self.tracking_restarted,
+            images: &self.images,
+            facts,
+        }
+    }
+}
+
+/// As the file holds it ([`State::save`]).
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_file().serialize(serializer)
+    }
+}
+
+/// As [`State::load`] reads it.
+impl<'de> Deserialize<'de> for State {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let file = StateFile::deserialize(deserializer)?;
+        Self::from_file(file).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The file as read: any version from [`OLDEST_READ`]; each facts entry is
+/// parsed on its own, so one that does not parse costs an inspect, not the
+/// state.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    tracking_since: DateTime<Utc>,
+    #[serde(default)]
+    tracking_restarted: Option<DateTime<Utc>>,
+    images: BTreeMap<String, ImageRecord>,
+    /// Absent in version 1.
+    #[serde(default)]
+    facts: BTreeMap<String, serde_json::Value>,
+}
+
+/// The file as written.
+#[derive(Serialize)]
+struct StateFileOut<'a> {
+    version: u32,
+    tracking_since: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tracking_restarted: Option<DateTime<Utc>>,
+    images: &'a BTreeMap<String, ImageRecord>,
+    facts: BTreeMap<&'a str, FactsRecord>,
+}
+
+/// One image's facts as the state file keeps them: the one place that maps
+/// [`ImageFacts`] to the file. A field added to `ImageFacts` is one
+/// `#[serde(default)]` field here plus its line in [`FactsRecord::of`] and
+/// [`FactsRecord::into_known`] (an older file then reads as the default).
+#[derive(Debug, Serialize, Deserialize)]
+struct FactsRecord {
+    /// [`RefsPrint`] in hex: the references the facts were read with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refs: Option<String>,
+    /// `[chain ID, bytes]`, bottom first. Required, as `sizes_exact` is: an
+    /// entry without them is ignored, never taken for an image without
+    /// layers.
+    layers: Vec<(String, u64)>,
+    /// `[key, bytes, exact]` of the content blobs beside the layers (the
+    /// containerd store, Podman); none on a graph-driver store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    blobs: Vec<(String, u64, bool)>,
+    sizes_exact: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_tag_time: Option<DateTime<Utc>>,
+}
+
+impl FactsRecord {
+    fn of(known: &KnownFacts) -> Self {
+        let ImageFacts {
+            layers,
+            blobs,
+            sizes_exact,
+            last_tag_time,
+        } = &*known.facts;
+        Self {
+            refs: known.refs.map(|r| format!("{:016x}", r.0)),
+            layers: layers
+                .iter()
+                .map(|l| (l.chain_id.clone(), l.size))
+                .collect(),
+            blobs: blobs
+                .iter()
+                .map(|b| (b.key.clone(), b.size, b.exact))
+                .collect(),
+            sizes_exact: *sizes_exact,
+            last_tag_time: *last_tag_time,
+        }
+    }
+
+    /// The facts, or `None` when the entry cannot be trusted (a fingerprint
+    /// that is not one: it would never match, and the entry would be read
+    /// again anyway).
+    fn into_known(self) -> Option<KnownFacts> {
+        let refs = match self.refs {
+            Some(hex) => Some(RefsPrint(u64::from_str_radix(&hex, 16).ok()?)),
+            None => None,
+        };
+        let facts = ImageFacts {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|(chain_id, size)| Layer { chain_id, size })
+                .collect(),
+            blobs: self
+                .blobs
+                .into_iter()
+                .map(|(key, size, exact)| Blob { key, size, exact })
+                .collect(),
+            sizes_exact: self.sizes_exact,
+            last_tag_time: self.last_tag_time,
+        };
+        Some(KnownFacts {
+            facts: std::sync::Arc::new(facts),
+            refs,
+        })
     }
 }
 
@@ -817,6 +1017,86 @@ mod tests {
             BuildUser::from_state_text(&long).map(|b| b.state_text().len()),
             Some("build of ".len() + crate::inventory::ShortRef::MAX)
         );
+    }
+
+    #[test]
+    fn a_version_1_file_loads_as_a_state_without_facts_and_is_saved_as_version_2() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(
+            &path,
+            br#"{"version":1,"tracking_since":"2026-01-01T00:00:00Z",
+                "images":{"sha256:a":{"first_seen":"2026-01-02T00:00:00Z"}}}"#,
+        )
+        .expect("write");
+        let now = t("2026-02-03T04:05:06Z");
+        let got = State::load_or_fresh(&path, now);
+        assert_eq!(got.tracking_since, t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            got.images["sha256:a"].first_seen,
+            Some(t("2026-01-02T00:00:00Z"))
+        );
+        assert!(got.facts.is_empty());
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+        got.save(&path).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(State::load(&path, now).expect("load"), Some(got));
+    }
+
+    #[test]
+    fn a_newer_schema_is_still_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        std::fs::write(
+            &path,
+            br#"{"version":3,"tracking_since":"2026-01-01T00:00:00Z","images":{}}"#,
+        )
+        .expect("write");
+        let now = t("2026-02-03T04:05:06Z");
+        assert_eq!(State::load_or_fresh(&path, now), State::restarted(now));
+        assert!(dir
+            .path()
+            .join("state.json.corrupt-20260203T040506Z")
+            .exists());
+    }
+
+    #[test]
+    fn facts_round_trip_and_only_tracked_images_keep_them() {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut s = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
+        let known = KnownFacts {
+            facts: Arc::new(ImageFacts {
+                layers: vec![Layer {
+                    chain_id: "sha256:l".to_owned(),
+                    size: u64::MAX,
+                }],
+                blobs: vec![Blob {
+                    key: "sha256:config".to_owned(),
+                    size: 1_234,
+                    exact: false,
+                }],
+                sizes_exact: false,
+                last_tag_time: Some(t("2026-01-03T00:00:00Z")),
+            }),
+            refs: Some(RefsPrint(0xdead_beef_0000_0001)),
+        };
+        let gone = KnownFacts {
+            refs: None,
+            ..known.clone()
+        };
+        let ids = ["sha256:a".to_owned(), "sha256:gone".to_owned()];
+        s.remember_facts([(&ids[0], &known), (&ids[1], &gone)]);
+        assert_eq!(s.facts.len(), 1, "an image the state does not track");
+        s.facts.insert(ids[1].clone(), gone);
+        s.save(&path).expect("save");
+        let back = State::load(&path, t("2026-01-06T00:00:00Z"))
+            .expect("load")
+            .expect("a state");
+        assert_eq!(back.facts.len(), 1, "not saved for an untracked image");
+        assert_eq!(back.facts["sha256:a"], known);
     }
 
     #[test]
