@@ -53,7 +53,9 @@ wait_socket() {
             return 0
         fi
         if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-            break
+            log "$name exited before it answered; the end of its log ($logfile):"
+            tail -n 40 "$logfile" >&2 || true
+            return 1
         fi
         sleep 1
     done
@@ -106,7 +108,8 @@ start_d26() {
     if ping_socket "$socket"; then
         log "$name already answers"
     else
-        rm -rf "$CHROOT/var/lib/$name" "$CHROOT/run/$name" "$socket"
+        clear_leftovers "$name" "$CHROOT/run/$name.pid" "$CHROOT/var/lib/$name" "$CHROOT/run/$name"
+        rm -f "$socket"
         printf '%s\n' "$config" >"$CHROOT/etc/docker/$name.json"
         log "starting $name"
         chroot "$CHROOT" /bin/sh -c "nohup /usr/sbin/dockerd --config-file /etc/docker/$name.json \
@@ -126,7 +129,8 @@ start_d20() {
     if ping_socket "$socket"; then
         log "d20 already answers"
     else
-        rm -rf "$dir" "$RUN/d20" "$socket"
+        clear_leftovers d20 "$RUN/d20.pid" "$dir" "$RUN/d20"
+        rm -f "$socket"
         mkdir -p "$dir" "$RUN/d20"
         echo '{}' >"$dir/daemon.json"
         log "starting d20"
@@ -144,7 +148,8 @@ start_podman() {
     if ping_socket "$socket"; then
         log "podman already answers"
     else
-        rm -rf "$dir" "$RUN/podman" "$socket"
+        clear_leftovers podman "$RUN/podman.pid" "$dir" "$RUN/podman"
+        rm -f "$socket"
         mkdir -p "$dir" "$RUN/podman"
         log "starting podman system service"
         nohup podman --root "$dir/root" --runroot "$RUN/podman/run" --storage-driver overlay \
@@ -178,6 +183,19 @@ unmount_under() {
     local dir=$1
     findmnt -rno TARGET | awk -v d="$dir" 'index($0, d) == 1' | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
+    done
+}
+
+# clear_leftovers NAME PIDFILE DIR...: what an earlier run left when it was not stopped with
+# `down` (a machine reused, a killed test): its process, whatever it left mounted, its
+# directories. An engine that does not answer is never reused, so this runs before each start.
+clear_leftovers() {
+    local name=$1 pidfile=$2 dir
+    shift 2
+    stop_pidfile "$name" "$pidfile"
+    for dir in "$@"; do
+        unmount_under "$dir"
+        rm -rf "$dir" 2>/dev/null || { sleep 1; unmount_under "$dir"; rm -rf "$dir"; }
     done
 }
 
