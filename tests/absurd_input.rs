@@ -153,7 +153,8 @@ async fn images_created_at_the_ends_of_time_do_not_fail_the_pass() {
     assert!(!removed.contains(&"sha256:future"), "{removed:?}");
 }
 
-/// A stand-in engine on a local TCP port: answers `/version` and
+/// A stand-in engine on a local TCP port: answers `/version`, `/info` (a
+/// graph-driver Docker, read at connect time for the engine's flavor) and
 /// `/images/json` (with `images` as the list), 404 to anything else.
 async fn serve_images(images: serde_json::Value) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,6 +180,11 @@ async fn serve_images(images: serde_json::Value) -> String {
                     (
                         "200 OK",
                         serde_json::json!({"ApiVersion": "1.41", "Version": "20.10.24"}),
+                    )
+                } else if path.ends_with("/info") {
+                    (
+                        "200 OK",
+                        serde_json::json!({"Driver": "overlay2", "DockerRootDir": "/var/lib/docker"}),
                     )
                 } else if path.contains("/images/json") {
                     ("200 OK", images)
