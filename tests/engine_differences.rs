@@ -128,6 +128,24 @@ fn on_podman_repository_globs_match_the_name_the_user_wrote_and_removals_name_th
     assert!(targets(&on_docker).is_empty(), "{:?}", targets(&on_docker));
 }
 
+#[test]
+fn on_podman_explain_finds_an_image_by_the_reference_the_user_wrote() {
+    let images = [img("app", 10 * DAY)
+        .tags(&["localhost/ci/app:1", "localhost/ci/app:latest"])
+        .layer("a", 10)];
+    let on_podman = snapshot(&images, vec![]).with_capabilities(podman());
+    for written in ["ci/app:1", "ci/app", "localhost/ci/app:1"] {
+        assert_eq!(
+            imagegc::explain::find(&on_podman, written),
+            Ok(0),
+            "{written}"
+        );
+    }
+    // On Docker `localhost/` is a registry: `ci/app:1` is another name.
+    let on_docker = snapshot(&images, vec![]);
+    assert!(imagegc::explain::find(&on_docker, "ci/app:1").is_err());
+}
+
 #[tokio::test]
 async fn a_parent_podman_already_deleted_with_its_child_counts_as_removed_once() {
     let engine = FakeEngine::new();

@@ -94,6 +94,9 @@ struct Inner {
     cache_removals: Vec<String>,
     /// What `build_cache` fails with, when set (the other calls answer).
     fail_build_cache: Option<EngineError>,
+    /// List records without their parents (Docker 26.1), still refusing a
+    /// parent while a child exists.
+    hide_cache_parents: bool,
     /// Inspect details of containers, by ID (defaults when absent).
     container_details: HashMap<String, ContainerDetails>,
     /// IDs passed to the trait's `remove_container`, in order.
@@ -126,6 +129,7 @@ impl Default for Inner {
             cache: Vec::new(),
             cache_removals: Vec::new(),
             fail_build_cache: None,
+            hide_cache_parents: false,
             container_details: HashMap::new(),
             container_removals: Vec::new(),
         }
@@ -394,6 +398,13 @@ impl FakeEngine {
         let mut inner = self.lock();
         inner.event_streams.retain(|tx| !tx.is_closed());
         inner.event_streams.len()
+    }
+
+    /// List build-cache records without their parents from now on, as
+    /// Docker 26.1 does (docs/ENGINES.md); removals still refuse a parent
+    /// while a child exists.
+    pub fn hide_cache_parents(&self, hide: bool) {
+        self.lock().hide_cache_parents = hide;
     }
 
     /// Add a build-cache record (see [`cache_record`]).
@@ -754,7 +765,13 @@ impl Engine for FakeEngine {
         if let Some(e) = &inner.fail_build_cache {
             return Err(e.clone());
         }
-        Ok(inner.cache.clone())
+        let mut records = inner.cache.clone();
+        if inner.hide_cache_parents {
+            for r in &mut records {
+                r.parents.clear();
+            }
+        }
+        Ok(records)
     }
 
     /// As Docker 20.10 answers an anchored `id` filter with `all`: only

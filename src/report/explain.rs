@@ -25,7 +25,7 @@ use super::text::{human_duration, size};
 use crate::gc::plan::{KeptBecause, Plan, Reasons};
 use crate::gc::{self, Ledger, Protection, Verdict};
 use crate::inventory::{BuildUser, FirstSeenBasis, LastUsedSource, Snapshot};
-use crate::model::{repository_of, short_id};
+use crate::model::{as_written, repository_of, short_id};
 use crate::policy::Policy;
 
 /// Why a target names no single image.
@@ -175,11 +175,16 @@ pub fn find(snapshot: &Snapshot, target: &str) -> Result<usize, LookupError> {
     } else {
         None
     };
+    // On an engine that qualifies names without a registry with `localhost/`
+    // (Podman), a reference written without it names the image too, as
+    // policies' repositories do.
+    let qualified = snapshot.capabilities.qualifies_local_names;
+    let names = |r: &str| r == target || Some(r) == with_latest.as_deref();
     if let Some(i) = snapshot.images.iter().position(|img| {
         img.tags
             .iter()
             .chain(&img.digests)
-            .any(|r| r == target || Some(r) == with_latest.as_ref())
+            .any(|r| names(r) || (qualified && as_written(r).is_some_and(names)))
     }) {
         return Ok(i);
     }

@@ -38,7 +38,7 @@
 use std::collections::{HashMap, HashSet};
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::engine::{Capabilities, DeleteItem, Engine, EngineError};
 use crate::gc::ledger::{Effect, Ledger};
@@ -535,92 +535,141 @@ async fn execute_records<E: Engine>(
             *holders.entry(l).or_default() += 1;
         }
     }
-    for (n, removal) in plan.records.iter().enumerate() {
-        if cancel.is_cancelled() {
-            report.cancelled = true;
-            report.skipped = plan.records.len() - n;
-            info!(
-                skipped = report.skipped,
-                "pass cancelled between build-cache removals"
-            );
-            return;
-        }
-        match engine.remove_cache_record(&removal.record_id).await {
-            Ok(answer) if answer.deleted => {
-                let mut bytes = ledger.remove_record(removal.record).freed;
-                for &l in cache
-                    .holds
-                    .get(removal.record)
-                    .map_or(&[][..], Vec::as_slice)
-                {
-                    let left = holders.entry(l).or_default();
-                    *left = left.saturating_sub(1);
-                    let Some(layer) = snapshot.layers.get(l as usize) else {
-                        continue;
-                    };
-                    if *left == 0 && reported.contains(layer.chain_id.as_str()) {
-                        // Counted with the image removal the engine said
-                        // deleted it.
-                        bytes = bytes.saturating_sub(layer.size);
-                    }
+    // Rounds: a record the engine did not delete is asked again after a
+    // round that deleted some other record, as long as rounds make progress.
+    // The engine refuses a parent while a child exists, and Docker 26.1 names
+    // no record's parents (docs/ENGINES.md), so the plan's children-first
+    // order is a guess there; a refused parent goes once its children did.
+    // At most one round per record; a record in use stays refused and is
+    // reported not deleted once.
+    let mut pending: Vec<usize> = (0..plan.records.len()).collect();
+    let mut first_round = true;
+    loop {
+        let mut refused: Vec<usize> = Vec::new();
+        let mut deleted_any = false;
+        for (k, &n) in pending.iter().enumerate() {
+            let removal = &plan.records[n];
+            if cancel.is_cancelled() {
+                report.cancelled = true;
+                if first_round {
+                    report.skipped = pending.len() - k;
+                } else {
+                    // Asked once and refused already: not deleted, not skipped.
+                    refused.extend_from_slice(&pending[k..]);
                 }
-                report.reclaimed_bytes = report.reclaimed_bytes.saturating_add(bytes);
                 info!(
-                    policy = %removal.policy,
-                    record = %removal.record_id,
-                    bytes,
-                    engine_reported_bytes = answer.reported_bytes,
-                    reason = %removal.reason,
-                    "build-cache record removed"
+                    skipped = report.skipped,
+                    "pass cancelled between build-cache removals"
                 );
-                report.records_removed.push(RemovedRecord {
-                    record_id: removal.record_id.clone(),
-                    policy: removal.policy.clone(),
-                    reclaimed_bytes: bytes,
-                    engine_reported_bytes: answer.reported_bytes,
-                });
-            }
-            Ok(_) => {
-                info!(
-                    policy = %removal.policy,
-                    record = %removal.record_id,
-                    "build-cache record not deleted (in use, children left, or gone); going on"
-                );
-                report.records_not_deleted.push(RecordNotDeleted {
-                    record_id: removal.record_id.clone(),
-                    policy: removal.policy.clone(),
-                });
-            }
-            Err(EngineError::Unsupported(why)) => {
-                report.records_unsupported = plan.records.len() - n;
-                warn!(
-                    skipped = report.records_unsupported,
-                    reason = %why,
-                    "the engine has no build cache; build-cache removals skipped"
-                );
+                not_deleted(plan, &refused, report);
                 return;
             }
-            Err(err) => {
-                warn!(
-                    policy = %removal.policy,
-                    record = %removal.record_id,
-                    error = %err,
-                    "build-cache record removal failed"
-                );
-                report.records_failed.push(FailedRecord {
-                    record_id: removal.record_id.clone(),
-                    policy: removal.policy.clone(),
-                    kind: err.kind(),
-                    message: err.to_string(),
-                });
-                if err.is_unreachable() {
-                    report.engine_lost = true;
-                    report.skipped = plan.records.len() - n - 1;
-                    warn!(skipped = report.skipped, "engine unreachable; pass stops");
+            match engine.remove_cache_record(&removal.record_id).await {
+                Ok(answer) if answer.deleted => {
+                    deleted_any = true;
+                    let mut bytes = ledger.remove_record(removal.record).freed;
+                    for &l in cache
+                        .holds
+                        .get(removal.record)
+                        .map_or(&[][..], Vec::as_slice)
+                    {
+                        let left = holders.entry(l).or_default();
+                        *left = left.saturating_sub(1);
+                        let Some(layer) = snapshot.layers.get(l as usize) else {
+                            continue;
+                        };
+                        if *left == 0 && reported.contains(layer.chain_id.as_str()) {
+                            // Counted with the image removal the engine said
+                            // deleted it.
+                            bytes = bytes.saturating_sub(layer.size);
+                        }
+                    }
+                    report.reclaimed_bytes = report.reclaimed_bytes.saturating_add(bytes);
+                    info!(
+                        policy = %removal.policy,
+                        record = %removal.record_id,
+                        bytes,
+                        engine_reported_bytes = answer.reported_bytes,
+                        reason = %removal.reason,
+                        retried = !first_round,
+                        "build-cache record removed"
+                    );
+                    report.records_removed.push(RemovedRecord {
+                        record_id: removal.record_id.clone(),
+                        policy: removal.policy.clone(),
+                        reclaimed_bytes: bytes,
+                        engine_reported_bytes: answer.reported_bytes,
+                    });
+                }
+                Ok(_) => refused.push(n),
+                Err(EngineError::Unsupported(why)) => {
+                    report.records_unsupported = pending.len() - k;
+                    warn!(
+                        skipped = report.records_unsupported,
+                        reason = %why,
+                        "the engine has no build cache; build-cache removals skipped"
+                    );
+                    not_deleted(plan, &refused, report);
                     return;
+                }
+                Err(err) => {
+                    warn!(
+                        policy = %removal.policy,
+                        record = %removal.record_id,
+                        error = %err,
+                        "build-cache record removal failed"
+                    );
+                    report.records_failed.push(FailedRecord {
+                        record_id: removal.record_id.clone(),
+                        policy: removal.policy.clone(),
+                        kind: err.kind(),
+                        message: err.to_string(),
+                    });
+                    if err.is_unreachable() {
+                        report.engine_lost = true;
+                        if first_round {
+                            report.skipped = pending.len() - k - 1;
+                        } else {
+                            refused.extend_from_slice(&pending[k + 1..]);
+                        }
+                        warn!(skipped = report.skipped, "engine unreachable; pass stops");
+                        not_deleted(plan, &refused, report);
+                        return;
+                    }
                 }
             }
         }
+        if refused.is_empty() || !deleted_any {
+            not_deleted(plan, &refused, report);
+            return;
+        }
+        debug!(
+            records = refused.len(),
+            "asking again for build-cache records the engine kept while others went"
+        );
+        // Plan order within the round, as the first time.
+        refused.sort_unstable();
+        pending = refused;
+        first_round = false;
+    }
+}
+
+/// Records the engine kept (in use, children left, or gone), reported and
+/// logged once each, in plan order.
+fn not_deleted(plan: &Plan, refused: &[usize], report: &mut Report) {
+    let mut refused = refused.to_vec();
+    refused.sort_unstable();
+    for n in refused {
+        let removal = &plan.records[n];
+        info!(
+            policy = %removal.policy,
+            record = %removal.record_id,
+            "build-cache record not deleted (in use, children left, or gone); going on"
+        );
+        report.records_not_deleted.push(RecordNotDeleted {
+            record_id: removal.record_id.clone(),
+            policy: removal.policy.clone(),
+        });
     }
 }
 
