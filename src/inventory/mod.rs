@@ -129,6 +129,12 @@ pub struct SnapContainer {
     /// `[[containers]]` policy exists (the size only for the stopped ones a
     /// policy selects); `None` otherwise.
     pub details: Option<ContainerDetails>,
+    /// Its image reference as the user wrote it, on an engine that
+    /// qualifies names without a registry with `localhost/` (Podman lists
+    /// `localhost/ci/app:1` for `ci/app:1`): what `[[containers]] images`
+    /// globs match besides the engine's spelling. Set by
+    /// [`Snapshot::with_capabilities`]; `None` elsewhere.
+    pub image_as_written: Option<String>,
 }
 
 /// Everything one pass looks at.
@@ -483,6 +489,7 @@ impl Snapshot {
                     container,
                     image,
                     details: None,
+                    image_as_written: None,
                 }
             })
             .collect();
@@ -552,6 +559,12 @@ impl Snapshot {
     #[must_use]
     pub fn with_capabilities(mut self, capabilities: Capabilities) -> Self {
         self.capabilities = capabilities;
+        for c in &mut self.containers {
+            c.image_as_written = capabilities
+                .qualifies_local_names
+                .then(|| crate::model::as_written(&c.container.image_ref).map(str::to_owned))
+                .flatten();
+        }
         self
     }
 
@@ -996,10 +1009,10 @@ pub fn container_selected(rule: &ContainerRule, c: &SnapContainer) -> bool {
                 selectors.names.iter().any(|g| g.is_match(n))
             }))
         && (selectors.images.is_empty()
-            || selectors
-                .images
-                .iter()
-                .any(|g| g.is_match(&container.image_ref)))
+            || selectors.images.iter().any(|g| {
+                g.is_match(&container.image_ref)
+                    || c.image_as_written.as_deref().is_some_and(|w| g.is_match(w))
+            }))
         && selectors
             .labels
             .iter()
@@ -1269,6 +1282,7 @@ mod tests {
             },
             image: None,
             details: None,
+            image_as_written: None,
         }
     }
 
@@ -1346,6 +1360,27 @@ mod tests {
             &container("exited", "x", "web/ci:1", &[])
         ));
         assert!(!container_selected(&r, &container("exited", "x", "", &[])));
+    }
+
+    #[test]
+    fn on_podman_image_globs_match_the_reference_as_written_too() {
+        let r = rule(ContainerSelectors {
+            images: vec![glob("ci/**")],
+            ..ContainerSelectors::default()
+        });
+        let podman = Capabilities {
+            qualifies_local_names: true,
+            ..Capabilities::DOCKER_20_10
+        };
+        let made = |caps: Capabilities| {
+            let mut snap = Snapshot::build(Vec::new(), Vec::new(), None);
+            snap.containers
+                .push(container("exited", "x", "localhost/ci/app:1", &[]));
+            snap.with_capabilities(caps).containers.remove(0)
+        };
+        assert!(container_selected(&r, &made(podman)));
+        // On Docker `localhost/` is a registry the user did not write.
+        assert!(!container_selected(&r, &made(Capabilities::DOCKER_20_10)));
     }
 
     #[test]

@@ -352,12 +352,15 @@ fn docker(engine: &MatrixEngine) -> Result<Finding, String> {
     let cell = match (cache.on_disk, images.on_disk) {
         (true, true) => "yes, bytes exact".to_owned(),
         (c, i) => format!(
-            "yes; bytes off disk: {}",
-            [(!c).then_some("records"), (!i).then_some("image")]
-                .into_iter()
-                .flatten()
-                .collect::<Vec<_>>()
-                .join(", ")
+            "yes; bytes estimated, off the disk drop for: {}",
+            [
+                (!c).then_some("record removals"),
+                (!i).then_some("image removal")
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(", ")
         ),
     };
     Ok(Finding::new(cell))
