@@ -99,6 +99,7 @@ struct RecordOut {
     description: String,
     size_bytes: u64,
     reclaim_bytes: u64,
+    sizes_exact: bool,
     policy: String,
     reason: String,
     why: Vec<Why>,
@@ -650,6 +651,15 @@ mod build_cache {
             ),
             ("piperecord000001", "regular", 300, 300)
         );
+        assert!(r.sizes_exact, "the record model holds on Docker 20.10");
+        let on_containerd_store = snap
+            .clone()
+            .with_capabilities(imagegc::engine::Capabilities {
+                models_cache_records: false,
+                ..snap.capabilities
+            });
+        let estimated: PlanOut = strict(&imagegc::output::plan_json(&plan, &on_containerd_store));
+        assert!(!estimated.records[0].sizes_exact);
         assert_eq!(kind(&r.why[0]), "keep_storage");
         assert_eq!(out.kept_records[0].record_id, "busyrecord000002");
         assert_eq!(kind(&out.kept_records[0].why), "build_in_use");

@@ -135,6 +135,13 @@ pub struct Capabilities {
     /// prediction is an estimate (an engine that lists nothing and is not
     /// modelled).
     pub models_removed_bytes: bool,
+    /// What a build-cache record frees is its own model's figure
+    /// (`inventory::build_cache::map_records`, measured on the graph-driver
+    /// stores: a shared record frees nothing while an image uses its layer).
+    /// False on the containerd store, where a record keeps snapshots of its
+    /// own beside the image's (docs/ENGINES.md, "Build cache"): record
+    /// bytes there are estimates.
+    pub models_cache_records: bool,
 }
 
 impl Capabilities {
@@ -151,6 +158,7 @@ impl Capabilities {
         root_dir_on_host: true,
         qualifies_local_names: false,
         models_removed_bytes: false,
+        models_cache_records: true,
     };
 }
 

@@ -328,6 +328,33 @@ fn chain_parents(images: &[Image]) -> Vec<Option<usize>> {
         .collect()
 }
 
+/// The containers with their images resolved (by ID, among `images`
+/// images), and each image's users (indices into the containers).
+fn resolve_containers(
+    containers: Vec<Container>,
+    by_id: &HashMap<String, usize>,
+    images: usize,
+) -> (Vec<SnapContainer>, Vec<Vec<usize>>) {
+    let mut users = vec![Vec::new(); images];
+    let containers = containers
+        .into_iter()
+        .enumerate()
+        .map(|(ci, container)| {
+            let image = by_id.get(&container.image_id).copied();
+            if let Some(i) = image {
+                users[i].push(ci);
+            }
+            SnapContainer {
+                container,
+                image,
+                details: None,
+                image_as_written: None,
+            }
+        })
+        .collect();
+    (containers, users)
+}
+
 /// The longest path of `parent` and `chain_parent` links above each image,
 /// each worked out once. A cycle (impossible on a real engine: chain
 /// parents are strictly shorter, and `ParentId`s form a tree) is cut where
@@ -476,23 +503,7 @@ impl Snapshot {
         }
         let chain_parent = chain_parents(&out_images);
         let depths = ordering_depths(&parent, &chain_parent);
-        let mut users = vec![Vec::new(); out_images.len()];
-        let containers: Vec<SnapContainer> = containers
-            .into_iter()
-            .enumerate()
-            .map(|(ci, container)| {
-                let image = by_id.get(&container.image_id).copied();
-                if let Some(i) = image {
-                    users[i].push(ci);
-                }
-                SnapContainer {
-                    container,
-                    image,
-                    details: None,
-                    image_as_written: None,
-                }
-            })
-            .collect();
+        let (containers, users) = resolve_containers(containers, &by_id, out_images.len());
         let in_use = users.iter().map(|u| !u.is_empty()).collect();
         shared_estimates_are_inexact(&mut out_images, &blobs);
         Self {

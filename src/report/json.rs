@@ -111,6 +111,10 @@ pub struct RecordJson<'a> {
     /// Bytes removing it frees in plan order (0 for a shared record an
     /// image still uses).
     pub reclaim_bytes: u64,
+    /// False when `reclaim_bytes` is an estimate: on an engine whose
+    /// records the record model does not fit (the containerd image store,
+    /// where a record keeps snapshots of its own).
+    pub sizes_exact: bool,
     /// The `[[build_cache]]` policy that removes it.
     pub policy: &'a str,
     /// Why, in words.
@@ -378,6 +382,7 @@ impl<'a> PlanJson<'a> {
                         description: rec.map_or("", |c| c.description.as_str()),
                         size_bytes: rec.map_or(0, |c| c.size),
                         reclaim_bytes: r.reclaim_bytes,
+                        sizes_exact: snapshot.capabilities.models_cache_records,
                         policy: &r.policy,
                         reason: r.reason.to_string(),
                         why: &r.reason,

@@ -526,14 +526,11 @@ async fn execute_records<E: Engine>(
     reported: &HashSet<&str>,
     report: &mut Report,
 ) {
-    let cache = &snapshot.cache;
     // Live holders per layer, to find the record that releases a layer the
     // engine already reported deleted.
     let mut holders: HashMap<u32, u32> = HashMap::new();
-    for held in &cache.holds {
-        for &l in held {
-            *holders.entry(l).or_default() += 1;
-        }
+    for &l in snapshot.cache.holds.iter().flatten() {
+        *holders.entry(l).or_default() += 1;
     }
     // Rounds: a record the engine did not delete is asked again after a
     // round that deleted some other record, as long as rounds make progress.
@@ -567,23 +564,10 @@ async fn execute_records<E: Engine>(
             match engine.remove_cache_record(&removal.record_id).await {
                 Ok(answer) if answer.deleted => {
                     deleted_any = true;
-                    let mut bytes = ledger.remove_record(removal.record).freed;
-                    for &l in cache
-                        .holds
-                        .get(removal.record)
-                        .map_or(&[][..], Vec::as_slice)
-                    {
-                        let left = holders.entry(l).or_default();
-                        *left = left.saturating_sub(1);
-                        let Some(layer) = snapshot.layers.get(l as usize) else {
-                            continue;
-                        };
-                        if *left == 0 && reported.contains(layer.chain_id.as_str()) {
-                            // Counted with the image removal the engine said
-                            // deleted it.
-                            bytes = bytes.saturating_sub(layer.size);
-                        }
-                    }
+                    // Off the record model's store, what it freed is an
+                    // estimate.
+                    report.reclaimed_exact &= engine.capabilities().models_cache_records;
+                    let bytes = record_bytes(snapshot, ledger, &mut holders, reported, removal);
                     report.reclaimed_bytes = report.reclaimed_bytes.saturating_add(bytes);
                     info!(
                         policy = %removal.policy,
@@ -652,6 +636,37 @@ async fn execute_records<E: Engine>(
         pending = refused;
         first_round = false;
     }
+}
+
+/// What deleting `removal`'s record freed: its ledger bytes, less the
+/// layers it released that an image removal of this pass already counted
+/// (the engine listed them deleted); `holders` counts each layer's live
+/// holders.
+fn record_bytes(
+    snapshot: &Snapshot,
+    ledger: &mut Ledger<'_>,
+    holders: &mut HashMap<u32, u32>,
+    reported: &HashSet<&str>,
+    removal: &crate::gc::plan::RecordRemoval,
+) -> u64 {
+    let mut bytes = ledger.remove_record(removal.record).freed;
+    for &l in snapshot
+        .cache
+        .holds
+        .get(removal.record)
+        .map_or(&[][..], Vec::as_slice)
+    {
+        let left = holders.entry(l).or_default();
+        *left = left.saturating_sub(1);
+        let Some(layer) = snapshot.layers.get(l as usize) else {
+            continue;
+        };
+        if *left == 0 && reported.contains(layer.chain_id.as_str()) {
+            // Counted with the image removal the engine said deleted it.
+            bytes = bytes.saturating_sub(layer.size);
+        }
+    }
+    bytes
 }
 
 /// Records the engine kept (in use, children left, or gone), reported and

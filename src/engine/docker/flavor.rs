@@ -56,6 +56,7 @@ impl Flavor {
             Flavor::ContainerdStore => Capabilities {
                 reports_deleted_layers: false,
                 models_removed_bytes: true,
+                models_cache_records: false,
                 has_parents: false,
                 ..base
             },

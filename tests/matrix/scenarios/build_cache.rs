@@ -204,6 +204,12 @@ fn measured_pass(
              ±{slack})\nplan: {plan:#}\npass: {pass:#}"
         ));
     }
+    if !on_disk && pass["reclaimed_exact"] == json!(true) {
+        return Err(format!(
+            "{what}: the pass calls {reported} B exact, but the data root dropped {disk_drop} B \
+             (allowed ±{slack})\npass: {pass:#}"
+        ));
+    }
     Ok(Measured {
         plan,
         pass,
