@@ -154,6 +154,7 @@ fn snapshot() -> Snapshot {
     let disk = DiskUsage {
         total_bytes: 1000,
         used_bytes: 500,
+        ..DiskUsage::default()
     };
     Snapshot::build(images, containers, Some(disk))
 }

@@ -32,6 +32,7 @@ fn used(percent: u64) -> DiskUsage {
     DiskUsage {
         total_bytes: 100_000,
         used_bytes: percent * 1000,
+        ..DiskUsage::default()
     }
 }
 

@@ -255,6 +255,7 @@ mod tests {
         DiskUsage {
             total_bytes: 100,
             used_bytes: percent,
+            ..DiskUsage::default()
         }
     }
 
