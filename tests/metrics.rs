@@ -335,6 +335,55 @@ fn disk_used_ratio_is_absent_while_the_disk_is_unknown() {
 }
 
 #[test]
+fn inode_use_and_inode_watermarks_are_exported_and_inode_use_is_absent_without_inode_counts() {
+    let policy = parse(&format!(
+        "{POLICY}\n[[policy]]\nname = \"ci-inodes\"\nrepositories = [\"ci/**\"]\n\
+         inodes_high = \"90%\"\ninodes_low = \"80%\"\n\
+         [[build_cache]]\nname = \"cache-inodes\"\ninodes_high = \"95%\"\ninodes_low = \"50%\"\n"
+    ));
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    let mut snap = snapshot();
+    snap.disk = snap.disk.map(|d| d.with_inodes(1000, 250));
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    let text = metrics.render();
+    assert_value(&text, "imagegc_inodes_used_ratio", 0.75);
+    for (series, want) in [
+        (
+            r#"imagegc_policy_inodes_high_ratio{policy="ci-inodes"}"#,
+            0.9,
+        ),
+        (
+            r#"imagegc_policy_inodes_low_ratio{policy="ci-inodes"}"#,
+            0.8,
+        ),
+        (
+            r#"imagegc_policy_inodes_high_ratio{policy="cache-inodes"}"#,
+            0.95,
+        ),
+        (
+            r#"imagegc_policy_inodes_low_ratio{policy="cache-inodes"}"#,
+            0.5,
+        ),
+    ] {
+        assert_value(&text, series, want);
+    }
+    assert!(
+        !text.contains(r#"imagegc_policy_inodes_high_ratio{policy="ci-disk-pressure"}"#),
+        "only policies with inode watermarks have inode watermark gauges\n{text}"
+    );
+    // btrfs (no inode counts), then a remote engine: no inode-use series.
+    let btrfs = snapshot();
+    metrics.record_inventory(&btrfs, &plan(&policy, &btrfs, now()));
+    assert!(value(&metrics.render(), "imagegc_inodes_used_ratio").is_none());
+    // A reload without the inode policies drops their gauges.
+    metrics.set_policy(&parse(POLICY));
+    assert!(!metrics
+        .render()
+        .contains("imagegc_policy_inodes_high_ratio"));
+}
+
+#[test]
 fn free_disk_bytes_are_exported_like_df_avail_and_absent_while_unknown() {
     let policy = parse(POLICY);
     let metrics = Metrics::new();
