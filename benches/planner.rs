@@ -119,6 +119,7 @@ fn synthetic(n: usize, now: DateTime<Utc>) -> Snapshot {
     let disk = DiskUsage {
         total_bytes: total * 2,
         used_bytes: total * 17 / 10,
+        ..DiskUsage::default()
     };
     Snapshot::build(images, containers, Some(disk))
 }

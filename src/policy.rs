@@ -90,14 +90,14 @@ pub struct StateSettings {
 }
 
 /// `[pressure]` settings: the daemon's disk sampler, which runs while any
-/// policy sets percentage watermarks.
+/// policy sets percentage disk watermarks or inode watermarks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PressureSettings {
     /// How often the filesystem holding the engine's data is sampled.
     /// Never zero. Default 5 s.
     pub interval: Duration,
     /// After a pressure pass that could not bring usage down to `disk_low`
-    /// (or `inodes_low`), no pressure pass before this has passed, so a
+    /// or `inodes_low`, no pressure pass before this has passed, so a
     /// disk full of what no policy may remove does not spin the collector.
     /// Default 1 min.
     pub cooldown: Duration,
@@ -123,6 +123,21 @@ impl Policy {
                 } => Some((name.clone(), high, low)),
                 _ => None,
             })
+            .collect()
+    }
+
+    /// The inode watermarks of every table that sets them, as `(policy,
+    /// high, low)` shares of the filesystem's inodes: what the sampler
+    /// compares a sample's `df -i` share with.
+    pub fn inode_marks(&self) -> Vec<(String, f64, f64)> {
+        let image = self.rules.iter().map(|r| (&r.name, r.conditions.inodes));
+        let cache = self
+            .cache_rules
+            .iter()
+            .map(|r| (&r.name, r.conditions.inodes));
+        image
+            .chain(cache)
+            .filter_map(|(name, inodes)| inodes.map(|i| (name.clone(), i.high, i.low)))
             .collect()
     }
 }
@@ -253,6 +268,29 @@ pub struct Conditions {
     pub keep_most_recent: Option<usize>,
     /// Act only under disk pressure, least recently used first.
     pub disk: Option<DiskPressure>,
+    /// Act only under inode pressure, least recently used first; with
+    /// `disk` too, either high mark starts it and it stops once every low
+    /// mark is reached.
+    pub inodes: Option<InodePressure>,
+}
+
+impl Conditions {
+    /// Whether the table sets a pair of watermarks (disk or inodes): it
+    /// runs in the disk phase, least recently used first.
+    pub fn is_pressure(&self) -> bool {
+        self.disk.is_some() || self.inodes.is_some()
+    }
+}
+
+/// `inodes_high` / `inodes_low` watermarks: shares 0.0..=1.0 of the inodes of
+/// the filesystem holding the engine's root dir, as `df -i` counts `IUse%`.
+/// Percentages only: no engine says how many inodes an image holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InodePressure {
+    /// Start removing at or above this share of inodes in use.
+    pub high: f64,
+    /// Stop once the estimated share is at or below this (below `high`).
+    pub low: f64,
 }
 
 /// `disk_high` / `disk_low` watermarks, both of the same kind.
@@ -329,6 +367,15 @@ pub struct CacheConditions {
     /// record's own bytes plus the layers records hold that no image uses
     /// (held layers an image uses count as image bytes).
     pub disk: Option<DiskPressure>,
+    /// Act only under inode pressure, as for [`Conditions::inodes`].
+    pub inodes: Option<InodePressure>,
+}
+
+impl CacheConditions {
+    /// Whether the table sets a pair of watermarks (disk or inodes).
+    pub fn is_pressure(&self) -> bool {
+        self.disk.is_some() || self.inodes.is_some()
+    }
 }
 
 /// One `[[containers]]` table: which stopped containers to remove.

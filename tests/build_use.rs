@@ -488,6 +488,7 @@ fn the_disk_pressure_order_counts_a_build_as_the_bases_last_use() {
     let disk = DiskUsage {
         total_bytes: 10_000,
         used_bytes: 8_700,
+        ..DiskUsage::default()
     };
     let targets = |snap: &Snapshot| -> Vec<String> {
         plan(&p, snap, now())

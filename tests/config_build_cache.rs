@@ -64,6 +64,7 @@ fn a_good_file_becomes_the_cache_rules_written() {
                         high: Threshold::Ratio(0.85),
                         low: Threshold::Ratio(0.7),
                     }),
+                    inodes: None,
                 },
             },
             CacheRule {

@@ -112,6 +112,8 @@ fn the_commented_examples_in_the_builtin_policy_are_valid_when_uncommented() {
         policy.cache_rules[0].conditions.keep_storage,
         Some(20 * 1024 * 1024 * 1024)
     );
+    let inodes = policy.rules[2].conditions.inodes.expect("inode watermarks");
+    assert_eq!((inodes.high, inodes.low), (0.9, 0.8));
 }
 
 /// A commented-out key or table header, as opposed to prose.
@@ -288,6 +290,58 @@ fn broken_files() -> Vec<Case> {
             (4, 12),
             "policy \"p\".disk_low",
             "must be below disk_high",
+        ),
+        case(
+            "inodes_low not below inodes_high",
+            "[[policy]]\nname = \"p\"\ninodes_high = \"80%\"\ninodes_low = \"90%\"\n",
+            (4, 14),
+            "policy \"p\".inodes_low",
+            "inodes_low (90%) must be below inodes_high (80%): imagegc starts removing at \
+             inodes_high and stops at inodes_low",
+        ),
+        case(
+            "an inode watermark written as a size",
+            "[[policy]]\nname = \"p\"\ninodes_high = \"200GiB\"\ninodes_low = \"80%\"\n",
+            (3, 15),
+            "policy \"p\".inodes_high",
+            "\"200GiB\" is a size, but inode watermarks are percentages of the filesystem's \
+             inodes (as `df -i` counts IUse%): write a percentage like \"90%\"",
+        ),
+        case(
+            "an inode watermark above 100%",
+            "[[policy]]\nname = \"p\"\ninodes_high = \"120%\"\ninodes_low = \"80%\"\n",
+            (3, 15),
+            "policy \"p\".inodes_high",
+            "invalid percentage \"120%\": must be more than 0% and at most 100%",
+        ),
+        case(
+            "inodes_high without inodes_low",
+            "[[policy]]\nname = \"p\"\ninodes_high = \"90%\"\n",
+            (3, 15),
+            "policy \"p\".inodes_high",
+            "inodes_high is set without inodes_low: set both, like inodes_high = \"90%\" and \
+             inodes_low = \"80%\"",
+        ),
+        case(
+            "an inode watermark as a number",
+            "[[policy]]\nname = \"p\"\ninodes_high = 90\ninodes_low = \"80%\"\n",
+            (3, 15),
+            "policy \"p\".inodes_high",
+            "expected a percentage string, like \"90%\", found the integer 90",
+        ),
+        case(
+            "build-cache inodes_low without inodes_high",
+            "[[build_cache]]\nname = \"c\"\ninodes_low = \"80%\"\n",
+            (3, 14),
+            "build_cache \"c\".inodes_low",
+            "inodes_low is set without inodes_high: set both",
+        ),
+        case(
+            "build-cache inodes_low equal to inodes_high",
+            "[[build_cache]]\nname = \"c\"\ninodes_high = \"90%\"\ninodes_low = \"90%\"\n",
+            (4, 14),
+            "build_cache \"c\".inodes_low",
+            "inodes_low (90%) must be below inodes_high (90%)",
         ),
         case(
             "disk_high without disk_low",
@@ -683,7 +737,8 @@ fn broken_files() -> Vec<Case> {
             (3, 1),
             "build_cache \"c\".unused_fr",
             "unknown key `unused_fr`, expected one of `name`, `types`, `unused_for`, \
-             `older_than`, `keep_storage`, `disk_high`, `disk_low`; did you mean `unused_for`?",
+             `older_than`, `keep_storage`, `disk_high`, `disk_low`, `inodes_high`, \
+             `inodes_low`; did you mean `unused_for`?",
         ),
         case(
             "keep_storge in a build-cache policy",
@@ -854,6 +909,50 @@ colour = \"red\"
         ],
         "{}",
         show(&errors)
+    );
+}
+
+#[test]
+fn inode_watermarks_stand_alone_or_beside_disk_watermarks_in_both_kinds_of_table() {
+    let text = "[[policy]]\nname = \"inodes-only\"\ninodes_high = \"90%\"\ninodes_low = \"80%\"\n\
+                [[policy]]\nname = \"both\"\ndisk_high = \"85%\"\ndisk_low = \"70%\"\n\
+                inodes_high = \" 95 %\"\ninodes_low = \"75%\"\n\
+                [[build_cache]]\nname = \"cache\"\ninodes_high = \"90%\"\ninodes_low = \"60%\"\n";
+    let policy = config::parse(text, FILE).unwrap_or_else(|e| panic!("{e}"));
+    let inodes = |c: Option<imagegc::policy::InodePressure>| c.map(|i| (i.high, i.low));
+    assert_eq!(inodes(policy.rules[0].conditions.inodes), Some((0.9, 0.8)));
+    assert_eq!(policy.rules[0].conditions.disk, None);
+    assert!(policy.rules[0].conditions.is_pressure());
+    assert_eq!(
+        inodes(policy.rules[1].conditions.inodes),
+        Some((0.95, 0.75))
+    );
+    assert!(policy.rules[1].conditions.disk.is_some());
+    assert_eq!(
+        inodes(policy.cache_rules[0].conditions.inodes),
+        Some((0.9, 0.6))
+    );
+    assert_eq!(
+        policy.inode_marks(),
+        [
+            ("inodes-only".to_string(), 0.9, 0.8),
+            ("both".to_string(), 0.95, 0.75),
+            ("cache".to_string(), 0.9, 0.6),
+        ]
+    );
+}
+
+#[test]
+fn a_table_without_conditions_is_told_the_inode_watermarks_are_one() {
+    let errors = errors_of("[[policy]]\nname = \"p\"\nrepositories = [\"ci/*\"]\n");
+    let [error] = errors.as_slice() else {
+        panic!("one error: {}", show(&errors));
+    };
+    assert!(
+        error
+            .message
+            .ends_with("disk_high/disk_low, inodes_high/inodes_low"),
+        "{error}"
     );
 }
 

@@ -317,6 +317,11 @@ fn dashboard_has_the_promised_panels() {
         "imagegc_policy_disk_low_ratio{",
     ]);
     panel_with(&[
+        "imagegc_inodes_used_ratio{",
+        "imagegc_policy_inodes_high_ratio{",
+        "imagegc_policy_inodes_low_ratio{",
+    ]);
+    panel_with(&[
         "histogram_quantile(",
         "imagegc_pass_duration_seconds_bucket{",
     ]);
@@ -508,6 +513,11 @@ name = "size-pressure"
 {sel}
 disk_high = "900TiB"
 disk_low = "800TiB"
+[[policy]]
+name = "inode-pressure"
+{sel}
+inodes_high = "99%"
+inodes_low = "98%"
 # Tables of the other kinds, so their per-policy series are exported. The
 # shared engine's build cache is not this test's: its condition never holds
 # (no record is 270 years old), so it removes nothing.
@@ -655,6 +665,8 @@ fn every_metric_the_dashboard_and_alerts_use_is_in_a_live_scrape_that_promtool_a
         "imagegc_policy_disk_low_ratio{policy=\"disk-pressure\"} 0.98",
         "imagegc_policy_disk_high_bytes{policy=\"size-pressure\"} 989560464998400",
         "imagegc_policy_disk_low_bytes{policy=\"size-pressure\"} 879609302220800",
+        "imagegc_policy_inodes_high_ratio{policy=\"inode-pressure\"} 0.99",
+        "imagegc_policy_inodes_low_ratio{policy=\"inode-pressure\"} 0.98",
     ] {
         assert!(scrape.contains(gauge), "{gauge} missing:\n{scrape}");
     }

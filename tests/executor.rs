@@ -507,6 +507,7 @@ async fn a_pass_reads_the_engines_disk_and_relieves_pressure_down_to_the_low_wat
     let disk = Arc::new(FixedDisk::new(Some(DiskUsage {
         total_bytes: 1000,
         used_bytes: 900,
+        ..DiskUsage::default()
     })));
     let p = policy(vec![rule("pressure")
         .disk(Threshold::Ratio(0.85), Threshold::Ratio(0.70))
@@ -542,6 +543,7 @@ async fn a_pass_on_an_engine_whose_root_dir_is_not_on_this_host_probes_no_disk()
     let disk = Arc::new(FixedDisk::new(Some(DiskUsage {
         total_bytes: 1000,
         used_bytes: 900,
+        ..DiskUsage::default()
     })));
     let mut memory = Memory::new(State::fresh(ago(DAY))).with_disk_probe(disk);
     let outcome = pass::run(

@@ -154,6 +154,7 @@ fn snapshot() -> Snapshot {
     let disk = DiskUsage {
         total_bytes: 1000,
         used_bytes: 500,
+        ..DiskUsage::default()
     };
     Snapshot::build(images, containers, Some(disk))
 }
@@ -331,6 +332,55 @@ fn disk_used_ratio_is_absent_while_the_disk_is_unknown() {
     let remote = Snapshot::build(Vec::new(), Vec::new(), None);
     metrics.record_inventory(&remote, &Plan::default());
     assert!(value(&metrics.render(), "imagegc_disk_used_ratio").is_none());
+}
+
+#[test]
+fn inode_use_and_inode_watermarks_are_exported_and_inode_use_is_absent_without_inode_counts() {
+    let policy = parse(&format!(
+        "{POLICY}\n[[policy]]\nname = \"ci-inodes\"\nrepositories = [\"ci/**\"]\n\
+         inodes_high = \"90%\"\ninodes_low = \"80%\"\n\
+         [[build_cache]]\nname = \"cache-inodes\"\ninodes_high = \"95%\"\ninodes_low = \"50%\"\n"
+    ));
+    let metrics = Metrics::new();
+    metrics.set_policy(&policy);
+    let mut snap = snapshot();
+    snap.disk = snap.disk.map(|d| d.with_inodes(1000, 250));
+    metrics.record_inventory(&snap, &plan(&policy, &snap, now()));
+    let text = metrics.render();
+    assert_value(&text, "imagegc_inodes_used_ratio", 0.75);
+    for (series, want) in [
+        (
+            r#"imagegc_policy_inodes_high_ratio{policy="ci-inodes"}"#,
+            0.9,
+        ),
+        (
+            r#"imagegc_policy_inodes_low_ratio{policy="ci-inodes"}"#,
+            0.8,
+        ),
+        (
+            r#"imagegc_policy_inodes_high_ratio{policy="cache-inodes"}"#,
+            0.95,
+        ),
+        (
+            r#"imagegc_policy_inodes_low_ratio{policy="cache-inodes"}"#,
+            0.5,
+        ),
+    ] {
+        assert_value(&text, series, want);
+    }
+    assert!(
+        !text.contains(r#"imagegc_policy_inodes_high_ratio{policy="ci-disk-pressure"}"#),
+        "only policies with inode watermarks have inode watermark gauges\n{text}"
+    );
+    // btrfs (no inode counts), then a remote engine: no inode-use series.
+    let btrfs = snapshot();
+    metrics.record_inventory(&btrfs, &plan(&policy, &btrfs, now()));
+    assert!(value(&metrics.render(), "imagegc_inodes_used_ratio").is_none());
+    // A reload without the inode policies drops their gauges.
+    metrics.set_policy(&parse(POLICY));
+    assert!(!metrics
+        .render()
+        .contains("imagegc_policy_inodes_high_ratio"));
 }
 
 #[test]

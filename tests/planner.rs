@@ -55,6 +55,7 @@ fn disk(used: u64) -> DiskUsage {
     DiskUsage {
         total_bytes: 10_000,
         used_bytes: used,
+        ..DiskUsage::default()
     }
 }
 
@@ -1310,6 +1311,7 @@ fn build_world(seed: &WorldSeed) -> Snapshot {
         DiskUsage {
             total_bytes: (used * 100 / fill_pct).max(1),
             used_bytes: used,
+            ..DiskUsage::default()
         }
     });
     Snapshot::build(images.iter().map(Img::input).collect(), containers, disk)

@@ -53,6 +53,7 @@ fn disk(used: u64) -> DiskUsage {
     DiskUsage {
         total_bytes: 10_000,
         used_bytes: used,
+        ..DiskUsage::default()
     }
 }
 
@@ -879,6 +880,7 @@ fn build_world(seed: &WorldSeed) -> Snapshot {
     snap.disk = Some(DiskUsage {
         total_bytes: used + seed.free + 1,
         used_bytes: used,
+        ..DiskUsage::default()
     });
     snap
 }
@@ -1256,7 +1258,7 @@ proptest! {
             .collect();
         let total = used + used / 3 + 1;
         let snap = with_records(
-            snapshot_on_disk(&[], vec![], DiskUsage { total_bytes: total, used_bytes: used }),
+            snapshot_on_disk(&[], vec![], DiskUsage { total_bytes: total, used_bytes: used, ..DiskUsage::default() }),
             &records,
         );
         let p = policy_with_cache(

@@ -506,6 +506,7 @@ fn a_disk_policy_counts_the_bytes_container_removals_freed() {
     let disk = DiskUsage {
         total_bytes: 10_000,
         used_bytes: 9_000,
+        ..DiskUsage::default()
     };
     let snap = snapshot_with_containers(
         &[img("lib", 10 * DAY).tags(&["lib:1"]).layer("lib", 1_000)],

@@ -1,7 +1,7 @@
 //! The disk-pressure trigger with a fake engine, a `FixedDisk` and paused
 //! tokio time: the daemon samples the disk every `[pressure] interval`,
-//! starts a pass as soon as usage crosses a policy's `disk_high` between
-//! scheduled passes, looks at once after an event that adds data, never
+//! starts a pass as soon as usage crosses a policy's `disk_high` (or inode
+//! use its `inodes_high`) between scheduled passes, looks at once after an event that adds data, never
 //! overlaps passes, and after a pressure pass that could not reach
 //! `disk_low` waits `[pressure] cooldown` before the next; and the
 //! `[pressure]` table's errors.
@@ -32,6 +32,7 @@ fn used(percent: u64) -> DiskUsage {
     DiskUsage {
         total_bytes: 100_000,
         used_bytes: percent * 1000,
+        ..DiskUsage::default()
     }
 }
 
@@ -230,6 +231,101 @@ async fn a_pressure_pass_that_cannot_reach_disk_low_is_not_repeated_before_the_c
             "pressure passes at {starts:?}: {gap} s apart, the cooldown is 2 min and the interval 5 s"
         );
     }
+}
+
+/// `policy` with inode watermarks instead of disk ones.
+fn inode_policy(dir: &Path, pressure: &str) -> String {
+    policy(dir, pressure).replace(
+        "disk_high = \"85%\"\ndisk_low = \"70%\"",
+        "inodes_high = \"90%\"\ninodes_low = \"80%\"",
+    )
+}
+
+/// Bytes at `percent`% of the disk, inodes at `inode_percent`%.
+fn with_inodes(percent: u64, inode_percent: u64) -> DiskUsage {
+    used(percent).with_inodes(1000, 1000 - 10 * inode_percent)
+}
+
+#[tokio::test(start_paused = true)]
+async fn inodes_that_cross_inodes_high_start_a_pressure_pass_though_the_bytes_are_far_below_any_mark(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(3);
+    let disk = Arc::new(FixedDisk::new(Some(with_inodes(50, 50))));
+    let mut rig = start(
+        &engine,
+        &disk,
+        &inode_policy(dir.path(), r#"interval = "5s""#),
+        false,
+    );
+    assert!(
+        rig.next_pass_within(Duration::from_secs(60))
+            .await
+            .is_none(),
+        "no pass while inodes are at 50%"
+    );
+    // Each removal frees 10% of the disk's bytes, 20% of the 50% used: the
+    // estimate and the disk agree (95% → 76%) after one removal.
+    let after = Arc::clone(&disk);
+    engine.on_remove(move |n| after.set(Some(with_inodes(50 - 10 * n as u64, 76))));
+    disk.set(Some(with_inodes(50, 95)));
+    let crossed_at = 60.0;
+    let pass = rig
+        .next_pass_within(Duration::from_secs(60))
+        .await
+        .expect("a pressure pass");
+    let metrics = rig.stop().await;
+
+    assert_eq!(pass.trigger, Trigger::Pressure);
+    assert_eq!(pass.outcome, PassOutcome::Success);
+    let started = seconds_after_start(pass.started) - crossed_at;
+    assert!(
+        (0.0..=5.0).contains(&started),
+        "started {started} s after inodes crossed inodes_high; the interval is 5 s"
+    );
+    assert_eq!(pass.removed, 1, "removed until the estimated inodes_low");
+    let m = metrics.render();
+    assert!(
+        m.contains(r#"imagegc_passes_total{outcome="success",trigger="pressure"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains("imagegc_pressure_reaction_seconds_count 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_the_inode_estimate_falls_short_the_next_pass_waits_for_the_cooldown_then_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(4);
+    let disk = Arc::new(FixedDisk::new(Some(with_inodes(50, 95))));
+    // The images held few of the inodes: removing them frees bytes, but
+    // inodes stay at 95%, above inodes_low, whatever the estimate said.
+    let after = Arc::clone(&disk);
+    engine.on_remove(move |n| after.set(Some(with_inodes(50 - 10 * n as u64, 95))));
+    let mut rig = start(
+        &engine,
+        &disk,
+        &inode_policy(dir.path(), "interval = \"5s\"\ncooldown = \"2m\""),
+        false,
+    );
+    let first = rig
+        .next_pass_within(Duration::from_secs(30))
+        .await
+        .expect("a first pressure pass");
+    let second = rig
+        .next_pass_within(Duration::from_secs(400))
+        .await
+        .expect("a second pressure pass after the cooldown");
+    rig.stop().await;
+    assert_eq!(first.removed, 1, "the estimate said one removal was enough");
+    assert!(second.removed >= 1, "the next pass removes more");
+    let gap = seconds_after_start(second.started) - seconds_after_start(first.started);
+    assert!(
+        (120.0..=126.0).contains(&gap),
+        "{gap} s between the passes; the cooldown is 2 min and the interval 5 s"
+    );
 }
 
 fn triggers_by_pressure(trigger: Trigger) -> bool {

@@ -1,9 +1,11 @@
 //! The disk-pressure trigger against a real engine: a private dockerd 20.10
 //! whose data root is a small loop-mounted ext4 filesystem of its own, and
-//! `imagegc run` with a `@yearly` schedule and `disk_high`. Filling the
-//! filesystem with a file makes the daemon remove lab images within a
-//! bounded wait, long before any scheduled pass. What is asserted is that it
-//! happens, not how fast (`benches/pressure_reaction.sh` measures that).
+//! `imagegc run` with a `@yearly` schedule and `disk_high` (or, on an ext4
+//! made with few inodes, `inodes_high`). Filling the filesystem with a file
+//! (or its inodes with empty files) makes the daemon remove lab images
+//! within a bounded wait, long before any scheduled pass. What is asserted
+//! is that it happens, not how fast (`benches/pressure_reaction.sh`
+//! measures that).
 //!
 //! Needs root (mount) and dockerd; the guard stops dockerd, unmounts and
 //! removes everything, also when the test fails.
@@ -28,6 +30,12 @@ struct SmallDiskEngine {
 
 impl SmallDiskEngine {
     fn start(mib: u64) -> Self {
+        Self::start_with(mib, None)
+    }
+
+    /// A filesystem of `mib` MiB with `inodes` inodes (`mkfs.ext4 -N`;
+    /// the ext4 default when `None`).
+    fn start_with(mib: u64, inodes: Option<u32>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("imagegc-pressure-")
             .tempdir_in("/tmp")
@@ -40,7 +48,12 @@ impl SmallDiskEngine {
         let image = base.join("fs.img");
         let file = std::fs::File::create(&image).expect("create the filesystem image");
         file.set_len(mib << 20).expect("size the filesystem image");
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        let mut mkfs = Command::new("mkfs.ext4");
+        mkfs.args(["-q", "-F"]);
+        if let Some(n) = inodes {
+            mkfs.arg("-N").arg(n.to_string());
+        }
+        run(mkfs.arg(&image));
         std::fs::create_dir(engine.mount()).expect("mount point");
         run(Command::new("mount")
             .args(["-o", "loop"])
@@ -142,6 +155,12 @@ impl SmallDiskEngine {
         let used = (s.blocks() - s.blocks_free()) as f64 * frag;
         let avail = s.blocks_available() as f64 * frag;
         used / (used + avail)
+    }
+
+    /// `df -i`'s `IUse%` of the filesystem, as a share.
+    fn inodes_used_ratio(&self) -> f64 {
+        let s = nix::sys::statvfs::statvfs(&self.mount()).expect("statvfs");
+        (s.files() - s.files_free()) as f64 / s.files() as f64
     }
 }
 
@@ -281,6 +300,110 @@ disk_low = "60%"
 
     wait_for(
         "the daemon to remove lab images after the disk crossed disk_high",
+        Duration::from_secs(60),
+        || (engine.lab_images() < before).then_some(()),
+    );
+    let text = wait_for("a pass finished line", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(base.join("imagegc.log")).ok()?;
+        text.contains("pass finished").then_some(text)
+    });
+    assert!(
+        text.contains("trigger=\"pressure\"") || text.contains("trigger=pressure"),
+        "the pass was started by the disk sampler:\n{text}"
+    );
+    let metrics = common::http_get(port, "/metrics").expect("scrape").1;
+    assert!(
+        metrics.contains(r#"imagegc_passes_total{outcome="success",trigger="pressure"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_daemon_removes_lab_images_soon_after_empty_files_fill_the_inodes_past_inodes_high() {
+    if let Some(why) = can_run() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // Few inodes, plenty of bytes: only the inodes can run out.
+    let engine = SmallDiskEngine::start_with(256, Some(4096));
+    for i in 0..6 {
+        engine.load(&format!("lab/inodes:{i}"), 10 << 20);
+    }
+    let before = engine.lab_images();
+    assert_eq!(before, 6);
+    let port = free_port();
+    let base = engine.base();
+    let policy = base.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            r#"
+schedule = "@yearly"
+run_on_start = false
+engine = "unix://{socket}"
+[metrics]
+listen = "127.0.0.1:{port}"
+[state]
+path = "{state}"
+[pressure]
+interval = "1s"
+[safety]
+min_age = "0s"
+[[policy]]
+name = "lab-inodes"
+repositories = ["lab/*"]
+inodes_high = "80%"
+inodes_low = "50%"
+"#,
+            socket = engine.socket().display(),
+            state = base.join("state.json").display(),
+        ),
+    )
+    .expect("write the policy");
+    let log = std::fs::File::create(base.join("imagegc.log")).expect("imagegc log");
+    let _daemon = DaemonProcess(
+        imagegc_command()
+            .arg("--config")
+            .arg(&policy)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log"))
+            .stderr(log)
+            .spawn()
+            .expect("start imagegc run"),
+    );
+    wait_for("the metrics endpoint", Duration::from_secs(30), || {
+        common::http_get(port, "/metrics").map(|_| ())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        engine.inodes_used_ratio() < 0.8,
+        "the lab starts below inodes_high"
+    );
+    assert!(engine.used_ratio() < 0.5, "and far below any disk mark");
+    assert_eq!(
+        engine.lab_images(),
+        before,
+        "nothing removed below inodes_high"
+    );
+
+    // Fill the inodes to 85% with empty files: no bytes to speak of, and
+    // nothing a policy can remove.
+    let s = nix::sys::statvfs::statvfs(&engine.mount()).expect("statvfs");
+    let (files, used) = (s.files(), s.files() - s.files_free());
+    let fill = engine.mount().join("fill");
+    std::fs::create_dir(&fill).expect("fill directory");
+    for i in 0..(files * 85 / 100).saturating_sub(used + 1) {
+        std::fs::File::create(fill.join(i.to_string())).expect("an empty file");
+    }
+    assert!(
+        engine.inodes_used_ratio() >= 0.8,
+        "the empty files crossed inodes_high"
+    );
+    assert!(engine.used_ratio() < 0.5, "the bytes did not move");
+
+    wait_for(
+        "the daemon to remove lab images after the inodes crossed inodes_high",
         Duration::from_secs(60),
         || (engine.lab_images() < before).then_some(()),
     );

@@ -100,6 +100,8 @@ pub(super) struct RawPolicy {
     pub(super) keep_most_recent: Option<Spanned<i64>>,
     pub(super) disk_high: Option<Spanned<String>>,
     pub(super) disk_low: Option<Spanned<String>>,
+    pub(super) inodes_high: Option<Spanned<String>>,
+    pub(super) inodes_low: Option<Spanned<String>>,
 }
 
 /// One `[[build_cache]]` as written; `name` optional as in [`RawPolicy`].
@@ -113,6 +115,8 @@ pub(super) struct RawCache {
     pub(super) keep_storage: Option<Spanned<String>>,
     pub(super) disk_high: Option<Spanned<String>>,
     pub(super) disk_low: Option<Spanned<String>>,
+    pub(super) inodes_high: Option<Spanned<String>>,
+    pub(super) inodes_low: Option<Spanned<String>>,
 }
 
 /// One `[[containers]]` as written; `name` optional as in [`RawPolicy`].
@@ -622,10 +626,10 @@ max_removals_per_run = 170141183460469231731687303715884105728
                     [[policy]]\nname = \"p\"\ndangling = false\nrepositories = [\"r\"]\n\
                     labels = [\"l\"]\nunused_for = \"1d\"\nolder_than = \"1d\"\n\
                     keep_most_recent = 9223372036854775807\ndisk_high = \"9%\"\n\
-                    disk_low = \"8%\"\nbogus = 1\n\
+                    disk_low = \"8%\"\ninodes_high = \"9%\"\ninodes_low = \"8%\"\nbogus = 1\n\
                     [[build_cache]]\nname = \"c\"\ntypes = [\"regular\"]\nunused_for = \"1d\"\n\
                     older_than = \"2d\"\nkeep_storage = \"1GiB\"\ndisk_high = \"9%\"\n\
-                    disk_low = \"8%\"\n\
+                    disk_low = \"8%\"\ninodes_high = \"9%\"\ninodes_low = \"8%\"\n\
                     [[containers]]\nname = \"k\"\nstates = [\"exited\"]\nnames = [\"ci-*\"]\n\
                     images = [\"ci/**\"]\nlabels = [\"l\"]\nexited_for = \"6h\"\n\
                     older_than = \"2d\"\n";

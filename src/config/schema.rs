@@ -57,7 +57,7 @@ pub enum Doc {
         example: &'static str,
         meaning: &'static str,
     },
-    /// Shares the row of the key before it (`disk_high`, `disk_low`).
+    /// Shares the row of the key before it (`disk_low` with `disk_high`).
     WithPrevious,
     /// A section of its own (`[safety]`), not a row.
     Section,
@@ -127,6 +127,7 @@ const LABELS: &str = "an array of label strings, like [\"keep\", \"tier=prod\"]"
 const LABEL: &str = "a label string, like \"keep\" or \"tier=prod\"";
 const THRESHOLD: &str = "a percentage string like \"85%\" or a size string like \"200GiB\"";
 const SIZE: &str = "a size string, like \"20GiB\"";
+const PERCENT: &str = "a percentage string, like \"90%\"";
 
 const WITH_EXAMPLE: &[Column] = &[
     Column::Key,
@@ -323,10 +324,11 @@ pub static PRESSURE: Section = Section {
                 kind: "duration",
                 default: "`\"5s\"`",
                 example: "`\"1s\"`",
-                meaning: "while any policy sets a percentage `disk_high`, the daemon samples \
-                          the filesystem holding the engine's data this often \
+                meaning: "while any policy sets a percentage `disk_high` or an `inodes_high`, \
+                          the daemon samples the filesystem holding the engine's data this often \
                           (and at once after a pull, load, build or container create) and \
-                          starts a pass as soon as usage is at or above a high mark; not zero",
+                          starts a pass as soon as usage or inode use is at or above a high \
+                          mark; not zero",
             },
         },
         Key {
@@ -338,8 +340,9 @@ pub static PRESSURE: Section = Section {
                 kind: "duration",
                 default: "`\"1m\"`",
                 example: "`\"10m\"`",
-                meaning: "after a pressure pass that left usage above `disk_low` (nothing \
-                          more it may remove), no pressure pass before this has passed",
+                meaning: "after a pressure pass that left usage above `disk_low` or inode use \
+                          above `inodes_low` (nothing more it may remove, or the inode estimate \
+                          fell short), no pressure pass before this has passed",
             },
         },
     ],
@@ -550,6 +553,33 @@ pub static POLICY: Section = Section {
             expected: THRESHOLD,
             doc: Doc::WithPrevious,
         },
+        Key {
+            name: "inodes_high",
+            kind: Kind::String,
+            expected: PERCENT,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "percent, both or neither",
+                default: "",
+                example: "`\"90%\"`, `\"80%\"`",
+                meaning: "act only while the share of inodes in use (`df -i`'s `IUse%`, of the \
+                          filesystem holding the Docker root dir) is at or above `inodes_high`, \
+                          then remove least-recently-used first until the estimated share is at \
+                          or below `inodes_low`. No engine says how many inodes an image holds, \
+                          so inodes are estimated to be freed in proportion to bytes: inodes used \
+                          × (projected used bytes / used bytes); the daemon samples again, and \
+                          if the estimate fell short the next sample starts another pass. May \
+                          be set with or without `disk_high`/`disk_low`: either high mark starts \
+                          the policy and it stops once every low mark is reached. Skipped, with \
+                          a note, on a filesystem that reports no inode counts (btrfs, some FUSE)",
+            },
+        },
+        Key {
+            name: "inodes_low",
+            kind: Kind::String,
+            expected: PERCENT,
+            doc: Doc::WithPrevious,
+        },
     ],
 };
 
@@ -654,6 +684,27 @@ pub static BUILD_CACHE: Section = Section {
             name: "disk_low",
             kind: Kind::String,
             expected: THRESHOLD,
+            doc: Doc::WithPrevious,
+        },
+        Key {
+            name: "inodes_high",
+            kind: Kind::String,
+            expected: PERCENT,
+            doc: Doc::Row {
+                role: "condition",
+                kind: "percent, both or neither",
+                default: "",
+                example: "`\"90%\"`, `\"80%\"`",
+                meaning: "act only while the share of inodes in use is at or above \
+                          `inodes_high`, then remove least-recently-used records until the \
+                          estimated share is at or below `inodes_low`; counted and estimated as \
+                          for `[[policy]]` (inodes freed in proportion to bytes freed)",
+            },
+        },
+        Key {
+            name: "inodes_low",
+            kind: Kind::String,
+            expected: PERCENT,
             doc: Doc::WithPrevious,
         },
     ],

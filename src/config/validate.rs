@@ -19,15 +19,18 @@ use super::raw::{
     Raw, RawCache, RawContainer, RawEntry, RawMetrics, RawPolicy, RawPressure, RawSafety, RawState,
 };
 use super::schema::{BUILD_CACHE, CONTAINERS, NO_POLICIES, POLICY};
-use super::values::{compile_glob, parse_duration, parse_label, parse_size, parse_threshold};
+use super::values::{
+    compile_glob, parse_duration, parse_label, parse_percentage, parse_size, parse_threshold,
+};
 use super::{
     DEFAULT_LISTEN, DEFAULT_MIN_AGE, DEFAULT_PRESSURE_COOLDOWN, DEFAULT_PRESSURE_INTERVAL,
     DEFAULT_SCHEDULE, DEFAULT_STATE_PATH,
 };
 use crate::policy::{
     CacheConditions, CacheRule, CacheSelectors, Conditions, ContainerConditions, ContainerRule,
-    ContainerSelectors, DiskPressure, Glob, LabelMatch, MetricsSettings, Policy, PressureSettings,
-    Rule, RuleRef, Safety, Selectors, StateSettings, StoppedState, Threshold, CACHE_RECORD_TYPES,
+    ContainerSelectors, DiskPressure, Glob, InodePressure, LabelMatch, MetricsSettings, Policy,
+    PressureSettings, Rule, RuleRef, Safety, Selectors, StateSettings, StoppedState, Threshold,
+    CACHE_RECORD_TYPES,
 };
 use crate::schedule::Schedule;
 
@@ -487,6 +490,12 @@ impl Checker<'_> {
             |key| entry.refused_as(key),
             "image data",
         );
+        let inodes = self.inodes(
+            path,
+            raw.inodes_high.as_ref(),
+            raw.inodes_low.as_ref(),
+            |key| entry.refused_as(key),
+        );
         self.require_a_condition(
             &entry.span,
             path,
@@ -496,15 +505,19 @@ impl Checker<'_> {
                 ("keep_most_recent", raw.keep_most_recent.is_some()),
                 ("disk_high", raw.disk_high.is_some()),
                 ("disk_low", raw.disk_low.is_some()),
+                ("inodes_high", raw.inodes_high.is_some()),
+                ("inodes_low", raw.inodes_low.is_some()),
             ],
             |key| entry.refused_as(key),
-            "unused_for, older_than, keep_most_recent, disk_high/disk_low",
+            "unused_for, older_than, keep_most_recent, disk_high/disk_low, \
+             inodes_high/inodes_low",
         );
         (self.count() == before).then_some(Conditions {
             unused_for,
             older_than,
             keep_most_recent,
             disk,
+            inodes,
         })
     }
 
@@ -597,6 +610,12 @@ impl Checker<'_> {
             |key| entry.refused_as(key),
             "build-cache data",
         );
+        let inodes = self.inodes(
+            path,
+            raw.inodes_high.as_ref(),
+            raw.inodes_low.as_ref(),
+            |key| entry.refused_as(key),
+        );
         self.require_a_condition(
             &entry.span,
             path,
@@ -606,16 +625,19 @@ impl Checker<'_> {
                 ("keep_storage", raw.keep_storage.is_some()),
                 ("disk_high", raw.disk_high.is_some()),
                 ("disk_low", raw.disk_low.is_some()),
+                ("inodes_high", raw.inodes_high.is_some()),
+                ("inodes_low", raw.inodes_low.is_some()),
             ],
             |key| entry.refused_as(key),
-            "unused_for, older_than, keep_storage, disk_high/disk_low (a build-cache policy \
-             without one would remove every record it selects)",
+            "unused_for, older_than, keep_storage, disk_high/disk_low, inodes_high/inodes_low \
+             (a build-cache policy without one would remove every record it selects)",
         );
         (self.count() == before).then_some(CacheConditions {
             unused_for,
             older_than,
             keep_storage,
             disk,
+            inodes,
         })
     }
 
@@ -790,6 +812,68 @@ impl Checker<'_> {
                 None
             }
             _ => None,
+        }
+    }
+
+    /// `inodes_high`/`inodes_low` of the table at `path`: percentages only,
+    /// both or neither, low below high, worded like the disk pair.
+    fn inodes(
+        &mut self,
+        path: &str,
+        high: Option<&Spanned<String>>,
+        low: Option<&Spanned<String>>,
+        refused_as: impl Fn(&str) -> bool,
+    ) -> Option<InodePressure> {
+        let high_key = format!("{path}.inodes_high");
+        let low_key = format!("{path}.inodes_low");
+        let high = high.map(|v| (v.span(), self.percentage(v, &high_key)));
+        let low = low.map(|v| (v.span(), self.percentage(v, &low_key)));
+        match (high, low) {
+            (Some((_, Some(high))), Some((low_span, Some(low)))) => {
+                if low < high {
+                    return Some(InodePressure { high, low });
+                }
+                self.error(
+                    &low_span,
+                    low_key,
+                    format!(
+                        "inodes_low ({}) must be below inodes_high ({}): imagegc starts \
+                         removing at inodes_high and stops at inodes_low",
+                        Threshold::Ratio(low),
+                        Threshold::Ratio(high)
+                    ),
+                );
+                None
+            }
+            (Some((span, _)), None) if !refused_as("inodes_low") => {
+                self.error(
+                    &span,
+                    high_key,
+                    "inodes_high is set without inodes_low: set both, like inodes_high = \
+                     \"90%\" and inodes_low = \"80%\"",
+                );
+                None
+            }
+            (None, Some((span, _))) if !refused_as("inodes_high") => {
+                self.error(
+                    &span,
+                    low_key,
+                    "inodes_low is set without inodes_high: set both, like inodes_high = \
+                     \"90%\" and inodes_low = \"80%\"",
+                );
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn percentage(&mut self, raw: &Spanned<String>, key: &str) -> Option<f64> {
+        match parse_percentage(raw.get_ref()) {
+            Ok(ratio) => Some(ratio),
+            Err(message) => {
+                self.error(&raw.span(), key, message);
+                None
+            }
         }
     }
 

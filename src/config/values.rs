@@ -52,6 +52,36 @@ pub(super) fn parse_threshold(text: &str, data: &str) -> Result<Threshold, Strin
     }
 }
 
+/// `"90%"` → 0.9, in (0, 100]: an inode watermark, which is a share of the
+/// filesystem's inodes only (no engine says how many inodes an image holds,
+/// so there is no amount of data to count them in).
+pub(super) fn parse_percentage(text: &str) -> Result<f64, String> {
+    let trimmed = text.trim();
+    let Some(number) = trimmed.strip_suffix('%') else {
+        let what = if trimmed.parse::<bytesize::ByteSize>().is_ok()
+            && !trimmed.chars().all(|c| c.is_ascii_digit() || c == '.')
+        {
+            "a size"
+        } else {
+            "not a percentage"
+        };
+        return Err(format!(
+            "{text:?} is {what}, but inode watermarks are percentages of the filesystem's \
+             inodes (as `df -i` counts IUse%): write a percentage like \"90%\""
+        ));
+    };
+    match number.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+        Ok(_) => Err(format!(
+            "invalid percentage {text:?}: must be more than 0% and at most 100%"
+        )),
+        Err(_) => Err(format!(
+            "invalid percentage {text:?}: expected a percentage of the filesystem's inodes \
+             like \"90%\""
+        )),
+    }
+}
+
 /// `"20GiB"` → bytes, above zero, with a unit: the sizes of
 /// [`parse_threshold`], without percentages.
 pub(super) fn parse_size(text: &str) -> Result<u64, String> {

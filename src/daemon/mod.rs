@@ -571,8 +571,8 @@ impl<E: Engine + 'static> Loop<E> {
         pushed
     }
 
-    /// Tells the sampler what to watch now: the policy's percentage
-    /// watermarks at the engine's root dir, when it is known and on this
+    /// Tells the sampler what to watch now: the policy's percentage disk
+    /// watermarks and inode watermarks at the engine's root dir, when it is known and on this
     /// host; nothing otherwise.
     fn publish_watch(&self) {
         let watch = self
@@ -600,9 +600,10 @@ impl<E: Engine + 'static> Loop<E> {
     }
 
     /// After a pass a pressure trigger started: its reaction time, and
-    /// whether it reached `disk_low`. A look at the disk still above the
-    /// low mark of a policy that crossed its high one means there was
-    /// nothing more to remove: no pressure pass for `[pressure] cooldown`.
+    /// whether it reached `disk_low` and `inodes_low`. A look at the disk
+    /// still above a low mark of a policy that crossed a high one means
+    /// there was nothing more to remove (or, for inodes, the planner's
+    /// estimate fell short): no pressure pass for `[pressure] cooldown`.
     async fn after_pressure_pass(&mut self) {
         let (crossed_at, crossed) = self.gate.served();
         if let (Some(crossed_at), Some(removed_at)) = (crossed_at, self.first_removal) {
@@ -621,10 +622,11 @@ impl<E: Engine + 'static> Loop<E> {
             self.gate.cool_until(Instant::now() + watch.cooldown);
             warn!(
                 used_ratio = usage.used_ratio(),
+                inodes_used_ratio = usage.inodes_used_ratio(),
                 policies = %crossed.join(", "),
                 cooldown = %humantime::format_duration(watch.cooldown),
-                "the pressure pass could not bring the disk down to disk_low; no pressure pass \
-                 before the cooldown has passed"
+                "the pressure pass could not bring the disk down to disk_low (or inodes_low); no \
+                 pressure pass before the cooldown has passed"
             );
         }
     }

@@ -1,15 +1,19 @@
 //! The disk-pressure sampler: between scheduled passes, a task looks at the
 //! filesystem holding the engine's data every `[pressure] interval` (and at
 //! once when the daemon sees an event that adds data) and asks for a pass
-//! as soon as usage is at or above any policy's percentage `disk_high`.
+//! as soon as usage is at or above any policy's percentage `disk_high`, or
+//! inode use (`df -i`'s share) at or above any policy's `inodes_high`.
 //!
 //! It owns when to look and when to ask; the daemon loop owns the passes.
 //! The two share a [`Gate`]: the sampler asks at most once until the pass
 //! it asked for has run (so samples taken during a long pass do not queue
 //! a second one), and after a pressure pass that left usage above a
-//! triggering policy's `disk_low` the loop closes the gate for `[pressure]
-//! cooldown`, so a disk full of protected images does not spin the
-//! collector. Each look goes through [`crate::host::disk::usage_of`]: a
+//! triggering policy's `disk_low` (or inode use above its `inodes_low`) the
+//! loop closes the gate for `[pressure] cooldown`, so a disk full of
+//! protected images does not spin the collector. The planner can only
+//! estimate the inodes a pass frees (in proportion to bytes); the samples
+//! after it measure them, so an estimate that fell short makes the next
+//! sample ask again, once the cooldown has passed. Each look goes through [`crate::host::disk::usage_of`]: a
 //! blocking thread under a deadline, never the runtime's.
 //!
 //! Size watermarks (`disk_high = "200GiB"`) count image or cache bytes,
@@ -43,12 +47,21 @@ pub struct Watch {
 
 impl Watch {
     /// What `policy` asks to watch at `root_dir`; `None` when it sets no
-    /// percentage watermark.
+    /// percentage disk watermark and no inode watermark.
     pub fn of(policy: &Policy, root_dir: &str) -> Option<Self> {
+        let mark = |measure| {
+            move |(policy, high, low)| Mark {
+                policy,
+                measure,
+                high,
+                low,
+            }
+        };
         let marks: Vec<Mark> = policy
             .disk_ratio_marks()
             .into_iter()
-            .map(|(policy, high, low)| Mark { policy, high, low })
+            .map(mark(Measure::Disk))
+            .chain(policy.inode_marks().into_iter().map(mark(Measure::Inodes)))
             .collect();
         (!marks.is_empty()).then(|| Self {
             root_dir: root_dir.to_owned(),
@@ -58,33 +71,59 @@ impl Watch {
         })
     }
 
-    /// The policies whose high mark `usage` is at or above.
+    /// The policies one of whose high marks `usage` is at or above, each
+    /// once, in the order of their first mark.
     pub fn above_high(&self, usage: &DiskUsage) -> Vec<&str> {
-        let ratio = usage.used_ratio();
-        self.marks
-            .iter()
-            .filter(|m| ratio >= m.high)
-            .map(|m| m.policy.as_str())
-            .collect()
+        let mut out: Vec<&str> = Vec::new();
+        for m in &self.marks {
+            let reached = m.measure.of(usage).is_some_and(|v| v >= m.high);
+            if reached && !out.contains(&m.policy.as_str()) {
+                out.push(&m.policy);
+            }
+        }
+        out
     }
 
-    /// Whether `usage` is above the low mark of any of `policies`.
+    /// Whether `usage` is above a low mark (disk or inodes) of any of
+    /// `policies`: the pass they asked for did not reach every low mark.
     pub fn above_low_of(&self, usage: &DiskUsage, policies: &[String]) -> bool {
-        let ratio = usage.used_ratio();
         self.marks
             .iter()
-            .any(|m| policies.contains(&m.policy) && ratio > m.low)
+            .any(|m| policies.contains(&m.policy) && m.measure.of(usage).is_some_and(|v| v > m.low))
     }
 }
 
-/// One policy's percentage watermarks.
+/// What a mark is a share of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// The filesystem's bytes, as `df` counts `Use%` (`disk_high`).
+    Disk,
+    /// The filesystem's inodes, as `df -i` counts `IUse%` (`inodes_high`).
+    Inodes,
+}
+
+impl Measure {
+    /// The share of `usage` this measure reads; `None` for inodes on a
+    /// filesystem that reports no inode counts.
+    pub fn of(self, usage: &DiskUsage) -> Option<f64> {
+        match self {
+            Self::Disk => Some(usage.used_ratio()),
+            Self::Inodes => usage.inodes_used_ratio(),
+        }
+    }
+}
+
+/// One policy's percentage watermarks of one measure (a policy with both
+/// pairs has two marks).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mark {
     /// The policy's name, for log lines.
     pub policy: String,
-    /// `disk_high`, a share 0.0..=1.0.
+    /// Disk or inodes.
+    pub measure: Measure,
+    /// `disk_high` or `inodes_high`, a share 0.0..=1.0.
     pub high: f64,
-    /// `disk_low`.
+    /// `disk_low` or `inodes_low`.
     pub low: f64,
 }
 
@@ -212,6 +251,7 @@ pub async fn sample(
             info!(
                 trigger = trigger.label(),
                 used_ratio = usage.used_ratio(),
+                inodes_used_ratio = usage.inodes_used_ratio(),
                 policies = %above.join(", "),
                 "disk at or above a high watermark; asking for a pass"
             );
@@ -221,6 +261,7 @@ pub async fn sample(
         } else {
             debug!(
                 used_ratio = usage.used_ratio(),
+                inodes_used_ratio = usage.inodes_used_ratio(),
                 "disk above a high watermark; a pass is asked for already or cooling down"
             );
         }
@@ -237,11 +278,13 @@ mod tests {
             marks: vec![
                 Mark {
                     policy: "a".into(),
+                    measure: Measure::Disk,
                     high: 0.85,
                     low: 0.70,
                 },
                 Mark {
                     policy: "b".into(),
+                    measure: Measure::Disk,
                     high: 0.95,
                     low: 0.90,
                 },
@@ -255,6 +298,7 @@ mod tests {
         DiskUsage {
             total_bytes: 100,
             used_bytes: percent,
+            ..DiskUsage::default()
         }
     }
 
@@ -273,6 +317,50 @@ mod tests {
         assert!(w.above_low_of(&used(80), &["a".into()]));
         assert!(!w.above_low_of(&used(80), &["b".into()]));
         assert!(!w.above_low_of(&used(70), &["a".into()]));
+    }
+
+    /// `a`'s disk marks as above, and `a` again and `i` on inodes.
+    fn watch_with_inodes() -> Watch {
+        let mut w = watch();
+        w.marks.truncate(1);
+        for (policy, high, low) in [("a", 0.9, 0.8), ("i", 0.8, 0.5)] {
+            w.marks.push(Mark {
+                policy: policy.into(),
+                measure: Measure::Inodes,
+                high,
+                low,
+            });
+        }
+        w
+    }
+
+    fn inodes(disk_percent: u64, inode_percent: u64) -> DiskUsage {
+        used(disk_percent).with_inodes(100, 100 - inode_percent)
+    }
+
+    #[test]
+    fn an_inode_sample_at_or_above_inodes_high_reaches_that_policy_whatever_the_bytes() {
+        let w = watch_with_inodes();
+        assert!(w.above_high(&inodes(10, 79)).is_empty());
+        assert_eq!(w.above_high(&inodes(10, 80)), ["i"]);
+        assert_eq!(w.above_high(&inodes(10, 95)), ["a", "i"]);
+        assert_eq!(
+            w.above_high(&inodes(90, 95)),
+            ["a", "i"],
+            "a policy crossing both pairs is named once"
+        );
+        // A filesystem without inode counts reaches no inode mark.
+        assert!(w.above_high(&used(10).with_inodes(0, 0)).is_empty());
+    }
+
+    #[test]
+    fn after_a_pass_any_low_mark_of_a_crossed_policy_left_above_counts() {
+        let w = watch_with_inodes();
+        // Disk down to 60% (a's disk_low 70%), inodes still 85% (a's 80%).
+        assert!(w.above_low_of(&inodes(60, 85), &["a".into()]));
+        assert!(!w.above_low_of(&inodes(60, 80), &["a".into()]));
+        assert!(w.above_low_of(&inodes(10, 51), &["i".into()]));
+        assert!(!w.above_low_of(&inodes(10, 50), &["i".into()]));
     }
 
     #[tokio::test(start_paused = true)]

@@ -15,7 +15,9 @@ use super::plan::{Reason, Usage};
 use super::Target;
 use crate::inventory::{LastUsedSource, SnapContainer, Snapshot};
 use crate::model::repository_of;
-use crate::policy::{CacheConditions, Conditions, ContainerConditions, DiskPressure, Threshold};
+use crate::policy::{
+    CacheConditions, Conditions, ContainerConditions, DiskPressure, InodePressure, Threshold,
+};
 
 /// One condition a policy sets.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -28,11 +30,14 @@ pub enum Condition {
     KeepMostRecent(usize),
     /// `disk_high`/`disk_low`: usage at or above the high watermark.
     DiskHigh(DiskPressure),
+    /// `inodes_high`/`inodes_low`: inode use at or above the high watermark.
+    InodesHigh(InodePressure),
 }
 
 impl Condition {
     /// The conditions a rule sets, in a fixed order (the order reasons are
-    /// told in): `unused_for`, `older_than`, `keep_most_recent`, disk.
+    /// told in): `unused_for`, `older_than`, `keep_most_recent`, disk,
+    /// inodes.
     pub fn of(conditions: &Conditions) -> impl Iterator<Item = Condition> {
         [
             conditions
@@ -43,19 +48,28 @@ impl Condition {
                 .map(|d| Self::OlderThan(std_to_delta(d))),
             conditions.keep_most_recent.map(Self::KeepMostRecent),
             conditions.disk.map(Self::DiskHigh),
+            conditions.inodes.map(Self::InodesHigh),
         ]
         .into_iter()
         .flatten()
     }
 
-    /// The condition's key in the policy file (`disk_high` for the disk pair).
+    /// The condition's key in the policy file (`disk_high` for the disk
+    /// pair, `inodes_high` for the inode pair).
     pub fn key(&self) -> &'static str {
         match self {
             Self::UnusedFor(_) => "unused_for",
             Self::OlderThan(_) => "older_than",
             Self::KeepMostRecent(_) => "keep_most_recent",
             Self::DiskHigh(_) => "disk_high",
+            Self::InodesHigh(_) => "inodes_high",
         }
+    }
+
+    /// Whether this is a watermark pair (disk or inodes), which the disk
+    /// phase checks once for the whole table, not per target.
+    pub fn is_pressure(&self) -> bool {
+        matches!(self, Self::DiskHigh(_) | Self::InodesHigh(_))
     }
 }
 
@@ -72,11 +86,13 @@ pub enum CacheCondition {
     KeepStorage(u64),
     /// `disk_high`/`disk_low`: usage at or above the high watermark.
     DiskHigh(DiskPressure),
+    /// `inodes_high`/`inodes_low`: inode use at or above the high watermark.
+    InodesHigh(InodePressure),
 }
 
 impl CacheCondition {
     /// The conditions a rule sets, in a fixed order (the order reasons are
-    /// told in): `unused_for`, `older_than`, `keep_storage`, disk.
+    /// told in): `unused_for`, `older_than`, `keep_storage`, disk, inodes.
     pub fn of(conditions: &CacheConditions) -> impl Iterator<Item = CacheCondition> {
         [
             conditions
@@ -87,18 +103,21 @@ impl CacheCondition {
                 .map(|d| Self::OlderThan(std_to_delta(d))),
             conditions.keep_storage.map(Self::KeepStorage),
             conditions.disk.map(Self::DiskHigh),
+            conditions.inodes.map(Self::InodesHigh),
         ]
         .into_iter()
         .flatten()
     }
 
-    /// The condition's key in the policy file (`disk_high` for the disk pair).
+    /// The condition's key in the policy file (`disk_high` for the disk
+    /// pair, `inodes_high` for the inode pair).
     pub fn key(&self) -> &'static str {
         match self {
             Self::UnusedFor(_) => "unused_for",
             Self::OlderThan(_) => "older_than",
             Self::KeepStorage(_) => "keep_storage",
             Self::DiskHigh(_) => "disk_high",
+            Self::InodesHigh(_) => "inodes_high",
         }
     }
 }
@@ -178,7 +197,7 @@ pub(super) fn check_container(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check<'s> {
     /// The condition's key: `unused_for`, `older_than`, `keep_most_recent`,
-    /// `keep_storage`, `disk_high`.
+    /// `keep_storage`, `disk_high`, `inodes_high`.
     pub condition: &'static str,
     /// Whether it holds now.
     pub holds: bool,
@@ -259,6 +278,16 @@ pub enum Fact<'s> {
         /// `disk_high`/`disk_low`.
         disk: DiskPressure,
     },
+    /// The filesystem reports no inode counts (`f_files` 0: btrfs, some
+    /// FUSE filesystems): inode watermarks are skipped.
+    NoInodeCounts,
+    /// Inode use before any removal of this pass, against the watermarks.
+    Inodes {
+        /// Share of the inodes in use, 0.0..=1.0.
+        usage: f64,
+        /// `inodes_high`/`inodes_low`.
+        inodes: InodePressure,
+    },
 }
 
 impl Fact<'_> {
@@ -289,11 +318,13 @@ impl Fact<'_> {
             Fact::Storage { keep, newer, kept } => Fact::Storage { keep, newer, kept },
             Fact::DiskUnknown => Fact::DiskUnknown,
             Fact::Disk { usage, disk } => Fact::Disk { usage, disk },
+            Fact::NoInodeCounts => Fact::NoInodeCounts,
+            Fact::Inodes { usage, inodes } => Fact::Inodes { usage, inodes },
         }
     }
 
     /// What a removal says about a condition that held; `None` for the disk
-    /// condition (a disk removal tells the pressure its own way) and for
+    /// and inode conditions (a pressure removal tells the pressure its own way) and for
     /// facts that never hold.
     pub fn reason(&self) -> Option<Reason> {
         match self {
@@ -385,6 +416,7 @@ pub(super) fn check<'s>(cx: &Context<'s, '_>, condition: Condition, target: Targ
             Target::Untagged(_) => (false, Fact::Unranked),
         },
         Condition::DiskHigh(disk) => disk_high(snap, disk),
+        Condition::InodesHigh(inodes) => inodes_high(snap, inodes),
     };
     Check {
         condition: condition.key(),
@@ -472,6 +504,7 @@ pub(super) fn check_record<'s>(
             )
         }
         CacheCondition::DiskHigh(disk) => disk_high_of(cx.snap, disk, Basis::Cache, cx.cache_bytes),
+        CacheCondition::InodesHigh(inodes) => inodes_high(cx.snap, inodes),
     };
     Check {
         condition: condition.key(),
@@ -506,6 +539,24 @@ pub(super) fn disk_high_of(
                 usage: Usage::like(v, disk.high),
                 disk,
             },
+        ),
+    }
+}
+
+/// The inode condition, which looks at the whole snapshot like the disk
+/// one: whether the share of inodes in use before any removal of this pass
+/// is at or above `inodes_high`. Never holds on an unknown disk
+/// ([`Fact::DiskUnknown`]) or one that reports no inode counts
+/// ([`Fact::NoInodeCounts`]).
+pub(super) fn inodes_high(snap: &Snapshot, inodes: InodePressure) -> (bool, Fact<'static>) {
+    let Some(disk) = snap.disk else {
+        return (false, Fact::DiskUnknown);
+    };
+    match disk.inodes_used_ratio() {
+        None => (false, Fact::NoInodeCounts),
+        Some(usage) => (
+            at_or_above(usage, Threshold::Ratio(inodes.high)),
+            Fact::Inodes { usage, inodes },
         ),
     }
 }

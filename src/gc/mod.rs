@@ -39,7 +39,7 @@ use chrono::{DateTime, Utc};
 
 use crate::inventory::Snapshot;
 use crate::model::{as_written, repository_of};
-use crate::policy::{Policy, Rule, RuleRef, Threshold};
+use crate::policy::{DiskPressure, InodePressure, Policy, Rule, RuleRef, Threshold};
 use conditions::{at_or_below, check, Basis, Context};
 pub use conditions::{
     container_stopped_at, CacheCondition, Check, Condition, ConditionCheck, ContainerCondition,
@@ -70,6 +70,44 @@ impl Target {
 /// Disk-pressure candidates, least recently used first (then oldest, then
 /// first found).
 type DiskHeap = BinaryHeap<Reverse<(DateTime<Utc>, DateTime<Utc>, usize, Target)>>;
+
+/// A pressure table's watermark pairs as they stand at the start of the
+/// pass: each pair that could be evaluated, its usage then, and whether it
+/// reached its high mark. The table acts when either did, and stops once
+/// every evaluated pair's projection reaches its low mark.
+#[derive(Debug, Clone, Copy)]
+struct Pressure {
+    /// `disk_high`/`disk_low`, the usage in their unit, high reached.
+    disk: Option<(DiskPressure, Usage, bool)>,
+    /// `inodes_high`/`inodes_low`, the share of inodes in use, high reached.
+    inodes: Option<(InodePressure, f64, bool)>,
+}
+
+impl Pressure {
+    /// Either high mark reached.
+    fn active(&self) -> bool {
+        self.disk.is_some_and(|d| d.2) || self.inodes.is_some_and(|i| i.2)
+    }
+
+    /// What a removal says first: each pair at or above its high mark.
+    fn reasons(&self) -> Vec<Reason> {
+        let disk = self
+            .disk
+            .filter(|d| d.2)
+            .map(|(disk, usage, _)| Reason::DiskPressure {
+                usage,
+                high: disk.high,
+            });
+        let inodes = self
+            .inodes
+            .filter(|i| i.2)
+            .map(|(inodes, usage, _)| Reason::InodePressure {
+                usage,
+                high: inodes.high,
+            });
+        disk.into_iter().chain(inodes).collect()
+    }
+}
 
 /// Per-rule precomputed data.
 struct RuleView<'p> {
@@ -465,11 +503,11 @@ impl<'a> Planner<'a> {
         out
     }
 
-    /// True when every condition but disk pressure holds.
+    /// True when every condition but disk and inode pressure holds.
     fn conditions_met(&self, view: &RuleView<'_>, target: Target) -> bool {
         let cx = self.context(view);
         Condition::of(&view.rule.conditions)
-            .filter(|c| !matches!(c, Condition::DiskHigh(_)))
+            .filter(|c| !c.is_pressure())
             .all(|c| check(&cx, c, target).holds)
     }
 
@@ -545,7 +583,7 @@ impl<'a> Planner<'a> {
             }
             let hit = (0..self.rules.len()).find_map(|r| {
                 let view = &self.rules[r];
-                (view.rule.conditions.disk.is_none()
+                (!view.rule.conditions.is_pressure()
                     && selects(view.rule, self.snap, target)
                     && self.conditions_met(view, target))
                 .then(|| (r, Reasons(self.held(view, target))))
@@ -583,6 +621,119 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The estimated share of inodes in use after the removals planned so
+    /// far; `None` when the disk is unknown or reports no inode counts. No
+    /// engine says how many inodes an image or a record holds, so inodes
+    /// are taken to be freed in proportion to bytes: inodes used × (used
+    /// bytes left / used bytes), with the bytes the disk projection counts.
+    fn projected_inodes(&self) -> Option<f64> {
+        let d = self.snap.disk?;
+        let ratio = d.inodes_used_ratio()?;
+        if d.used_bytes == 0 {
+            return Some(ratio);
+        }
+        let left = d.used_bytes.saturating_sub(self.ledger.freed());
+        Some(ratio * (left as f64 / d.used_bytes as f64))
+    }
+
+    /// Where a pressure table's watermarks stand before any removal of this
+    /// pass, with a note for each pair that cannot be evaluated or is below
+    /// its high mark.
+    fn pressure_at_start(
+        &mut self,
+        policy: &str,
+        disk: Option<DiskPressure>,
+        inodes: Option<InodePressure>,
+        basis: Basis,
+    ) -> Pressure {
+        let disk = disk.and_then(|disk| {
+            let (reached, fact) =
+                conditions::disk_high_of(self.snap, disk, basis, self.cache_bytes);
+            let Fact::Disk { usage, .. } = fact else {
+                self.notes.push(Note::DiskUnknown {
+                    policy: policy.to_owned(),
+                });
+                return None;
+            };
+            if !reached {
+                self.notes.push(Note::BelowDiskHigh {
+                    policy: policy.to_owned(),
+                    usage,
+                    high: disk.high,
+                });
+            }
+            Some((disk, usage, reached))
+        });
+        let inodes = inodes.and_then(|inodes| {
+            let (reached, fact) = conditions::inodes_high(self.snap, inodes);
+            let policy = policy.to_owned();
+            match fact {
+                Fact::Inodes { usage, .. } => {
+                    if !reached {
+                        self.notes.push(Note::BelowInodesHigh {
+                            policy,
+                            usage,
+                            high: inodes.high,
+                        });
+                    }
+                    Some((inodes, usage, reached))
+                }
+                Fact::NoInodeCounts => {
+                    self.notes.push(Note::NoInodeCounts { policy });
+                    None
+                }
+                _ => {
+                    self.notes.push(Note::InodesUnknown { policy });
+                    None
+                }
+            }
+        });
+        Pressure { disk, inodes }
+    }
+
+    /// Whether the projection has reached every low mark of `pressure`
+    /// (a projection that cannot be made counts as reached: nothing more
+    /// can be told).
+    fn lows_reached(&self, pressure: &Pressure, basis: Basis) -> bool {
+        let disk = pressure.disk.is_none_or(|(disk, _, _)| {
+            self.projected(disk.low, basis)
+                .is_none_or(|now| at_or_below(now, disk.low))
+        });
+        let inodes = pressure.inodes.is_none_or(|(inodes, _, _)| {
+            self.projected_inodes()
+                .is_none_or(|now| at_or_below(now, Threshold::Ratio(inodes.low)))
+        });
+        disk && inodes
+    }
+
+    /// The notes of a pressure table that acted: one per pair that reached
+    /// its high mark, with the projection after its `removals`.
+    fn pressure_notes(&mut self, policy: &str, pressure: &Pressure, removals: usize, basis: Basis) {
+        if let Some((disk, usage, true)) = pressure.disk {
+            let after = self
+                .projected(disk.low, basis)
+                .map(|v| Usage::like(v, disk.low));
+            self.notes.push(Note::DiskPressure {
+                policy: policy.to_owned(),
+                usage,
+                high: disk.high,
+                removals,
+                after,
+                low: disk.low,
+            });
+        }
+        if let Some((inodes, usage, true)) = pressure.inodes {
+            self.notes.push(Note::InodePressure {
+                policy: policy.to_owned(),
+                usage,
+                high: inodes.high,
+                removals,
+                after: self.projected_inodes(),
+                low: inodes.low,
+            });
+        }
+    }
+
     /// Every table in file order ([`Policy::order`]); a table the order
     /// misses (a policy built by hand) comes after, images then records, and
     /// an entry out of range or repeated is skipped.
@@ -601,10 +752,11 @@ impl<'a> Planner<'a> {
         listed.chain(all).filter(|r| seen.insert(*r)).collect()
     }
 
-    /// Disk-pressure rules of both kinds, in file order: each acts when
-    /// usage is at or above its high watermark (the `disk_high` check) and
-    /// removes least-recently-used first until the projected usage, which
-    /// counts every byte freed so far in the pass, reaches its low watermark.
+    /// Pressure rules of both kinds, in file order: each acts when usage is
+    /// at or above its `disk_high` or inode use at or above its
+    /// `inodes_high`, and removes least-recently-used first until the
+    /// projection, which counts every byte freed so far in the pass (and
+    /// inodes in proportion to them), reaches every low watermark it sets.
     fn disk_phase(&mut self) {
         for table in self.file_order() {
             match table {
@@ -615,26 +767,20 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// One image disk-pressure rule (see [`Planner::disk_phase`]).
+    /// One image pressure rule (see [`Planner::disk_phase`]).
     fn disk_images(&mut self, r: usize) {
-        let Some(disk) = self.rules[r].rule.conditions.disk else {
-            return;
-        };
-        let policy = self.rules[r].rule.name.clone();
-        // Activation looks at usage before any removal of this pass.
-        let (high_reached, fact) = conditions::disk_high(self.snap, disk);
-        let Fact::Disk { usage, .. } = fact else {
-            self.notes.push(Note::DiskUnknown { policy });
-            return;
-        };
-        if !high_reached {
-            self.notes.push(Note::BelowDiskHigh {
-                policy,
-                usage,
-                high: disk.high,
-            });
+        let conditions = &self.rules[r].rule.conditions;
+        if !conditions.is_pressure() {
             return;
         }
+        let (disk, inodes) = (conditions.disk, conditions.inodes);
+        let policy = self.rules[r].rule.name.clone();
+        // Activation looks at usage before any removal of this pass.
+        let pressure = self.pressure_at_start(&policy, disk, inodes, Basis::Images);
+        if !pressure.active() {
+            return;
+        }
+        let first = pressure.reasons();
         let mut heap = BinaryHeap::new();
         let mut seq = 0usize;
         let candidates = self.candidates();
@@ -643,10 +789,7 @@ impl<'a> Planner<'a> {
         }
         let mut removals = 0usize;
         while let Some(Reverse((_, _, _, target))) = heap.pop() {
-            let Some(now) = self.projected(disk.low, Basis::Images) else {
-                break;
-            };
-            if at_or_below(now, disk.low) {
+            if self.lows_reached(&pressure, Basis::Images) {
                 break;
             }
             if self.planned.contains(&target) {
@@ -657,7 +800,7 @@ impl<'a> Planner<'a> {
                     continue;
                 }
             }
-            let reason = self.disk_reason(r, target, usage, disk.high);
+            let reason = self.disk_reason(r, target, &first);
             if let Some(dangling) = self.try_remove(target, r, reason) {
                 removals += 1;
                 for d in dangling {
@@ -665,17 +808,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let after = self
-            .projected(disk.low, Basis::Images)
-            .map(|v| Usage::like(v, disk.low));
-        self.notes.push(Note::DiskPressure {
-            policy,
-            usage,
-            high: disk.high,
-            removals,
-            after,
-            low: disk.low,
-        });
+        self.pressure_notes(&policy, &pressure, removals, Basis::Images);
     }
 
     fn push_disk_candidate(&self, heap: &mut DiskHeap, seq: &mut usize, r: usize, target: Target) {
@@ -696,10 +829,11 @@ impl<'a> Planner<'a> {
         )));
     }
 
-    /// The pressure, the other conditions that held, and the last use.
-    fn disk_reason(&self, r: usize, target: Target, usage: Usage, high: Threshold) -> Reasons {
+    /// The pressure (`first`), the other conditions that held, and the last
+    /// use.
+    fn disk_reason(&self, r: usize, target: Target, first: &[Reason]) -> Reasons {
         let (last, source) = self.snap.last_used(target.image());
-        let mut out = vec![Reason::DiskPressure { usage, high }];
+        let mut out = first.to_vec();
         out.extend(
             self.held(&self.rules[r], target)
                 .into_iter()

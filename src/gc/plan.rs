@@ -213,6 +213,16 @@ pub enum Reason {
         #[serde(serialize_with = "threshold")]
         high: Threshold,
     },
+    /// An inode policy acts: the share of inodes in use at the start of the
+    /// pass is at or above `high`.
+    InodePressure {
+        /// Share of the inodes in use before any removal of this pass.
+        #[serde(serialize_with = "ratio")]
+        usage: f64,
+        /// The policy's `inodes_high`.
+        #[serde(serialize_with = "ratio")]
+        high: f64,
+    },
     /// The disk policy takes the least recently used first.
     LeastRecentlyUsed {
         /// Since the last use.
@@ -391,6 +401,50 @@ pub enum Note {
         #[serde(serialize_with = "threshold")]
         low: Threshold,
     },
+    /// An inode policy's `inodes_high` was not evaluated: the disk is
+    /// unknown (remote engine).
+    InodesUnknown {
+        /// The policy's name.
+        policy: String,
+    },
+    /// An inode policy's `inodes_high` was not evaluated: the filesystem
+    /// reports no inode counts (`f_files` 0: btrfs, some FUSE filesystems).
+    NoInodeCounts {
+        /// The policy's name.
+        policy: String,
+    },
+    /// An inode policy did not act on inodes: their use is below its
+    /// `inodes_high`.
+    BelowInodesHigh {
+        /// The policy's name.
+        policy: String,
+        /// Share of the inodes in use before any removal of this pass.
+        #[serde(serialize_with = "ratio")]
+        usage: f64,
+        /// The policy's `inodes_high`.
+        #[serde(serialize_with = "ratio")]
+        high: f64,
+    },
+    /// An inode policy acted.
+    InodePressure {
+        /// The policy's name.
+        policy: String,
+        /// Share of the inodes in use before any removal of this pass.
+        #[serde(serialize_with = "ratio")]
+        usage: f64,
+        /// The policy's `inodes_high`.
+        #[serde(serialize_with = "ratio")]
+        high: f64,
+        /// Removals the policy planned.
+        removals: usize,
+        /// The estimated share after them (inodes freed in proportion to
+        /// the bytes freed); `None` when unknown.
+        #[serde(serialize_with = "opt_ratio")]
+        after: Option<f64>,
+        /// The policy's `inodes_low`.
+        #[serde(serialize_with = "ratio")]
+        low: f64,
+    },
     /// The engine has no build cache (Podman), or it was not read: the
     /// `[[build_cache]]` policies plan nothing. Said once per plan.
     NoBuildCache {
@@ -435,6 +489,20 @@ impl PartialEq for Usage {
 
 fn seconds<S: Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_i64(d.num_seconds())
+}
+
+/// A share as `{"ratio": 0.8}`, like a [`Usage::Ratio`].
+// serde's `serialize_with` passes a reference.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn ratio<S: Serializer>(r: &f64, s: S) -> Result<S::Ok, S::Error> {
+    Usage::Ratio(*r).serialize(s)
+}
+
+/// An optional share as `{"ratio": 0.8}` or `null`.
+// serde's `serialize_with` passes a reference.
+#[allow(clippy::ref_option)]
+fn opt_ratio<S: Serializer>(r: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    r.map(Usage::Ratio).serialize(s)
 }
 
 /// A watermark as `{"ratio": 0.8}` or `{"bytes": 1000}`, like [`Usage`].

@@ -11,10 +11,9 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 
 use super::conditions::{
-    self, at_or_below, check_record, record_last_used, Basis, CacheCondition, Check, Fact,
-    RecordContext, StorageRank,
+    check_record, record_last_used, Basis, CacheCondition, Check, RecordContext, StorageRank,
 };
-use super::plan::{KeptBecause, KeptRecord, Note, Reason, Reasons, Usage};
+use super::plan::{KeptBecause, KeptRecord, Reason, Reasons};
 use super::{safety, Planner};
 use crate::inventory::{BuildCache, Snapshot};
 use crate::policy::CacheRule;
@@ -170,19 +169,20 @@ impl<'a> Planner<'a> {
         CacheCondition::of(&view.rule.conditions).map(move |c| check_record(&cx, c, r))
     }
 
-    /// True when the rule sets a condition and every one but disk pressure
+    /// True when the rule sets a condition and every one but disk and inode
+    /// pressure
     /// holds. A rule without conditions (the policy file refuses it)
     /// removes nothing.
     fn record_conditions_met(&self, view: &CacheView<'_>, r: usize) -> bool {
         let mut any = false;
         let all = self.record_checks(view, r).all(|c| {
             any = true;
-            c.condition == "disk_high" || c.holds
+            c.condition == "disk_high" || c.condition == "inodes_high" || c.holds
         });
         any && all
     }
 
-    /// The reasons of the conditions that held, disk pressure aside.
+    /// The reasons of the conditions that held, pressure aside.
     fn record_held(&self, view: &CacheView<'_>, r: usize) -> Vec<Reason> {
         self.record_checks(view, r)
             .filter(|c| c.holds)
@@ -250,7 +250,7 @@ impl<'a> Planner<'a> {
             }
             let hit = (0..self.cache_rules.len()).find_map(|c| {
                 let view = &self.cache_rules[c];
-                (view.rule.conditions.disk.is_none()
+                (!view.rule.conditions.is_pressure()
                     && selects_record(view.rule, self.snap, r)
                     && self.record_conditions_met(view, r))
                 .then(|| (c, Reasons(self.record_held(view, r))))
@@ -278,34 +278,28 @@ impl<'a> Planner<'a> {
         )));
     }
 
-    /// One `[[build_cache]]` disk-pressure rule: when its `disk_high` holds
-    /// at the start of the pass, remove its least recently used candidates
-    /// until the projection (every byte the pass frees so far) reaches its
-    /// `disk_low`. A candidate whose children are not all planned waits
+    /// One `[[build_cache]]` pressure rule: when its `disk_high` or
+    /// `inodes_high` holds at the start of the pass, remove its least
+    /// recently used candidates until the projection (every byte the pass
+    /// frees so far, and inodes in proportion) reaches every low mark it
+    /// sets. A candidate whose children are not all planned waits
     /// until they are; one still waiting at the end is kept
     /// ([`KeptBecause::HasChildren`]).
     pub(super) fn disk_records(&mut self, c: usize) {
         if !self.cache_on {
             return;
         }
-        let Some(disk) = self.cache_rules[c].rule.conditions.disk else {
-            return;
-        };
-        let policy = self.cache_rules[c].rule.name.clone();
-        let (high_reached, fact) =
-            conditions::disk_high_of(self.snap, disk, Basis::Cache, self.cache_bytes);
-        let Fact::Disk { usage, .. } = fact else {
-            self.notes.push(Note::DiskUnknown { policy });
-            return;
-        };
-        if !high_reached {
-            self.notes.push(Note::BelowDiskHigh {
-                policy,
-                usage,
-                high: disk.high,
-            });
+        let conditions = &self.cache_rules[c].rule.conditions;
+        if !conditions.is_pressure() {
             return;
         }
+        let (disk, inodes) = (conditions.disk, conditions.inodes);
+        let policy = self.cache_rules[c].rule.name.clone();
+        let pressure = self.pressure_at_start(&policy, disk, inodes, Basis::Cache);
+        if !pressure.active() {
+            return;
+        }
+        let first = pressure.reasons();
         let mut heap = RecordHeap::new();
         let mut seq = 0usize;
         for r in 0..self.snap.cache.len() {
@@ -314,16 +308,13 @@ impl<'a> Planner<'a> {
         let mut waiting: HashSet<usize> = HashSet::new();
         let mut removals = 0usize;
         while let Some(Reverse((_, _, _, r))) = heap.pop() {
-            let Some(now) = self.projected(disk.low, Basis::Cache) else {
-                break;
-            };
-            if at_or_below(now, disk.low) {
+            if self.lows_reached(&pressure, Basis::Cache) {
                 break;
             }
             if self.planned_records[r] {
                 continue;
             }
-            let reason = self.record_disk_reason(c, r, usage, disk.high);
+            let reason = self.record_disk_reason(c, r, &first);
             match self.try_remove_record(r, c, reason, true) {
                 Outcome::Planned => {
                     removals += 1;
@@ -345,29 +336,14 @@ impl<'a> Planner<'a> {
             let children = self.pending_children(r);
             self.keep_record(r, c, KeptBecause::HasChildren { children });
         }
-        let after = self
-            .projected(disk.low, Basis::Cache)
-            .map(|v| Usage::like(v, disk.low));
-        self.notes.push(Note::DiskPressure {
-            policy,
-            usage,
-            high: disk.high,
-            removals,
-            after,
-            low: disk.low,
-        });
+        self.pressure_notes(&policy, &pressure, removals, Basis::Cache);
     }
 
-    /// The pressure, the other conditions that held, and the last use.
-    fn record_disk_reason(
-        &self,
-        c: usize,
-        r: usize,
-        usage: Usage,
-        high: crate::policy::Threshold,
-    ) -> Reasons {
+    /// The pressure (`first`), the other conditions that held, and the last
+    /// use.
+    fn record_disk_reason(&self, c: usize, r: usize, first: &[Reason]) -> Reasons {
         let (last, source) = record_last_used(self.snap, r);
-        let mut out = vec![Reason::DiskPressure { usage, high }];
+        let mut out = first.to_vec();
         out.extend(self.record_held(&self.cache_rules[c], r));
         out.push(Reason::LeastRecentlyUsed {
             idle: self.now - last,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Size and use of the filesystem holding the engine's root directory, as
-/// `df` counts them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `df` and `df -i` count them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DiskUsage {
     /// The bytes `df`'s `Use%` is a share of: used plus available to
     /// unprivileged users. The blocks reserved for root are left out, so
@@ -22,6 +22,12 @@ pub struct DiskUsage {
     pub total_bytes: u64,
     /// Bytes in use (size minus free), as `df` counts them.
     pub used_bytes: u64,
+    /// Inodes the filesystem has (`f_files`), what `df -i`'s `IUse%` is a
+    /// share of. 0 when it reports none (btrfs, some FUSE filesystems):
+    /// inode watermarks are then skipped.
+    pub total_inodes: u64,
+    /// Inodes in use (`f_files - f_ffree`), as `df -i` counts them.
+    pub used_inodes: u64,
 }
 
 impl DiskUsage {
@@ -37,6 +43,30 @@ impl DiskUsage {
             return 0.0;
         }
         self.used_bytes as f64 / self.total_bytes as f64
+    }
+
+    /// This usage with the inode counts of a statvfs: `files` (`f_files`)
+    /// and `files_free` (`f_ffree`), counted as `df -i` counts them.
+    #[must_use]
+    pub fn with_inodes(self, files: u64, files_free: u64) -> Self {
+        Self {
+            total_inodes: files,
+            used_inodes: files.saturating_sub(files_free),
+            ..self
+        }
+    }
+
+    /// Whether the filesystem reports inode counts (btrfs and some FUSE
+    /// filesystems report `f_files == 0`: no fixed inode table to run out of).
+    pub fn reports_inodes(&self) -> bool {
+        self.total_inodes > 0
+    }
+
+    /// Fraction of the inodes in use, 0.0 to 1.0: `df -i`'s `IUse%`; `None`
+    /// when the filesystem reports no inode counts.
+    pub fn inodes_used_ratio(&self) -> Option<f64> {
+        self.reports_inodes()
+            .then(|| self.used_inodes.min(self.total_inodes) as f64 / self.total_inodes as f64)
     }
 }
 
@@ -65,7 +95,8 @@ impl DiskProbe for Statvfs {
             s.blocks_free().into(),
             s.blocks_available().into(),
             s.fragment_size().into(),
-        ))
+        )
+        .with_inodes(s.files().into(), s.files_free().into()))
     }
 }
 
@@ -154,6 +185,7 @@ pub fn df_usage(
     DiskUsage {
         total_bytes: used.saturating_add(available),
         used_bytes: used,
+        ..DiskUsage::default()
     }
 }
 
@@ -209,6 +241,18 @@ mod tests {
         assert!((usage.used_ratio() - 750.0 / 950.0).abs() < 1e-12);
     }
 
+    #[test]
+    fn inode_use_counts_like_df_i_and_a_filesystem_without_counts_reports_none() {
+        // 4096 inodes, 1024 free: df -i says 3072 used, IUse% 75%.
+        let usage = df_usage(1000, 250, 200, 4096).with_inodes(4096, 1024);
+        assert_eq!((usage.total_inodes, usage.used_inodes), (4096, 3072));
+        assert_eq!(usage.inodes_used_ratio(), Some(0.75));
+        // btrfs: f_files == 0.
+        let btrfs = df_usage(1000, 250, 200, 4096).with_inodes(0, 0);
+        assert!(!btrfs.reports_inodes());
+        assert_eq!(btrfs.inodes_used_ratio(), None);
+    }
+
     /// A probe that does not return until told to.
     #[derive(Debug, Default)]
     struct Hung(
@@ -254,5 +298,6 @@ mod tests {
     fn statvfs_of_the_root_filesystem_reports_a_used_share_below_one() {
         let usage = Statvfs.usage(Path::new("/")).expect("statvfs /");
         assert!(usage.total_bytes > 0 && usage.used_bytes <= usage.total_bytes);
+        assert!(usage.used_inodes <= usage.total_inodes);
     }
 }

@@ -978,13 +978,13 @@ impl CollectNeeds {
 
     /// What a pass under `policy` needs: the build cache when a
     /// `[[build_cache]]` table exists, or when any `[[policy]]` table uses
-    /// last use (`unused_for` or a disk watermark, whose least-recently-used
+    /// last use (`unused_for` or a disk or inode watermark, whose least-recently-used
     /// order counts builds as use: a record's `LastUsedAt`).
     pub fn for_policy(policy: &Policy) -> Self {
         let uses_last_use = policy
             .rules
             .iter()
-            .any(|r| r.conditions.unused_for.is_some() || r.conditions.disk.is_some());
+            .any(|r| r.conditions.unused_for.is_some() || r.conditions.is_pressure());
         Self {
             build_cache: !policy.cache_rules.is_empty() || uses_last_use,
             container_details: !policy.container_rules.is_empty(),

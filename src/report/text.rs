@@ -11,6 +11,7 @@ use crate::gc::conditions::{Check, Fact};
 use crate::gc::plan::{KeptBecause, Note, Reason, Reasons, Usage};
 use crate::inventory::LastUsedSource;
 use crate::model::short_id;
+use crate::policy::Threshold;
 use crate::run::{PassOutcome, PassSummary, PassWork};
 
 /// A compact duration: `12d`, `3d 4h`, `5h 12m`, `40s`.
@@ -96,6 +97,12 @@ impl Display for Reason {
             Self::DiskPressure { usage, high } => {
                 write!(f, "usage {usage} at or above disk_high {high}")
             }
+            Self::InodePressure { usage, high } => write!(
+                f,
+                "inodes {} at or above inodes_high {}",
+                Usage::Ratio(*usage),
+                Threshold::Ratio(*high)
+            ),
             Self::LeastRecentlyUsed { idle, source } => write!(
                 f,
                 "least recently used (last use {} ago: {})",
@@ -205,6 +212,47 @@ impl Display for Note {
                 }
                 write!(f, " (disk_low {low})")
             }
+            Self::InodesUnknown { policy } => write!(
+                f,
+                "policy {policy}: inode use of the engine's root dir is unknown (remote engine?); inodes_high not evaluated"
+            ),
+            Self::NoInodeCounts { policy } => write!(
+                f,
+                "policy {policy}: the filesystem holding the engine's root dir reports no inode counts (btrfs, some FUSE filesystems); inodes_high/inodes_low skipped"
+            ),
+            Self::BelowInodesHigh {
+                policy,
+                usage,
+                high,
+            } => write!(
+                f,
+                "policy {policy}: inodes {} is below inodes_high {}",
+                Usage::Ratio(*usage),
+                Threshold::Ratio(*high)
+            ),
+            Self::InodePressure {
+                policy,
+                usage,
+                high,
+                removals,
+                after,
+                low,
+            } => {
+                write!(
+                    f,
+                    "policy {policy}: inodes {} at or above inodes_high {}; {removals} removals bring it to ",
+                    Usage::Ratio(*usage),
+                    Threshold::Ratio(*high)
+                )?;
+                if let Some(after) = after {
+                    write!(f, "an estimated {}", Usage::Ratio(*after))?;
+                }
+                write!(
+                    f,
+                    " (inodes_low {}; inodes freed are estimated in proportion to bytes freed)",
+                    Threshold::Ratio(*low)
+                )
+            }
             Self::NoBuildCache { policies } => write!(
                 f,
                 "the engine has no build cache (or it was not read); build_cache policies skipped: {}",
@@ -292,6 +340,16 @@ impl Display for Fact<'_> {
                 f,
                 "usage {usage} vs disk_high {} (then least recently used first down to disk_low {})",
                 disk.high, disk.low
+            ),
+            Self::NoInodeCounts => {
+                f.write_str("the filesystem reports no inode counts; inodes_high skipped")
+            }
+            Self::Inodes { usage, inodes } => write!(
+                f,
+                "inodes {} vs inodes_high {} (then least recently used first down to an estimated inodes_low {}, inodes freed taken in proportion to bytes freed)",
+                Usage::Ratio(*usage),
+                Threshold::Ratio(inodes.high),
+                Threshold::Ratio(inodes.low)
             ),
         }
     }
@@ -390,7 +448,6 @@ mod tests {
     use super::*;
     use crate::gc::plan::Usage;
     use crate::inventory::LastUsedSource;
-    use crate::policy::Threshold;
 
     fn days(n: i64) -> TimeDelta {
         TimeDelta::days(n)
@@ -500,6 +557,42 @@ mod tests {
                 }
                 .to_string(),
                 "policy p: usage 90.0% at or above disk_high 85%; 3 removals bring it to  (disk_low 70%)",
+            ),
+            (
+                Reason::InodePressure {
+                    usage: 0.93,
+                    high: 0.9,
+                }
+                .to_string(),
+                "inodes 93.0% at or above inodes_high 90%",
+            ),
+            (
+                Note::InodePressure {
+                    policy: "p".into(),
+                    usage: 0.93,
+                    high: 0.9,
+                    removals: 2,
+                    after: Some(0.79),
+                    low: 0.8,
+                }
+                .to_string(),
+                "policy p: inodes 93.0% at or above inodes_high 90%; 2 removals bring it to an \
+                 estimated 79.0% (inodes_low 80%; inodes freed are estimated in proportion to \
+                 bytes freed)",
+            ),
+            (
+                Note::BelowInodesHigh {
+                    policy: "p".into(),
+                    usage: 0.5,
+                    high: 0.9,
+                }
+                .to_string(),
+                "policy p: inodes 50.0% is below inodes_high 90%",
+            ),
+            (
+                Note::NoInodeCounts { policy: "p".into() }.to_string(),
+                "policy p: the filesystem holding the engine's root dir reports no inode counts \
+                 (btrfs, some FUSE filesystems); inodes_high/inodes_low skipped",
             ),
         ];
         for (got, want) in cases {

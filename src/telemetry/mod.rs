@@ -134,6 +134,14 @@ pub struct Metrics {
     policy_disk_high_bytes: GaugeVec,
     /// Size watermarks, compared with `imagegc_image_bytes`.
     policy_disk_low_bytes: GaugeVec,
+    /// Share of the inodes in use there (`df -i`'s `IUse%`); absent while
+    /// unknown or when the filesystem reports no inode counts (btrfs).
+    inodes_used_ratio: GaugeVec,
+    /// `inodes_high` of each table that sets inode watermarks, so a
+    /// dashboard can draw `inodes_used_ratio` against them.
+    policy_inodes_high: GaugeVec,
+    /// See `policy_inodes_high`.
+    policy_inodes_low: GaugeVec,
     /// When this process started, so alerts can tell "never succeeded" from
     /// "just started".
     start_time: Gauge,
@@ -389,6 +397,35 @@ impl Metrics {
                     &["policy"],
                 ),
             ),
+            inodes_used_ratio: register(
+                r,
+                gauge_vec(
+                    "imagegc_inodes_used_ratio",
+                    "Fraction (0 to 1) of the inodes of the filesystem holding the engine's root \
+                     directory in use (df -i's IUse%) at the last snapshot; absent when unknown \
+                     (remote engine) or when the filesystem reports no inode counts (btrfs).",
+                    &[],
+                ),
+            ),
+            policy_inodes_high: register(
+                r,
+                gauge_vec(
+                    "imagegc_policy_inodes_high_ratio",
+                    "inodes_high watermark (fraction 0 to 1 of the inodes) of each policy with \
+                     inode watermarks: the policy acts at or above it.",
+                    &["policy"],
+                ),
+            ),
+            policy_inodes_low: register(
+                r,
+                gauge_vec(
+                    "imagegc_policy_inodes_low_ratio",
+                    "inodes_low watermark (fraction 0 to 1 of the inodes) of each policy with \
+                     inode watermarks: the policy removes until the estimated use (inodes freed \
+                     in proportion to bytes) is at or below it.",
+                    &["policy"],
+                ),
+            ),
             start_time: register(
                 r,
                 gauge(
@@ -584,6 +621,20 @@ impl Metrics {
             (&self.policy_disk_low, &low),
             (&self.policy_disk_high_bytes, &high_bytes),
             (&self.policy_disk_low_bytes, &low_bytes),
+        ] {
+            retain_series(vec, |name| wanted.contains_key(name));
+            for (&name, &ratio) in wanted {
+                vec.with_label_values(&[name]).set(ratio);
+            }
+        }
+        let marks = policy.inode_marks();
+        let inodes_high: BTreeMap<&str, f64> =
+            marks.iter().map(|(n, h, _)| (n.as_str(), *h)).collect();
+        let inodes_low: BTreeMap<&str, f64> =
+            marks.iter().map(|(n, _, l)| (n.as_str(), *l)).collect();
+        for (vec, wanted) in [
+            (&self.policy_inodes_high, &inodes_high),
+            (&self.policy_inodes_low, &inodes_low),
         ] {
             retain_series(vec, |name| wanted.contains_key(name));
             for (&name, &ratio) in wanted {
@@ -822,6 +873,13 @@ impl Metrics {
         } else {
             self.disk_used_ratio.reset();
             self.disk_free_bytes.reset();
+        }
+        match snapshot.disk.and_then(|d| d.inodes_used_ratio()) {
+            Some(ratio) => self
+                .inodes_used_ratio
+                .with_label_values::<&str>(&[])
+                .set(ratio),
+            None => self.inodes_used_ratio.reset(),
         }
     }
 

@@ -15,8 +15,8 @@ use imagegc::engine::{
 };
 use imagegc::policy::{
     CacheConditions, CacheRule, CacheSelectors, Conditions, ContainerConditions, ContainerRule,
-    ContainerSelectors, DiskPressure, Glob, LabelMatch, Policy, Rule, RuleRef, Selectors,
-    StoppedState, Threshold,
+    ContainerSelectors, DiskPressure, Glob, InodePressure, LabelMatch, Policy, Rule, RuleRef,
+    Selectors, StoppedState, Threshold,
 };
 use imagegc::snapshot::{ImageFacts, ImageInput, Snapshot, Tracked};
 
@@ -128,6 +128,10 @@ impl CacheRuleBuilder {
     }
     pub fn disk(mut self, high: Threshold, low: Threshold) -> Self {
         self.0.conditions.disk = Some(DiskPressure { high, low });
+        self
+    }
+    pub fn inodes(mut self, high: f64, low: f64) -> Self {
+        self.0.conditions.inodes = Some(InodePressure { high, low });
         self
     }
     pub fn build(self) -> CacheRule {
@@ -248,6 +252,10 @@ impl RuleBuilder {
     }
     pub fn disk(mut self, high: Threshold, low: Threshold) -> Self {
         self.0.conditions.disk = Some(DiskPressure { high, low });
+        self
+    }
+    pub fn inodes(mut self, high: f64, low: f64) -> Self {
+        self.0.conditions.inodes = Some(InodePressure { high, low });
         self
     }
     pub fn build(self) -> Rule {
