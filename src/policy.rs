@@ -157,7 +157,14 @@ pub struct Safety {
     pub protect_containers: Vec<Glob>,
     /// Upper bound on removals in one pass; unlimited when `None`.
     pub max_removals_per_run: Option<NonZeroUsize>,
+    /// Image removals in flight at once ([`crate::run::execute`] keeps a
+    /// parent after its children and one image's references in turn).
+    /// Default 4 ([`DEFAULT_MAX_PARALLEL_REMOVALS`]); 1 removes one by one.
+    pub max_parallel_removals: NonZeroUsize,
 }
+
+/// `[safety] max_parallel_removals` when the file does not set it.
+pub const DEFAULT_MAX_PARALLEL_REMOVALS: NonZeroUsize = NonZeroUsize::new(4).unwrap();
 
 /// A compiled glob with the text the user wrote, so reasons can quote it.
 #[derive(Debug, Clone)]

@@ -58,6 +58,10 @@ fn the_builtin_policy_removes_dangling_images_older_than_an_hour_every_hour() {
     assert!(policy.safety.protect.is_empty());
     assert!(policy.safety.protect_labels.is_empty());
     assert_eq!(policy.safety.max_removals_per_run, None);
+    assert_eq!(
+        policy.safety.max_parallel_removals,
+        NonZeroUsize::new(4).unwrap()
+    );
 
     assert_eq!(policy.rules.len(), 1);
     let rule = &policy.rules[0];
@@ -97,6 +101,10 @@ fn the_commented_examples_in_the_builtin_policy_are_valid_when_uncommented() {
     let policy = config::parse(&uncommented, "uncommented").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(policy.safety.protect.len(), 2);
     assert_eq!(policy.safety.max_removals_per_run, NonZeroUsize::new(500));
+    assert_eq!(
+        policy.safety.max_parallel_removals,
+        NonZeroUsize::new(4).unwrap()
+    );
     let names: Vec<&str> = policy.rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["dangling", "stale-ci", "ci-disk-pressure"]);
     let caches: Vec<&str> = policy.cache_rules.iter().map(|r| r.name.as_str()).collect();
@@ -525,6 +533,27 @@ fn broken_files() -> Vec<Case> {
             (2, 24),
             "safety.max_removals_per_run",
             "must be a positive integer, like 500, not 0; remove the key for no limit",
+        ),
+        case(
+            "max_parallel_removals of zero",
+            with_policy("[safety]\nmax_parallel_removals = 0\n"),
+            (2, 25),
+            "safety.max_parallel_removals",
+            "must be a positive integer, like 4, not 0; 1 removes one image at a time",
+        ),
+        case(
+            "negative max_parallel_removals",
+            with_policy("[safety]\nmax_parallel_removals = -2\n"),
+            (2, 25),
+            "safety.max_parallel_removals",
+            "must be a positive integer, like 4, not -2; 1 removes one image at a time",
+        ),
+        case(
+            "string where max_parallel_removals expects an integer",
+            with_policy("[safety]\nmax_parallel_removals = \"many\"\n"),
+            (2, 25),
+            "safety.max_parallel_removals",
+            "expected a positive integer, like 4, found the string \"many\"",
         ),
         case(
             "listen address with a host name",
@@ -1523,4 +1552,14 @@ proptest! {
         let result = config::parse(&text, FILE);
         assert_well_formed(&result, &text);
     }
+}
+
+#[test]
+fn max_parallel_removals_is_read_from_safety_and_one_means_one_by_one() {
+    let policy = config::parse(&with_policy("[safety]\nmax_parallel_removals = 1\n"), "t")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.safety.max_parallel_removals, NonZeroUsize::MIN);
+    let policy = config::parse(&with_policy("[safety]\nmax_parallel_removals = 16\n"), "t")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(policy.safety.max_parallel_removals.get(), 16);
 }

@@ -84,6 +84,8 @@ pub(super) struct RawSafety {
     pub(super) protect_containers: Option<Vec<Spanned<String>>>,
     /// Signed so that `-1` reaches the semantic check and its clearer message.
     pub(super) max_removals_per_run: Option<Spanned<i64>>,
+    /// Signed for the same reason.
+    pub(super) max_parallel_removals: Option<Spanned<i64>>,
 }
 
 /// One `[[policy]]` as written. `name` is optional here so that a missing
@@ -623,6 +625,7 @@ max_removals_per_run = 170141183460469231731687303715884105728
                     [safety]\nmin_age = \"1h\"\nprotect = [\"a\"]\nprotect_labels = [\"b\"]\n\
                     protect_containers = [\"c\"]\n\
                     max_removals_per_run = -1\n\
+                    max_parallel_removals = 2\n\
                     [[policy]]\nname = \"p\"\ndangling = false\nrepositories = [\"r\"]\n\
                     labels = [\"l\"]\nunused_for = \"1d\"\nolder_than = \"1d\"\n\
                     keep_most_recent = 9223372036854775807\ndisk_high = \"9%\"\n\

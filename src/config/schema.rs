@@ -423,6 +423,20 @@ pub static SAFETY: Section = Section {
                 meaning: "at most this many removals per pass; the rest waits for the next",
             },
         },
+        Key {
+            name: "max_parallel_removals",
+            kind: Kind::Integer,
+            expected: "a positive integer, like 4",
+            doc: Doc::Row {
+                role: "",
+                kind: "integer ≥ 1",
+                default: "`4`",
+                example: "`8`",
+                meaning: "at most this many image removals in flight at once (a parent only \
+                          after its children, one reference of an image at a time); `1` \
+                          removes one by one",
+            },
+        },
     ],
 };
 

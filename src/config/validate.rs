@@ -30,7 +30,7 @@ use crate::policy::{
     CacheConditions, CacheRule, CacheSelectors, Conditions, ContainerConditions, ContainerRule,
     ContainerSelectors, DiskPressure, Glob, InodePressure, LabelMatch, MetricsSettings, Policy,
     PressureSettings, Rule, RuleRef, Safety, Selectors, StateSettings, StoppedState, Threshold,
-    CACHE_RECORD_TYPES,
+    CACHE_RECORD_TYPES, DEFAULT_MAX_PARALLEL_REMOVALS,
 };
 use crate::schedule::Schedule;
 
@@ -244,12 +244,33 @@ impl Checker<'_> {
             }
             n
         });
+        let max_parallel_removals = raw
+            .max_parallel_removals
+            .as_ref()
+            .and_then(|max| {
+                let n = usize::try_from(*max.get_ref())
+                    .ok()
+                    .and_then(NonZeroUsize::new);
+                if n.is_none() {
+                    self.error(
+                        &max.span(),
+                        "safety.max_parallel_removals",
+                        format!(
+                            "must be a positive integer, like 4, not {}; 1 removes one image at a time",
+                            max.get_ref()
+                        ),
+                    );
+                }
+                n
+            })
+            .unwrap_or(DEFAULT_MAX_PARALLEL_REMOVALS);
         Safety {
             min_age,
             protect,
             protect_labels,
             protect_containers,
             max_removals_per_run,
+            max_parallel_removals,
         }
     }
 

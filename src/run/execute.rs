@@ -36,7 +36,9 @@
 //! and no byte is counted twice.
 
 use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -271,51 +273,298 @@ pub struct Failed {
     pub message: String,
 }
 
-/// Run `plan` against `engine`. Layer sizes come from `snapshot`, the one the
-/// plan was made from.
+/// Run `plan` against `engine`, one image removal at a time
+/// ([`execute_with`] with a bound of 1). Layer sizes come from `snapshot`,
+/// the one the plan was made from.
 pub async fn execute<E: Engine>(
     engine: &E,
     snapshot: &Snapshot,
     plan: &Plan,
     cancel: &CancellationToken,
 ) -> Report {
-    let layer_size: HashMap<&str, u64> = snapshot
-        .layers
-        .iter()
-        .map(|l| (l.chain_id.as_str(), l.size))
-        .collect();
-    let image_ids: HashSet<&str> = snapshot.images.iter().map(|i| i.id.as_str()).collect();
+    execute_with(engine, snapshot, plan, cancel, NonZeroUsize::MIN).await
+}
+
+/// Run `plan` against `engine` with at most `max_parallel` image removals
+/// in flight (`[safety] max_parallel_removals`), each started only after
+/// the earlier removals it depends on ([`removal_dependencies`]) finished.
+/// Container and record removals stay one at a time. The report is the
+/// same, entry for entry and byte for byte, as with a bound of 1: outcomes
+/// are settled in plan order, whatever order the engine answers in.
+pub async fn execute_with<E: Engine>(
+    engine: &E,
+    snapshot: &Snapshot,
+    plan: &Plan,
+    cancel: &CancellationToken,
+    max_parallel: NonZeroUsize,
+) -> Report {
     let capabilities = engine.capabilities();
     let source = ReclaimSource::for_engine(&capabilities);
-    // Replays only the removals that happened, so a refusal frees nothing.
-    // On an engine that lists deleted layers it is there for the records:
-    // which layers the images removed so far released to them.
-    let mut ledger = Ledger::new(snapshot);
-    let mut reported_layers: HashSet<&str> = HashSet::new();
-    let mut report = Report {
-        // A modelled store's prediction is exact where its facts are.
-        reclaimed_exact: source == ReclaimSource::ReportedLayers
-            || capabilities.models_removed_bytes,
-        ..Report::default()
+    let mut settle = Settle {
+        snapshot,
+        capabilities,
+        source,
+        layer_size: snapshot
+            .layers
+            .iter()
+            .map(|l| (l.chain_id.as_str(), l.size))
+            .collect(),
+        image_ids: snapshot.images.iter().map(|i| i.id.as_str()).collect(),
+        // Replays only the removals that happened, so a refusal frees
+        // nothing. On an engine that lists deleted layers it is there for
+        // the records: which layers the images removed so far released to
+        // them.
+        ledger: Ledger::new(snapshot),
+        reported_layers: HashSet::new(),
+        report: Report {
+            // A modelled store's prediction is exact where its facts are.
+            reclaimed_exact: source == ReclaimSource::ReportedLayers
+                || capabilities.models_removed_bytes,
+            ..Report::default()
+        },
     };
-    let Some(still_pinned) =
-        execute_containers(engine, snapshot, plan, cancel, &mut ledger, &mut report).await
+    let Some(still_pinned) = execute_containers(
+        engine,
+        snapshot,
+        plan,
+        cancel,
+        &mut settle.ledger,
+        &mut settle.report,
+    )
+    .await
     else {
-        return report;
+        return settle.report;
     };
-    for (n, removal) in plan.removals.iter().enumerate() {
-        if cancel.is_cancelled() {
+    if let Some(stop) = execute_images(
+        engine,
+        plan,
+        cancel,
+        max_parallel,
+        &still_pinned,
+        &mut settle,
+    )
+    .await
+    {
+        let report = &mut settle.report;
+        report.skipped = plan.removals.len() - stop.started + plan.records.len();
+        if stop.engine_lost {
+            warn!(skipped = report.skipped, "engine unreachable; pass stops");
+        } else {
             report.cancelled = true;
-            report.skipped = plan.removals.len() - n + plan.records.len();
             info!(skipped = report.skipped, "pass cancelled between removals");
-            return report;
         }
-        if let Some(pinned) = still_pinned_by(removal, &still_pinned) {
-            report.pinned_skipped.push(pinned);
-            continue;
+        return settle.report;
+    }
+    let Settle {
+        mut ledger,
+        reported_layers,
+        mut report,
+        ..
+    } = settle;
+    execute_records(
+        engine,
+        snapshot,
+        plan,
+        cancel,
+        &mut ledger,
+        &reported_layers,
+        &mut report,
+    )
+    .await;
+    report
+}
+
+/// Where the image removals stopped early.
+struct Stop {
+    /// Removals started (or skipped as pinned) before the stop, a prefix of
+    /// the plan's; the rest are `skipped`.
+    started: usize,
+    /// True when the engine stopped answering, false when cancelled.
+    engine_lost: bool,
+}
+
+/// What an image removal's slot holds.
+enum Slot {
+    /// Not started yet.
+    Waiting,
+    /// Started, no answer yet.
+    InFlight,
+    /// Skipped as still pinned (already in the report).
+    Pinned,
+    /// The engine's answer, not yet settled into the report.
+    Answered(Result<Vec<DeleteItem>, EngineError>),
+    /// Settled.
+    Settled,
+}
+
+impl Slot {
+    /// Whether a removal that depends on this one may start.
+    fn finished(&self) -> bool {
+        matches!(self, Self::Pinned | Self::Answered(_) | Self::Settled)
+    }
+}
+
+/// The image removals of `plan`, at most `max_parallel` in flight, started
+/// in plan order (a removal whose dependencies are still in flight holds
+/// back the ones after it), settled in plan order. `None` when all ran;
+/// else where they stopped: cancellation (no removal starts after it, those
+/// in flight finish and are reported) or a lost engine.
+async fn execute_images<E: Engine>(
+    engine: &E,
+    plan: &Plan,
+    cancel: &CancellationToken,
+    max_parallel: NonZeroUsize,
+    still_pinned: &HashSet<&str>,
+    settle: &mut Settle<'_, '_>,
+) -> Option<Stop> {
+    let removals = &plan.removals;
+    let depends_on = removal_dependencies(settle.snapshot, removals);
+    let mut slots: Vec<Slot> = removals.iter().map(|_| Slot::Waiting).collect();
+    let mut in_flight = FuturesUnordered::new();
+    let start = |n: usize| {
+        let target = removals[n].target();
+        async move { (n, engine.remove_image(target).await) }
+    };
+    let mut next = 0;
+    let mut settled = 0;
+    let mut stop: Option<bool> = None;
+    loop {
+        while stop.is_none() && next < removals.len() && in_flight.len() < max_parallel.get() {
+            if cancel.is_cancelled() {
+                stop = Some(false);
+                break;
+            }
+            let removal = &removals[next];
+            if let Some(pinned) = still_pinned_by(removal, still_pinned) {
+                settle.report.pinned_skipped.push(pinned);
+                slots[next] = Slot::Pinned;
+                next += 1;
+                continue;
+            }
+            if !depends_on[next].iter().all(|&d| slots[d].finished()) {
+                break;
+            }
+            slots[next] = Slot::InFlight;
+            in_flight.push(start(next));
+            next += 1;
         }
+        while settled < next {
+            match std::mem::replace(&mut slots[settled], Slot::Settled) {
+                Slot::Answered(answer) => settle.image_removal(&removals[settled], answer),
+                Slot::InFlight => {
+                    slots[settled] = Slot::InFlight;
+                    break;
+                }
+                _ => {}
+            }
+            settled += 1;
+        }
+        let Some((n, answer)) = in_flight.next().await else {
+            // Nothing in flight: every removal ran, or none may start.
+            break;
+        };
+        if matches!(&answer, Err(err) if err.is_unreachable()) {
+            stop = Some(true);
+        }
+        slots[n] = Slot::Answered(answer);
+    }
+    stop.map(|engine_lost| Stop {
+        started: next,
+        engine_lost,
+    })
+}
+
+/// For each image removal of `removals` (in plan order, children first),
+/// the earlier ones it must wait for: the one before it of the same image
+/// (one reference of an image at a time), the one before it of a descendant
+/// of its image (`parent` or `chain_parent` links: a parent only after its
+/// children), and, for a removal that may delete its image, the one before
+/// it that may delete an image holding one of the same layers or blobs (so
+/// the engine deletes a shared layer with the same removal as one by one,
+/// and the bytes are reported against the same entry). Waiting for the last
+/// one of each kind is waiting for all: those wait for theirs.
+pub fn removal_dependencies(snapshot: &Snapshot, removals: &[Removal]) -> Vec<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq, Eq, Hash)]
+    enum Key {
+        Image(usize),
+        Descendant(usize),
+        Layer(u32),
+        Blob(u32),
+    }
+    let mut last_of_image: HashMap<usize, usize> = HashMap::new();
+    for (n, removal) in removals.iter().enumerate() {
+        last_of_image.insert(removal.image, n);
+    }
+    let mut last: HashMap<Key, usize> = HashMap::new();
+    let mut depends_on = Vec::with_capacity(removals.len());
+    for (n, removal) in removals.iter().enumerate() {
+        let image = removal.image;
+        let mut mine = vec![Key::Image(image), Key::Descendant(image)];
+        let may_delete = removal.deletes_image
+            || removal.reference.is_none()
+            || last_of_image.get(&image) == Some(&n);
+        if let Some(facts) = snapshot.images.get(image).filter(|_| may_delete) {
+            mine.extend(facts.layers.iter().map(|&l| Key::Layer(l)));
+            mine.extend(facts.blobs.iter().map(|&b| Key::Blob(b)));
+        }
+        let mut deps: Vec<usize> = mine.iter().filter_map(|k| last.get(k).copied()).collect();
+        deps.sort_unstable();
+        deps.dedup();
+        depends_on.push(deps);
+        // Register under every key a later removal may look it up by: its
+        // image's ancestors see it as a descendant's removal.
+        mine.retain(|k| *k != Key::Descendant(image));
+        mine.extend(ancestors(snapshot, image).into_iter().map(Key::Descendant));
+        for key in mine {
+            last.insert(key, n);
+        }
+    }
+    depends_on
+}
+
+/// Every ancestor of image `image` by `parent` and `chain_parent` links.
+fn ancestors(snapshot: &Snapshot, image: usize) -> Vec<usize> {
+    let links = |i: usize| {
+        [
+            snapshot.parent.get(i).copied().flatten(),
+            snapshot.chain_parent.get(i).copied().flatten(),
+        ]
+    };
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![image];
+    while let Some(i) = stack.pop() {
+        for p in links(i).into_iter().flatten() {
+            if p != image && seen.insert(p) {
+                found.push(p);
+                stack.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// What settling image removals into a report needs, in plan order.
+struct Settle<'s, 'l> {
+    snapshot: &'s Snapshot,
+    capabilities: Capabilities,
+    source: ReclaimSource,
+    /// Layer sizes by chain ID.
+    layer_size: HashMap<&'s str, u64>,
+    /// The snapshot's image IDs, to tell deleted images from layers.
+    image_ids: HashSet<&'s str>,
+    ledger: Ledger<'l>,
+    /// Chain IDs the engine listed as deleted.
+    reported_layers: HashSet<&'s str>,
+    report: Report,
+}
+
+impl Settle<'_, '_> {
+    /// Puts the engine's `answer` to image removal `removal` into the
+    /// report, as the removal after those settled before it.
+    fn image_removal(&mut self, removal: &Removal, answer: Result<Vec<DeleteItem>, EngineError>) {
         let target = removal.target();
-        match engine.remove_image(target).await {
+        match answer {
             Ok(items) => {
                 let mut done = Removed {
                     image_id: removal.image_id.clone(),
@@ -329,22 +578,25 @@ pub async fn execute<E: Engine>(
                     match item {
                         DeleteItem::Untagged(r) => done.untagged.push(r),
                         DeleteItem::Deleted(id) => {
-                            if let Some((chain, size)) = layer_size.get_key_value(id.as_str()) {
+                            if let Some((chain, size)) = self.layer_size.get_key_value(id.as_str())
+                            {
                                 done.reclaimed_bytes = done.reclaimed_bytes.saturating_add(*size);
-                                reported_layers.insert(chain);
-                            } else if image_ids.contains(id.as_str()) {
+                                self.reported_layers.insert(chain);
+                            } else if self.image_ids.contains(id.as_str()) {
                                 done.deleted_images.push(id);
                             }
                         }
                     }
                 }
-                let effect = replay(&mut ledger, removal);
-                if source == ReclaimSource::Predicted {
-                    report.reclaimed_exact &= !effect.estimated;
-                    predicted(effect, snapshot, &mut done);
+                let effect = replay(&mut self.ledger, removal);
+                if self.source == ReclaimSource::Predicted {
+                    self.report.reclaimed_exact &= !effect.estimated;
+                    predicted(effect, self.snapshot, &mut done);
                 }
-                report.reclaimed_bytes =
-                    report.reclaimed_bytes.saturating_add(done.reclaimed_bytes);
+                self.report.reclaimed_bytes = self
+                    .report
+                    .reclaimed_bytes
+                    .saturating_add(done.reclaimed_bytes);
                 info!(
                     policy = %removal.policy,
                     target = %target,
@@ -354,36 +606,28 @@ pub async fn execute<E: Engine>(
                     reason = %removal.reason,
                     "removed"
                 );
-                report.removed.push(done);
+                self.report.removed.push(done);
             }
             Err(EngineError::NotFound(_))
-                if pruned_with_child(&engine.capabilities(), snapshot, removal, &report) =>
+                if pruned_with_child(&self.capabilities, self.snapshot, removal, &self.report) =>
             {
-                pruned_parent(&mut ledger, snapshot, removal, source, &mut report);
+                pruned_parent(
+                    &mut self.ledger,
+                    self.snapshot,
+                    removal,
+                    self.source,
+                    &mut self.report,
+                );
             }
             Err(err) => {
-                let failed = refused(removal, target, &err);
-                report.failed.push(failed);
                 if err.is_unreachable() {
-                    report.engine_lost = true;
-                    report.skipped = plan.removals.len() - n - 1 + plan.records.len();
-                    warn!(skipped = report.skipped, "engine unreachable; pass stops");
-                    return report;
+                    self.report.engine_lost = true;
                 }
+                let failed = refused(removal, target, &err);
+                self.report.failed.push(failed);
             }
         }
     }
-    execute_records(
-        engine,
-        snapshot,
-        plan,
-        cancel,
-        &mut ledger,
-        &reported_layers,
-        &mut report,
-    )
-    .await;
-    report
 }
 
 /// The skip of image removal `removal` (logged) when a container it needed

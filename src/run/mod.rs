@@ -33,7 +33,7 @@ use crate::host::disk::{DiskProbe, Statvfs};
 use crate::inventory::{collect_for, CollectNeeds, DetailsCache, Snapshot};
 use crate::policy::Policy;
 
-use self::execute::{execute, Removed, Report};
+use self::execute::{execute_with, Removed, Report};
 use self::state::State;
 
 /// What a pass is allowed to do.
@@ -457,7 +457,14 @@ pub async fn run<E: Engine>(
         info!(note = %note, "plan");
     }
     let report = if mode == Mode::Execute {
-        let report = execute(engine, &snapshot, &plan, cancel).await;
+        let report = execute_with(
+            engine,
+            &snapshot,
+            &plan,
+            cancel,
+            policy.safety.max_parallel_removals,
+        )
+        .await;
         let gone: Vec<&str> = report
             .removed
             .iter()
