@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::common::private_engine::{append, hex};
-use crate::common::{random_hex, sleeper_path, LABEL_KEY};
+use crate::common::{sleeper_path, LabId, LABEL_KEY};
 use crate::engine::MatrixEngine;
 
 /// The label carrying the lab's name of an image.
@@ -156,8 +156,9 @@ struct Built {
 pub struct Lab<'e> {
     /// The engine everything is made on.
     pub engine: &'e MatrixEngine,
-    /// Random, in every label value, reference and name.
-    id: String,
+    /// Random, in every label value, reference and name (`lab.label()`, `lab.reference(..)`
+    /// and the rest through `Deref`).
+    id: LabId,
     /// Policy, state and log files.
     dir: tempfile::TempDir,
     /// The lab's name of each image → the engine's ID of it.
@@ -178,7 +179,7 @@ impl<'e> Lab<'e> {
             .map_err(|e| format!("a temporary directory: {e}"))?;
         Ok(Lab {
             engine,
-            id: random_hex(6),
+            id: LabId::new(),
             dir,
             ids: Mutex::default(),
             containers: Mutex::default(),
@@ -187,33 +188,9 @@ impl<'e> Lab<'e> {
         })
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// `imagegc.test=<id>`.
-    pub fn label(&self) -> String {
-        format!("{LABEL_KEY}={}", self.id)
-    }
-
-    /// The selector line scoping a policy table to the lab.
-    pub fn selector(&self) -> String {
-        format!("labels = [\"{}\"]", self.label())
-    }
-
-    /// `imagegc-test-<id>/<name>`.
-    pub fn repo(&self, name: &str) -> String {
-        format!("imagegc-test-{}/{name}", self.id)
-    }
-
-    /// `imagegc-test-<id>/<name>:<tag>`.
-    pub fn reference(&self, name: &str, tag: &str) -> String {
-        format!("{}:{tag}", self.repo(name))
-    }
-
     /// `imagegc-test-<id>-<name>`: the lab's container or volume `name`.
     pub fn object_name(&self, name: &str) -> String {
-        format!("imagegc-test-{}-{name}", self.id)
+        format!("imagegc-test-{}-{name}", self.id())
     }
 
     /// A path in the lab's directory.
@@ -313,7 +290,7 @@ impl<'e> Lab<'e> {
         let created = DateTime::from_timestamp(spec.created.timestamp(), 0).expect("a valid time");
         let own: Vec<Vec<LayerFile>> = spec.files.clone().unwrap_or_else(|| {
             let mut files = vec![(
-                format!("data-{}-{}", self.id, spec.name),
+                format!("data-{}-{}", self.id(), spec.name),
                 random_bytes(spec.layer_bytes),
                 0o644,
             )];
@@ -353,7 +330,7 @@ impl<'e> Lab<'e> {
     fn config(&self, spec: &Spec, image: &Built) -> Vec<u8> {
         let created = DateTime::from_timestamp(spec.created.timestamp(), 0).expect("a valid time");
         let mut labels = BTreeMap::new();
-        labels.insert(LABEL_KEY.to_owned(), self.id.clone());
+        labels.insert(LABEL_KEY.to_owned(), self.id().to_owned());
         labels.insert(NAME_KEY.to_owned(), spec.name.clone());
         for (k, v) in &spec.labels {
             labels.insert(k.clone(), v.clone());
@@ -443,7 +420,8 @@ impl<'e> Lab<'e> {
 
     /// `POST /containers/create` of `image` running `cmd`, labelled, no network; its ID.
     pub fn create_container(&self, image: &str, cmd: &[&str]) -> Result<String, String> {
-        self.create_container_with(None, image, cmd, &json!({}), &[])
+        let answer = self.create_container_raw(None, image, cmd, &json!({}), &[])?;
+        self.created_id(image, answer)
     }
 
     /// [`Lab::create_container`] named [`Lab::object_name`]`(name)`.
@@ -453,20 +431,17 @@ impl<'e> Lab<'e> {
         image: &str,
         cmd: &[&str],
     ) -> Result<String, String> {
-        self.create_container_with(Some(name), image, cmd, &json!({}), &[])
+        let answer = self.create_container_raw(Some(name), image, cmd, &json!({}), &[])?;
+        self.created_id(image, answer)
     }
 
-    /// [`Lab::create_container`], named [`Lab::object_name`]`(name)` if given, with
-    /// `host_config` merged into its `HostConfig` and anonymous `volumes`; its ID.
-    pub fn create_container_with(
+    /// The container ID in the answer of [`Lab::create_container_raw`] for `image`, or an
+    /// error unless it is a 201.
+    pub fn created_id(
         &self,
-        name: Option<&str>,
         image: &str,
-        cmd: &[&str],
-        host_config: &Value,
-        volumes: &[&str],
+        (status, body): (u16, Vec<u8>),
     ) -> Result<String, String> {
-        let (status, body) = self.create_container_raw(name, image, cmd, host_config, volumes)?;
         let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status != 201 {
             return Err(format!(
@@ -481,8 +456,10 @@ impl<'e> Lab<'e> {
             .ok_or_else(|| format!("create answer without Id: {answer}"))
     }
 
-    /// The create call itself (status and body), for a caller that expects it may fail; a
-    /// container it makes is tracked for cleanup.
+    /// The create call itself (status and body), named [`Lab::object_name`]`(name)` if given,
+    /// with `host_config` merged into its `HostConfig` and anonymous `volumes`, for a caller
+    /// that expects it may fail or wants more than [`Lab::create_container`]; a container it
+    /// makes is tracked for cleanup.
     pub fn create_container_raw(
         &self,
         name: Option<&str>,
@@ -500,7 +477,7 @@ impl<'e> Lab<'e> {
         let mut body = json!({
             "Image": image,
             "Cmd": cmd,
-            "Labels": {LABEL_KEY: self.id},
+            "Labels": {LABEL_KEY: self.id()},
             "HostConfig": host,
         });
         if !volumes.is_empty() {
@@ -540,7 +517,7 @@ impl<'e> Lab<'e> {
     /// A named volume [`Lab::object_name`]`(name)`, labelled; its name.
     pub fn create_volume(&self, name: &str) -> Result<String, String> {
         let full = self.object_name(name);
-        let body = json!({"Name": full, "Labels": {LABEL_KEY: self.id}});
+        let body = json!({"Name": full, "Labels": {LABEL_KEY: self.id()}});
         let (status, answer) = self.engine.request(
             "POST",
             "/volumes/create",
@@ -716,7 +693,7 @@ impl<'e> Lab<'e> {
         if !left.is_empty() {
             eprintln!(
                 "warning: lab {} on {} may have left images behind: {}",
-                self.id,
+                self.id(),
                 e.name,
                 left.join(" ")
             );
@@ -737,6 +714,14 @@ impl<'e> Lab<'e> {
                 );
             }
         }
+    }
+}
+
+impl std::ops::Deref for Lab<'_> {
+    type Target = LabId;
+
+    fn deref(&self) -> &LabId {
+        &self.id
     }
 }
 

@@ -193,8 +193,9 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         };
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
         let anon: &[&str] = if volumes { &["/anon"] } else { &[] };
-        let id =
-            lab.create_container_with(Some(name), &lab.reference(image, "1"), &cmd, &host, anon)?;
+        let reference = lab.reference(image, "1");
+        let answer = lab.create_container_raw(Some(name), &reference, &cmd, &host, anon)?;
+        let id = lab.created_id(&reference, answer)?;
         match kind {
             Kind::Exited(_) | Kind::Protected(Some(_)) => run_to_exit(&lab, &id)?,
             Kind::Running(n) => start_and_fill(&lab, &id, n)?,
