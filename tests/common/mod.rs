@@ -614,9 +614,50 @@ fn layer_dir(diff_id: &str) -> String {
 // Lab
 // ---------------------------------------------------------------------------------------------
 
+/// A lab's random id (12 hex digits) and the names made of it: the same for this file's [`Lab`]
+/// and the engine matrix's (both dereference to it).
+pub struct LabId(String);
+
+impl Default for LabId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LabId {
+    pub fn new() -> Self {
+        Self(random_hex(6))
+    }
+
+    /// The random id (12 hex digits).
+    pub fn id(&self) -> &str {
+        &self.0
+    }
+
+    /// `imagegc.test=<id>`: every image and container of the lab carries it.
+    pub fn label(&self) -> String {
+        format!("{LABEL_KEY}={}", self.0)
+    }
+
+    /// A policy selector line scoping a `[[policy]]` to the lab: `labels = ["imagegc.test=<id>"]`.
+    pub fn selector(&self) -> String {
+        format!("labels = [\"{}\"]", self.label())
+    }
+
+    /// `imagegc-test-<id>/<name>`: a repository unique to the lab (`name` may contain `/`).
+    pub fn repo(&self, name: &str) -> String {
+        format!("imagegc-test-{}/{name}", self.0)
+    }
+
+    /// `imagegc-test-<id>/<name>:<tag>`.
+    pub fn reference(&self, name: &str, tag: &str) -> String {
+        format!("{}:{tag}", self.repo(name))
+    }
+}
+
 /// One per test: a random id, its label, a temp dir, and cleanup of everything it made.
 pub struct Lab {
-    id: String,
+    id: LabId,
     dir: tempfile::TempDir,
     containers: Mutex<Vec<String>>,
     references: Mutex<Vec<String>>,
@@ -629,6 +670,14 @@ impl Default for Lab {
     }
 }
 
+impl std::ops::Deref for Lab {
+    type Target = LabId;
+
+    fn deref(&self) -> &LabId {
+        &self.id
+    }
+}
+
 impl Lab {
     /// A new lab with a random 12-hex-digit id and its own temp dir.
     pub fn new() -> Self {
@@ -638,37 +687,12 @@ impl Lab {
             .expect("create the lab temp dir");
         fs::create_dir_all(dir.path().join("layers")).expect("create the layers dir");
         Self {
-            id: random_hex(6),
+            id: LabId::new(),
             dir,
             containers: Mutex::new(Vec::new()),
             references: Mutex::new(Vec::new()),
             seq: AtomicUsize::new(0),
         }
-    }
-
-    /// The random id (12 hex digits).
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// `imagegc.test=<id>`: every image and container of the lab carries it.
-    pub fn label(&self) -> String {
-        format!("{LABEL_KEY}={}", self.id)
-    }
-
-    /// A policy selector line scoping a `[[policy]]` to the lab: `labels = ["imagegc.test=<id>"]`.
-    pub fn selector(&self) -> String {
-        format!("labels = [\"{}\"]", self.label())
-    }
-
-    /// `imagegc-test-<id>/<name>`: a repository unique to the lab (`name` may contain `/`).
-    pub fn repo(&self, name: &str) -> String {
-        format!("imagegc-test-{}/{name}", self.id)
-    }
-
-    /// `imagegc-test-<id>/<name>:<tag>`.
-    pub fn reference(&self, name: &str, tag: &str) -> String {
-        format!("{}:{tag}", self.repo(name))
     }
 
     /// The lab's temp dir (removed when the lab drops).
@@ -694,9 +718,9 @@ impl Lab {
 
     fn check_reference(&self, reference: &str) {
         assert!(
-            reference.contains(&self.id),
+            reference.contains(self.id()),
             "reference {reference:?} does not contain the lab id {}: use lab.reference()",
-            self.id
+            self.id()
         );
     }
 
@@ -876,7 +900,7 @@ impl Lab {
         history.push(json!({"created": created_text, "created_by": "imagegc test layer"}));
 
         let mut labels = BTreeMap::new();
-        labels.insert(LABEL_KEY.to_owned(), self.id.clone());
+        labels.insert(LABEL_KEY.to_owned(), self.id().to_owned());
         for (k, v) in &spec.extra_labels {
             labels.insert(k.clone(), v.clone());
         }
@@ -1072,7 +1096,7 @@ impl Lab {
         if !remaining.is_empty() {
             eprintln!(
                 "warning: lab {} left images behind: {}",
-                self.id,
+                self.id(),
                 remaining.join(" ")
             );
         }

@@ -1,9 +1,15 @@
-//! A lab on one matrix engine: a random id and its label `imagegc.test=<id>` on everything it
-//! makes, images loaded from tarballs built here (`POST /images/load`; no registry), the
-//! engine's own ID of each image (the containerd store names images by manifest digest, so
-//! IDs differ per store and are read back from the engine, never computed), containers made
-//! with raw API calls (`--network none`), and cleanup of all of it on drop (containers
-//! `rm -f`, then `rmi -f` of the lab's labelled images, children first; never a prune).
+//! The lab every matrix scenario runs in, on one engine: a random id and its label
+//! `imagegc.test=<id>` on everything it makes, references and names of its own
+//! (`imagegc-test-<id>/<name>:<tag>`, containers and volumes `imagegc-test-<id>-<name>`), a
+//! directory for policy, state and log files, images loaded from tarballs built here
+//! (`POST /images/load`; no registry), the engine's own ID of each image (the containerd store
+//! names images by manifest digest, so IDs differ per store and are read back from the engine,
+//! never computed), containers made with raw API calls (`--network none`), and cleanup of all
+//! of it on drop, also when the scenario fails: its containers (unpaused, forced, with their
+//! anonymous volumes), the named volumes it made, its labelled images (forced, children first:
+//! fine in test cleanup, never in imagegc) and the build-cache records it owns (each by its
+//! anchored ID, never a blanket prune). Everything it does runs under the engine's lock, which
+//! the trial holds.
 //!
 //! Every image also carries `imagegc.test.image=<name>`, the lab's own name for it, so that a
 //! scenario can say what was removed by name, the same on every engine, whatever the engine
@@ -13,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use rand::RngCore;
@@ -20,7 +27,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::common::private_engine::{append, hex};
-use crate::common::{sleeper_path, LABEL_KEY};
+use crate::common::{sleeper_path, LabId, LABEL_KEY};
 use crate::engine::MatrixEngine;
 
 /// The label carrying the lab's name of an image.
@@ -48,7 +55,15 @@ pub struct Spec {
     pub parent: Option<String>,
     /// Put the sleeper (`/sleeper`: waits for a signal; `/sleeper N` exits N) into its layer.
     pub sleeper: bool,
+    /// Its own layers, bottom first, each of these files (path, bytes, mode), instead of one
+    /// layer of `layer_bytes` random bytes (and the sleeper).
+    pub files: Option<Vec<Vec<LayerFile>>>,
+    /// Its command (`Cmd`), if any.
+    pub cmd: Vec<String>,
 }
+
+/// One file of an image layer: path inside the image, bytes, mode.
+pub type LayerFile = (String, Vec<u8>, u32);
 
 impl Spec {
     /// Dangling, 30 days old, 4 KiB layer.
@@ -61,6 +76,8 @@ impl Spec {
             labels: Vec::new(),
             parent: None,
             sleeper: false,
+            files: None,
+            cmd: Vec::new(),
         }
     }
 
@@ -105,6 +122,24 @@ impl Spec {
         self.sleeper = true;
         self
     }
+
+    /// Adds a layer of `files` (path, bytes, mode) on the ones added before.
+    #[must_use]
+    pub fn layer(mut self, files: &[(&str, &[u8], u32)]) -> Spec {
+        self.files.get_or_insert_with(Vec::new).push(
+            files
+                .iter()
+                .map(|(path, data, mode)| ((*path).to_owned(), data.to_vec(), *mode))
+                .collect(),
+        );
+        self
+    }
+
+    #[must_use]
+    pub fn cmd(mut self, cmd: &[&str]) -> Spec {
+        self.cmd = cmd.iter().map(|c| (*c).to_owned()).collect();
+        self
+    }
 }
 
 /// What a built image is made of (to build a child on it).
@@ -119,66 +154,67 @@ struct Built {
 
 /// One lab on one engine; removes what it made on drop.
 pub struct Lab<'e> {
+    /// The engine everything is made on.
     pub engine: &'e MatrixEngine,
-    id: String,
+    /// Random, in every label value, reference and name (`lab.label()`, `lab.reference(..)`
+    /// and the rest through `Deref`).
+    id: LabId,
+    /// Policy, state and log files.
     dir: tempfile::TempDir,
     /// The lab's name of each image → the engine's ID of it.
     ids: Mutex<BTreeMap<String, String>>,
     /// Containers made here (also found by label at cleanup).
     containers: Mutex<Vec<String>>,
+    /// Named volumes made here.
+    volumes: Mutex<Vec<String>>,
+    /// Build-cache record IDs the lab owns (removed on drop if still there).
+    records: Mutex<Vec<String>>,
 }
 
 impl<'e> Lab<'e> {
-    pub fn new(engine: &'e MatrixEngine) -> Lab<'e> {
-        let mut id = [0u8; 6];
-        rand::rng().fill_bytes(&mut id);
+    pub fn new(engine: &'e MatrixEngine) -> Result<Lab<'e>, String> {
         let dir = tempfile::Builder::new()
             .prefix("imagegc-matrix-")
             .tempdir()
-            .expect("a temp dir for the lab");
-        Lab {
+            .map_err(|e| format!("a temporary directory: {e}"))?;
+        Ok(Lab {
             engine,
-            id: hex(&id),
+            id: LabId::new(),
             dir,
             ids: Mutex::default(),
             containers: Mutex::default(),
-        }
+            volumes: Mutex::default(),
+            records: Mutex::default(),
+        })
     }
 
-    pub fn id(&self) -> &str {
-        &self.id
+    /// `imagegc-test-<id>-<name>`: the lab's container or volume `name`.
+    pub fn object_name(&self, name: &str) -> String {
+        format!("imagegc-test-{}-{name}", self.id())
     }
 
-    /// `imagegc.test=<id>`.
-    pub fn label(&self) -> String {
-        format!("{LABEL_KEY}={}", self.id)
+    /// A path in the lab's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
-    /// The selector line scoping a policy table to the lab.
-    pub fn selector(&self) -> String {
-        format!("labels = [\"{}\"]", self.label())
-    }
-
-    /// `imagegc-test-<id>/<name>`.
-    pub fn repo(&self, name: &str) -> String {
-        format!("imagegc-test-{}/{name}", self.id)
-    }
-
-    /// `imagegc-test-<id>/<name>:<tag>`.
-    pub fn reference(&self, name: &str, tag: &str) -> String {
-        format!("{}:{tag}", self.repo(name))
-    }
-
-    /// A state file path in the lab's temp dir.
+    /// The state file path in the lab's directory (the file does not exist yet).
     pub fn state_path(&self) -> PathBuf {
-        self.dir.path().join("state.json")
+        self.path("state.json")
     }
 
-    /// Writes `policy.toml` into the temp dir; its path as text.
-    pub fn write_policy(&self, text: &str) -> String {
-        let path = self.dir.path().join("policy.toml");
-        std::fs::write(&path, text).expect("write the policy");
-        path.to_string_lossy().into_owned()
+    /// Writes `text` to `<dir>/<name>`; its path as text.
+    pub fn write(&self, name: &str, text: &str) -> Result<String, String> {
+        let path = self.path(name);
+        std::fs::write(&path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+        path.to_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{} is not UTF-8", path.display()))
+    }
+
+    /// Writes `policy.toml` into the lab's directory; its path as text.
+    pub fn write_policy(&self, text: &str) -> Result<String, String> {
+        self.write("policy.toml", text)
     }
 
     /// Loads `specs` in one tarball and records the engine's ID of each.
@@ -252,30 +288,35 @@ impl<'e> Lab<'e> {
     /// [`Lab::config`] (the tarball names the config file by it).
     fn build(&self, spec: &Spec, parent: Option<&Built>) -> Built {
         let created = DateTime::from_timestamp(spec.created.timestamp(), 0).expect("a valid time");
-        let mut data = vec![0u8; spec.layer_bytes];
-        rand::rng().fill_bytes(&mut data);
-        let mut layer = tar::Builder::new(Vec::new());
-        append(
-            &mut layer,
-            &format!("data-{}-{}", self.id, spec.name),
-            &data,
-            0o644,
-        );
-        if spec.sleeper {
-            let sleeper = std::fs::read(sleeper_path()).expect("read the sleeper");
-            append(&mut layer, "sleeper", &sleeper, 0o755);
-        }
-        let layer = layer.into_inner().expect("finish a layer tar");
-        let digest = hex(&Sha256::digest(&layer));
+        let own: Vec<Vec<LayerFile>> = spec.files.clone().unwrap_or_else(|| {
+            let mut files = vec![(
+                format!("data-{}-{}", self.id(), spec.name),
+                random_bytes(spec.layer_bytes),
+                0o644,
+            )];
+            if spec.sleeper {
+                let sleeper = std::fs::read(sleeper_path()).expect("read the sleeper");
+                files.push(("sleeper".to_owned(), sleeper, 0o755));
+            }
+            vec![files]
+        });
         let mut layers = parent.map(|p| p.layers.clone()).unwrap_or_default();
-        layers.push((format!("{digest}/layer.tar"), layer));
         let mut diff_ids = parent.map(|p| p.diff_ids.clone()).unwrap_or_default();
-        diff_ids.push(format!("sha256:{digest}"));
         let mut history = parent.map(|p| p.history.clone()).unwrap_or_default();
-        history.push(json!({
-            "created": created.to_rfc3339_opts(SecondsFormat::Secs, true),
-            "created_by": format!("imagegc matrix layer {}", spec.name),
-        }));
+        for (n, files) in own.iter().enumerate() {
+            let mut layer = tar::Builder::new(Vec::new());
+            for (path, data, mode) in files {
+                append(&mut layer, path, data, *mode);
+            }
+            let layer = layer.into_inner().expect("finish a layer tar");
+            let digest = hex(&Sha256::digest(&layer));
+            layers.push((format!("{digest}/layer.tar"), layer));
+            diff_ids.push(format!("sha256:{digest}"));
+            history.push(json!({
+                "created": created.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "created_by": format!("imagegc matrix layer {} {n}", spec.name),
+            }));
+        }
         let mut image = Built {
             config_id: String::new(),
             layers,
@@ -289,7 +330,7 @@ impl<'e> Lab<'e> {
     fn config(&self, spec: &Spec, image: &Built) -> Vec<u8> {
         let created = DateTime::from_timestamp(spec.created.timestamp(), 0).expect("a valid time");
         let mut labels = BTreeMap::new();
-        labels.insert(LABEL_KEY.to_owned(), self.id.clone());
+        labels.insert(LABEL_KEY.to_owned(), self.id().to_owned());
         labels.insert(NAME_KEY.to_owned(), spec.name.clone());
         for (k, v) in &spec.labels {
             labels.insert(k.clone(), v.clone());
@@ -299,11 +340,15 @@ impl<'e> Lab<'e> {
             "aarch64" => "arm64",
             other => other,
         };
+        let mut config = json!({"Labels": labels});
+        if !spec.cmd.is_empty() {
+            config["Cmd"] = json!(spec.cmd);
+        }
         serde_json::to_vec(&json!({
             "architecture": arch,
             "os": "linux",
             "created": created.to_rfc3339_opts(SecondsFormat::Secs, true),
-            "config": {"Labels": labels},
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": image.diff_ids},
             "history": image.history,
         }))
@@ -327,7 +372,7 @@ impl<'e> Lab<'e> {
     pub fn images(&self) -> Result<Vec<Value>, String> {
         let list = self.engine.get(&format!(
             "/images/json?all=1&filters={}",
-            label_filter(&self.label())
+            self.label_filter()
         ))?;
         Ok(list.as_array().cloned().unwrap_or_default())
     }
@@ -354,14 +399,19 @@ impl<'e> Lab<'e> {
 
     /// Whether the engine has an image `reference` (a reference or an ID).
     pub fn image_exists(&self, reference: &str) -> Result<bool, String> {
+        self.exists("images", reference)
+    }
+
+    /// Whether `GET /<kind>/<id>/json` answers 200 (`kind`: `images`, `containers`).
+    pub fn exists(&self, kind: &str, id: &str) -> Result<bool, String> {
         match self
             .engine
-            .request("GET", &format!("/images/{reference}/json"), None, &[])?
+            .request("GET", &format!("/{kind}/{id}/json"), None, &[])?
         {
             (200, _) => Ok(true),
             (404, _) => Ok(false),
             (status, body) => Err(format!(
-                "GET /images/{reference}/json on {}: {status} {}",
+                "GET /{kind}/{id}/json on {}: {status} {}",
                 self.engine.name,
                 String::from_utf8_lossy(&body)
             )),
@@ -370,17 +420,29 @@ impl<'e> Lab<'e> {
 
     /// `POST /containers/create` of `image` running `cmd`, labelled, no network; its ID.
     pub fn create_container(&self, image: &str, cmd: &[&str]) -> Result<String, String> {
-        self.create_named_container(None, image, cmd)
+        let answer = self.create_container_raw(None, image, cmd, &json!({}), &[])?;
+        self.created_id(image, answer)
     }
 
-    /// [`Lab::create_container`] with a container name (`name` should contain the lab id).
+    /// [`Lab::create_container`] named [`Lab::object_name`]`(name)`.
     pub fn create_named_container(
         &self,
-        name: Option<&str>,
+        name: &str,
         image: &str,
         cmd: &[&str],
     ) -> Result<String, String> {
-        let (status, body) = self.create_container_raw(name, image, cmd)?;
+        let answer = self.create_container_raw(Some(name), image, cmd, &json!({}), &[])?;
+        self.created_id(image, answer)
+    }
+
+    /// The container ID in the answer of [`Lab::create_container_raw`] for `image`, or an
+    /// error unless it is a 201.
+    pub fn created_id(
+        &self,
+        image: &str,
+        (status, body): (u16, Vec<u8>),
+    ) -> Result<String, String> {
+        let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if status != 201 {
             return Err(format!(
                 "create a container of {image} on {}: {status} {}",
@@ -388,31 +450,52 @@ impl<'e> Lab<'e> {
                 String::from_utf8_lossy(&body)
             ));
         }
-        let v: Value = serde_json::from_slice(&body).map_err(|e| format!("create answer: {e}"))?;
-        v["Id"]
+        answer["Id"]
             .as_str()
             .map(str::to_owned)
-            .ok_or_else(|| format!("create answer without Id: {v}"))
+            .ok_or_else(|| format!("create answer without Id: {answer}"))
     }
 
-    /// The create call itself (status and body), for a caller that expects it may fail; a
-    /// container it makes is tracked for cleanup.
+    /// The create call itself (status and body), named [`Lab::object_name`]`(name)` if given,
+    /// with `host_config` merged into its `HostConfig` and anonymous `volumes`, for a caller
+    /// that expects it may fail or wants more than [`Lab::create_container`]; a container it
+    /// makes is tracked for cleanup.
     pub fn create_container_raw(
         &self,
         name: Option<&str>,
         image: &str,
         cmd: &[&str],
+        host_config: &Value,
+        volumes: &[&str],
     ) -> Result<(u16, Vec<u8>), String> {
-        let body = serde_json::to_vec(&json!({
+        let mut host = json!({"NetworkMode": "none"});
+        if let (Some(h), Some(extra)) = (host.as_object_mut(), host_config.as_object()) {
+            for (k, v) in extra {
+                h.insert(k.clone(), v.clone());
+            }
+        }
+        let mut body = json!({
             "Image": image,
             "Cmd": cmd,
-            "Labels": {LABEL_KEY: self.id},
-            "HostConfig": {"NetworkMode": "none"},
-        }))
-        .expect("create JSON");
+            "Labels": {LABEL_KEY: self.id()},
+            "HostConfig": host,
+        });
+        if !volumes.is_empty() {
+            let vols: serde_json::Map<String, Value> = volumes
+                .iter()
+                .map(|v| ((*v).to_owned(), json!({})))
+                .collect();
+            body["Volumes"] = Value::Object(vols);
+        }
+        let body = serde_json::to_vec(&body).expect("create JSON");
         let path = name.map_or_else(
             || "/containers/create".to_owned(),
-            |n| format!("/containers/create?name={}", percent(n)),
+            |n| {
+                format!(
+                    "/containers/create?name={}",
+                    url_encode(&self.object_name(n))
+                )
+            },
         );
         let answer = self
             .engine
@@ -431,20 +514,47 @@ impl<'e> Lab<'e> {
         Ok(answer)
     }
 
-    /// Starts container `id`.
-    pub fn start(&self, id: &str) -> Result<(), String> {
-        let (status, body) =
-            self.engine
-                .request("POST", &format!("/containers/{id}/start"), None, &[])?;
-        if status == 204 || status == 304 {
+    /// A named volume [`Lab::object_name`]`(name)`, labelled; its name.
+    pub fn create_volume(&self, name: &str) -> Result<String, String> {
+        let full = self.object_name(name);
+        let body = json!({"Name": full, "Labels": {LABEL_KEY: self.id()}});
+        let (status, answer) = self.engine.request(
+            "POST",
+            "/volumes/create",
+            Some("application/json"),
+            body.to_string().as_bytes(),
+        )?;
+        if status != 201 {
+            return Err(format!(
+                "POST /volumes/create on {}: {status} {}",
+                self.engine.name,
+                String::from_utf8_lossy(&answer)
+            ));
+        }
+        self.volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(full.clone());
+        Ok(full)
+    }
+
+    /// `POST <path>` expecting 200 or 204 (or 304: already so).
+    pub fn post_ok(&self, path: &str) -> Result<(), String> {
+        let (status, answer) = self.engine.request("POST", path, None, &[])?;
+        if matches!(status, 200 | 204 | 304) {
             Ok(())
         } else {
             Err(format!(
-                "start {id} on {}: {status} {}",
+                "POST {path} on {}: {status} {}",
                 self.engine.name,
-                String::from_utf8_lossy(&body)
+                String::from_utf8_lossy(&answer)
             ))
         }
+    }
+
+    /// Starts container `id`.
+    pub fn start(&self, id: &str) -> Result<(), String> {
+        self.post_ok(&format!("/containers/{id}/start"))
     }
 
     /// Waits for container `id` to exit; its exit code.
@@ -483,18 +593,30 @@ impl<'e> Lab<'e> {
     pub fn containers(&self) -> Result<Vec<Value>, String> {
         let list = self.engine.get(&format!(
             "/containers/json?all=1&filters={}",
-            label_filter(&self.label())
+            self.label_filter()
         ))?;
         Ok(list.as_array().cloned().unwrap_or_default())
     }
 
-    /// Runs imagegc with `args`; its stdout as JSON, or an error with its output.
-    pub fn imagegc_json(&self, args: &[&str]) -> Result<Value, String> {
-        let out = self.engine.imagegc(args);
+    /// Remembers build-cache records the lab made, to remove them on drop if a pass did not.
+    pub fn own_records(&self, ids: impl IntoIterator<Item = String>) {
+        self.records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(ids);
+    }
+
+    /// `imagegc --config <policy> ARGS… --output json` against the engine, as JSON; an error
+    /// with its output unless it exits 0.
+    pub fn imagegc_json(&self, policy: &str, args: &[&str]) -> Result<Value, String> {
+        let mut all = vec!["--config", policy];
+        all.extend(args);
+        all.extend(["--output", "json"]);
+        let out = self.engine.imagegc(&all);
         if !out.status.success() {
             return Err(format!(
                 "imagegc {} on {}: {}\nstdout: {}\nstderr: {}",
-                args.join(" "),
+                all.join(" "),
                 self.engine.name,
                 out.status,
                 String::from_utf8_lossy(&out.stdout),
@@ -504,15 +626,21 @@ impl<'e> Lab<'e> {
         serde_json::from_slice(&out.stdout).map_err(|e| {
             format!(
                 "imagegc {} on {}: not JSON ({e}): {}",
-                args.join(" "),
+                all.join(" "),
                 self.engine.name,
                 String::from_utf8_lossy(&out.stdout)
             )
         })
     }
 
-    /// Removes the lab's containers and images; never panics.
+    /// `{"label":["imagegc.test=<id>"]}`, percent-encoded for a query string.
+    fn label_filter(&self) -> String {
+        url_encode(&json!({"label": [self.label()]}).to_string())
+    }
+
+    /// Removes the lab's containers, volumes, images and build-cache records; never panics.
     fn cleanup(&self) {
+        let e = self.engine;
         let mut containers = self
             .containers
             .lock()
@@ -528,12 +656,23 @@ impl<'e> Lab<'e> {
         containers.sort();
         containers.dedup();
         for id in &containers {
-            let _ = self.engine.request(
+            // A paused container must be unpaused before a forced removal on some engines;
+            // harmless otherwise.
+            let _ = e.request("POST", &format!("/containers/{id}/unpause"), None, &[]);
+            let _ = e.request(
                 "DELETE",
                 &format!("/containers/{id}?force=1&v=1"),
                 None,
                 &[],
             );
+        }
+        for v in self
+            .volumes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = e.request("DELETE", &format!("/volumes/{v}?force=1"), None, &[]);
         }
         let mut left: Vec<String> = Vec::new();
         for _ in 0..CLEANUP_ROUNDS {
@@ -547,20 +686,42 @@ impl<'e> Lab<'e> {
                 break;
             }
             for id in &ids {
-                let _ = self
-                    .engine
-                    .request("DELETE", &format!("/images/{id}?force=1"), None, &[]);
+                let _ = e.request("DELETE", &format!("/images/{id}?force=1"), None, &[]);
             }
             left = ids;
         }
         if !left.is_empty() {
             eprintln!(
                 "warning: lab {} on {} may have left images behind: {}",
-                self.id,
-                self.engine.name,
+                self.id(),
+                e.name,
                 left.join(" ")
             );
         }
+        for id in self
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            if id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                let filters = url_encode(&json!({"id": [format!("^{id}$")]}).to_string());
+                let _ = e.request(
+                    "POST",
+                    &format!("/build/prune?all=true&filters={filters}"),
+                    None,
+                    &[],
+                );
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Lab<'_> {
+    type Target = LabId;
+
+    fn deref(&self) -> &LabId {
+        &self.id
     }
 }
 
@@ -570,20 +731,62 @@ impl Drop for Lab<'_> {
     }
 }
 
-/// `{"label":["<label>"]}`, percent-encoded for a query string.
-pub fn label_filter(label: &str) -> String {
-    percent(&json!({"label": [label]}).to_string())
-}
-
-/// Percent-encodes everything but unreserved characters.
-pub fn percent(text: &str) -> String {
+/// Percent-encoding of everything but unreserved characters (query values).
+pub fn url_encode(text: &str) -> String {
     let mut out = String::new();
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
+            out.push(char::from(b));
         } else {
             let _ = write!(out, "%{b:02X}");
         }
     }
     out
+}
+
+/// `n` random bytes: layers and files that no other image or build shares.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Polls `f` every 200 ms until it gives a value or fails; an error naming `what` after
+/// `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>, String>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A JSON value as a byte count.
+pub fn bytes_of(v: &Value) -> Result<u64, String> {
+    v.as_u64().ok_or_else(|| format!("not a byte count: {v}"))
+}
+
+/// The list `key` of a JSON document.
+pub fn list<'a>(doc: &'a Value, key: &str) -> Result<&'a [Value], String> {
+    doc[key]
+        .as_array()
+        .map(Vec::as_slice)
+        .ok_or_else(|| format!("no {key:?} list in {doc:#}"))
+}
+
+/// The strings at `key` of each item.
+pub fn strings(items: &[Value], key: &str) -> std::collections::BTreeSet<String> {
+    items
+        .iter()
+        .filter_map(|v| v[key].as_str().map(str::to_owned))
+        .collect()
 }

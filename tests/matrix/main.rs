@@ -20,8 +20,6 @@ mod lab;
 // Scenarios use what they need of the engine handle; the rest is there for the next one.
 #[allow(dead_code)]
 mod engine;
-// The daemon, containers and build-cache scenarios' lab (m-daemon's; to be merged with lab.rs).
-mod lab_support;
 #[allow(dead_code)]
 mod scenarios;
 

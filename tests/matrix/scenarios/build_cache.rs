@@ -28,8 +28,9 @@ use serde_json::{json, Value};
 
 use super::Finding;
 use crate::common::private_engine::{append, fill_binary};
+use crate::common::LABEL_KEY;
 use crate::engine::{MatrixEngine, Store};
-use crate::lab_support::{bytes_of, list, random_bytes, strings, url_encode, Lab, LABEL_KEY};
+use crate::lab::{bytes_of, list, random_bytes, strings, url_encode, Lab};
 
 const MB: usize = 1_000_000;
 
@@ -64,7 +65,7 @@ fn build(lab: &Lab<'_>, tag: &str, files: &[(&str, &[u8])]) -> Result<(), String
     let context = context
         .into_inner()
         .map_err(|e| format!("the build context: {e}"))?;
-    let labels = url_encode(&json!({LABEL_KEY: lab.id}).to_string());
+    let labels = url_encode(&json!({LABEL_KEY: lab.id()}).to_string());
     let path = format!(
         "/build?version=2&t={}&rm=1&networkmode=none&labels={labels}",
         url_encode(tag)
@@ -238,7 +239,7 @@ fn docker(engine: &MatrixEngine) -> Result<Finding, String> {
             before.len()
         );
     }
-    let tag = lab.reference("built");
+    let tag = lab.reference("built", "1");
     let big = random_bytes(6 * MB);
     let dockerfile = format!(
         "FROM scratch\nCOPY big.bin /big.bin\nCOPY fill /fill\n\
@@ -377,7 +378,7 @@ fn docker(engine: &MatrixEngine) -> Result<Finding, String> {
 fn no_build_cache(engine: &MatrixEngine) -> Result<Finding, String> {
     let lab = Lab::new(engine)?;
     // An anchored ID no record has: deletes nothing where a build cache exists.
-    let filters = url_encode(&json!({"id": [format!("^imagegc{}$", lab.id)]}).to_string());
+    let filters = url_encode(&json!({"id": [format!("^imagegc{}$", lab.id())]}).to_string());
     let (status, body) = engine.request(
         "POST",
         &format!("/build/prune?all=true&filters={filters}"),

@@ -12,20 +12,16 @@
 //! tar-split file and the store's JSON records).
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
-use std::path::PathBuf;
 
-use rand::RngCore as _;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::Finding;
-use crate::common::private_engine::{append, hex};
-use crate::common::random_hex;
+use crate::common::private_engine::hex;
 use crate::engine::{MatrixEngine, Store};
+use crate::lab::{random_bytes, Lab, Spec};
 
-/// The label every image of one run carries: `imagegc.test.bytes=<id>`.
-const LABEL: &str = "imagegc.test.bytes";
 /// The label of the image the policy must keep.
 const KEEP: &str = "imagegc.test.bytes.keep";
 
@@ -73,24 +69,54 @@ fn load(lab: &Lab) -> Result<(), String> {
         ),
         shape(&["gone:1"], vec![kept_base, random_bytes(900_000)], false),
     ];
+    let created: DateTime<Utc> = "2026-11-01T00:00:00Z".parse().expect("a valid time");
     for s in &shapes {
-        let tags: Vec<String> = s.tags.iter().map(|t| lab.reference(t)).collect();
-        lab.engine
-            .load_tarball(&lab.tarball(&tags, &s.layers, s.keep))?;
+        // Named by its first tag; one layer a file, named by content (the same bytes make
+        // the same layer: the shared base).
+        let mut spec = Spec::new(s.tags[0]).created(created);
+        for t in s.tags {
+            spec = spec.tag(lab.repo(t));
+        }
+        for data in &s.layers {
+            let name = format!("data-{}", &hex(&Sha256::digest(data))[..12]);
+            spec = spec.layer(&[(&name, data, 0o644)]);
+        }
+        if s.keep {
+            spec = spec.label(KEEP, lab.id());
+        }
+        lab.load(&[spec])?;
     }
     Ok(())
+}
+
+/// A policy removing every image of this run older than 7 days but the one labelled
+/// [`KEEP`]. No grace period: the containerd store sets `LastTagTime` on load, so `min_age`
+/// would keep the images just loaded (this scenario measures bytes, not grace).
+fn policy(lab: &Lab) -> Result<String, String> {
+    lab.write_policy(&format!(
+        r#"
+[state]
+path = "{state}"
+[safety]
+min_age = "0s"
+protect_labels = ["{KEEP}={id}"]
+[[policy]]
+name = "bytes"
+{sel}
+older_than = "7d"
+"#,
+        state = lab.state_path().display(),
+        id = lab.id(),
+        sel = lab.selector(),
+    ))
 }
 
 pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
     let lab = Lab::new(engine)?;
     load(&lab)?;
-    let policy = lab.policy()?;
-    let policy = policy.to_str().ok_or("policy path is not UTF-8")?;
+    let policy = policy(&lab)?;
 
-    let plan = json_of(
-        &lab.engine
-            .imagegc(&["--config", policy, "plan", "--output", "json"]),
-    )?;
+    let plan = lab.imagegc_json(&policy, &["plan"])?;
     let predicted = plan["reclaim_bytes"]
         .as_u64()
         .ok_or("plan has no reclaim_bytes")?;
@@ -123,7 +149,7 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         .iter()
         .all(|r| r["sizes_exact"].as_bool() == Some(true));
 
-    let reclaimed_exact = pass_matches(&lab, policy, predicted)?;
+    let reclaimed_exact = pass_matches(&lab, &policy, predicted)?;
     Ok(Finding::new(cell(
         engine.store,
         reclaimed_exact && sizes_exact,
@@ -135,10 +161,7 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
 fn pass_matches(lab: &Lab, policy: &str, predicted: u64) -> Result<bool, String> {
     let df_before = lab.engine.get("/system/df").ok();
     let before = lab.engine.data_root_bytes();
-    let pass = json_of(
-        &lab.engine
-            .imagegc(&["--config", policy, "once", "--output", "json"]),
-    )?;
+    let pass = lab.imagegc_json(policy, &["once"])?;
     let after = lab.engine.data_root_bytes();
     let df_after = lab.engine.get("/system/df").ok();
     let reported = pass["reclaimed_bytes"]
@@ -190,7 +213,7 @@ fn pass_matches(lab: &Lab, policy: &str, predicted: u64) -> Result<bool, String>
             lab.engine.name
         ));
     }
-    if lab.engine.image_id(&lab.reference("keep:1")).is_err() {
+    if lab.engine.image_id(&lab.repo("keep:1")).is_err() {
         return Err(format!("{}: the kept image is gone", lab.engine.name));
     }
     if predicted != reported {
@@ -220,150 +243,7 @@ fn cell(store: Store, exact: bool) -> String {
     }
 }
 
-/// `unique:1` of `imagegc-test-bytes-<id>/unique:1` (or Podman's `localhost/…`).
+/// `unique:1` of `imagegc-test-<id>/unique:1` (or Podman's `localhost/…`).
 fn short_reference(reference: &str) -> String {
     reference.rsplit('/').next().unwrap_or(reference).to_owned()
-}
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut bytes = vec![0u8; n];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes
-}
-
-fn json_of(out: &std::process::Output) -> Result<Value, String> {
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "imagegc answered no JSON ({e}; {}): {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-/// One run's images and files, removed on drop.
-struct Lab<'e> {
-    engine: &'e MatrixEngine,
-    id: String,
-    dir: PathBuf,
-}
-
-impl<'e> Lab<'e> {
-    fn new(engine: &'e MatrixEngine) -> Result<Lab<'e>, String> {
-        let id = random_hex(6);
-        let dir = std::env::temp_dir().join(format!("imagegc-bytes-{}-{id}", engine.name));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        Ok(Lab { engine, id, dir })
-    }
-
-    fn reference(&self, name: &str) -> String {
-        format!("imagegc-test-bytes-{}/{name}", self.id)
-    }
-
-    /// A policy removing every image of this run older than 7 days but the one labelled
-    /// [`KEEP`]. No grace period: the containerd store sets `LastTagTime` on load, so
-    /// `min_age` would keep the images just loaded (this scenario measures bytes, not grace).
-    fn policy(&self) -> Result<PathBuf, String> {
-        let path = self.dir.join("policy.toml");
-        let text = format!(
-            r#"
-[state]
-path = "{state}"
-[safety]
-min_age = "0s"
-protect_labels = ["{KEEP}={id}"]
-[[policy]]
-name = "bytes"
-labels = ["{LABEL}={id}"]
-older_than = "7d"
-"#,
-            state = self.dir.join("state.json").display(),
-            id = self.id,
-        );
-        std::fs::File::create(&path)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(path)
-    }
-
-    /// A `docker save` tarball of one image: `layers` (one file each), created 30 days ago,
-    /// labelled with this run's id (and [`KEEP`] when `keep`), tagged `tags`.
-    fn tarball(&self, tags: &[String], layers: &[Vec<u8>], keep: bool) -> Vec<u8> {
-        let created = "2026-11-01T00:00:00Z";
-        let mut tarball = tar::Builder::new(Vec::new());
-        let mut diff_ids = Vec::new();
-        let mut names = Vec::new();
-        let mut history = Vec::new();
-        for (n, data) in layers.iter().enumerate() {
-            let mut layer = tar::Builder::new(Vec::new());
-            // The same bytes make the same layer (the shared base): name by content.
-            let name = format!("data-{}", &hex(&Sha256::digest(data))[..12]);
-            append(&mut layer, &name, data, 0o644);
-            let layer = layer.into_inner().expect("finish a layer tar");
-            let digest = hex(&Sha256::digest(&layer));
-            let entry = format!("{digest}/layer.tar");
-            append(&mut tarball, &entry, &layer, 0o644);
-            diff_ids.push(format!("sha256:{digest}"));
-            names.push(entry);
-            history.push(json!({"created": created, "created_by": format!("COPY layer {n} /")}));
-        }
-        let mut labels = serde_json::Map::new();
-        labels.insert(LABEL.to_owned(), json!(self.id));
-        if keep {
-            labels.insert(KEEP.to_owned(), json!(self.id));
-        }
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            other => other,
-        };
-        let config = serde_json::to_vec(&json!({
-            "architecture": arch,
-            "os": "linux",
-            "created": created,
-            "config": {"Labels": labels},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": history,
-        }))
-        .expect("config JSON");
-        let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
-        append(&mut tarball, &config_name, &config, 0o644);
-        let manifest = serde_json::to_vec(&json!([
-            {"Config": config_name, "RepoTags": tags, "Layers": names}
-        ]))
-        .expect("manifest JSON");
-        append(&mut tarball, "manifest.json", &manifest, 0o644);
-        tarball.into_inner().expect("finish the load tarball")
-    }
-}
-
-impl Drop for Lab<'_> {
-    fn drop(&mut self) {
-        let filters = format!("{{\"label\":[\"{LABEL}={}\"]}}", self.id);
-        let path = format!("/images/json?all=1&filters={}", percent(&filters));
-        if let Ok(images) = self.engine.get(&path) {
-            for image in images.as_array().into_iter().flatten() {
-                if let Some(id) = image["Id"].as_str() {
-                    let _ =
-                        self.engine
-                            .request("DELETE", &format!("/images/{id}?force=1"), None, &[]);
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// Percent-encoding of a query value.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

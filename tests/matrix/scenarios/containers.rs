@@ -25,7 +25,7 @@ use serde_json::{json, Value};
 use super::Finding;
 use crate::common::private_engine::fill_binary;
 use crate::engine::MatrixEngine;
-use crate::lab_support::{bytes_of, list, random_bytes, strings, wait_for, Lab};
+use crate::lab::{bytes_of, list, random_bytes, strings, wait_for, Lab, Spec};
 
 const MB: usize = 1_000_000;
 
@@ -124,7 +124,7 @@ fn start_and_fill(lab: &Lab<'_>, id: &str, bytes: usize) -> Result<(), String> {
 
 /// Whether this engine starts containers here: a probe of `image` that runs `fill` once.
 fn can_start(lab: &Lab<'_>, image: &str) -> Result<Result<(), String>, String> {
-    let probe = lab.create_container("probe", image, &["/fill", "/out", "1"], &json!({}), &[])?;
+    let probe = lab.create_named_container("probe", image, &["/fill", "/out", "1"])?;
     let started = run_to_exit(lab, &probe);
     let _ = lab.engine.request(
         "DELETE",
@@ -142,18 +142,16 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
     let fill = fill_binary();
     let mut images = std::collections::BTreeMap::new();
     let load = |name: &str, bytes: usize| {
-        lab.load(
-            name,
-            old,
-            &[
-                vec![("fill", fill, 0o755)],
-                vec![(&format!("{name}.bin"), &random_bytes(bytes), 0o644)],
-            ],
-            &["/fill", "/out", "1"],
-        )
+        lab.load(&[Spec::new(name)
+            .tag(lab.reference(name, "1"))
+            .created(old)
+            .layer(&[("fill", fill, 0o755)])
+            .layer(&[(&format!("{name}.bin"), &random_bytes(bytes), 0o644)])
+            .cmd(&["/fill", "/out", "1"])])?;
+        Ok::<_, String>(lab.image_id(name))
     };
     images.insert("a", load("a", 2 * MB)?);
-    let startable = can_start(&lab, &lab.reference("a"))?;
+    let startable = can_start(&lab, &lab.reference("a", "1"))?;
     if let Err(why) = &startable {
         if engine.is_docker() {
             return Err(format!("{} cannot start a container: {why}", engine.name));
@@ -195,7 +193,9 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         };
         let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
         let anon: &[&str] = if volumes { &["/anon"] } else { &[] };
-        let id = lab.create_container(name, &lab.reference(image), &cmd, &host, anon)?;
+        let reference = lab.reference(image, "1");
+        let answer = lab.create_container_raw(Some(name), &reference, &cmd, &host, anon)?;
+        let id = lab.created_id(&reference, answer)?;
         match kind {
             Kind::Exited(_) | Kind::Protected(Some(_)) => run_to_exit(&lab, &id)?,
             Kind::Running(n) => start_and_fill(&lab, &id, n)?,
@@ -246,7 +246,7 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
              states = [\"exited\", \"created\"]\nexited_for = \"2s\"\n\
              [[policy]]\nname = \"ci-images\"\nlabels = [\"{label}\"]\nolder_than = \"7d\"\n",
             state = lab.path("state.json").display(),
-            protected = lab.container_name("protected"),
+            protected = lab.object_name("protected"),
             label = lab.label(),
         ),
     )?;

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use super::Finding;
 use crate::common::{free_port, http_get};
 use crate::engine::MatrixEngine;
-use crate::lab_support::{list, random_bytes, url_encode, wait_for, Lab};
+use crate::lab::{list, random_bytes, url_encode, wait_for, Lab, Spec};
 
 /// `unused_for` of the second phase: shorter than the time since the images were loaded,
 /// longer than the time since the use when daemon B decides.
@@ -162,18 +162,16 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
     let old = Utc::now() - TimeDelta::days(30);
     let loaded = Instant::now();
     let window_start = Utc::now().timestamp() - 1;
-    let used = lab.load(
-        "used",
-        old,
-        &[vec![("used.bin", &random_bytes(100_000), 0o644)]],
-        &["/nonexistent"],
-    )?;
-    let unused = lab.load(
-        "unused",
-        old,
-        &[vec![("unused.bin", &random_bytes(100_000), 0o644)]],
-        &["/nonexistent"],
-    )?;
+    let load = |name: &str| {
+        lab.load(&[Spec::new(name)
+            .tag(lab.reference(name, "1"))
+            .created(old)
+            .layer(&[(&format!("{name}.bin"), &random_bytes(100_000), 0o644)])
+            .cmd(&["/nonexistent"])])?;
+        Ok::<_, String>(lab.image_id(name))
+    };
+    let used = load("used")?;
+    let unused = load("unused")?;
 
     // Daemon A: watches, removes nothing.
     let port = free_port();
@@ -190,13 +188,8 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
     // The use: a container of `used` is created (never started: Podman cannot start any here).
     let use_made = Utc::now();
     let use_instant = Instant::now();
-    let container = lab.create_container(
-        "user",
-        &lab.reference("used"),
-        &["/nonexistent"],
-        &json!({}),
-        &[],
-    )?;
+    let container =
+        lab.create_named_container("user", &lab.reference("used", "1"), &["/nonexistent"])?;
     let record = wait_for(
         "the daemon's state file to record the use of `used`",
         Duration::from_secs(30),

@@ -23,7 +23,7 @@ const MIN_AGE_SECS: u64 = 2;
 
 #[allow(clippy::too_many_lines)]
 pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
-    let lab = Lab::new(engine);
+    let lab = Lab::new(engine)?;
     let name = &engine.name;
     lab.load(&[
         Spec::new("dangling").days_old(30).bytes(20_000),
@@ -35,10 +35,9 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
     ])?;
     let loaded = Instant::now();
     let used = lab.image_id("used");
-    let keeper_name = format!("imagegc-test-{}-keeper", lab.id());
-    let job_name = format!("imagegc-test-{}-job", lab.id());
-    let keeper = lab.create_named_container(Some(&keeper_name), &used, &["/nonexistent"])?;
-    let job = lab.create_named_container(Some(&job_name), &used, &["/nonexistent"])?;
+    let job_name = lab.object_name("job");
+    let keeper = lab.create_named_container("keeper", &used, &["/nonexistent"])?;
+    let job = lab.create_named_container("job", &used, &["/nonexistent"])?;
     let policy = lab.write_policy(&format!(
         r#"
 [state]
@@ -66,17 +65,17 @@ older_than = "1s"
         sel = lab.selector(),
         app = lab.repo("app"),
         id = lab.id(),
-    ));
+    ))?;
     let wait = loaded + Duration::from_secs(MIN_AGE_SECS + 1);
     if let Some(left) = wait.checked_duration_since(Instant::now()) {
         std::thread::sleep(left);
     }
     // (The job container, made before the wait, is older than its policy's 1 s by now too.)
 
-    let plan = lab.imagegc_json(&["--config", &policy, "plan", "--output", "json"])?;
+    let plan = lab.imagegc_json(&policy, &["plan"])?;
     let explain = |target: &str| -> Result<(Value, String), String> {
         let json = lab
-            .imagegc_json(&["--config", &policy, "explain", target, "--output", "json"])
+            .imagegc_json(&policy, &["explain", target])
             .map_err(|e| format!("{e}{}", localhost_note(&lab)))?;
         let out = engine.imagegc(&["--config", &policy, "explain", target]);
         if !out.status.success() {

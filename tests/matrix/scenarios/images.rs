@@ -61,7 +61,7 @@ pub fn runs_containers(engine: &MatrixEngine) -> bool {
 
 #[allow(clippy::too_many_lines)]
 pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
-    let lab = Lab::new(engine);
+    let lab = Lab::new(engine)?;
     let keep_label = format!("imagegc.keep-{}", lab.id());
     let app = |n: i64| lab.reference("app", &format!("v{n}"));
 
@@ -177,7 +177,7 @@ older_than = "7d"
         multi = lab.repo("multi"),
         labelled = lab.repo("labelled"),
         sel = lab.selector(),
-    ));
+    ))?;
 
     let expected: BTreeSet<String> = [
         "d40".to_owned(),
@@ -194,7 +194,7 @@ older_than = "7d"
     .into_iter()
     .collect();
 
-    let plan = lab.imagegc_json(&["--config", &policy, "plan", "--output", "json"])?;
+    let plan = lab.imagegc_json(&policy, &["plan"])?;
     let planned = removed_names(&lab, &plan["removals"]);
     if planned != expected {
         print_listing(&lab);
@@ -242,7 +242,7 @@ older_than = "7d"
     let predicted = plan["reclaim_bytes"].as_u64().unwrap_or(0);
 
     let disk_before = engine.data_root_bytes();
-    let report = lab.imagegc_json(&["--config", &policy, "once", "--output", "json"])?;
+    let report = lab.imagegc_json(&policy, &["once"])?;
     let disk_after = engine.data_root_bytes();
     let removed = removed_names(&lab, &report["removed"]);
     let failed = report["failed"].as_array().map_or(0, Vec::len);

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Barrier;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::Finding;
 use crate::engine::{MatrixEngine, Store};
@@ -23,7 +23,7 @@ const ORPHAN_MESSAGE: &str = "container's image is gone";
 
 #[allow(clippy::too_many_lines)]
 pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
-    let lab = Lab::new(engine);
+    let lab = Lab::new(engine)?;
     let name = &engine.name;
     let specs: Vec<Spec> = (0..PAIRS)
         .map(|n| {
@@ -46,7 +46,7 @@ pub fn run(engine: &MatrixEngine) -> Result<Finding, String> {
         let (create, delete) = std::thread::scope(|s| {
             let create = s.spawn(|| {
                 barrier.wait();
-                lab.create_container_raw(None, &reference, &["/nonexistent"])
+                lab.create_container_raw(None, &reference, &["/nonexistent"], &json!({}), &[])
             });
             let delete = s.spawn(|| {
                 barrier.wait();
@@ -100,7 +100,7 @@ older_than = "3650d"
 "#,
         state = lab.state_path().display(),
         sel = lab.selector(),
-    ));
+    ))?;
     let out = engine.imagegc(&[
         "--config",
         &policy,
