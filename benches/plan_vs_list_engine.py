@@ -67,14 +67,17 @@ def _layer(name, data):
     return buf.getvalue()
 
 
-def tarball(first, count, prefix):
-    """A `docker load` tarball of images first..first+count-1."""
+def tarball(first, count, prefix, dangling=False, per_base=PER_BASE):
+    """A `docker load` tarball of images first..first+count-1: tagged
+    `bench/<prefix>-…`, or untagged (dangling) with `dangling`; each has a
+    layer of its own on a base layer shared by `per_base` images (1: no
+    layer shared)."""
     buf = io.BytesIO()
     manifest = []
     done_layers = set()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
         for i in range(first, first + count):
-            base = _layer(f"base-{i // PER_BASE}", f"base {i // PER_BASE}\n".encode())
+            base = _layer(f"base-{i // per_base}", f"base {i // per_base}\n".encode())
             own = _layer(f"own-{i}", f"image {i}\n".encode())
             names, diffs = [], []
             for layer in (base, own):
@@ -104,7 +107,7 @@ def tarball(first, count, prefix):
             manifest.append(
                 {
                     "Config": f"{cid}.json",
-                    "RepoTags": [f"bench/{prefix}-{i // 100}:{i}"],
+                    "RepoTags": [] if dangling else [f"bench/{prefix}-{i // 100}:{i}"],
                     "Layers": names,
                 }
             )
@@ -155,11 +158,11 @@ class Engine:
     def host(self):
         return f"unix://{self.sock}"
 
-    def load(self, n, prefix="img"):
-        """Load n images; returns the seconds it took."""
+    def load(self, n, prefix="img", dangling=False, per_base=PER_BASE):
+        """Load n images (see `tarball`); returns the seconds it took."""
         t0 = time.monotonic()
         for first in range(0, n, BATCH):
-            body = tarball(first, min(BATCH, n - first), prefix)
+            body = tarball(first, min(BATCH, n - first), prefix, dangling, per_base)
             status, data = request(
                 self.sock, "POST", "/images/load?quiet=1", body, "application/x-tar"
             )

@@ -368,7 +368,7 @@ async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_
         let token = shutdown.clone();
         slow.on_remove(move |n| {
             if n == 2 {
-                token.cancel(); // SIGTERM arrives while the second removal is in flight
+                token.cancel(); // SIGTERM arrives as the second removal starts
             }
         });
     }
@@ -382,18 +382,20 @@ async fn shutdown_during_a_pass_stops_between_removals_and_leaves_a_valid_state_
     task.await.expect("daemon task");
 
     assert_eq!(rec.outcome, PassOutcome::Cancelled);
+    // The default max_parallel_removals (4) started together; the signal
+    // came while they were in flight.
     assert_eq!(
-        rec.removed, 2,
-        "the removal in flight finished, no new one started"
+        rec.removed, 4,
+        "the removals in flight finished, no new one started"
     );
-    assert_eq!(slow.removals().len(), 2);
-    assert_eq!(slow.image_ids().len(), 4);
+    assert_eq!(slow.removals().len(), 4);
+    assert_eq!(slow.image_ids().len(), 2);
     let state = State::load(&dir.path().join("state.json"), Utc::now())
         .expect("state readable")
         .expect("state file exists");
     assert_eq!(
         state.images.len(),
-        4,
+        2,
         "deleted images are dropped from the state"
     );
 }
@@ -688,8 +690,9 @@ async fn a_long_pass_whose_calls_keep_finishing_keeps_the_watchdog_fed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = FakeEngine::new();
     old_dangling(&engine, 30);
-    // 30 removals of a minute each: 30 minutes, three times the bound.
-    engine.set_remove_delay(Duration::from_secs(60));
+    // 30 removals of four minutes each, four at a time (the default
+    // max_parallel_removals): 30 minutes, three times the bound.
+    engine.set_remove_delay(Duration::from_secs(240));
     let text = policy_text(dir.path(), "0 0 1 1 *", "UTC", "dangling")
         .replace("run_on_start = false", "run_on_start = true");
     let mut r = rig(Arc::new(engine), &text, None, t("2026-11-28T10:00:00Z"));

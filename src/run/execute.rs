@@ -1,9 +1,13 @@
 //! Carries out a plan against an engine and reports what happened.
 //!
-//! Removals run one by one in plan order (children before parents), never
-//! forced. A 409 (now in use, has children) or 404 (already gone) is a normal
-//! outcome: counted, logged at info, and the pass goes on. Cancellation is
-//! checked between removals only, so a removal in flight always finishes.
+//! Removals start in plan order (children before parents), never forced:
+//! containers and build-cache records one at a time, images with at most
+//! `[safety] max_parallel_removals` in flight, each only after the earlier
+//! removals it depends on ([`removal_dependencies`]), their answers settled
+//! in plan order. A 409 (now in use, has children) or 404 (already gone) is
+//! a normal outcome: counted, logged at info, and the pass goes on.
+//! Cancellation is checked before each start only, so a removal in flight
+//! always finishes.
 //!
 //! Where the reclaimed bytes come from is the engine's capability
 //! ([`ReclaimSource`]): on an engine that lists the layers a removal
