@@ -288,7 +288,10 @@ fn docker(engine: &MatrixEngine) -> Result<Finding, String> {
         .cloned()
         .collect();
     if !late.is_empty() {
-        eprintln!("[{}] records listed after the build returned: {late:?}", engine.name);
+        eprintln!(
+            "[{}] records listed after the build returned: {late:?}",
+            engine.name
+        );
         lab.own_records(late.iter().cloned());
         mine.extend(late);
     }
