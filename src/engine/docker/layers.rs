@@ -69,6 +69,84 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
+/// Layer sizes learned from histories in this process, by chain ID, so that an image whose
+/// lower layers are known needs no history call ([`layers_from_known`]). A cache, not a
+/// record: bounded by [`KnownLayers::CAPACITY`] entries and emptied when full, which costs
+/// history calls, never a wrong size (a chain ID names one layer's content for good).
+#[derive(Debug, Default)]
+pub struct KnownLayers {
+    sizes: std::collections::HashMap<String, u64>,
+}
+
+impl KnownLayers {
+    /// The most layers remembered (about 100 bytes each): far more than a build host holds.
+    pub const CAPACITY: usize = 1 << 16;
+
+    /// The size of layer `chain_id`, if learned.
+    pub fn get(&self, chain_id: &str) -> Option<u64> {
+        self.sizes.get(chain_id).copied()
+    }
+
+    /// Remembers the sizes of `layers`, whose sizes are exact.
+    pub fn learn(&mut self, layers: &[Layer]) {
+        for layer in layers {
+            if self.sizes.len() >= Self::CAPACITY && !self.sizes.contains_key(&layer.chain_id) {
+                self.sizes.clear();
+            }
+            self.sizes.insert(layer.chain_id.clone(), layer.size);
+        }
+    }
+
+    /// How many layers are remembered.
+    pub fn len(&self) -> usize {
+        self.sizes.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.sizes.is_empty()
+    }
+}
+
+/// An image's layers sized from the inspect alone, without its history: on a graph-driver
+/// store the inspect `Size` (`total`) is the sum of the chain's diff sizes (measured on Docker
+/// 20.10 and 26.1), so when every layer's size but at most one is `known` (learned from an
+/// earlier image's history: a chain ID names one layer and its size for good), the missing one
+/// is the difference. `None` when two or more are unknown, or when the figures do not add up
+/// (an engine whose `Size` is not that sum): the caller then reads the history.
+pub fn layers_from_known(
+    diff_ids: &[String],
+    total: u64,
+    known: impl Fn(&str) -> Option<u64>,
+) -> Option<Vec<Layer>> {
+    let chains = chain_ids(diff_ids);
+    if chains.is_empty() {
+        return None;
+    }
+    let sizes: Vec<Option<u64>> = chains.iter().map(|c| known(c)).collect();
+    let known_sum = sizes
+        .iter()
+        .flatten()
+        .try_fold(0u64, |t, s| t.checked_add(*s))?;
+    let missing = sizes.iter().filter(|s| s.is_none()).count();
+    let rest = total.checked_sub(known_sum)?;
+    match missing {
+        0 if rest == 0 => {}
+        1 => {}
+        _ => return None,
+    }
+    Some(
+        chains
+            .into_iter()
+            .zip(sizes)
+            .map(|(chain_id, size)| Layer {
+                chain_id,
+                size: size.unwrap_or(rest),
+            })
+            .collect(),
+    )
+}
+
 /// Lower-case hex of `bytes`.
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -215,6 +293,76 @@ mod tests {
         assert!(got.exact);
         let sizes: Vec<u64> = got.layers.iter().map(|l| l.size).collect();
         assert_eq!(sizes, vec![100, 0, 7]);
+    }
+
+    fn diffs(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("sha256:{i:064x}")).collect()
+    }
+
+    #[test]
+    fn a_single_layer_is_the_whole_size_without_history() {
+        let layers = layers_from_known(&diffs(1), 300_000, |_| None).expect("one unknown");
+        assert_eq!(layers.len(), 1);
+        assert_eq!(layers[0].chain_id, diffs(1)[0]);
+        assert_eq!(layers[0].size, 300_000);
+    }
+
+    #[test]
+    fn the_one_unknown_layer_is_the_difference_from_the_known_ones() {
+        let d = diffs(3);
+        let chains = chain_ids(&d);
+        let (bottom, top) = (chains[0].clone(), chains[2].clone());
+        let known = |c: &str| match c {
+            _ if c == bottom => Some(100),
+            _ if c == top => Some(7),
+            _ => None,
+        };
+        let layers = layers_from_known(&d, 1_000, known).expect("one unknown");
+        let sizes: Vec<u64> = layers.iter().map(|l| l.size).collect();
+        assert_eq!(sizes, vec![100, 893, 7]);
+        assert_eq!(
+            layers
+                .iter()
+                .map(|l| l.chain_id.clone())
+                .collect::<Vec<_>>(),
+            chains
+        );
+    }
+
+    #[test]
+    fn the_history_is_needed_when_two_are_unknown_or_the_sum_is_off() {
+        let d = diffs(2);
+        assert_eq!(layers_from_known(&d, 1_000, |_| None), None);
+        // Known more than the total: not the sum this rule relies on.
+        assert_eq!(layers_from_known(&d, 10, |_| Some(20)), None);
+        // All known, but they do not add up to the total.
+        assert_eq!(layers_from_known(&d, 50, |_| Some(20)), None);
+        assert_eq!(
+            layers_from_known(&d, 40, |_| Some(20)).map(|l| l.len()),
+            Some(2)
+        );
+        assert_eq!(layers_from_known(&[], 0, |_| None), None);
+        // A sum that overflows is not trusted either.
+        assert_eq!(layers_from_known(&d, u64::MAX, |_| Some(u64::MAX)), None);
+    }
+
+    #[test]
+    fn known_layers_stay_bounded() {
+        let mut known = KnownLayers::default();
+        let layer = |i: usize| Layer {
+            chain_id: format!("sha256:{i:064x}"),
+            size: i as u64,
+        };
+        let many: Vec<Layer> = (0..=KnownLayers::CAPACITY).map(layer).collect();
+        known.learn(&many);
+        assert!(known.len() <= KnownLayers::CAPACITY);
+        // The newest is remembered, with its size.
+        assert_eq!(
+            known.get(&layer(KnownLayers::CAPACITY).chain_id),
+            Some(KnownLayers::CAPACITY as u64)
+        );
+        known.learn(&[layer(3)]);
+        assert_eq!(known.get(&layer(3).chain_id), Some(3));
     }
 
     #[test]

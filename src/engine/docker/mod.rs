@@ -105,6 +105,9 @@ pub struct Docker {
     line_overflow: Overflow,
     /// Which engine this is (read at connect time), and so its capabilities.
     flavor: flavor::Flavor,
+    /// Layer sizes learned from histories (graph-driver stores), shared by clones: an image
+    /// whose lower layers are known is sized from its inspect alone.
+    known_layers: Arc<Mutex<layers::KnownLayers>>,
 }
 
 /// The cap an event stream's reader passed, for that stream's error.
@@ -174,6 +177,7 @@ impl Docker {
             interrupt,
             line_overflow,
             flavor: flavor::Flavor::GraphDriver,
+            known_layers: Arc::default(),
         };
 
         // GET /version: the one cheap call that proves the engine answers, and
@@ -877,39 +881,63 @@ impl Engine for Docker {
     }
 
     async fn image_details(&self, image_id: &str) -> Result<ImageFacts, EngineError> {
-        let (inspect, history) = self
+        if self.flavor != flavor::Flavor::GraphDriver {
+            // The other stores' facts need the history's per-layer usage (`store`).
+            let (inspect, history) = self
+                .call(
+                    &format!("GET /images/{image_id}/json and /history"),
+                    futures_util::future::try_join(
+                        self.client.inspect_image(image_id),
+                        self.client.image_history(image_id),
+                    ),
+                )
+                .await?;
+            return Ok(facts_of(self.flavor, image_id, inspect, history));
+        }
+        // Graph driver: the inspect alone sizes an image of one layer, or one whose other
+        // layers an earlier history named; only the rest cost a history call (half the calls
+        // of a cold pass over images of one layer each, BENCHMARKS.md).
+        let inspect = self
             .call(
-                &format!("GET /images/{image_id}/json and /history"),
-                futures_util::future::try_join(
-                    self.client.inspect_image(image_id),
-                    self.client.image_history(image_id),
-                ),
+                &format!("GET /images/{image_id}/json"),
+                self.client.inspect_image(image_id),
             )
             .await?;
-        let last_tag_time = inspect
-            .metadata
-            .and_then(|m| m.last_tag_time)
-            .and_then(|t| parse_engine_time(&t));
-        let content_size = inspect.size.and_then(|s| u64::try_from(s).ok());
-        let details = ImageDetails {
-            diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
-            // The engine lists history newest first.
-            history: history
-                .into_iter()
-                .rev()
-                .map(|h| HistoryEntry {
-                    size: u64::try_from(h.size).unwrap_or(0),
-                    created_by: h.created_by,
-                })
-                .collect(),
-            last_tag_time,
-        };
-        Ok(store::image_facts(
-            self.flavor,
-            image_id,
-            &details,
-            content_size,
-        ))
+        let diff_ids = inspect
+            .root_fs
+            .as_ref()
+            .and_then(|r| r.layers.as_deref())
+            .unwrap_or_default();
+        let total = inspect.size.and_then(|s| u64::try_from(s).ok());
+        let derived = total.and_then(|total| {
+            let known = self
+                .known_layers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            layers::layers_from_known(diff_ids, total, |c| known.get(c))
+        });
+        if let Some(layers) = derived {
+            return Ok(ImageFacts {
+                layers,
+                sizes_exact: true,
+                last_tag_time: last_tag_time_of(&inspect),
+                blobs: Vec::new(),
+            });
+        }
+        let history = self
+            .call(
+                &format!("GET /images/{image_id}/history"),
+                self.client.image_history(image_id),
+            )
+            .await?;
+        let facts = facts_of(self.flavor, image_id, inspect, history);
+        if facts.sizes_exact {
+            self.known_layers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .learn(&facts.layers);
+        }
+        Ok(facts)
     }
 
     async fn remove_image(&self, target: &str) -> Result<Vec<DeleteItem>, EngineError> {
@@ -1264,6 +1292,40 @@ fn error_chain(err: &(dyn StdError + 'static)) -> String {
         current = e.source();
     }
     text
+}
+
+/// When a reference was last put on the inspected image, if the engine says.
+fn last_tag_time_of(inspect: &bollard::models::ImageInspect) -> Option<DateTime<Utc>> {
+    inspect
+        .metadata
+        .as_ref()
+        .and_then(|m| m.last_tag_time.as_deref())
+        .and_then(parse_engine_time)
+}
+
+/// The facts of image `image_id` on a store of `flavor`, from its inspect and history.
+fn facts_of(
+    flavor: flavor::Flavor,
+    image_id: &str,
+    inspect: bollard::models::ImageInspect,
+    history: Vec<bollard::models::ImageHistoryResponseItem>,
+) -> ImageFacts {
+    let last_tag_time = last_tag_time_of(&inspect);
+    let content_size = inspect.size.and_then(|s| u64::try_from(s).ok());
+    let details = ImageDetails {
+        diff_ids: inspect.root_fs.and_then(|r| r.layers).unwrap_or_default(),
+        // The engine lists history newest first.
+        history: history
+            .into_iter()
+            .rev()
+            .map(|h| HistoryEntry {
+                size: u64::try_from(h.size).unwrap_or(0),
+                created_by: h.created_by,
+            })
+            .collect(),
+        last_tag_time,
+    };
+    store::image_facts(flavor, image_id, &details, content_size)
 }
 
 /// One entry of `GET /images/json`; `None` (with a warning naming the image
