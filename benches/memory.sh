@@ -9,6 +9,9 @@
 # more than idle with none.
 #
 #   benches/memory.sh [images]     (default 1000)
+#
+# BENCH_ENGINE_DIR=dir (must not hold an engine yet) keeps the loaded engine
+# for benches/plan_vs_list.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"
@@ -20,10 +23,13 @@ fi
 exec python3 - "$bin" "$n" <<'PY'
 import os, subprocess, sys, tempfile, time
 sys.path.insert(0, "benches")
-from plan_vs_list_engine import Engine
+from plan_vs_list_engine import Engine, bench_dir
 
 bin, n = sys.argv[1], int(sys.argv[2])
-base = tempfile.mkdtemp(prefix="igc-mem-", dir="/tmp")
+base, keep = bench_dir("igc-mem-")
+if keep and os.path.exists(os.path.join(base, "e")):
+    sys.exit(f"{base}/e exists: the idle case needs an empty engine (BENCH_ENGINE_DIR "
+             "is kept after this bench, for benches/plan_vs_list.sh)")
 engine = Engine.start(os.path.join(base, "e"))
 state = os.path.join(base, "state.json")
 policy = os.path.join(base, "policy.toml")
@@ -83,5 +89,6 @@ try:
           f"+{(warm - idle) / 1024:.1f} MiB over idle (goal <= 10 MiB)", flush=True)
 finally:
     engine.stop()
-    subprocess.run(["rm", "-rf", base], check=False)
+    if not keep:
+        subprocess.run(["rm", "-rf", base], check=False)
 PY

@@ -11,7 +11,8 @@
 #   benches/plan_vs_list.sh [images] [rounds]     (default 1000 3)
 #
 # Needs root, dockerd (storage driver BENCH_STORAGE_DRIVER, default vfs:
-# no mount per layer). IMAGEGC=path times another build.
+# no mount per layer). IMAGEGC=path times another build. BENCH_ENGINE_DIR=dir keeps
+# and reuses the engine (and its images) between benches.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"
@@ -24,15 +25,18 @@ fi
 exec python3 - "$bin" "$n" "$rounds" <<'PY'
 import os, statistics, subprocess, sys, tempfile, time
 sys.path.insert(0, "benches")
-from plan_vs_list_engine import Engine
+from plan_vs_list_engine import Engine, bench_dir
 
 bin, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-base = tempfile.mkdtemp(prefix="igc-pvl-", dir="/tmp")
+base, keep = bench_dir("igc-pvl-")
 engine = Engine.start(os.path.join(base, "e"))
 try:
     print(f"loading {n} images ...", flush=True)
-    took = engine.load(n)
-    print(f"loaded {engine.count()} images in {took:.0f} s", flush=True)
+    took = engine.load_up_to(n)
+    if took is None:
+        print(f"reused {engine.count()} images in {base}", flush=True)
+    else:
+        print(f"loaded {engine.count()} images in {took:.0f} s", flush=True)
     state = os.path.join(base, "state.json")
     policy = os.path.join(base, "policy.toml")
     with open(policy, "w") as f:
@@ -85,5 +89,6 @@ older_than = "1h"
           f"plan after a once {warm * 1000:.0f} ms = {warm / lst:.1f}x (goal <= 3x)")
 finally:
     engine.stop()
-    subprocess.run(["rm", "-rf", base], check=False)
+    if not keep:
+        subprocess.run(["rm", "-rf", base], check=False)
 PY

@@ -9,6 +9,10 @@ layer of its own (a CI host's shape: few bases, many small images), and a tag.
 
 Used as a library (`engine = Engine.start(dir)`, `engine.load(n)`,
 `engine.stop()`), and by the shell scripts through `python3 -m`-less imports.
+
+`BENCH_ENGINE_DIR=dir` keeps the engine's directory (data root included) after a
+bench and reuses it in the next one, so that 10,000 images are loaded once for
+benches/memory.sh and benches/plan_vs_list.sh (`bench_dir`, `Engine.load_up_to`).
 """
 
 import hashlib
@@ -115,6 +119,17 @@ def tarball(first, count, prefix, dangling=False, per_base=PER_BASE):
     return buf.getvalue()
 
 
+def bench_dir(prefix):
+    """(directory for the bench, whether to keep it): `BENCH_ENGINE_DIR` if set
+    (kept, reused), else a fresh temp dir (removed after)."""
+    kept = os.environ.get("BENCH_ENGINE_DIR")
+    if kept:
+        os.makedirs(kept, exist_ok=True)
+        return kept, True
+    import tempfile
+    return tempfile.mkdtemp(prefix=prefix, dir="/tmp"), False
+
+
 class Engine:
     def __init__(self, base, proc):
         self.base = base
@@ -169,6 +184,13 @@ class Engine:
             if status != 200 or b'"error"' in data:
                 raise RuntimeError(f"load: {status} {data[:300]!r}")
         return time.monotonic() - t0
+
+    def load_up_to(self, n):
+        """Load the bench's n images unless the engine holds that many already (a
+        reused `BENCH_ENGINE_DIR`); returns the seconds it took, None if skipped."""
+        if self.count() >= n:
+            return None
+        return self.load(n)
 
     def count(self):
         status, data = request(self.sock, "GET", "/images/json?all=1")
