@@ -88,7 +88,7 @@ try:
           f"({os.path.getsize(state) // 1024} KiB): rss {warm} KiB (peak {warm_peak} KiB), "
           f"+{(warm - idle) / 1024:.1f} MiB over idle (goal <= 10 MiB)", flush=True)
 finally:
-    engine.stop()
+    engine.stop(remove=not keep)
     if not keep:
         subprocess.run(["rm", "-rf", base], check=False)
 PY

@@ -88,7 +88,7 @@ older_than = "1h"
           f"once {once * 1000:.0f} ms; "
           f"plan after a once {warm * 1000:.0f} ms = {warm / lst:.1f}x (goal <= 3x)")
 finally:
-    engine.stop()
+    engine.stop(remove=not keep)
     if not keep:
         subprocess.run(["rm", "-rf", base], check=False)
 PY

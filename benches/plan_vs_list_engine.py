@@ -210,7 +210,9 @@ class Engine:
         conn.close()
         return time.monotonic() - t0
 
-    def stop(self):
+    def stop(self, remove=True):
+        """Stop dockerd; remove its directory unless `remove` is false (a kept
+        `BENCH_ENGINE_DIR`)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -223,4 +225,5 @@ class Engine:
             mounts = [l.split()[1] for l in f if self.base in l]
         for m in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", m], check=False)
-        subprocess.run(["rm", "-rf", self.base], check=False)
+        if remove:
+            subprocess.run(["rm", "-rf", self.base], check=False)
