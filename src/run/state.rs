@@ -310,7 +310,7 @@ impl State {
 
     /// The state a file of any version read holds; a version 1 file has no
     /// facts, a newer one than [`SCHEMA_VERSION`] is refused.
-    fn from_file(file: StateFile) -> Result<Self, String> {
+    fn from_file(file: StateFile<'_>) -> Result<Self, String> {
         if !(OLDEST_READ..=SCHEMA_VERSION).contains(&file.version) {
             return Err(format!(
                 "schema version {} is not one of {OLDEST_READ}..={SCHEMA_VERSION}",
@@ -322,7 +322,7 @@ impl State {
             .facts
             .into_iter()
             .filter_map(|(id, raw)| {
-                let known = serde_json::from_value::<FactsRecord>(raw)
+                let known = serde_json::from_str::<FactsRecord>(raw.get())
                     .ok()
                     .and_then(FactsRecord::into_known);
                 ignored += usize::from(known.is_none());
@@ -488,15 +488,17 @@ impl<'de> Deserialize<'de> for State {
 /// state.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct StateFile {
+struct StateFile<'a> {
     version: u32,
     tracking_since: DateTime<Utc>,
     #[serde(default)]
     tracking_restarted: Option<DateTime<Utc>>,
     images: BTreeMap<String, ImageRecord>,
-    /// Absent in version 1.
-    #[serde(default)]
-    facts: BTreeMap<String, serde_json::Value>,
+    /// Absent in version 1. Each entry as the file's own text, parsed one by one: no tree
+    /// of JSON values for the whole file (at 10,000 images that tree was most of the
+    /// daemon's peak memory, BENCHMARKS.md).
+    #[serde(default, borrow)]
+    facts: BTreeMap<String, &'a serde_json::value::RawValue>,
 }
 
 /// The file as written.

@@ -28,6 +28,23 @@ use serde_json::Value;
 use super::parse_engine_time;
 use crate::engine::{is_plain_record_id, CacheRecord, CacheRecordKind, CacheRemoval, EngineError};
 
+/// The part of a `GET /system/df` answer the build cache needs: `BuildCache` as raw JSON, the
+/// rest of the answer (every image, container and volume) skipped unread.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct SystemDf {
+    #[serde(rename = "BuildCache", default)]
+    build_cache: Value,
+}
+
+impl SystemDf {
+    /// The answer as [`records`] reads it: an object with `BuildCache` only.
+    pub(super) fn into_value(self) -> Value {
+        let mut df = serde_json::Map::new();
+        df.insert("BuildCache".to_owned(), self.build_cache);
+        Value::Object(df)
+    }
+}
+
 /// The records of a `/system/df` answer (`BuildCache`: null or absent on an
 /// engine without build cache, so none).
 ///
@@ -199,6 +216,28 @@ mod tests {
             base[k] = v.clone();
         }
         base
+    }
+
+    #[test]
+    fn system_df_keeps_the_build_cache_and_skips_the_images_and_containers() {
+        let df = json!({
+            "LayersSize": 1000,
+            "Images": [{ "Id": "sha256:aa", "RepoTags": ["a:1"], "Labels": { "x": "y" } }],
+            "Containers": [{ "Id": "c1" }],
+            "Volumes": null,
+            "BuildCache": [entry(&json!({ "Parent": "" }))]
+        });
+        let text = df.to_string();
+        let read: SystemDf = serde_json::from_str(&text).expect("a df answer");
+        let kept = read.into_value();
+        assert_eq!(kept, json!({ "BuildCache": df["BuildCache"].clone() }));
+        assert_eq!(records(&kept), records(&df));
+        assert_eq!(records(&kept).len(), 1);
+        // Podman and old engines: no or null `BuildCache` means no records.
+        for answer in [r#"{"Images": []}"#, r#"{"BuildCache": null}"#] {
+            let read: SystemDf = serde_json::from_str(answer).expect("a df answer");
+            assert!(records(&read.into_value()).is_empty(), "{answer}");
+        }
     }
 
     #[test]
