@@ -16,14 +16,17 @@
 //!   `config::diagnostics` (errors, positions, did-you-mean).
 //! - [`daemon`] (`daemon/`): the service loop (triggers, passes that never
 //!   overlap, state upkeep, reload, shutdown) and `daemon::serve`, the wiring
-//!   `run` uses; `daemon::{triggers, signals, clock, notify, reload, build_use}`
-//!   hold its parts (`build_use`: a new image an event names counts as a use
-//!   of the images it was built on).
+//!   `run` uses; `daemon::{triggers, signals, clock, notify, reload, build_use,
+//!   pressure}` hold its parts (`build_use`: a new image an event names counts
+//!   as a use of the images it was built on; `pressure`: the disk and inode
+//!   sampler that starts a pass above a high watermark).
 //! - [`engine`] (`engine/`): the [`engine::Engine`] trait, its
 //!   [`engine::Capabilities`] and the engine-neutral types (image facts, uses,
 //!   build-cache records, errors); `engine::docker` (also [`docker`]): `Engine`
 //!   over bollard, the only module that knows the wire, with
-//!   `engine::docker::layers` (Docker's layer heuristics),
+//!   `engine::docker::flavor` (which engine is behind the API, and its
+//!   capabilities), `engine::docker::store` (what a removal frees on each
+//!   store), `engine::docker::layers` (Docker's layer heuristics),
 //!   `engine::docker::events` (its event vocabulary) and
 //!   `engine::docker::build_cache` (its build cache); `engine::fake` (also
 //!   `fake`, `test-support` feature only): an in-memory engine for tests and

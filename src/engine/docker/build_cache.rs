@@ -28,31 +28,22 @@ use serde_json::Value;
 use super::parse_engine_time;
 use crate::engine::{is_plain_record_id, CacheRecord, CacheRecordKind, CacheRemoval, EngineError};
 
-/// The part of a `GET /system/df` answer the build cache needs: `BuildCache` as raw JSON, the
-/// rest of the answer (every image, container and volume) skipped unread.
+/// The part of a `GET /system/df` answer the build cache needs: `BuildCache` as raw JSON (null
+/// when absent), the rest of the answer (every image, container and volume) skipped unread.
 #[derive(Debug, serde::Deserialize)]
 pub(super) struct SystemDf {
     #[serde(rename = "BuildCache", default)]
-    build_cache: Value,
+    pub(super) build_cache: Value,
 }
 
-impl SystemDf {
-    /// The answer as [`records`] reads it: an object with `BuildCache` only.
-    pub(super) fn into_value(self) -> Value {
-        let mut df = serde_json::Map::new();
-        df.insert("BuildCache".to_owned(), self.build_cache);
-        Value::Object(df)
-    }
-}
-
-/// The records of a `/system/df` answer (`BuildCache`: null or absent on an
+/// The records of a `/system/df` answer's `BuildCache` (null or absent on an
 /// engine without build cache, so none).
 ///
 /// An entry left out (no ID, no valid creation time) may be a child: the
 /// records it was made on top of, and theirs, are left out too, so no plan
 /// can remove a parent before a child it cannot see.
-pub(super) fn records(df: &Value) -> Vec<CacheRecord> {
-    let Some(entries) = df.get("BuildCache").and_then(Value::as_array) else {
+pub(super) fn records(build_cache: &Value) -> Vec<CacheRecord> {
+    let Some(entries) = build_cache.as_array() else {
         return Vec::new();
     };
     let mut kept = Vec::with_capacity(entries.len());
@@ -229,14 +220,13 @@ mod tests {
         });
         let text = df.to_string();
         let read: SystemDf = serde_json::from_str(&text).expect("a df answer");
-        let kept = read.into_value();
-        assert_eq!(kept, json!({ "BuildCache": df["BuildCache"].clone() }));
-        assert_eq!(records(&kept), records(&df));
-        assert_eq!(records(&kept).len(), 1);
+        assert_eq!(read.build_cache, df["BuildCache"]);
+        assert_eq!(records(&read.build_cache), records(&df["BuildCache"]));
+        assert_eq!(records(&read.build_cache).len(), 1);
         // Podman and old engines: no or null `BuildCache` means no records.
         for answer in [r#"{"Images": []}"#, r#"{"BuildCache": null}"#] {
             let read: SystemDf = serde_json::from_str(answer).expect("a df answer");
-            assert!(records(&read.into_value()).is_empty(), "{answer}");
+            assert!(records(&read.build_cache).is_empty(), "{answer}");
         }
     }
 
@@ -250,7 +240,10 @@ mod tests {
             // must be every record it was made on top of.
             entry(&json!({ "ID": "child00000000000000000000", "Parent": "parent0000000000000000000", "CreatedAt": "" })),
         ]});
-        let ids: Vec<String> = records(&df).into_iter().map(|r| r.id).collect();
+        let ids: Vec<String> = records(&df["BuildCache"])
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         assert_eq!(ids, vec!["unrelated0000000000000000"]);
     }
 
@@ -260,7 +253,7 @@ mod tests {
             entry(&json!({ "Parent": "95cmtkpz0oyzzmecvfejjm73b" })),
             entry(&json!({ "ID": "95cmtkpz0oyzzmecvfejjm73b", "Parent": "" })),
         ], "BuilderSize": 150_000 });
-        let records = records(&df);
+        let records = records(&df["BuildCache"]);
         assert_eq!(records[0].parents, vec!["95cmtkpz0oyzzmecvfejjm73b"]);
         assert!(records[1].parents.is_empty());
         let r = &records[0];
@@ -280,7 +273,7 @@ mod tests {
         let df = json!({ "BuildCache": [entry(&json!({
             "Parents": ["aaa", "bbb"], "Type": "exec.cachemount", "LastUsedAt": null
         }))] });
-        let records = records(&df);
+        let records = records(&df["BuildCache"]);
         assert_eq!(records[0].parents, vec!["aaa", "bbb"]);
         assert_eq!(records[0].kind, CacheRecordKind::ExecCacheMount);
         assert_eq!(records[0].last_used, None);
@@ -288,14 +281,14 @@ mod tests {
 
     #[test]
     fn no_build_cache_and_absurd_records_give_what_can_be_trusted() {
-        assert!(records(&json!({ "BuildCache": null })).is_empty());
-        assert!(records(&json!({ "LayersSize": 1 })).is_empty());
+        assert!(records(&json!({ "BuildCache": null })["BuildCache"]).is_empty());
+        assert!(records(&json!({ "LayersSize": 1 })["BuildCache"]).is_empty());
         let df = json!({ "BuildCache": [
             entry(&json!({ "CreatedAt": "0001-01-01T00:00:00Z" })),
             entry(&json!({ "ID": "" })),
             entry(&json!({ "Type": "something.new" })),
         ] });
-        let records = records(&df);
+        let records = records(&df["BuildCache"]);
         assert_eq!(records.len(), 1);
         assert_eq!(
             records[0].kind,

@@ -98,13 +98,9 @@ impl KnownLayers {
     }
 
     /// How many layers are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.sizes.len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.sizes.is_empty()
     }
 }
 
@@ -130,10 +126,8 @@ pub fn layers_from_known(
         .try_fold(0u64, |t, s| t.checked_add(*s))?;
     let missing = sizes.iter().filter(|s| s.is_none()).count();
     let rest = total.checked_sub(known_sum)?;
-    match missing {
-        0 if rest == 0 => {}
-        1 => {}
-        _ => return None,
+    if !(missing == 1 || (missing == 0 && rest == 0)) {
+        return None;
     }
     Some(
         chains

@@ -983,7 +983,7 @@ impl Engine for Docker {
                 )),
                 other => other,
             })?;
-        Ok(build_cache::records(&df.into_value()))
+        Ok(build_cache::records(&df.build_cache))
     }
 
     /// One `POST /build/prune` for exactly this record (see `engine/docker/build_cache.rs`).
