@@ -7,12 +7,11 @@
 //! condition is one [`Condition`] variant and one arm of [`check`].
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::plan::{Reason, Usage};
-use super::Target;
+use super::targets::{Slots, Target, TargetSet};
 use crate::inventory::{LastUsedSource, SnapContainer, Snapshot};
 use crate::model::repository_of;
 use crate::policy::{
@@ -374,7 +373,11 @@ pub(super) struct Context<'s, 'k> {
     /// The instant of the plan.
     pub now: DateTime<Utc>,
     /// The tags the rule's `keep_most_recent` keeps.
-    pub kept_recent: &'k HashSet<(usize, usize)>,
+    pub kept_recent: &'k TargetSet,
+    /// The snapshot's candidates, for `kept_recent`.
+    pub slots: &'k Slots,
+    /// [`Snapshot::last_used`] per image.
+    pub last_used: &'k [(DateTime<Utc>, LastUsedSource)],
 }
 
 /// Check one condition against one target. Allocation-free: it runs for
@@ -384,7 +387,7 @@ pub(super) fn check<'s>(cx: &Context<'s, '_>, condition: Condition, target: Targ
     let i = target.image();
     let (holds, fact) = match condition {
         Condition::UnusedFor(limit) => {
-            let (last, source) = snap.last_used(i);
+            let (last, source) = cx.last_used[i];
             let idle = cx.now - last;
             (
                 idle > limit,
@@ -401,7 +404,7 @@ pub(super) fn check<'s>(cx: &Context<'s, '_>, condition: Condition, target: Targ
         }
         Condition::KeepMostRecent(n) => match target {
             Target::Tag(_, t) => {
-                let among_newest = cx.kept_recent.contains(&(i, t));
+                let among_newest = cx.kept_recent.contains(cx.slots, target);
                 (
                     !among_newest,
                     Fact::Rank {

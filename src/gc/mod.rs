@@ -31,14 +31,14 @@ pub mod ledger;
 pub mod plan;
 mod records;
 pub mod safety;
+mod targets;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::inventory::Snapshot;
-use crate::model::{as_written, repository_of};
+use crate::inventory::{LastUsedSource, Snapshot};
 use crate::policy::{DiskPressure, InodePressure, Policy, Rule, RuleRef, Threshold};
 use conditions::{at_or_below, check, Basis, Context};
 pub use conditions::{
@@ -51,21 +51,7 @@ pub use plan::{
     RecordRemoval, Removal, Usage,
 };
 use records::CacheView;
-
-/// A removal candidate: one tag of an image, or an untagged image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Target {
-    Tag(usize, usize),
-    Untagged(usize),
-}
-
-impl Target {
-    fn image(self) -> usize {
-        match self {
-            Self::Tag(i, _) | Self::Untagged(i) => i,
-        }
-    }
-}
+use targets::{Repos, Slots, Target, TargetSet};
 
 /// Disk-pressure candidates, least recently used first (then oldest, then
 /// first found).
@@ -113,7 +99,10 @@ impl Pressure {
 struct RuleView<'p> {
     rule: &'p Rule,
     /// Tags kept by `keep_most_recent` (the N newest selected per repository).
-    kept_recent: HashSet<(usize, usize)>,
+    kept_recent: TargetSet,
+    /// Per distinct repository ([`Repos`]): whether a `repositories` glob
+    /// matches it; `None` when the rule sets no `repositories`.
+    repo_match: Option<Vec<bool>>,
 }
 
 struct Planner<'a> {
@@ -122,11 +111,20 @@ struct Planner<'a> {
     now: DateTime<Utc>,
     rules: Vec<RuleView<'a>>,
     ledger: Ledger<'a>,
-    planned: HashSet<Target>,
+    /// The last image removal's effect (reused: no vectors per removal).
+    effect: Effect,
+    /// The snapshot's candidates, for the target sets.
+    slots: Slots,
+    /// The repository of every tag.
+    repos: Repos<'a>,
+    /// [`Snapshot::last_used`] of every image, worked out once: every
+    /// `unused_for` check and every pressure candidate reads it.
+    last_used: Vec<(DateTime<Utc>, LastUsedSource)>,
+    planned: TargetSet,
     /// Selected removals in selection order, with policy index and reason.
     selected: Vec<(Target, usize, Reasons)>,
     kept: Vec<Kept>,
-    kept_seen: HashSet<Target>,
+    kept_seen: TargetSet,
     notes: Vec<Note>,
     limit_hit: bool,
     /// The `[[build_cache]]` rules, precomputed.
@@ -210,7 +208,7 @@ pub fn judge(
     for &target in &targets {
         let reference = p.reference(target);
         for view in &p.rules {
-            let selected = selects(view.rule, snap, target);
+            let selected = p.selects(view, target);
             let conditions = if selected {
                 p.checks(view, target).map(Check::into_owned).collect()
             } else {
@@ -345,57 +343,65 @@ pub fn judge_container(
 /// The newest `keep_most_recent` selected tags per repository, by created time;
 /// on a tie the tag that sorts last counts as newer (`build-102` over
 /// `build-101`, as with reproducible builds that share a created time).
-fn keep_most_recent(rule: &Rule, snap: &Snapshot) -> HashSet<(usize, usize)> {
-    let Some(n) = rule.conditions.keep_most_recent else {
-        return HashSet::new();
+/// One sort of every selected tag by repository, then newest first: no map
+/// of per-repository lists.
+fn keep_most_recent(view: &RuleView, snap: &Snapshot, slots: &Slots, repos: &Repos) -> TargetSet {
+    let mut keep = slots.set();
+    let Some(n) = view.rule.conditions.keep_most_recent else {
+        return keep;
     };
-    let mut by_repo: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    let mut selected: Vec<(usize, usize, usize)> = Vec::new();
     for (i, img) in snap.images.iter().enumerate() {
-        for (t, tag) in img.tags.iter().enumerate() {
-            if selects(rule, snap, Target::Tag(i, t)) {
-                by_repo.entry(repository_of(tag)).or_default().push((i, t));
+        for t in 0..img.tags.len() {
+            let target = Target::Tag(i, t);
+            if selects(view, snap, slots, repos, target) {
+                let repo = repos.of(slots, target).unwrap_or(usize::MAX);
+                selected.push((repo, i, t));
             }
         }
     }
-    let mut keep = HashSet::new();
-    for refs in by_repo.values_mut() {
-        refs.sort_by(|a, b| {
-            let (ia, ib) = (&snap.images[a.0], &snap.images[b.0]);
-            ib.created
-                .cmp(&ia.created)
-                .then_with(|| ib.tags[b.1].cmp(&ia.tags[a.1]))
-        });
-        keep.extend(refs.iter().take(n).copied());
+    selected.sort_unstable_by(|a, b| {
+        let (ia, ib) = (&snap.images[a.1], &snap.images[b.1]);
+        a.0.cmp(&b.0)
+            .then_with(|| ib.created.cmp(&ia.created))
+            .then_with(|| ib.tags[b.2].cmp(&ia.tags[a.2]))
+    });
+    for repo in selected.chunk_by(|a, b| a.0 == b.0) {
+        for &(_, i, t) in repo.iter().take(n) {
+            keep.insert(slots, Target::Tag(i, t));
+        }
     }
     keep
 }
 
+/// Per distinct repository, whether one of the rule's `repositories` globs
+/// matches it (on Podman `ci/app` lists as `localhost/ci/app`: the glob the
+/// user wrote matches either spelling); `None` without `repositories`.
+fn repo_match(rule: &Rule, repos: &Repos) -> Option<Vec<bool>> {
+    let globs = &rule.selectors.repositories;
+    (!globs.is_empty()).then(|| {
+        repos
+            .distinct
+            .iter()
+            .map(|&(repo, written)| {
+                globs
+                    .iter()
+                    .any(|g| g.is_match(repo) || written.is_some_and(|w| g.is_match(w)))
+            })
+            .collect()
+    })
+}
+
 /// Selectors: all given must match.
-fn selects(rule: &Rule, snap: &Snapshot, target: Target) -> bool {
-    let sel = &rule.selectors;
+fn selects(view: &RuleView, snap: &Snapshot, slots: &Slots, repos: &Repos, target: Target) -> bool {
+    let sel = &view.rule.selectors;
     let img = &snap.images[target.image()];
     match (target, sel.dangling) {
         (Target::Tag(..), Some(true)) | (Target::Untagged(_), Some(false)) => return false,
         _ => {}
     }
-    if !sel.repositories.is_empty() {
-        let Target::Tag(_, t) = target else {
-            return false;
-        };
-        let tag = &img.tags[t];
-        let repo = repository_of(tag);
-        // On Podman `ci/app` lists as `localhost/ci/app`: the glob the user
-        // wrote matches either spelling.
-        let written = snap
-            .capabilities
-            .qualifies_local_names
-            .then(|| as_written(tag).map(repository_of))
-            .flatten();
-        if !sel
-            .repositories
-            .iter()
-            .any(|g| g.is_match(repo) || written.is_some_and(|w| g.is_match(w)))
-        {
+    if let Some(matched) = &view.repo_match {
+        if !repos.of(slots, target).is_some_and(|r| matched[r]) {
             return false;
         }
     }
@@ -404,12 +410,19 @@ fn selects(rule: &Rule, snap: &Snapshot, target: Target) -> bool {
 
 impl<'a> Planner<'a> {
     fn new(policy: &'a Policy, snap: &'a Snapshot, now: DateTime<Utc>) -> Self {
-        let rules = policy
+        let slots = Slots::new(snap);
+        let repos = Repos::new(snap, &slots);
+        let rules: Vec<RuleView<'a>> = policy
             .rules
             .iter()
-            .map(|rule| RuleView {
-                rule,
-                kept_recent: keep_most_recent(rule, snap),
+            .map(|rule| {
+                let mut view = RuleView {
+                    rule,
+                    kept_recent: TargetSet::default(),
+                    repo_match: repo_match(rule, &repos),
+                };
+                view.kept_recent = keep_most_recent(&view, snap, &slots, &repos);
+                view
             })
             .collect();
         let cache_rules: Vec<CacheView<'a>> = policy
@@ -431,10 +444,14 @@ impl<'a> Planner<'a> {
             now,
             rules,
             ledger: Ledger::new(snap),
-            planned: HashSet::new(),
+            effect: Effect::default(),
+            planned: slots.set(),
             selected: Vec::new(),
             kept: Vec::new(),
-            kept_seen: HashSet::new(),
+            kept_seen: slots.set(),
+            slots,
+            repos,
+            last_used: (0..snap.images.len()).map(|i| snap.last_used(i)).collect(),
             notes,
             limit_hit: false,
             cache_rules,
@@ -468,17 +485,23 @@ impl<'a> Planner<'a> {
         Some(KeptBecause::RemovalLimit { max })
     }
 
-    fn context<'k>(&self, view: &'k RuleView<'_>) -> Context<'a, 'k> {
+    fn selects(&self, view: &RuleView<'_>, target: Target) -> bool {
+        selects(view, self.snap, &self.slots, &self.repos, target)
+    }
+
+    fn context<'k>(&'k self, view: &'k RuleView<'_>) -> Context<'a, 'k> {
         Context {
             snap: self.snap,
             now: self.now,
             kept_recent: &view.kept_recent,
+            slots: &self.slots,
+            last_used: &self.last_used,
         }
     }
 
     /// Every condition of a rule, checked against a target, lazily.
     fn checks<'k>(
-        &self,
+        &'k self,
         view: &'k RuleView<'_>,
         target: Target,
     ) -> impl Iterator<Item = Check<'a>> + 'k
@@ -526,7 +549,7 @@ impl<'a> Planner<'a> {
     }
 
     fn keep(&mut self, target: Target, rule: usize, reason: KeptBecause) {
-        if self.kept_seen.insert(target) {
+        if self.kept_seen.insert(&self.slots, target) {
             let i = target.image();
             self.kept.push(Kept {
                 image: i,
@@ -545,9 +568,10 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Safety, then the removal limit, then the ledger. Returns the images
-    /// that became dangling, or `None` when the target was kept.
-    fn try_remove(&mut self, target: Target, rule: usize, reason: Reasons) -> Option<Vec<usize>> {
+    /// Safety, then the removal limit, then the ledger. Returns false when
+    /// the target was kept; when true, `self.effect` is the removal's
+    /// [`Effect`] (its `newly_dangling`: the images it left dangling).
+    fn try_remove(&mut self, target: Target, rule: usize, reason: Reasons) -> bool {
         let first = safety::protections(
             &self.policy.safety,
             self.snap,
@@ -558,19 +582,19 @@ impl<'a> Planner<'a> {
         .next();
         if let Some(why) = first {
             self.keep(target, rule, why);
-            return None;
+            return false;
         }
         if let Some(why) = self.limit_reached() {
             self.keep(target, rule, why);
-            return None;
+            return false;
         }
-        self.planned.insert(target);
+        self.planned.insert(&self.slots, target);
         self.selected.push((target, rule, reason));
-        let effect = match target {
-            Target::Tag(i, _) => self.ledger.remove_reference(i),
-            Target::Untagged(i) => self.ledger.remove_untagged(i),
-        };
-        Some(effect.newly_dangling)
+        match target {
+            Target::Tag(i, _) => self.ledger.remove_reference_into(i, &mut self.effect),
+            Target::Untagged(i) => self.ledger.remove_untagged_into(i, &mut self.effect),
+        }
+        true
     }
 
     /// Every rule without disk watermarks, in file order; the first rule
@@ -578,19 +602,20 @@ impl<'a> Planner<'a> {
     fn age_and_usage_phase(&mut self) {
         let mut queue: std::collections::VecDeque<Target> = self.candidates().into();
         while let Some(target) = queue.pop_front() {
-            if self.planned.contains(&target) {
+            if self.planned.contains(&self.slots, target) {
                 continue;
             }
             let hit = (0..self.rules.len()).find_map(|r| {
                 let view = &self.rules[r];
                 (!view.rule.conditions.is_pressure()
-                    && selects(view.rule, self.snap, target)
+                    && self.selects(view, target)
                     && self.conditions_met(view, target))
                 .then(|| (r, Reasons(self.held(view, target))))
             });
             if let Some((r, reason)) = hit {
-                if let Some(dangling) = self.try_remove(target, r, reason) {
-                    queue.extend(dangling.into_iter().map(Target::Untagged));
+                if self.try_remove(target, r, reason) {
+                    let dangling = &self.effect.newly_dangling;
+                    queue.extend(dangling.iter().copied().map(Target::Untagged));
                 }
             }
         }
@@ -792,7 +817,7 @@ impl<'a> Planner<'a> {
             if self.lows_reached(&pressure, Basis::Images) {
                 break;
             }
-            if self.planned.contains(&target) {
+            if self.planned.contains(&self.slots, target) {
                 continue;
             }
             if let Target::Untagged(i) = target {
@@ -801,9 +826,9 @@ impl<'a> Planner<'a> {
                 }
             }
             let reason = self.disk_reason(r, target, &first);
-            if let Some(dangling) = self.try_remove(target, r, reason) {
+            if self.try_remove(target, r, reason) {
                 removals += 1;
-                for d in dangling {
+                for &d in &self.effect.newly_dangling {
                     self.push_disk_candidate(&mut heap, &mut seq, r, Target::Untagged(d));
                 }
             }
@@ -812,17 +837,17 @@ impl<'a> Planner<'a> {
     }
 
     fn push_disk_candidate(&self, heap: &mut DiskHeap, seq: &mut usize, r: usize, target: Target) {
-        if self.planned.contains(&target) {
+        if self.planned.contains(&self.slots, target) {
             return;
         }
         let view = &self.rules[r];
-        if !selects(view.rule, self.snap, target) || !self.conditions_met(view, target) {
+        if !self.selects(view, target) || !self.conditions_met(view, target) {
             return;
         }
         let i = target.image();
         *seq += 1;
         heap.push(Reverse((
-            self.snap.last_used(i).0,
+            self.last_used[i].0,
             self.snap.images[i].created,
             *seq,
             target,
@@ -832,7 +857,7 @@ impl<'a> Planner<'a> {
     /// The pressure (`first`), the other conditions that held, and the last
     /// use.
     fn disk_reason(&self, r: usize, target: Target, first: &[Reason]) -> Reasons {
-        let (last, source) = self.snap.last_used(target.image());
+        let (last, source) = self.last_used[target.image()];
         let mut out = first.to_vec();
         out.extend(
             self.held(&self.rules[r], target)
@@ -866,12 +891,16 @@ impl<'a> Planner<'a> {
                 unpins: pinned.filter(|&i| !ledger.in_use(i)).into_iter().collect(),
             });
         }
+        // Per image, the containers removed before it that used it: one
+        // pass over the container removals, not one per image removal.
+        let mut removed_users: HashMap<usize, Vec<String>> = HashMap::new();
+        for r in &containers {
+            if let Some(image) = snap.containers[r.container].image {
+                removed_users.entry(image).or_default().push(r.name.clone());
+            }
+        }
         let unpinned_by = |image: usize| -> Vec<String> {
-            containers
-                .iter()
-                .filter(|r| snap.containers[r.container].image == Some(image))
-                .map(|r| r.name.clone())
-                .collect()
+            removed_users.get(&image).cloned().unwrap_or_default()
         };
         let mut order: Vec<(usize, (Target, usize, Reasons))> = self
             .selected
@@ -881,12 +910,13 @@ impl<'a> Planner<'a> {
         // Deeper images first; stable, so selection order holds within a depth.
         order.sort_by_key(|(depth, _)| Reverse(*depth));
         let mut removals = Vec::with_capacity(order.len());
+        let mut effect = Effect::default();
         for (_, (target, rule, reason)) in order {
             let i = target.image();
-            let effect = match target {
-                Target::Tag(..) => ledger.remove_reference(i),
-                Target::Untagged(_) => ledger.remove_untagged(i),
-            };
+            match target {
+                Target::Tag(..) => ledger.remove_reference_into(i, &mut effect),
+                Target::Untagged(_) => ledger.remove_untagged_into(i, &mut effect),
+            }
             removals.push(Removal {
                 image: i,
                 image_id: snap.images[i].id.clone(),
