@@ -37,7 +37,8 @@
 //!   images and build cache), `gc::conditions` (one evaluator per condition),
 //!   `gc::safety` (one per safety rule), `gc::containers` (the `[[containers]]`
 //!   phase, first), `gc::records` (the `[[build_cache]]` phases), `gc::plan`
-//!   (the plan as data: typed reasons).
+//!   (the plan as data: typed reasons), `gc::targets` (removal candidates,
+//!   sets of them as bits, each tag's repository).
 //! - [`host`] (`host/`): facts about this machine: the disk under the
 //!   engine's root dir ([`host::disk::DiskProbe`], statvfs).
 //! - [`inventory`] (`inventory/`): one consistent view of the engine

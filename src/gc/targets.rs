@@ -71,8 +71,8 @@ impl Slots {
 /// images).
 #[derive(Debug, Clone)]
 pub(super) struct Repos<'s> {
-    /// Per slot: its tag's repository (`u32::MAX` for untagged slots).
-    of_slot: Vec<u32>,
+    /// Per slot: its tag's repository (0, unused, for untagged slots).
+    of_slot: Vec<usize>,
     /// Each distinct repository, with the spelling the user wrote where the
     /// engine qualifies local names (`localhost/ci/app` is `ci/app`).
     pub(super) distinct: Vec<(&'s str, Option<&'s str>)>,
@@ -81,8 +81,8 @@ pub(super) struct Repos<'s> {
 impl<'s> Repos<'s> {
     pub(super) fn new(snap: &'s Snapshot, slots: &Slots) -> Self {
         let qualifies = snap.capabilities.qualifies_local_names;
-        let mut of_slot = vec![u32::MAX; slots.len];
-        let mut index: HashMap<(&str, Option<&str>), u32> = HashMap::new();
+        let mut of_slot = vec![0; slots.len];
+        let mut index: HashMap<(&str, Option<&str>), usize> = HashMap::new();
         let mut distinct = Vec::new();
         for (i, img) in snap.images.iter().enumerate() {
             for (t, tag) in img.tags.iter().enumerate() {
@@ -92,7 +92,7 @@ impl<'s> Repos<'s> {
                 let key = (repository_of(tag), written);
                 let id = *index.entry(key).or_insert_with(|| {
                     distinct.push(key);
-                    u32::try_from(distinct.len() - 1).unwrap_or(u32::MAX)
+                    distinct.len() - 1
                 });
                 of_slot[slots.slot(Target::Tag(i, t))] = id;
             }
@@ -104,7 +104,7 @@ impl<'s> Repos<'s> {
     /// untagged image.
     pub(super) fn of(&self, slots: &Slots, target: Target) -> Option<usize> {
         match target {
-            Target::Tag(..) => Some(self.of_slot[slots.slot(target)] as usize),
+            Target::Tag(..) => Some(self.of_slot[slots.slot(target)]),
             Target::Untagged(_) => None,
         }
     }

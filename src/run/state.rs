@@ -1123,49 +1123,11 @@ mod tests {
             .exists());
     }
 
-    #[test]
-    fn facts_round_trip_and_only_tracked_images_keep_them() {
-        use std::sync::Arc;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("state.json");
-        let mut s = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
-        let known = KnownFacts {
-            facts: Arc::new(ImageFacts {
-                layers: vec![Layer {
-                    chain_id: "sha256:l".to_owned(),
-                    size: u64::MAX,
-                }],
-                blobs: vec![Blob {
-                    key: "sha256:config".to_owned(),
-                    size: 1_234,
-                    exact: false,
-                }],
-                sizes_exact: false,
-                last_tag_time: Some(t("2026-01-03T00:00:00Z")),
-            }),
-            refs: Some(RefsPrint(0xdead_beef_0000_0001)),
-        };
-        let gone = KnownFacts {
-            refs: None,
-            ..known.clone()
-        };
-        let ids = ["sha256:a".to_owned(), "sha256:gone".to_owned()];
-        s.remember_facts([(&ids[0], &known), (&ids[1], &gone)]);
-        assert_eq!(s.facts.len(), 1, "an image the state does not track");
-        s.facts.insert(ids[1].clone(), gone);
-        s.save(&path).expect("save");
-        let back = State::load(&path, t("2026-01-06T00:00:00Z"))
-            .expect("load")
-            .expect("a state");
-        assert_eq!(back.facts.len(), 1, "not saved for an untracked image");
-        assert_eq!(back.facts["sha256:a"], known);
-    }
-
-    #[test]
-    fn facts_are_written_as_the_record_spells_them() {
-        use std::sync::Arc;
-        let full = KnownFacts {
-            facts: Arc::new(ImageFacts {
+    /// Facts with every field set: two layers (one of `u64::MAX` bytes), an
+    /// estimated blob, a tag time, and a fingerprint with leading zeros.
+    fn every_fact() -> KnownFacts {
+        KnownFacts {
+            facts: std::sync::Arc::new(ImageFacts {
                 layers: vec![
                     Layer {
                         chain_id: "sha256:l1".to_owned(),
@@ -1185,7 +1147,35 @@ mod tests {
                 last_tag_time: Some(t("2026-01-03T00:00:00Z")),
             }),
             refs: Some(RefsPrint(0x0000_beef_0000_0001)),
+        }
+    }
+
+    #[test]
+    fn facts_round_trip_and_only_tracked_images_keep_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.json");
+        let mut s = State::baseline(["sha256:a"], t("2026-01-01T00:00:00Z"));
+        let known = every_fact();
+        let gone = KnownFacts {
+            refs: None,
+            ..known.clone()
         };
+        let ids = ["sha256:a".to_owned(), "sha256:gone".to_owned()];
+        s.remember_facts([(&ids[0], &known), (&ids[1], &gone)]);
+        assert_eq!(s.facts.len(), 1, "an image the state does not track");
+        s.facts.insert(ids[1].clone(), gone);
+        s.save(&path).expect("save");
+        let back = State::load(&path, t("2026-01-06T00:00:00Z"))
+            .expect("load")
+            .expect("a state");
+        assert_eq!(back.facts.len(), 1, "not saved for an untracked image");
+        assert_eq!(back.facts["sha256:a"], known);
+    }
+
+    #[test]
+    fn facts_are_written_as_the_record_spells_them() {
+        use std::sync::Arc;
+        let full = every_fact();
         // Fields left out when empty: no refs, blobs or tag time.
         let bare = KnownFacts {
             facts: Arc::new(ImageFacts {
